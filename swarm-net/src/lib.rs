@@ -1,1 +1,47 @@
-//! placeholder
+//! The I/O side of swarm: libp2p discovery and gossip, the node driver, and the public
+//! node API.
+//!
+//! Data flow of a node, as far as it goes today:
+//! 1. **Discover** — libp2p (QUIC and TCP+Noise+yamux), Kademlia with bootstrap peers,
+//!    random walks and a provider record under the namespace key; identify feeds
+//!    Kademlia; mDNS with the `mdns` feature.
+//! 2. **Bind identity** — keys from [`NodeIdentity`]; the tunnel key travels in a signed
+//!    `TunnelRecord`.
+//! 3. **Gossip** — gossipsub with strict signing carries each node's `NodeRecord`; every
+//!    record is validated in `swarm-core` before it is forwarded, and bad ones penalise
+//!    their sender.
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use swarm_net::{NodeBuilder, NodeEvent};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let (node, mut events) = NodeBuilder::new("my-swarm")
+//!     .listen("/ip4/0.0.0.0/udp/0/quic-v1".parse()?)
+//!     .bootstrap("/ip4/192.0.2.1/udp/4001/quic-v1".parse()?)
+//!     .gpu_probe(Arc::new("2xA100-80GB".parse::<swarm_gpu::StaticProbe>()?))
+//!     .start()
+//!     .await?;
+//! while let Some(event) = events.next().await {
+//!     if let NodeEvent::RecordUpdated { peer, .. } = event {
+//!         let view = node.cluster().await?;
+//!         println!("{peer} updated; {} nodes known", view.len());
+//!     }
+//! }
+//! node.shutdown().await;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod behaviour;
+mod config;
+mod discovery;
+mod driver;
+mod identity;
+mod node;
+
+pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+pub use identity::{tunnel_key_path, IdentityError, NodeIdentity};
+pub use libp2p::{Multiaddr, PeerId};
+pub use node::{Node, NodeError, NodeEvent, NodeEvents, NodeStats};

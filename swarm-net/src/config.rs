@@ -1,0 +1,309 @@
+//! Everything a node can be told before it starts, and the builder that tells it.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p::Multiaddr;
+use swarm_core::publish::PublishConfig;
+use swarm_core::record::{InvalidLabel, InvalidNamespace, Label, Namespace};
+use swarm_core::view::ViewConfig;
+use swarm_gpu::{GpuProbe, NoGpus};
+
+use crate::identity::NodeIdentity;
+
+/// Where a node's keys come from.
+#[derive(Debug, Clone)]
+pub enum IdentitySource {
+    /// Fresh keys for this run only.
+    Ephemeral,
+    /// Keys loaded from (or created at) a file; see [`NodeIdentity::load_or_create`].
+    File(PathBuf),
+    /// Keys the caller already holds.
+    Keys(NodeIdentity),
+}
+
+/// A node's settings, checked. Built by [`NodeBuilder`].
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The swarm's name.
+    pub namespace: Namespace,
+    /// libp2p listen addresses.
+    pub listen: Vec<Multiaddr>,
+    /// Peers to contact first.
+    pub bootstrap: Vec<Multiaddr>,
+    /// How the local record is published.
+    pub publish: PublishConfig,
+    /// How records of others are held.
+    pub view: ViewConfig,
+    /// Labels of this node.
+    pub labels: Vec<Label>,
+    /// Most inbound connections.
+    pub max_inbound: u32,
+    /// How many namespace members to keep connections to, at least.
+    pub target_peers: usize,
+    /// How often a Kademlia random walk looks for new peers.
+    pub random_walk_interval: Duration,
+    /// Longest wait between two provider look-ups for namespace members.
+    pub discovery_interval_max: Duration,
+    /// Lifetime of the provider record announcing membership.
+    pub provider_ttl: Duration,
+    /// Capacity of the event stream; events beyond it are dropped and counted.
+    pub event_capacity: usize,
+    /// UDP port of the tunnel socket (0: any).
+    pub tunnel_port: u16,
+    /// Whether mDNS runs (only with the `mdns` feature).
+    pub mdns: bool,
+}
+
+/// Why a node could not be configured or started.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The namespace name is not valid.
+    #[error(transparent)]
+    Namespace(#[from] InvalidNamespace),
+    /// A label is not valid.
+    #[error(transparent)]
+    Label(#[from] InvalidLabel),
+    /// Too many labels.
+    #[error("at most {max} labels are allowed, got {count}")]
+    TooManyLabels {
+        /// Labels given.
+        count: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Setting(String),
+    /// The keys could not be loaded.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The GPU probe failed at start.
+    #[error("GPU probe failed: {0}")]
+    Gpu(#[from] swarm_gpu::ProbeError),
+    /// The transports or behaviours could not be set up.
+    #[error("cannot set up the network stack: {0}")]
+    Network(String),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {detail}")]
+    Listen {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        detail: String,
+    },
+    /// The tunnel UDP socket could not be bound.
+    #[error("cannot bind the tunnel UDP socket: {0}")]
+    TunnelSocket(std::io::Error),
+}
+
+/// Builds a node: `NodeBuilder::new("my-swarm").listen(addr).bootstrap(addr).start().await`.
+///
+/// Every setting has a default: no listen address (add at least one for others to reach
+/// you), no bootstrap peer, fresh keys, no GPU, a 5 s heartbeat and a 30 s record TTL.
+#[derive(Debug, Clone)]
+pub struct NodeBuilder {
+    pub(crate) namespace: String,
+    pub(crate) listen: Vec<Multiaddr>,
+    pub(crate) bootstrap: Vec<Multiaddr>,
+    pub(crate) identity: IdentitySource,
+    pub(crate) probe: Arc<dyn GpuProbe>,
+    pub(crate) labels: Vec<String>,
+    pub(crate) heartbeat: Duration,
+    pub(crate) ttl: Duration,
+    pub(crate) max_inbound: u32,
+    pub(crate) target_peers: usize,
+    pub(crate) max_records: usize,
+    pub(crate) random_walk_interval: Duration,
+    pub(crate) event_capacity: usize,
+    pub(crate) tunnel_port: u16,
+    pub(crate) mdns: bool,
+}
+
+impl NodeBuilder {
+    /// A builder for a node of swarm `namespace`.
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self {
+            namespace: namespace.into(),
+            listen: Vec::new(),
+            bootstrap: Vec::new(),
+            identity: IdentitySource::Ephemeral,
+            probe: Arc::new(NoGpus),
+            labels: Vec::new(),
+            heartbeat: Duration::from_secs(5),
+            ttl: Duration::from_secs(30),
+            max_inbound: 256,
+            target_peers: 64,
+            max_records: ViewConfig::default().max_records,
+            random_walk_interval: Duration::from_secs(30),
+            event_capacity: 1024,
+            tunnel_port: 0,
+            mdns: false,
+        }
+    }
+
+    /// Adds a libp2p listen address, e.g. `/ip4/0.0.0.0/udp/4001/quic-v1` or `/ip4/127.0.0.1/tcp/0`.
+    pub fn listen(mut self, addr: Multiaddr) -> Self {
+        self.listen.push(addr);
+        self
+    }
+
+    /// Adds a bootstrap peer. With a `/p2p/<id>` suffix it also seeds Kademlia directly.
+    pub fn bootstrap(mut self, addr: Multiaddr) -> Self {
+        self.bootstrap.push(addr);
+        self
+    }
+
+    /// Loads the keys from `path` (created on first run).
+    pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.identity = IdentitySource::File(path.into());
+        self
+    }
+
+    /// Uses keys the caller holds.
+    pub fn identity(mut self, identity: NodeIdentity) -> Self {
+        self.identity = IdentitySource::Keys(identity);
+        self
+    }
+
+    /// Sets the GPU probe.
+    pub fn gpu_probe(mut self, probe: Arc<dyn GpuProbe>) -> Self {
+        self.probe = probe;
+        self
+    }
+
+    /// Adds a `key=value` label.
+    pub fn label(mut self, label: impl Into<String>) -> Self {
+        self.labels.push(label.into());
+        self
+    }
+
+    /// How often the record is republished unchanged (default 5 s).
+    pub fn heartbeat(mut self, heartbeat: Duration) -> Self {
+        self.heartbeat = heartbeat;
+        self
+    }
+
+    /// How long a record lives without a refresh (default 30 s).
+    pub fn record_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Most inbound connections (default 256).
+    pub fn max_inbound(mut self, max: u32) -> Self {
+        self.max_inbound = max;
+        self
+    }
+
+    /// How many namespace members to dial when discovered (default 64).
+    pub fn target_peers(mut self, n: usize) -> Self {
+        self.target_peers = n;
+        self
+    }
+
+    /// Most records held in the cluster view (default 20 000).
+    pub fn max_records(mut self, n: usize) -> Self {
+        self.max_records = n;
+        self
+    }
+
+    /// Interval of Kademlia random walks (default 30 s).
+    pub fn random_walk_interval(mut self, interval: Duration) -> Self {
+        self.random_walk_interval = interval;
+        self
+    }
+
+    /// Capacity of the event stream (default 1024).
+    pub fn event_capacity(mut self, n: usize) -> Self {
+        self.event_capacity = n;
+        self
+    }
+
+    /// UDP port of the tunnel socket (default 0: any free port).
+    pub fn tunnel_port(mut self, port: u16) -> Self {
+        self.tunnel_port = port;
+        self
+    }
+
+    /// Turns mDNS discovery on; it needs the `mdns` cargo feature.
+    pub fn mdns(mut self, on: bool) -> Self {
+        self.mdns = on;
+        self
+    }
+
+    /// Checks the settings.
+    pub(crate) fn config(&self) -> Result<NodeConfig, BuildError> {
+        let namespace = Namespace::new(&self.namespace)?;
+        let labels = self.labels.iter().map(|l| Label::parse(l)).collect::<Result<Vec<_>, _>>()?;
+        if labels.len() > swarm_core::record::MAX_LABELS {
+            return Err(BuildError::TooManyLabels { count: labels.len(), max: swarm_core::record::MAX_LABELS });
+        }
+        for (i, l) in labels.iter().enumerate() {
+            if labels[..i].iter().any(|o| o.key == l.key) {
+                return Err(BuildError::Setting(format!("label key {:?} given twice", l.key.as_str())));
+            }
+        }
+        if self.heartbeat.is_zero() || self.ttl <= self.heartbeat {
+            return Err(BuildError::Setting(format!(
+                "the record TTL ({:?}) must be longer than the heartbeat ({:?})",
+                self.ttl, self.heartbeat
+            )));
+        }
+        if self.event_capacity == 0 || self.max_records == 0 || self.max_inbound == 0 {
+            return Err(BuildError::Setting("capacities must be at least 1".to_owned()));
+        }
+        if self.mdns && !cfg!(feature = "mdns") {
+            return Err(BuildError::Setting("mDNS needs the `mdns` cargo feature".to_owned()));
+        }
+        let publish = PublishConfig {
+            heartbeat: self.heartbeat,
+            debounce: Duration::from_millis(250).min(self.heartbeat),
+            ..PublishConfig::default()
+        };
+        let view = ViewConfig { ttl: self.ttl, max_records: self.max_records, ..ViewConfig::default() };
+        Ok(NodeConfig {
+            namespace,
+            listen: self.listen.clone(),
+            bootstrap: self.bootstrap.clone(),
+            publish,
+            view,
+            labels,
+            max_inbound: self.max_inbound,
+            target_peers: self.target_peers,
+            random_walk_interval: self.random_walk_interval,
+            discovery_interval_max: Duration::from_secs(30),
+            provider_ttl: Duration::from_secs(600),
+            event_capacity: self.event_capacity,
+            tunnel_port: self.tunnel_port,
+            mdns: self.mdns,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = NodeBuilder::new("demo").config().unwrap();
+        assert_eq!(c.publish.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.view.ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        let err = NodeBuilder::new("Bad Name").config().unwrap_err();
+        assert!(err.to_string().contains("Bad Name"), "{err}");
+        let err = NodeBuilder::new("ok").label("novalue").config().unwrap_err();
+        assert!(err.to_string().contains("novalue"), "{err}");
+        let err = NodeBuilder::new("ok").label("a=1").label("a=2").config().unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+        let err = NodeBuilder::new("ok").heartbeat(Duration::from_secs(10)).record_ttl(Duration::from_secs(5)).config().unwrap_err();
+        assert!(err.to_string().contains("TTL"), "{err}");
+        assert!(NodeBuilder::new("ok").event_capacity(0).config().is_err());
+    }
+}

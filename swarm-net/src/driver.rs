@@ -1,0 +1,531 @@
+//! The one task per node (STYLE.md 3): it owns the libp2p swarm, the tunnel socket and the
+//! sans-IO cores, and moves bytes and events between them. Protocol decisions live in
+//! `swarm-core` ([`ClusterView`], [`RecordPublisher`]) and [`DiscoverySchedule`].
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt as _;
+use libp2p::core::transport::ListenerId;
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, kad, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use prometheus_client::registry::Registry;
+use swarm_core::bounded::BoundedVec;
+use swarm_core::codec;
+use swarm_core::identity::MAX_UDP_ENDPOINTS;
+use swarm_core::publish::{LocalContent, RecordPublisher};
+use swarm_core::time::UnixMillis;
+use swarm_core::view::{ClusterView, Ingest, ViewEvent};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::behaviour::{records_topic, Behaviour, BehaviourEvent, KAD_PROTOCOL};
+use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+use crate::discovery::DiscoverySchedule;
+use crate::identity::NodeIdentity;
+use crate::node::{Command, NodeError, NodeEvent, NodeStats};
+
+/// How long `start` waits for the listeners to come up.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capacity of the command channel.
+const COMMAND_CAPACITY: usize = 64;
+
+pub(crate) struct Driver {
+    swarm: Swarm<Behaviour>,
+    config: NodeConfig,
+    topic: gossipsub::IdentTopic,
+    view: ClusterView,
+    publisher: RecordPublisher,
+    discovery: DiscoverySchedule,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    listen_addrs: Vec<Multiaddr>,
+    /// Namespace members known by identify or by their record.
+    members: HashSet<PeerId>,
+    /// Connected peers that identified as members of our namespace.
+    identified: HashSet<PeerId>,
+    tunnel_socket: UdpSocket,
+    registry: Registry,
+    stats: NodeStats,
+}
+
+type Spawned = (mpsc::Sender<Command>, mpsc::Receiver<NodeEvent>, JoinHandle<()>, PeerId);
+
+pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Spawned, BuildError> {
+    let identity = match builder.identity {
+        IdentitySource::Ephemeral => NodeIdentity::generate(),
+        IdentitySource::Keys(keys) => keys,
+        IdentitySource::File(path) => tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&path))
+            .await
+            .map_err(|e| BuildError::Network(e.to_string()))??,
+    };
+    let probe = builder.probe.clone();
+    let gpus = tokio::task::spawn_blocking(move || probe.sample())
+        .await
+        .map_err(|e| BuildError::Network(e.to_string()))??;
+
+    let mut registry = Registry::default();
+    let mut swarm = build_swarm(&identity, &config, &mut registry)?;
+    let peer_id = *swarm.local_peer_id();
+    let tunnel_socket = bind_tunnel_socket(&config).await?;
+
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| BuildError::Listen { addr: addr.clone(), detail: e.to_string() })?;
+        listeners.push((id, addr.clone()));
+    }
+    let topic = records_topic(&config.namespace);
+    swarm
+        .behaviour_mut()
+        .gossipsub
+        .subscribe(&topic)
+        .map_err(|e| BuildError::Network(e.to_string()))?;
+    if !config.listen.is_empty() {
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+    }
+
+    let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
+    let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
+    let content = LocalContent {
+        gpus,
+        cpu_cores: host_cpu_cores(),
+        memory_bytes: host_memory_bytes(),
+        labels: BoundedVec::try_from_vec(config.labels.clone())
+            .map_err(|e| BuildError::TooManyLabels { count: e.len, max: e.max })?,
+        tunnel_pubkey: identity.tunnel_public_key(),
+        udp_endpoints: BoundedVec::new(),
+        extensions: BoundedVec::new(),
+    };
+    let publisher = RecordPublisher::new(
+        identity.keypair.clone(),
+        config.namespace.clone(),
+        content,
+        config.publish,
+        wall_clock().0,
+    );
+    let mut driver = Driver {
+        view: ClusterView::new(peer_id, config.namespace.clone(), config.view),
+        discovery: DiscoverySchedule::new(config.discovery_interval_max, config.random_walk_interval),
+        swarm,
+        topic,
+        publisher,
+        commands: cmd_rx,
+        events: event_tx,
+        listen_addrs: Vec::new(),
+        members: HashSet::new(),
+        identified: HashSet::new(),
+        tunnel_socket,
+        registry,
+        stats: NodeStats::default(),
+        config,
+    };
+    driver.wait_for_listeners(listeners).await?;
+    driver.dial_bootstrap();
+    let join = tokio::spawn(driver.run());
+    Ok((cmd_tx, event_rx, join, peer_id))
+}
+
+fn build_swarm(
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    registry: &mut Registry,
+) -> Result<Swarm<Behaviour>, BuildError> {
+    let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| net_err(&e))?
+        .with_quic()
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| {
+            Behaviour::new(key, config).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| net_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+async fn bind_tunnel_socket(config: &NodeConfig) -> Result<UdpSocket, BuildError> {
+    let ip = config.listen.iter().find_map(multiaddr_ip).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    UdpSocket::bind(SocketAddr::new(ip, config.tunnel_port)).await.map_err(BuildError::TunnelSocket)
+}
+
+impl Driver {
+    /// Runs the swarm until every listener has an address, so `start` can return them.
+    async fn wait_for_listeners(&mut self, mut pending: Vec<(ListenerId, Multiaddr)>) -> Result<(), BuildError> {
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while !pending.is_empty() {
+            let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await;
+            let event = match event {
+                Ok(event) => event,
+                Err(_) => {
+                    let (_, addr) = pending.swap_remove(0);
+                    return Err(BuildError::Listen { addr, detail: "timed out".to_owned() });
+                }
+            };
+            match &event {
+                SwarmEvent::NewListenAddr { listener_id, .. } => pending.retain(|(id, _)| id != listener_id),
+                SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                    if let Some((_, addr)) = pending.iter().find(|(id, _)| id == listener_id) {
+                        let detail = match reason {
+                            Err(e) => e.to_string(),
+                            Ok(()) => "closed".to_owned(),
+                        };
+                        return Err(BuildError::Listen { addr: addr.clone(), detail });
+                    }
+                }
+                SwarmEvent::ListenerError { listener_id, error } => {
+                    if let Some((_, addr)) = pending.iter().find(|(id, _)| id == listener_id) {
+                        return Err(BuildError::Listen { addr: addr.clone(), detail: error.to_string() });
+                    }
+                }
+                _ => {}
+            }
+            self.handle_swarm_event(event);
+        }
+        Ok(())
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                let mut bare = addr.clone();
+                bare.pop();
+                self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+    }
+
+    async fn run(mut self) {
+        loop {
+            self.flush(Instant::now());
+            let deadline = self.next_deadline();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break,
+                    Some(command) => self.handle_command(command),
+                },
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
+            }
+        }
+        tracing::debug!(peer_id = %self.swarm.local_peer_id(), "node driver stopped");
+        // Dropping `self` closes every listener, connection and socket.
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        [self.view.poll_timeout(), self.publisher.poll_timeout(), self.discovery.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .fold(far, Instant::min)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.view.handle_timeout(now);
+        let due = self.discovery.handle_timeout(now);
+        if due.lookup {
+            let key = kad::RecordKey::new(&self.config.namespace.provider_key());
+            self.swarm.behaviour_mut().kad.get_providers(key);
+        }
+        if due.walk {
+            self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+    }
+
+    /// Publishes what the publisher has due and turns view changes into events.
+    fn flush(&mut self, now: Instant) {
+        while let Some(built) = self.publisher.poll_publish(now, wall_clock()) {
+            match built {
+                Ok((record, tunnel)) => self.publish(now, record, tunnel),
+                Err(e) => tracing::error!(error = %e, "cannot sign the local record"),
+            }
+        }
+        let local = *self.swarm.local_peer_id();
+        while let Some(event) = self.view.poll_event() {
+            match event {
+                ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}
+                ViewEvent::Inserted { peer } => {
+                    let seq = self.view.get(&peer).map_or(0, |e| e.record.seq);
+                    self.member_found(peer);
+                    self.emit(NodeEvent::RecordUpdated { peer, seq });
+                }
+                ViewEvent::Updated { peer, seq } => self.emit(NodeEvent::RecordUpdated { peer, seq }),
+                ViewEvent::Expired { peer } => {
+                    self.emit(NodeEvent::RecordExpired { peer });
+                    self.member_maybe_lost(peer);
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self, now: Instant, record: swarm_core::record::NodeRecord, tunnel: swarm_core::identity::TunnelRecord) {
+        let bytes = match codec::encode(&record, self.config.view.policy.max_size) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::error!(error = %e, "local record does not encode");
+                return;
+            }
+        };
+        self.view.insert_local(now, record, tunnel);
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+            Ok(_) => self.stats.published += 1,
+            Err(e) => {
+                self.stats.publish_failures += 1;
+                tracing::debug!(error = %e, "record not published");
+            }
+        }
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    fn member_found(&mut self, peer: PeerId) {
+        if self.members.insert(peer) {
+            self.emit(NodeEvent::PeerDiscovered { peer });
+        }
+    }
+
+    fn member_maybe_lost(&mut self, peer: PeerId) {
+        if !self.identified.contains(&peer) && self.view.get(&peer).is_none() && self.members.remove(&peer) {
+            self.emit(NodeEvent::PeerLost { peer });
+        }
+    }
+
+    fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.view.snapshot());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Dial(addr, reply) => {
+                let result = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| NodeError::Dial { addr, detail: e.to_string() });
+                let _ = reply.send(result);
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        let (bytes_in, bytes_out) = bandwidth_totals(&self.registry);
+        NodeStats {
+            connected_peers: self.swarm.connected_peers().count(),
+            records: self.view.len(),
+            gossip: self.view.counters().clone(),
+            bytes_in,
+            bytes_out,
+            ..self.stats.clone()
+        }
+    }
+
+    fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.handle_identify(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
+            #[cfg(feature = "mdns")]
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    self.dial_member(peer);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.clone().with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(addr = %full, "listening");
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full.clone());
+                }
+                self.update_tunnel_endpoints();
+                self.emit(NodeEvent::Listening { addr: full });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                self.listen_addrs.retain(|a| *a != full);
+                self.update_tunnel_endpoints();
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.identified.remove(&peer_id);
+                self.member_maybe_lost(peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let acceptance = if message.topic != self.topic.hash() {
+                    MessageAcceptance::Reject
+                } else {
+                    let now = Instant::now();
+                    match self.view.handle_gossip(now, wall_clock(), message.source.as_ref(), &message.data) {
+                        Ok(Ingest::Inserted | Ingest::Updated) => MessageAcceptance::Accept,
+                        Ok(Ingest::Stale | Ingest::Full) => MessageAcceptance::Ignore,
+                        Err(e) => {
+                            tracing::debug!(from = %propagation_source, error = %e, "record rejected");
+                            self.emit(NodeEvent::RecordRejected { from: propagation_source, reason: e.reason() });
+                            MessageAcceptance::Reject
+                        }
+                    }
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
+                tracing::trace!(peer = %peer_id, "peer subscribed to our records");
+                self.publisher.request_publish();
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else { return };
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        if info.protocol_version == self.config.namespace.identify_protocol() {
+            self.identified.insert(peer_id);
+            self.member_found(peer_id);
+        }
+    }
+
+    fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { .. } => {
+                if self.discovery.on_routing_peer(Instant::now()) {
+                    let key = kad::RecordKey::new(&self.config.namespace.provider_key());
+                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                        tracing::warn!(error = %e, "cannot announce namespace membership");
+                    }
+                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                }
+            }
+            kad::Event::OutboundQueryProgressed {
+                result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                ..
+            } => {
+                for peer in providers {
+                    self.dial_member(peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials a namespace member we are not connected to, up to `target_peers`.
+    fn dial_member(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        if !self.members.contains(&peer) {
+            self.discovery.on_new_member(Instant::now());
+        }
+        if self.swarm.connected_peers().count() >= self.config.target_peers {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::trace!(%peer, error = %e, "not dialing member");
+        }
+    }
+
+    /// The tunnel record lists the tunnel socket at every IP we listen on.
+    fn update_tunnel_endpoints(&mut self) {
+        let Ok(bound) = self.tunnel_socket.local_addr() else { return };
+        let mut endpoints: Vec<SocketAddr> = if bound.ip().is_unspecified() {
+            self.listen_addrs
+                .iter()
+                .filter_map(multiaddr_ip)
+                .filter(|ip| !ip.is_unspecified())
+                .map(|ip| SocketAddr::new(ip, bound.port()))
+                .collect()
+        } else {
+            vec![bound]
+        };
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints.truncate(MAX_UDP_ENDPOINTS);
+        if let Ok(endpoints) = BoundedVec::try_from_vec(endpoints) {
+            self.publisher.set_udp_endpoints(endpoints);
+        }
+    }
+}
+
+fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
+        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
+        _ => None,
+    })
+}
+
+/// Wall-clock time, the only clock a record carries.
+pub(crate) fn wall_clock() -> UnixMillis {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn host_cpu_cores() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn host_memory_bytes() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Sums the bandwidth counters libp2p keeps per transport stack: (inbound, outbound).
+fn bandwidth_totals(registry: &Registry) -> (u64, u64) {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
+        return (0, 0);
+    }
+    let (mut inbound, mut outbound) = (0, 0);
+    for line in text.lines().filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{")) {
+        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+        if line.contains("direction=\"Inbound\"") {
+            inbound += value;
+        } else if line.contains("direction=\"Outbound\"") {
+            outbound += value;
+        }
+    }
+    (inbound, outbound)
+}

@@ -1,0 +1,241 @@
+//! A node's keys on disk: the Ed25519 libp2p identity and, beside it, the X25519 tunnel
+//! key.
+//!
+//! The identity file holds the libp2p protobuf encoding of the keypair; the tunnel key
+//! file (`<identity>.wg`) holds the secret in WireGuard's own format (base64 and a
+//! newline), so `wg pubkey < node.key.wg` prints the tunnel public key. Both are created
+//! on first use with mode 0600, written to a temporary file and renamed into place. A file
+//! that exists but cannot be read or parsed is an error: it is never replaced.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use libp2p::identity::Keypair;
+use swarm_core::identity::TunnelPublicKey;
+
+/// A node's two keys.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    /// The libp2p identity; its public key is the `PeerId`.
+    pub keypair: Keypair,
+    tunnel_secret: [u8; 32],
+}
+
+impl std::fmt::Debug for NodeIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeIdentity")
+            .field("peer_id", &self.keypair.public().to_peer_id())
+            .field("tunnel_pubkey", &self.tunnel_public_key())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why the identity could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// A key file exists but could not be read, or could not be written.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A key file exists but does not hold a valid key. It is left untouched.
+    #[error("{path} is not a valid {what} key file ({detail}); move it away to create a new identity")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which key.
+        what: &'static str,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+impl NodeIdentity {
+    /// Fresh keys from the OS random number generator, not stored anywhere.
+    pub fn generate() -> Self {
+        Self { keypair: Keypair::generate_ed25519(), tunnel_secret: rand::random() }
+    }
+
+    /// Keys from known bytes (tests and simulations).
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let keypair = Keypair::ed25519_from_bytes(seed).unwrap_or_else(|_| Keypair::generate_ed25519());
+        let mut tunnel_secret = seed;
+        tunnel_secret[0] ^= 0xA5;
+        Self { keypair, tunnel_secret }
+    }
+
+    /// Loads the keys at `path` (and `path` + `.wg`), creating whichever is missing.
+    pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        let keypair = match read_if_exists(path)? {
+            Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
+                path: path.to_owned(),
+                what: "libp2p identity",
+                detail: e.to_string(),
+            })?,
+            None => {
+                let keypair = Keypair::generate_ed25519();
+                let bytes = keypair.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
+                    path: path.to_owned(),
+                    what: "libp2p identity",
+                    detail: e.to_string(),
+                })?;
+                write_new(path, &bytes)?;
+                tracing::info!(path = %path.display(), peer_id = %keypair.public().to_peer_id(), "created identity");
+                keypair
+            }
+        };
+        let tunnel_path = tunnel_key_path(path);
+        let tunnel_secret = match read_if_exists(&tunnel_path)? {
+            Some(bytes) => parse_wg_key(&bytes).ok_or_else(|| IdentityError::Corrupt {
+                path: tunnel_path.clone(),
+                what: "WireGuard tunnel",
+                detail: "expected 32 bytes in base64 on one line".to_owned(),
+            })?,
+            None => {
+                let secret: [u8; 32] = rand::random();
+                let mut text = base64::engine::general_purpose::STANDARD.encode(secret);
+                text.push('\n');
+                write_new(&tunnel_path, text.as_bytes())?;
+                secret
+            }
+        };
+        Ok(Self { keypair, tunnel_secret })
+    }
+
+    /// The tunnel's X25519 secret.
+    pub fn tunnel_secret(&self) -> &[u8; 32] {
+        &self.tunnel_secret
+    }
+
+    /// The tunnel's X25519 public key.
+    pub fn tunnel_public_key(&self) -> TunnelPublicKey {
+        TunnelPublicKey::from_secret(&self.tunnel_secret)
+    }
+}
+
+/// Where the tunnel key of the identity at `path` lives.
+pub fn tunnel_key_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".wg");
+    PathBuf::from(name)
+}
+
+fn parse_wg_key(bytes: &[u8]) -> Option<[u8; 32]> {
+    let text = std::str::from_utf8(bytes).ok()?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
+    decoded.try_into().ok()
+}
+
+fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            warn_if_readable_by_others(path);
+            Ok(Some(bytes))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(IdentityError::Io { action: "read", path: path.to_owned(), source }),
+    }
+}
+
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(path = %path.display(), mode = format_args!("{:o}", meta.permissions().mode() & 0o777), "key file is readable by other users; chmod 600 it");
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_: &Path) {}
+
+/// Writes `bytes` to a new file at `path` with mode 0600, atomically.
+fn write_new(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    let io_err = |action, source| IdentityError::Io { action, path: path.to_owned(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).map_err(|e| io_err("create the directory of", e))?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let result = options.open(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("write", e));
+    }
+    // hard_link fails if `path` appeared meanwhile, so an existing key is never replaced.
+    let linked = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    linked.map_err(|e| io_err("create", e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn created_once_then_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys/node.key");
+        let a = NodeIdentity::load_or_create(&path).unwrap();
+        let b = NodeIdentity::load_or_create(&path).unwrap();
+        assert_eq!(a.keypair.public(), b.keypair.public());
+        assert_eq!(a.tunnel_secret(), b.tunnel_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            for p in [path.clone(), tunnel_key_path(&path)] {
+                assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600, "{p:?}");
+            }
+        }
+        let wg = fs::read_to_string(tunnel_key_path(&path)).unwrap();
+        assert_eq!(wg.trim().len(), 44, "WireGuard's base64 key format");
+        assert_eq!(fs::read_dir(dir.path().join("keys")).unwrap().count(), 2, "no temporary files left");
+    }
+
+    #[test]
+    fn corrupt_files_are_errors_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.key");
+        fs::write(&path, b"not a key").unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("node.key"));
+        assert_eq!(fs::read(&path).unwrap(), b"not a key");
+
+        let path = dir.path().join("good.key");
+        NodeIdentity::load_or_create(&path).unwrap();
+        fs::write(tunnel_key_path(&path), b"short\n").unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::Corrupt { what: "WireGuard tunnel", .. }), "{err}");
+    }
+
+    #[test]
+    fn unreadable_path_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory where the key file should be.
+        let path = dir.path().join("node.key");
+        fs::create_dir(&path).unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::Io { action: "read", .. }), "{err}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Nodes on loopback find each other and exchange records.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::*;
+use swarm_net::NodeEvent;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_two_knowing_only_the_first() {
+    let (a, _ea) = start(builder("three")).await;
+    let boot = first_addr(&a).await;
+    let (b, mut eb) = start(builder("three").bootstrap(boot.clone())).await;
+    let (c, _ec) = start(builder("three").bootstrap(boot)).await;
+    let nodes = [a.clone(), b.clone(), c.clone()];
+
+    let converged = eventually(Duration::from_secs(20), || async {
+        for n in &nodes {
+            if view_len(n).await != 3 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(converged, "every node holds three records");
+
+    // B learned of C although it was only told of A: through the DHT (provider record)
+    // it connects to C directly.
+    let b_to_c = eventually(Duration::from_secs(20), || async {
+        b.connected_peers().await.unwrap().contains(&c.peer_id())
+    })
+    .await;
+    assert!(b_to_c, "B dials C, found through the namespace provider record");
+
+    // The records carry what each node said about itself.
+    let view = b.cluster().await.unwrap();
+    let rec_c = view.get(&c.peer_id()).expect("C's record");
+    assert_eq!(rec_c.record.gpus.count(), 1);
+    assert_eq!(rec_c.tunnel.peer_id, c.peer_id());
+    assert!(!rec_c.tunnel.udp_endpoints.is_empty(), "tunnel endpoints are published");
+
+    // B's events named both others.
+    let mut discovered = HashSet::new();
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(100), eb.next()).await {
+        if let NodeEvent::PeerDiscovered { peer } = event {
+            discovered.insert(peer);
+        }
+    }
+    assert!(discovered.contains(&a.peer_id()) && discovered.contains(&c.peer_id()), "{discovered:?}");
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_nodes_converge_too() {
+    let (a, _ea) = start(builder("quic").listen(quic())).await;
+    let quic_addr = a
+        .listen_addrs()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|a| a.to_string().contains("quic"))
+        .expect("a QUIC address");
+    let (b, _eb) = start(swarm_net::NodeBuilder::new("quic").listen(quic()).bootstrap(quic_addr)).await;
+    let nodes = [a.clone(), b.clone()];
+    let ok = eventually(Duration::from_secs(20), || async {
+        view_len(&a).await == 2 && view_len(&b).await == 2
+    })
+    .await;
+    assert!(ok, "two QUIC nodes exchange records");
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_namespace_is_never_in_the_view() {
+    let (a, _ea) = start(builder("blue")).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("blue").bootstrap(boot.clone())).await;
+    // Shares the DHT (bootstraps to A) but belongs to another swarm.
+    let (red, _er) = start(builder("red").bootstrap(boot.clone())).await;
+    let (red2, _er2) = start(builder("red").bootstrap(boot)).await;
+    let nodes = [a.clone(), b.clone(), red.clone(), red2.clone()];
+
+    let ok = eventually(Duration::from_secs(20), || async {
+        view_len(&a).await == 2 && view_len(&b).await == 2 && view_len(&red).await == 2 && view_len(&red2).await == 2
+    })
+    .await;
+    assert!(ok, "each swarm converges on its own two members");
+    // Give gossip a few more heartbeats to leak, if it would.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for n in [&a, &b] {
+        let peers = n.cluster().await.unwrap().peers();
+        assert!(!peers.contains(&red.peer_id()) && !peers.contains(&red2.peer_id()));
+    }
+    for n in [&red, &red2] {
+        let peers = n.cluster().await.unwrap().peers();
+        assert!(!peers.contains(&a.peer_id()) && !peers.contains(&b.peer_id()));
+    }
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_node_expires_everywhere() {
+    let ttl = Duration::from_secs(3);
+    let heartbeat = Duration::from_millis(500);
+    let (a, _ea) = start(builder("expiry")).await;
+    let boot = first_addr(&a).await;
+    let (b, mut eb) = start(builder("expiry").bootstrap(boot.clone())).await;
+    let (c, _ec) = start(builder("expiry").bootstrap(boot)).await;
+    let ok = eventually(Duration::from_secs(20), || async {
+        view_len(&a).await == 3 && view_len(&b).await == 3 && view_len(&c).await == 3
+    })
+    .await;
+    assert!(ok);
+    while tokio::time::timeout(Duration::from_millis(10), eb.next()).await.is_ok() {}
+
+    let gone = c.peer_id();
+    c.shutdown().await;
+    let stopped = tokio::time::Instant::now();
+    let expired = eventually(ttl + heartbeat + Duration::from_secs(2), || async {
+        view_len(&a).await == 2 && view_len(&b).await == 2
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(expired, "C's record is gone everywhere");
+    assert!(took <= ttl + heartbeat + Duration::from_millis(500), "expired after {took:?}");
+    let mut saw_expired = false;
+    let mut saw_lost = false;
+    while let Ok(Some(event)) = tokio::time::timeout(Duration::from_millis(200), eb.next()).await {
+        saw_expired |= event == NodeEvent::RecordExpired { peer: gone };
+        saw_lost |= event == NodeEvent::PeerLost { peer: gone };
+    }
+    assert!(saw_expired && saw_lost);
+    shutdown_all(&[a, b]).await;
+}
