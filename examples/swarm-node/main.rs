@@ -1,1 +1,80 @@
-fn main() {}
+//! `swarm-node`: the reference node program, built on the public `swarm` API.
+//!
+//! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
+//! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
+//!   every record and prints the cluster table (`--json` for a machine-readable summary).
+
+mod demo;
+mod run;
+mod table;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "swarm-node", version, about = "A swarm node: decentralized GPU cloud, no coordinator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log filter, e.g. `info` or `swarm_net=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run one node until Ctrl-C.
+    Run(run::RunArgs),
+    /// Run a local mesh of N nodes on loopback and show what they see.
+    Demo(demo::DemoArgs),
+}
+
+/// Parses durations such as `500ms`, `5s`, `2m`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| (&text[..i], &text[i..]));
+    let value: f64 =
+        number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+    };
+    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
+        return Err(format!("{text:?} is out of range (0 < d <= 24h)"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+            Command::Demo(args) => demo::demo(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -111,11 +111,7 @@ pub fn decode<M: WireMessage>(bytes: &[u8], max_size: usize) -> Result<M, Decode
         return Err(DecodeError::WrongKind { expected: M::KIND, found: kind });
     }
     if version != M::VERSION {
-        return Err(DecodeError::UnsupportedVersion {
-            kind,
-            found: version,
-            supported: M::VERSION,
-        });
+        return Err(DecodeError::UnsupportedVersion { kind, found: version, supported: M::VERSION });
     }
     let (message, rest) = postcard::take_from_bytes::<M>(body)?;
     if !rest.is_empty() {
@@ -219,24 +215,15 @@ mod tests {
         // id, then a name claiming 2^63 bytes.
         let mut bytes = vec![0xEE, 3, 42];
         bytes.extend_from_slice(&huge);
-        assert!(matches!(
-            decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE), Err(DecodeError::Malformed(_))));
         // id, a good name, then items claiming 2^63 elements.
         let mut bytes = vec![0xEE, 3, 42, 1, b'a'];
         bytes.extend_from_slice(&huge);
-        assert!(matches!(
-            decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE), Err(DecodeError::Malformed(_))));
         // items claiming 9 elements (one over the bound) with all of them present.
         let mut bytes = vec![0xEE, 3, 42, 1, b'a', 9];
         bytes.extend_from_slice(&[1; 9]);
         bytes.push(0);
-        assert!(matches!(
-            decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE),
-            Err(DecodeError::Malformed(_))
-        ));
+        assert!(matches!(decode::<Sample>(&bytes, DEFAULT_MAX_MESSAGE_SIZE), Err(DecodeError::Malformed(_))));
     }
 }

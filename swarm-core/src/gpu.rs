@@ -101,10 +101,7 @@ impl GpuSnapshot {
                 });
             }
             if d.utilization_pct > 100 {
-                return Err(GpuSnapshotError::UtilizationOver100 {
-                    index: d.index,
-                    pct: d.utilization_pct,
-                });
+                return Err(GpuSnapshotError::UtilizationOver100 { index: d.index, pct: d.utilization_pct });
             }
             if self.devices[..i].iter().any(|o| o.index == d.index) {
                 return Err(GpuSnapshotError::DuplicateIndex { index: d.index });
@@ -126,8 +123,7 @@ impl GpuSnapshot {
         if groups.is_empty() {
             return "none".to_owned();
         }
-        let parts: Vec<String> =
-            groups.iter().map(|(m, gib, n)| format!("{n}x{m}-{gib}GB")).collect();
+        let parts: Vec<String> = groups.iter().map(|(m, gib, n)| format!("{n}x{m}-{gib}GB")).collect();
         parts.join(",")
     }
 }

@@ -55,6 +55,20 @@ pub struct TunnelRecord {
     pub issued_at: UnixMillis,
 }
 
+impl TunnelRecord {
+    /// Checks that the record is neither expired nor from the future at `now`.
+    pub fn check_age(&self, now: UnixMillis, policy: &TunnelRecordPolicy) -> Result<(), TunnelRecordError> {
+        if self.issued_at > now.saturating_add(policy.max_clock_skew) {
+            return Err(TunnelRecordError::FromFuture { ahead_ms: self.issued_at.0 - now.0 });
+        }
+        let age = self.issued_at.age(now);
+        if age > policy.max_age {
+            return Err(TunnelRecordError::Expired { age_ms: age.as_millis() as u64 });
+        }
+        Ok(())
+    }
+}
+
 impl WireMessage for TunnelRecord {
     const KIND: u8 = 0x02;
     const VERSION: u8 = 1;
@@ -154,13 +168,7 @@ impl SignedTunnelRecord {
         if record.peer_id != *expected_peer {
             return Err(TunnelRecordError::WrongPeer);
         }
-        if record.issued_at > now.saturating_add(policy.max_clock_skew) {
-            return Err(TunnelRecordError::FromFuture { ahead_ms: record.issued_at.0 - now.0 });
-        }
-        let age = record.issued_at.age(now);
-        if age > policy.max_age {
-            return Err(TunnelRecordError::Expired { age_ms: age.as_millis() as u64 });
-        }
+        record.check_age(now, policy)?;
         let key = embedded_public_key(expected_peer).ok_or(TunnelRecordError::UnsupportedPeerId)?;
         if !key.verify(&signing_input(&self.body), &self.signature) {
             return Err(TunnelRecordError::BadSignature);
@@ -213,8 +221,7 @@ pub(crate) mod tests {
         TunnelRecord {
             peer_id: key.public().to_peer_id(),
             tunnel_pubkey: TunnelPublicKey::from_secret(&[7; 32]),
-            udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:51820".parse().unwrap()])
-                .unwrap(),
+            udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:51820".parse().unwrap()]).unwrap(),
             issued_at: UnixMillis(issued_at),
         }
     }
@@ -270,10 +277,7 @@ pub(crate) mod tests {
         let mut s = sig.to_vec();
         s[0] ^= 1;
         let t = SignedTunnelRecord::from_parts(body, &s).unwrap();
-        assert_eq!(
-            t.verify(&key.public().to_peer_id(), NOW, &policy),
-            Err(TunnelRecordError::BadSignature)
-        );
+        assert_eq!(t.verify(&key.public().to_peer_id(), NOW, &policy), Err(TunnelRecordError::BadSignature));
     }
 
     #[test]
@@ -318,9 +322,8 @@ pub(crate) mod tests {
     fn public_key_matches_x25519() {
         // RFC 7748 section 6.1: Alice's key pair.
         let secret: [u8; 32] = [
-            0x77, 0x07, 0x6d, 0x0a, 0x73, 0x18, 0xa5, 0x7d, 0x3c, 0x16, 0xc1, 0x72, 0x51, 0xb2,
-            0x66, 0x45, 0xdf, 0x4c, 0x2f, 0x87, 0xeb, 0xc0, 0x99, 0x2a, 0xb1, 0x77, 0xfb, 0xa5,
-            0x1d, 0xb9, 0x2c, 0x2a,
+            0x77, 0x07, 0x6d, 0x0a, 0x73, 0x18, 0xa5, 0x7d, 0x3c, 0x16, 0xc1, 0x72, 0x51, 0xb2, 0x66, 0x45,
+            0xdf, 0x4c, 0x2f, 0x87, 0xeb, 0xc0, 0x99, 0x2a, 0xb1, 0x77, 0xfb, 0xa5, 0x1d, 0xb9, 0x2c, 0x2a,
         ];
         let public = TunnelPublicKey::from_secret(&secret);
         assert_eq!(public.0[..4], [0x85, 0x20, 0xf0, 0x09]);

@@ -31,7 +31,7 @@ impl Default for PublishConfig {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(5),
-            debounce: Duration::from_millis(100),
+            debounce: Duration::from_secs(1),
             tunnel_refresh: Duration::from_secs(30 * 60),
         }
     }
@@ -129,17 +129,22 @@ impl RecordPublisher {
         Ok(())
     }
 
-    /// Asks for a publication soon (a new peer subscribed, say).
+    /// Asks for a publication soon: within the debounce interval of the last one.
     pub fn request_publish(&mut self) {
         self.dirty = true;
     }
 
+    /// Asks for a publication at once, debounce or not (the first subscriber appeared
+    /// after earlier publications reached nobody, say).
+    pub fn request_publish_now(&mut self) {
+        self.dirty = true;
+        self.last_publish = None;
+    }
+
     /// When [`Self::poll_publish`] will next have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let last = match self.last_publish {
-            None => return None, // due at once: the caller polls right away.
-            Some(last) => last,
-        };
+        // `None`: due at once, the caller polls right away.
+        let last = self.last_publish?;
         if self.dirty {
             Some(last + self.config.debounce)
         } else {
@@ -149,7 +154,11 @@ impl RecordPublisher {
 
     /// The record to publish now, if one is due. `wall` stamps the record and its
     /// tunnel record.
-    pub fn poll_publish(&mut self, now: Instant, wall: UnixMillis) -> Option<Result<(NodeRecord, TunnelRecord), SignError>> {
+    pub fn poll_publish(
+        &mut self,
+        now: Instant,
+        wall: UnixMillis,
+    ) -> Option<Result<(NodeRecord, TunnelRecord), SignError>> {
         if let Some(due) = self.poll_timeout() {
             if now < due {
                 return None;
@@ -195,7 +204,6 @@ impl RecordPublisher {
         Ok((record, tunnel))
     }
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -246,10 +254,13 @@ mod tests {
         assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(5)));
         p.request_publish();
         p.request_publish();
-        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_millis(100)));
-        assert!(p.poll_publish(t0 + Duration::from_millis(50), NOW).is_none());
-        assert!(p.poll_publish(t0 + Duration::from_millis(100), NOW).is_some());
-        assert!(p.poll_publish(t0 + Duration::from_millis(200), NOW).is_none());
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+        assert!(p.poll_publish(t0 + Duration::from_millis(500), NOW).is_none());
+        assert!(p.poll_publish(t0 + Duration::from_secs(1), NOW).is_some());
+        assert!(p.poll_publish(t0 + Duration::from_millis(1200), NOW).is_none());
+        p.request_publish_now();
+        assert_eq!(p.poll_timeout(), None);
+        assert!(p.poll_publish(t0 + Duration::from_millis(1200), NOW).is_some());
     }
 
     #[test]

@@ -14,8 +14,9 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
+use crate::codec;
 use crate::identity::TunnelRecord;
-use crate::record::{Namespace, NodeRecord, RecordError, RecordPolicy};
+use crate::record::{Namespace, NodeRecord, RecordError, RecordPolicy, VerifiedRecord};
 use crate::time::UnixMillis;
 
 /// Settings of a [`ClusterView`].
@@ -144,17 +145,39 @@ impl ClusterView {
     ) -> Result<Ingest, RecordError> {
         let result = match source {
             None => Err(RecordError::Unsigned),
-            Some(author) => {
-                NodeRecord::decode_verified(bytes, author, &self.namespace, wall, &self.config.policy)
-            }
+            Some(author) => self.check(wall, author, bytes),
         };
         match result {
-            Ok(verified) => Ok(self.apply(now, verified.record, verified.tunnel, false)),
+            Ok(Some(verified)) => Ok(self.apply(now, verified.record, verified.tunnel, false)),
+            Ok(None) => {
+                self.counters.stale += 1;
+                Ok(Ingest::Stale)
+            }
             Err(e) => {
                 *self.counters.rejected.entry(e.reason()).or_default() += 1;
                 Err(e)
             }
         }
+    }
+
+    /// Decodes and checks a record; `None` if it is not newer than the one held, which
+    /// then needs no further checking. A tunnel record identical to the held one is not
+    /// verified again.
+    fn check(
+        &self,
+        wall: UnixMillis,
+        author: &PeerId,
+        bytes: &[u8],
+    ) -> Result<Option<VerifiedRecord>, RecordError> {
+        let policy = &self.config.policy;
+        let record: NodeRecord = codec::decode(bytes, policy.max_size)?;
+        let held = self.entries.get(&record.peer_id).filter(|e| !e.local);
+        if held.is_some_and(|e| e.record.seq >= record.seq) && record.peer_id == *author {
+            return Ok(None);
+        }
+        let known = held.map(|e| (&e.record.tunnel, &e.tunnel));
+        let tunnel = record.verify(author, &self.namespace, wall, policy, known)?;
+        Ok(Some(VerifiedRecord { record, tunnel }))
     }
 
     /// Inserts or refreshes the local node's own record.
@@ -253,7 +276,7 @@ impl ClusterView {
     /// A copy of the records, sorted by peer id, for readers outside the driver.
     pub fn snapshot(&self) -> ClusterSnapshot {
         let mut entries: Vec<ViewEntry> = self.entries.values().cloned().collect();
-        entries.sort_by(|a, b| a.record.peer_id.cmp(&b.record.peer_id));
+        entries.sort_by_key(|e| e.record.peer_id);
         ClusterSnapshot { local: self.local, entries }
     }
 }
@@ -270,10 +293,7 @@ pub struct ClusterSnapshot {
 impl ClusterSnapshot {
     /// The record of `peer`.
     pub fn get(&self, peer: &PeerId) -> Option<&ViewEntry> {
-        self.entries
-            .binary_search_by(|e| e.record.peer_id.cmp(peer))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.record.peer_id.cmp(peer)).ok().map(|i| &self.entries[i])
     }
 
     /// How many records it holds.
@@ -295,7 +315,6 @@ impl ClusterSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec;
     use crate::identity::tests::keypair;
     use crate::record::tests::{node_record, ns, NOW};
     use crate::record::MAX_RECORD_SIZE;
@@ -325,10 +344,7 @@ mod tests {
         assert_eq!(gossip(&mut v, t0, 1, 4), Ok(Ingest::Stale));
         assert_eq!(gossip(&mut v, t0, 1, 6), Ok(Ingest::Updated));
         assert_eq!(v.get(&peer).unwrap().record.seq, 6);
-        assert_eq!(
-            drain(&mut v),
-            vec![ViewEvent::Inserted { peer }, ViewEvent::Updated { peer, seq: 6 }]
-        );
+        assert_eq!(drain(&mut v), vec![ViewEvent::Inserted { peer }, ViewEvent::Updated { peer, seq: 6 }]);
         assert_eq!(v.counters().accepted, 2);
         assert_eq!(v.counters().stale, 2);
     }
@@ -354,6 +370,31 @@ mod tests {
         assert_eq!(drain(&mut v), vec![ViewEvent::Expired { peer }]);
         // It may come back.
         assert_eq!(gossip(&mut v, t0 + Duration::from_secs(41), 1, 3), Ok(Ingest::Inserted));
+    }
+
+    #[test]
+    fn an_unchanged_tunnel_record_still_expires() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut v = view(0, ViewConfig::default());
+        let key = keypair(1);
+        let peer = key.public().to_peer_id();
+        let first = node_record(&key, 1);
+        let bytes = codec::encode(&first, MAX_RECORD_SIZE).unwrap();
+        assert_eq!(v.handle_gossip(t0, NOW, Some(&peer), &bytes), Ok(Ingest::Inserted));
+        // Same signed tunnel record, newer seq, two hours later: the age check still runs.
+        let mut later = first.clone();
+        later.seq = 2;
+        later.timestamp = UnixMillis(NOW.0 + 7_200_000);
+        let bytes = codec::encode(&later, MAX_RECORD_SIZE).unwrap();
+        let err = v.handle_gossip(t0, UnixMillis(NOW.0 + 7_200_000), Some(&peer), &bytes).unwrap_err();
+        assert_eq!(err.reason(), "tunnel_record_expired");
+        // A stale record is ignored without further checks.
+        let mut stale = first;
+        stale.cpu_cores = 1;
+        let bytes = codec::encode(&stale, MAX_RECORD_SIZE).unwrap();
+        assert_eq!(v.handle_gossip(t0, NOW, Some(&peer), &bytes), Ok(Ingest::Stale));
+        assert_eq!(v.get(&peer).unwrap().record.cpu_cores, 16);
     }
 
     #[test]

@@ -104,8 +104,8 @@ impl FromStr for StaticProbe {
                 });
             }
         }
-        let devices = BoundedVec::try_from_vec(devices)
-            .map_err(|e| SpecError::TooMany { count: e.len, max: e.max })?;
+        let devices =
+            BoundedVec::try_from_vec(devices).map_err(|e| SpecError::TooMany { count: e.len, max: e.max })?;
         Ok(Self { snapshot: GpuSnapshot { devices } })
     }
 }

@@ -63,7 +63,13 @@ impl Behaviour {
         )
         .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_owned() })?;
 
-        Ok(Self { limits: connection_limits::Behaviour::new(limits), identify, kad, gossipsub, mdns: mdns(config, peer_id)? })
+        Ok(Self {
+            limits: connection_limits::Behaviour::new(limits),
+            identify,
+            kad,
+            gossipsub,
+            mdns: mdns(config, peer_id)?,
+        })
     }
 }
 

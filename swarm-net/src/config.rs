@@ -20,7 +20,7 @@ pub enum IdentitySource {
     /// Keys loaded from (or created at) a file; see [`NodeIdentity::load_or_create`].
     File(PathBuf),
     /// Keys the caller already holds.
-    Keys(NodeIdentity),
+    Keys(Box<NodeIdentity>),
 }
 
 /// A node's settings, checked. Built by [`NodeBuilder`].
@@ -135,7 +135,7 @@ impl NodeBuilder {
             heartbeat: Duration::from_secs(5),
             ttl: Duration::from_secs(30),
             max_inbound: 256,
-            target_peers: 64,
+            target_peers: 16,
             max_records: ViewConfig::default().max_records,
             random_walk_interval: Duration::from_secs(30),
             event_capacity: 1024,
@@ -164,7 +164,7 @@ impl NodeBuilder {
 
     /// Uses keys the caller holds.
     pub fn identity(mut self, identity: NodeIdentity) -> Self {
-        self.identity = IdentitySource::Keys(identity);
+        self.identity = IdentitySource::Keys(Box::new(identity));
         self
     }
 
@@ -198,7 +198,7 @@ impl NodeBuilder {
         self
     }
 
-    /// How many namespace members to dial when discovered (default 64).
+    /// How many connections to keep when dialing discovered members (default 16).
     pub fn target_peers(mut self, n: usize) -> Self {
         self.target_peers = n;
         self
@@ -239,7 +239,10 @@ impl NodeBuilder {
         let namespace = Namespace::new(&self.namespace)?;
         let labels = self.labels.iter().map(|l| Label::parse(l)).collect::<Result<Vec<_>, _>>()?;
         if labels.len() > swarm_core::record::MAX_LABELS {
-            return Err(BuildError::TooManyLabels { count: labels.len(), max: swarm_core::record::MAX_LABELS });
+            return Err(BuildError::TooManyLabels {
+                count: labels.len(),
+                max: swarm_core::record::MAX_LABELS,
+            });
         }
         for (i, l) in labels.iter().enumerate() {
             if labels[..i].iter().any(|o| o.key == l.key) {
@@ -260,7 +263,7 @@ impl NodeBuilder {
         }
         let publish = PublishConfig {
             heartbeat: self.heartbeat,
-            debounce: Duration::from_millis(250).min(self.heartbeat),
+            debounce: PublishConfig::default().debounce.min(self.heartbeat),
             ..PublishConfig::default()
         };
         let view = ViewConfig { ttl: self.ttl, max_records: self.max_records, ..ViewConfig::default() };
@@ -302,7 +305,11 @@ mod tests {
         assert!(err.to_string().contains("novalue"), "{err}");
         let err = NodeBuilder::new("ok").label("a=1").label("a=2").config().unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
-        let err = NodeBuilder::new("ok").heartbeat(Duration::from_secs(10)).record_ttl(Duration::from_secs(5)).config().unwrap_err();
+        let err = NodeBuilder::new("ok")
+            .heartbeat(Duration::from_secs(10))
+            .record_ttl(Duration::from_secs(5))
+            .config()
+            .unwrap_err();
         assert!(err.to_string().contains("TTL"), "{err}");
         assert!(NodeBuilder::new("ok").event_capacity(0).config().is_err());
     }

@@ -49,6 +49,8 @@ pub(crate) struct Driver {
     members: HashSet<PeerId>,
     /// Connected peers that identified as members of our namespace.
     identified: HashSet<PeerId>,
+    /// Members we are dialing, so a burst of discoveries does not overshoot `target_peers`.
+    dialing: HashSet<PeerId>,
     tunnel_socket: UdpSocket,
     registry: Registry,
     stats: NodeStats,
@@ -59,10 +61,12 @@ type Spawned = (mpsc::Sender<Command>, mpsc::Receiver<NodeEvent>, JoinHandle<()>
 pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Spawned, BuildError> {
     let identity = match builder.identity {
         IdentitySource::Ephemeral => NodeIdentity::generate(),
-        IdentitySource::Keys(keys) => keys,
-        IdentitySource::File(path) => tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&path))
-            .await
-            .map_err(|e| BuildError::Network(e.to_string()))??,
+        IdentitySource::Keys(keys) => *keys,
+        IdentitySource::File(path) => {
+            tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&path))
+                .await
+                .map_err(|e| BuildError::Network(e.to_string()))??
+        }
     };
     let probe = builder.probe.clone();
     let gpus = tokio::task::spawn_blocking(move || probe.sample())
@@ -82,11 +86,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         listeners.push((id, addr.clone()));
     }
     let topic = records_topic(&config.namespace);
-    swarm
-        .behaviour_mut()
-        .gossipsub
-        .subscribe(&topic)
-        .map_err(|e| BuildError::Network(e.to_string()))?;
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| BuildError::Network(e.to_string()))?;
     if !config.listen.is_empty() {
         swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
     }
@@ -121,6 +121,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         listen_addrs: Vec::new(),
         members: HashSet::new(),
         identified: HashSet::new(),
+        dialing: HashSet::new(),
         tunnel_socket,
         registry,
         stats: NodeStats::default(),
@@ -160,7 +161,10 @@ async fn bind_tunnel_socket(config: &NodeConfig) -> Result<UdpSocket, BuildError
 
 impl Driver {
     /// Runs the swarm until every listener has an address, so `start` can return them.
-    async fn wait_for_listeners(&mut self, mut pending: Vec<(ListenerId, Multiaddr)>) -> Result<(), BuildError> {
+    async fn wait_for_listeners(
+        &mut self,
+        mut pending: Vec<(ListenerId, Multiaddr)>,
+    ) -> Result<(), BuildError> {
         let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
         while !pending.is_empty() {
             let event = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await;
@@ -270,7 +274,12 @@ impl Driver {
         }
     }
 
-    fn publish(&mut self, now: Instant, record: swarm_core::record::NodeRecord, tunnel: swarm_core::identity::TunnelRecord) {
+    fn publish(
+        &mut self,
+        now: Instant,
+        record: swarm_core::record::NodeRecord,
+        tunnel: swarm_core::identity::TunnelRecord,
+    ) {
         let bytes = match codec::encode(&record, self.config.view.policy.max_size) {
             Ok(bytes) => bytes,
             Err(e) => {
@@ -316,6 +325,9 @@ impl Driver {
             }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.view.snapshot());
+            }
+            Command::RecordCount(reply) => {
+                let _ = reply.send(self.view.len());
             }
             Command::Stats(reply) => {
                 let _ = reply.send(self.stats());
@@ -369,12 +381,18 @@ impl Driver {
                 self.listen_addrs.retain(|a| *a != full);
                 self.update_tunnel_endpoints();
             }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.dialing.remove(&peer_id);
+            }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.identified.remove(&peer_id);
                 self.member_maybe_lost(peer_id);
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
                 tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.dialing.remove(&peer);
+                }
             }
             _ => {}
         }
@@ -392,7 +410,10 @@ impl Driver {
                         Ok(Ingest::Stale | Ingest::Full) => MessageAcceptance::Ignore,
                         Err(e) => {
                             tracing::debug!(from = %propagation_source, error = %e, "record rejected");
-                            self.emit(NodeEvent::RecordRejected { from: propagation_source, reason: e.reason() });
+                            self.emit(NodeEvent::RecordRejected {
+                                from: propagation_source,
+                                reason: e.reason(),
+                            });
                             MessageAcceptance::Reject
                         }
                     }
@@ -405,7 +426,11 @@ impl Driver {
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 tracing::trace!(peer = %peer_id, "peer subscribed to our records");
-                self.publisher.request_publish();
+                if self.stats.published == 0 {
+                    self.publisher.request_publish_now();
+                } else {
+                    self.publisher.request_publish();
+                }
             }
             _ => {}
         }
@@ -426,17 +451,16 @@ impl Driver {
 
     fn handle_kad(&mut self, event: kad::Event) {
         match event {
-            kad::Event::RoutingUpdated { .. } => {
-                if self.discovery.on_routing_peer(Instant::now()) {
-                    let key = kad::RecordKey::new(&self.config.namespace.provider_key());
-                    if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-                        tracing::warn!(error = %e, "cannot announce namespace membership");
-                    }
-                    let _ = self.swarm.behaviour_mut().kad.bootstrap();
+            kad::Event::RoutingUpdated { .. } if self.discovery.on_routing_peer(Instant::now()) => {
+                let key = kad::RecordKey::new(&self.config.namespace.provider_key());
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(error = %e, "cannot announce namespace membership");
                 }
+                let _ = self.swarm.behaviour_mut().kad.bootstrap();
             }
             kad::Event::OutboundQueryProgressed {
-                result: kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
                 ..
             } => {
                 for peer in providers {
@@ -455,12 +479,15 @@ impl Driver {
         if !self.members.contains(&peer) {
             self.discovery.on_new_member(Instant::now());
         }
-        if self.swarm.connected_peers().count() >= self.config.target_peers {
+        if self.swarm.connected_peers().count() + self.dialing.len() >= self.config.target_peers {
             return;
         }
         let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
-        if let Err(e) = self.swarm.dial(opts) {
-            tracing::trace!(%peer, error = %e, "not dialing member");
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(peer);
+            }
+            Err(e) => tracing::trace!(%peer, error = %e, "not dialing member"),
         }
     }
 

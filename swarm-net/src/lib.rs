@@ -39,6 +39,7 @@ mod config;
 mod discovery;
 mod driver;
 mod identity;
+pub mod mesh;
 mod node;
 
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};

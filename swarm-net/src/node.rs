@@ -97,6 +97,7 @@ pub(crate) enum Command {
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Snapshot(oneshot::Sender<ClusterSnapshot>),
     Stats(oneshot::Sender<NodeStats>),
+    RecordCount(oneshot::Sender<usize>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
     Shutdown,
 }
@@ -171,6 +172,12 @@ impl Node {
     /// A copy of the cluster view.
     pub async fn cluster(&self) -> Result<ClusterSnapshot, NodeError> {
         self.ask(Command::Snapshot).await
+    }
+
+    /// How many records the cluster view holds, its own included. Cheaper than
+    /// [`Node::cluster`].
+    pub async fn record_count(&self) -> Result<usize, NodeError> {
+        self.ask(Command::RecordCount).await
     }
 
     /// The node's counters.

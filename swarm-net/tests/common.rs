@@ -51,7 +51,7 @@ where
 }
 
 pub async fn view_len(node: &Node) -> usize {
-    node.cluster().await.map(|c| c.len()).unwrap_or(0)
+    node.record_count().await.unwrap_or(0)
 }
 
 pub async fn shutdown_all(nodes: &[Node]) {

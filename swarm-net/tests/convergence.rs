@@ -10,13 +10,17 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_two_nodes_converge_to_identical_views() {
     const N: usize = 32;
-    let (first, _e0) = start(builder("big").heartbeat(Duration::from_secs(2)).record_ttl(Duration::from_secs(30))).await;
+    let (first, _e0) =
+        start(builder("big").heartbeat(Duration::from_secs(2)).record_ttl(Duration::from_secs(30))).await;
     let boot = first_addr(&first).await;
     let mut nodes = vec![first];
     let mut streams = Vec::new();
     for _ in 1..N {
         let (n, e) = start(
-            builder("big").heartbeat(Duration::from_secs(2)).record_ttl(Duration::from_secs(30)).bootstrap(boot.clone()),
+            builder("big")
+                .heartbeat(Duration::from_secs(2))
+                .record_ttl(Duration::from_secs(30))
+                .bootstrap(boot.clone()),
         )
         .await;
         nodes.push(n);

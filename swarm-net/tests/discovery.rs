@@ -66,10 +66,9 @@ async fn quic_nodes_converge_too() {
         .expect("a QUIC address");
     let (b, _eb) = start(swarm_net::NodeBuilder::new("quic").listen(quic()).bootstrap(quic_addr)).await;
     let nodes = [a.clone(), b.clone()];
-    let ok = eventually(Duration::from_secs(20), || async {
-        view_len(&a).await == 2 && view_len(&b).await == 2
-    })
-    .await;
+    let ok =
+        eventually(Duration::from_secs(20), || async { view_len(&a).await == 2 && view_len(&b).await == 2 })
+            .await;
     assert!(ok, "two QUIC nodes exchange records");
     shutdown_all(&nodes).await;
 }
@@ -85,7 +84,10 @@ async fn another_namespace_is_never_in_the_view() {
     let nodes = [a.clone(), b.clone(), red.clone(), red2.clone()];
 
     let ok = eventually(Duration::from_secs(20), || async {
-        view_len(&a).await == 2 && view_len(&b).await == 2 && view_len(&red).await == 2 && view_len(&red2).await == 2
+        view_len(&a).await == 2
+            && view_len(&b).await == 2
+            && view_len(&red).await == 2
+            && view_len(&red2).await == 2
     })
     .await;
     assert!(ok, "each swarm converges on its own two members");

@@ -57,7 +57,10 @@ fn attacker(key: &Keypair) -> Swarm<gossipsub::Behaviour> {
         .with_behaviour(|k| {
             gossipsub::Behaviour::new(
                 gossipsub::MessageAuthenticity::Signed(k.clone()),
-                gossipsub::ConfigBuilder::default().heartbeat_interval(Duration::from_millis(200)).build().unwrap(),
+                gossipsub::ConfigBuilder::default()
+                    .heartbeat_interval(Duration::from_millis(200))
+                    .build()
+                    .unwrap(),
             )
             .unwrap()
         })
@@ -94,8 +97,8 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
         codec::encode(&wrong_author, MAX_RECORD_SIZE).unwrap(),
         codec::encode(&wrong_namespace, MAX_RECORD_SIZE).unwrap(),
         vec![0x01, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], // length bomb
-        vec![0x01, 0x09, 0, 0],                                              // unknown version
-        b"hello".to_vec(),                                                   // garbage
+        vec![0x01, 0x09, 0, 0],                                                 // unknown version
+        b"hello".to_vec(),                                                      // garbage
     ];
     let expected = payloads.len() as u64;
     for p in payloads.drain(..) {

@@ -23,7 +23,12 @@ async fn shutdown_releases_sockets_and_ports() {
         let (a, _ea) = start(builder("leak").listen(quic())).await;
         let boot = first_addr(&a).await;
         let (b, _eb) = start(builder("leak").bootstrap(boot.clone())).await;
-        assert!(eventually(Duration::from_secs(20), || async { view_len(&a).await == 2 && view_len(&b).await == 2 }).await);
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                view_len(&a).await == 2 && view_len(&b).await == 2
+            })
+            .await
+        );
         let addrs = a.listen_addrs().await.unwrap();
         a.shutdown().await;
         b.shutdown().await;
@@ -50,6 +55,7 @@ async fn dropping_every_handle_stops_the_node() {
     let (a, mut events) = start(builder("drop")).await;
     drop(a);
     // The event stream ends when the driver has stopped.
-    let ended = tokio::time::timeout(Duration::from_secs(5), async { while events.next().await.is_some() {} }).await;
+    let ended =
+        tokio::time::timeout(Duration::from_secs(5), async { while events.next().await.is_some() {} }).await;
     assert!(ended.is_ok(), "driver stops when the last handle is dropped");
 }

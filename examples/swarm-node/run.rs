@@ -1,0 +1,106 @@
+//! `swarm-node run`: one node until Ctrl-C.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use swarm::gpu::StaticProbe;
+use swarm::{Multiaddr, NodeBuilder, NodeEvent};
+
+use crate::table;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Listen address (repeatable), e.g. /ip4/0.0.0.0/udp/4001/quic-v1 or /ip4/0.0.0.0/tcp/4001.
+    #[arg(long, value_name = "MULTIADDR", default_values_t = default_listen())]
+    listen: Vec<Multiaddr>,
+    /// Bootstrap peer (repeatable), ideally ending in /p2p/<peer id>.
+    #[arg(long, value_name = "MULTIADDR")]
+    bootstrap: Vec<Multiaddr>,
+    /// Identity key file, created on first run (mode 0600); the tunnel key goes beside it as <file>.wg.
+    #[arg(long, value_name = "FILE", default_value = "swarm-node.key")]
+    identity: PathBuf,
+    /// Swarm name: nodes see only members of their own namespace.
+    #[arg(long, default_value = "default")]
+    namespace: String,
+    /// GPU inventory, e.g. 2xA100-80GB,1xRTX4090-24GB, or `none`.
+    #[arg(long, value_name = "SPEC", default_value = "none", value_parser = parse_gpus)]
+    gpus: StaticProbe,
+    /// Label key=value (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Record heartbeat.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    heartbeat: Duration,
+    /// Record time-to-live.
+    #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
+    ttl: Duration,
+    /// How often the peer table is printed.
+    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    refresh: Duration,
+    /// UDP port of the tunnel socket (0: any).
+    #[arg(long, default_value_t = 0)]
+    tunnel_port: u16,
+}
+
+fn default_listen() -> Vec<Multiaddr> {
+    ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"].iter().filter_map(|a| a.parse().ok()).collect()
+}
+
+pub fn parse_gpus(spec: &str) -> Result<StaticProbe, String> {
+    spec.parse().map_err(|e: swarm::gpu::SpecError| e.to_string())
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut builder = NodeBuilder::new(&args.namespace)
+        .identity_file(&args.identity)
+        .gpu_probe(Arc::new(args.gpus))
+        .heartbeat(args.heartbeat)
+        .record_ttl(args.ttl)
+        .tunnel_port(args.tunnel_port);
+    for addr in args.listen {
+        builder = builder.listen(addr);
+    }
+    for addr in args.bootstrap {
+        builder = builder.bootstrap(addr);
+    }
+    for label in args.label {
+        builder = builder.label(label);
+    }
+    let (node, mut events) = builder.start().await.context("cannot start the node")?;
+    println!("peer id {}", node.peer_id());
+    for addr in node.listen_addrs().await? {
+        println!("listening on {addr}");
+    }
+
+    let mut ticker = tokio::time::interval(args.refresh);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = ticker.tick() => {
+                let view = node.cluster().await?;
+                let connected = node.connected_peers().await?;
+                let stats = node.stats().await?;
+                println!();
+                print!("{}", table::peer_table(&view, &connected));
+                println!(
+                    "{} records, {} connected, {} published, {} rejected",
+                    view.len(), connected.len(), stats.published, stats.gossip.rejected_total()
+                );
+            }
+            event = events.next() => match event {
+                Some(NodeEvent::PeerDiscovered { peer }) => tracing::info!(%peer, "discovered"),
+                Some(NodeEvent::PeerLost { peer }) => tracing::info!(%peer, "lost"),
+                Some(NodeEvent::RecordRejected { from, reason }) => tracing::warn!(%from, reason, "record rejected"),
+                Some(_) => {}
+                None => break,
+            },
+        }
+    }
+    println!("shutting down");
+    node.shutdown().await;
+    Ok(())
+}
