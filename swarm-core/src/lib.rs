@@ -35,6 +35,9 @@
 
 pub mod bounded;
 pub mod codec;
+#[cfg(any(fuzzing, test))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod identity;
 pub mod publish;

@@ -1,0 +1,155 @@
+//! Entry points for the fuzz targets in `fuzz/` and for the corpus replay test. Each
+//! takes arbitrary bytes and must return without panicking.
+
+use std::time::{Duration, Instant};
+
+use libp2p_identity::{Keypair, PeerId};
+
+use crate::identity::{SignedTunnelRecord, TunnelRecordPolicy};
+use crate::record::{Namespace, NodeRecord, RecordPolicy};
+use crate::time::UnixMillis;
+use crate::view::{ClusterView, ViewConfig};
+
+/// A fixed "now" for fuzzing: 2027-01-15.
+const NOW: UnixMillis = UnixMillis(1_800_000_000_000);
+
+fn key(i: u8) -> Keypair {
+    Keypair::ed25519_from_bytes([i; 32]).expect("any 32 bytes are an Ed25519 secret")
+}
+
+fn author(i: u8) -> PeerId {
+    key(i).public().to_peer_id()
+}
+
+fn namespace() -> Namespace {
+    Namespace::new("fuzz").expect("a valid namespace")
+}
+
+/// Decodes and checks `data` as a record from a fixed author.
+pub fn record_decode(data: &[u8]) {
+    let _ = NodeRecord::decode_verified(data, &author(1), &namespace(), NOW, &RecordPolicy::default());
+}
+
+/// Splits `data` into messages (first byte: author and length) fed to a small view.
+pub fn view_ingest(data: &[u8]) {
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    let config = ViewConfig { max_records: 4, ..ViewConfig::default() };
+    let mut view = ClusterView::new(author(0), namespace(), config);
+    let mut rest = data;
+    let mut step = 0u64;
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head >> 2).min(tail.len());
+        let (msg, next) = tail.split_at(len);
+        let from = author(head & 3);
+        step += 1;
+        let now = t0 + Duration::from_millis(step * 997);
+        let _ = view.handle_gossip(now, NOW, Some(&from), msg);
+        view.handle_timeout(now);
+        while view.poll_event().is_some() {}
+        assert!(view.len() <= 4);
+        rest = next;
+    }
+}
+
+/// Splits `data` into a body and a 64-byte signature and verifies them.
+pub fn tunnel_record(data: &[u8]) {
+    let split = data.len().saturating_sub(64);
+    let (body, sig) = data.split_at(split);
+    if let Some(record) = SignedTunnelRecord::from_parts(body, sig) {
+        let _ = record.verify(&author(1), NOW, &TunnelRecordPolicy::default());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounded::BoundedVec;
+    use crate::codec;
+    use crate::identity::{TunnelPublicKey, TunnelRecord};
+    use crate::record::MAX_RECORD_SIZE;
+    use std::path::PathBuf;
+
+    fn corpus_dir(target: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
+    }
+
+    fn seed_record(i: u8, seq: u64) -> NodeRecord {
+        let k = key(i);
+        let tunnel = TunnelRecord {
+            peer_id: k.public().to_peer_id(),
+            tunnel_pubkey: TunnelPublicKey::from_secret(&[i; 32]),
+            udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:51820".parse().unwrap()]).unwrap(),
+            issued_at: NOW,
+        };
+        NodeRecord {
+            peer_id: k.public().to_peer_id(),
+            namespace: namespace(),
+            seq,
+            timestamp: NOW,
+            gpus: Default::default(),
+            cpu_cores: 4,
+            memory_bytes: 1 << 30,
+            labels: BoundedVec::new(),
+            tunnel: SignedTunnelRecord::sign(&tunnel, &k).unwrap(),
+            extensions: BoundedVec::new(),
+        }
+    }
+
+    /// Seeds: valid records (which the targets must accept) and a few broken ones.
+    fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
+        let good = codec::encode(&seed_record(1, 7), MAX_RECORD_SIZE).unwrap();
+        let mut view_msgs = Vec::new();
+        for (i, seq) in [(1u8, 1u64), (2, 1), (1, 2), (3, 5)] {
+            let bytes = codec::encode(&seed_record(i, seq), MAX_RECORD_SIZE).unwrap();
+            // Messages longer than 63 bytes cannot be framed by one head byte; frame
+            // the prefix, so the fuzzer has the structure to grow from.
+            view_msgs.push(((63u8) << 2) | i);
+            view_msgs.extend_from_slice(&bytes[..63]);
+        }
+        let seed = seed_record(1, 1);
+        let (body, sig) = seed.tunnel.parts();
+        let mut tunnel = body.to_vec();
+        tunnel.extend_from_slice(sig);
+        vec![
+            ("record_decode", "valid".into(), good.clone()),
+            ("record_decode", "truncated".into(), good[..good.len() / 2].to_vec()),
+            (
+                "record_decode",
+                "length_bomb".into(),
+                vec![1, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F],
+            ),
+            ("view_ingest", "four_authors".into(), view_msgs),
+            ("tunnel_record", "valid".into(), tunnel),
+        ]
+    }
+
+    /// Replays every file of the checked-in corpus through its target. Set
+    /// `SWARM_WRITE_SEEDS=1` to (re)write the seed files first.
+    #[test]
+    fn corpus_replays() {
+        if std::env::var_os("SWARM_WRITE_SEEDS").is_some() {
+            for (target, name, bytes) in seeds() {
+                std::fs::create_dir_all(corpus_dir(target)).unwrap();
+                std::fs::write(corpus_dir(target).join(format!("seed-{name}")), bytes).unwrap();
+            }
+        }
+        let good = codec::encode(&seed_record(1, 7), MAX_RECORD_SIZE).unwrap();
+        assert!(NodeRecord::decode_verified(&good, &author(1), &namespace(), NOW, &RecordPolicy::default())
+            .is_ok());
+        let mut replayed = 0;
+        for (target, run) in [
+            ("record_decode", record_decode as fn(&[u8])),
+            ("view_ingest", view_ingest),
+            ("tunnel_record", tunnel_record),
+        ] {
+            let dir = corpus_dir(target);
+            for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                run(&bytes);
+                replayed += 1;
+            }
+        }
+        assert!(replayed >= 5, "the corpus is checked in ({replayed} files)");
+    }
+}
