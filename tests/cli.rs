@@ -1,0 +1,138 @@
+//! The `swarm-node` program as a user runs it. `cargo test` builds the example first.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+fn swarm_node() -> Command {
+    // target/<profile>/deps/cli-<hash> -> target/<profile>/examples/swarm-node
+    let exe = std::env::current_exe().unwrap();
+    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join("swarm-node");
+    assert!(bin.exists(), "{bin:?} is built by `cargo test`");
+    Command::new(bin)
+}
+
+fn run(args: &[&str]) -> Output {
+    swarm_node().args(args).output().unwrap()
+}
+
+#[test]
+fn demo_json_reports_a_converged_mesh() {
+    let out = run(&["demo", "--nodes", "4", "--json", "--transport", "tcp", "--heartbeat", "1s"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(v["converged"], true);
+    assert!(v["converge_ms"].as_u64().is_some());
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    for n in nodes {
+        assert_eq!(n["records_seen"], 4);
+        assert!(n["id"].as_str().unwrap().starts_with("12D3Koo"));
+        assert!(n["addresses"][0].as_str().unwrap().starts_with("/ip4/127.0.0.1/tcp/"));
+        assert!(n["gpus"].is_string());
+    }
+}
+
+#[test]
+fn bad_flags_are_clear_errors() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["demo", "--nodes", "1"], "--nodes"),
+        (&["demo", "--nodes", "many"], "many"),
+        (&["demo", "--timeout", "5 parsecs"], "5 parsecs"),
+        (&["run", "--gpus", "2xA100-80GB,1xA100-80TB"], "1xA100-80TB"),
+        (&["run", "--listen", "not-an-address"], "not-an-address"),
+        (&["fly"], "fly"),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_values_found_at_start_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("node.key");
+    let out = run(&["run", "--namespace", "Bad Name", "--identity", key.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid namespace \"Bad Name\""));
+
+    std::fs::write(&key, b"garbage").unwrap();
+    let out = run(&["run", "--identity", key.to_str().unwrap(), "--listen", "/ip4/127.0.0.1/tcp/0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("node.key") && err.contains("not a valid"), "{err}");
+    assert_eq!(std::fs::read(&key).unwrap(), b"garbage", "a corrupt key is never replaced");
+}
+
+/// Kills the child on drop, so a failing test leaves no process behind.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_node(args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
+    let mut child = swarm_node().args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::sync_channel(1024);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Guard(child), rx)
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(30)).expect("expected output in time");
+        if pred(&line) {
+            return line;
+        }
+    }
+}
+
+#[test]
+fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_a = dir.path().join("a.key");
+    let key_b = dir.path().join("b.key");
+    let common =
+        ["--listen", "/ip4/127.0.0.1/tcp/0", "--refresh", "500ms", "--heartbeat", "1s", "--ttl", "5s"];
+    let mut args_a = vec!["run", "--identity", key_a.to_str().unwrap(), "--gpus", "2xA100-80GB"];
+    args_a.extend_from_slice(&common);
+    let (mut a, rx_a) = spawn_node(&args_a);
+    let addr = wait_line(&rx_a, |l| l.starts_with("listening on "));
+    let addr = addr.trim_start_matches("listening on ").to_owned();
+
+    let mut args_b =
+        vec!["run", "--identity", key_b.to_str().unwrap(), "--bootstrap", &addr, "--label", "region=test"];
+    args_b.extend_from_slice(&common);
+    let (mut b, rx_b) = spawn_node(&args_b);
+    wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected"));
+    let row = wait_line(&rx_a, |l| l.contains("region=test"));
+    assert!(row.contains("conn"), "{row}");
+    wait_line(&rx_b, |l| l.contains("2xA100-80GB"));
+
+    for guard in [&mut a, &mut b] {
+        let pid = guard.0.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    }
+    for (guard, rx) in [(&mut a, &rx_a), (&mut b, &rx_b)] {
+        wait_line(rx, |l| l == "shutting down");
+        let status = guard.0.wait().unwrap();
+        assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
+    }
+    assert!(key_a.exists() && swarm::net::tunnel_key_path(&key_a).exists());
+}
