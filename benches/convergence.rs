@@ -4,14 +4,18 @@
 //!
 //! `cargo bench --bench convergence` (release build). Environment knobs:
 //! `SWARM_BENCH_SIZES=8,32,64`, `SWARM_BENCH_RUNS=5`, `SWARM_BENCH_TRANSPORTS=quic,tcp`,
-//! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window).
+//! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
 
 use swarm::net::mesh::{LocalMesh, MeshTransport};
 
-const HEARTBEAT: Duration = Duration::from_secs(5);
+fn heartbeat() -> Duration {
+    Duration::from_secs(
+        std::env::var("SWARM_BENCH_HEARTBEAT_S").ok().and_then(|v| v.parse().ok()).unwrap_or(5),
+    )
+}
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
@@ -34,17 +38,22 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 struct Steady {
     bytes_per_node_s: f64,
+    publications_per_node_s: f64,
     record_bytes: usize,
 }
 
 async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
     // Let the join burst pass: two heartbeats.
-    tokio::time::sleep(HEARTBEAT * 2).await;
-    let total = |stats: Vec<swarm::NodeStats>| stats.iter().map(|s| s.bytes_in).sum::<u64>();
-    let before = total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
+    tokio::time::sleep(heartbeat() * 2).await;
+    let total = |stats: Vec<swarm::NodeStats>| {
+        (stats.iter().map(|s| s.bytes_in).sum::<u64>(), stats.iter().map(|s| s.published).sum::<u64>())
+    };
+    let (before, pub_before) =
+        total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
     let t0 = Instant::now();
     tokio::time::sleep(window).await;
-    let after = total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
+    let (after, pub_after) =
+        total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
     let secs = t0.elapsed().as_secs_f64();
     let view = mesh.nodes[0].cluster().await.unwrap();
     let record_bytes = view
@@ -53,71 +62,113 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
         .map(|e| swarm::core::codec::encode(&e.record, 1 << 20).map(|b| b.len()).unwrap_or(0))
         .max()
         .unwrap_or(0);
-    Steady { bytes_per_node_s: (after - before) as f64 / secs / mesh.nodes.len() as f64, record_bytes }
+    let n = mesh.nodes.len() as f64;
+    Steady {
+        bytes_per_node_s: (after - before) as f64 / secs / n,
+        publications_per_node_s: (pub_after - pub_before) as f64 / secs / n,
+        record_bytes,
+    }
 }
 
-async fn bench() {
+/// One row: `runs` cold starts of `n` nodes, steady state and memory on the first.
+/// Runs in a fresh process per row, so the memory figure is not another row's leftover.
+async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
+    let t = if transport == "tcp" { MeshTransport::Tcp } else { MeshTransport::Quic };
+    let mut times = Vec::new();
+    let mut steady = None;
+    let mut rss_per_node = 0.0;
+    for run in 0..runs {
+        let rss0 = rss_bytes();
+        let started = Instant::now();
+        let mesh = LocalMesh::start(n, "bench", t, heartbeat()).await.expect("mesh starts");
+        let conv = mesh.wait_converged(Duration::from_secs(120)).await.expect("nodes answer");
+        let elapsed = started.elapsed();
+        assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);
+        times.push(elapsed.as_secs_f64() * 1000.0);
+        if run == 0 {
+            steady = Some(steady_state(&mesh, window).await);
+            rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
+        }
+        mesh.shutdown().await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let s = steady.expect("measured on the first run");
+    let min = times.iter().copied().fold(f64::MAX, f64::min);
+    let max = times.iter().copied().fold(0.0, f64::max);
+    println!(
+        "{:<6} {:>5} {:>10.0} {:>8.0} {:>8.0} {:>13.0} {:>10.3} {:>12.1} {:>9}",
+        transport,
+        n,
+        median(times),
+        min,
+        max,
+        s.bytes_per_node_s,
+        s.publications_per_node_s,
+        rss_per_node,
+        s.record_bytes
+    );
+    println!("FIT {transport} {n} {}", s.bytes_per_node_s);
+}
+
+fn parent(runs: usize) {
     let sizes: Vec<usize> =
         env_list("SWARM_BENCH_SIZES", "8,32,64").iter().filter_map(|s| s.parse().ok()).collect();
-    let runs: usize = std::env::var("SWARM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
-    let window = Duration::from_secs(
-        std::env::var("SWARM_BENCH_WINDOW_S").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
-    );
-    println!("control-plane convergence, heartbeat {HEARTBEAT:?}, {runs} runs per size, median shown");
+    println!("control-plane convergence, heartbeat {:?}, {runs} runs per size, median shown", heartbeat());
     println!(
-        "{:<6} {:>5} {:>12} {:>12} {:>12} {:>14} {:>12} {:>10}",
-        "proto", "nodes", "median ms", "min ms", "max ms", "ctl B/node/s", "RSS/node MiB", "record B"
+        "{:<6} {:>5} {:>10} {:>8} {:>8} {:>13} {:>10} {:>12} {:>9}",
+        "proto",
+        "nodes",
+        "median ms",
+        "min ms",
+        "max ms",
+        "ctl B/node/s",
+        "pub/node/s",
+        "RSS/node MiB",
+        "record B"
     );
-    let mut fits = Vec::new();
+    let exe = std::env::current_exe().expect("own path");
+    let mut fits: Vec<(String, usize, f64)> = Vec::new();
     for transport in env_list("SWARM_BENCH_TRANSPORTS", "quic,tcp") {
-        let t = if transport == "tcp" { MeshTransport::Tcp } else { MeshTransport::Quic };
         for &n in &sizes {
-            let mut times = Vec::new();
-            let mut steady = None;
-            let mut rss_per_node = 0.0;
-            for run in 0..runs {
-                let rss0 = rss_bytes();
-                let started = Instant::now();
-                let mesh = LocalMesh::start(n, "bench", t, HEARTBEAT).await.expect("mesh starts");
-                let conv = mesh.wait_converged(Duration::from_secs(120)).await.expect("nodes answer");
-                let elapsed = started.elapsed();
-                assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);
-                times.push(elapsed.as_secs_f64() * 1000.0);
-                if run == 0 {
-                    steady = Some(steady_state(&mesh, window).await);
-                    rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
+            let out = std::process::Command::new(&exe)
+                .arg("--bench")
+                .env("SWARM_BENCH_CHILD", format!("{transport}:{n}"))
+                .output()
+                .expect("bench child runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            for line in text.lines() {
+                match line.strip_prefix("FIT ").map(|l| l.split(' ').collect::<Vec<_>>()) {
+                    Some(f) if f.len() == 3 => {
+                        fits.push((f[0].to_owned(), f[1].parse().unwrap_or(0), f[2].parse().unwrap_or(0.0)))
+                    }
+                    _ => println!("{line}"),
                 }
-                mesh.shutdown().await;
-                tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            let s = steady.expect("measured on the first run");
-            let min = times.iter().copied().fold(f64::MAX, f64::min);
-            let max = times.iter().copied().fold(0.0, f64::max);
-            println!(
-                "{:<6} {:>5} {:>12.0} {:>12.0} {:>12.0} {:>14.0} {:>12.1} {:>10}",
-                transport,
-                n,
-                median(times),
-                min,
-                max,
-                s.bytes_per_node_s,
-                rss_per_node,
-                s.record_bytes
-            );
-            fits.push((transport.clone(), n, s.bytes_per_node_s));
+            if !out.status.success() {
+                println!("{transport} {n}: failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
         }
     }
-    // Each node receives every record once per heartbeat, times a duplication factor:
-    // control bytes per node grow linearly with the swarm. Extrapolate from the largest size.
+    // Control bytes per node = a fixed part (Kademlia, identify, gossip control per
+    // connection) + a part per peer (each record heard about D times per heartbeat).
+    // Fit both from the two largest sizes and extrapolate to 10 000 nodes.
     println!();
-    for (transport, n, b) in fits.iter().filter(|(_, n, _)| Some(n) == sizes.iter().max()) {
-        let per_node_per_peer = b / *n as f64;
-        let at_10k = per_node_per_peer * 10_000.0;
-        let share = at_10k * 8.0 / 1e9 * 100.0;
-        println!(
-            "{transport}: {per_node_per_peer:.0} B/s per node per peer at {n} nodes -> {:.2} MB/s per node at 10 000 nodes = {share:.2} % of 1 Gbps",
-            at_10k / 1e6
-        );
+    let mut sorted = sizes.clone();
+    sorted.sort_unstable();
+    if let [.., small, large] = sorted[..] {
+        for transport in env_list("SWARM_BENCH_TRANSPORTS", "quic,tcp") {
+            let at = |n| fits.iter().find(|(t, m, _)| *t == transport && *m == n).map(|f| f.2);
+            if let (Some(b_small), Some(b_large)) = (at(small), at(large)) {
+                let per_peer = (b_large - b_small) / (large - small) as f64;
+                let fixed = b_large - per_peer * large as f64;
+                let at_10k = fixed + per_peer * 10_000.0;
+                println!(
+                    "{transport}: {fixed:.0} B/s fixed + {per_peer:.0} B/s per peer -> {:.2} MB/s per node at 10 000 nodes = {:.2} % of 1 Gbps",
+                    at_10k / 1e6,
+                    at_10k * 8.0 / 1e9 * 100.0
+                );
+            }
+        }
     }
 }
 
@@ -126,6 +177,18 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
-    runtime.block_on(bench());
+    let runs: usize = std::env::var("SWARM_BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(5);
+    let window = Duration::from_secs(
+        std::env::var("SWARM_BENCH_WINDOW_S").ok().and_then(|v| v.parse().ok()).unwrap_or(20),
+    );
+    match std::env::var("SWARM_BENCH_CHILD").ok().and_then(|c| {
+        let (t, n) = c.split_once(':')?;
+        Some((t.to_owned(), n.parse::<usize>().ok()?))
+    }) {
+        Some((transport, n)) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+            runtime.block_on(row(&transport, n, runs, window));
+        }
+        None => parent(runs),
+    }
 }

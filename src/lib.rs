@@ -36,6 +36,11 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use swarm_core as core;
 pub use swarm_gpu as gpu;
 pub use swarm_net as net;

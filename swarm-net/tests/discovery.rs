@@ -138,3 +138,30 @@ async fn a_stopped_node_expires_everywhere() {
     assert!(saw_expired && saw_lost);
     shutdown_all(&[a, b]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_replaces_its_old_record_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("b.key");
+    let long_ttl = Duration::from_secs(60);
+    let (a, _ea) = start(builder("restart").record_ttl(long_ttl)).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) =
+        start(builder("restart").record_ttl(long_ttl).identity_file(&key).bootstrap(boot.clone())).await;
+    let b_id = b.peer_id();
+    assert!(eventually(Duration::from_secs(20), || async { view_len(&a).await == 2 }).await);
+    let old = a.cluster().await.unwrap().get(&b_id).unwrap().clone();
+    b.shutdown().await;
+
+    let (b2, _eb2) = start(builder("restart").record_ttl(long_ttl).identity_file(&key).bootstrap(boot)).await;
+    assert_eq!(b2.peer_id(), b_id, "same identity file, same peer id");
+    let replaced = eventually(Duration::from_secs(15), || async {
+        let view = a.cluster().await.unwrap();
+        view.get(&b_id).is_some_and(|e| {
+            e.record.seq > old.record.seq && e.tunnel.udp_endpoints != old.tunnel.udp_endpoints
+        })
+    })
+    .await;
+    assert!(replaced, "the new record (new endpoints) wins well before the old one's {long_ttl:?} TTL");
+    shutdown_all(&[a, b2]).await;
+}
