@@ -1,13 +1,15 @@
 //! When a node looks for other members of its namespace (data-flow stage 1).
 //!
-//! Three timers: the provider look-up (who announced the namespace key), which starts
-//! fast and backs off to `max` while nothing new turns up; the Kademlia random walk,
+//! Three timers: the provider look-up (who announced the namespace key), which runs as
+//! soon as the routing table has a peer and then backs off, doubling from 1 s to `max`
+//! (a joining node finds the members in its first look-up; later look-ups only catch
+//! what changed, and newcomers find us themselves); the Kademlia random walk,
 //! which keeps the routing table fresh; and the first announcement of our own provider
 //! record, which waits until the routing table has a peer to send it to.
 
 use std::time::{Duration, Instant};
 
-const FIRST_LOOKUP: Duration = Duration::from_millis(300);
+const FIRST_LOOKUP: Duration = Duration::from_secs(1);
 
 /// The discovery timers of one node. Time is passed in.
 #[derive(Debug)]
@@ -46,14 +48,6 @@ impl DiscoverySchedule {
             self.next_walk = Some(now + self.walk_interval);
         }
         !std::mem::replace(&mut self.announced, true)
-    }
-
-    /// A look-up found a member not seen before: look again soon.
-    pub(crate) fn on_new_member(&mut self, now: Instant) {
-        self.lookup_interval = FIRST_LOOKUP;
-        if let Some(next) = self.next_lookup {
-            self.next_lookup = Some(next.min(now + FIRST_LOOKUP));
-        }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -98,11 +92,9 @@ mod tests {
             t = next;
             d.handle_timeout(t);
         }
-        assert_eq!(gaps[0], Duration::from_millis(300));
-        assert_eq!(gaps[1], Duration::from_millis(600));
+        assert_eq!(gaps[0], Duration::from_secs(1));
+        assert_eq!(gaps[1], Duration::from_secs(2));
         assert!(gaps.iter().all(|g| *g <= Duration::from_secs(30)));
         assert!(gaps.contains(&Duration::from_secs(30)));
-        d.on_new_member(t);
-        assert_eq!(d.poll_timeout(), Some(t + Duration::from_millis(300)));
     }
 }

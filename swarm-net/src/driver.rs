@@ -426,10 +426,14 @@ impl Driver {
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 tracing::trace!(peer = %peer_id, "peer subscribed to our records");
-                if self.stats.published == 0 {
-                    self.publisher.request_publish_now();
-                } else {
-                    self.publisher.request_publish();
+                // The first subscriber gets our record at once. One more publication,
+                // a debounce later, reaches the peers whose meshes formed meanwhile; after
+                // that, new peers get it on the heartbeat. (One publication per new
+                // subscriber makes a cold start of N nodes cost O(N^3) messages.)
+                match self.stats.published {
+                    0 => self.publisher.request_publish_now(),
+                    1 => self.publisher.request_publish(),
+                    _ => {}
                 }
             }
             _ => {}
@@ -456,7 +460,8 @@ impl Driver {
                 if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
                     tracing::warn!(error = %e, "cannot announce namespace membership");
                 }
-                let _ = self.swarm.behaviour_mut().kad.bootstrap();
+                // No explicit bootstrap: Kademlia bootstraps by itself while its routing
+                // table holds fewer than k peers, and then every 5 minutes.
             }
             kad::Event::OutboundQueryProgressed {
                 result:
@@ -475,9 +480,6 @@ impl Driver {
     fn dial_member(&mut self, peer: PeerId) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
-        }
-        if !self.members.contains(&peer) {
-            self.discovery.on_new_member(Instant::now());
         }
         if self.swarm.connected_peers().count() + self.dialing.len() >= self.config.target_peers {
             return;
