@@ -30,6 +30,7 @@ fn record(seed: u8, seq: u64) -> (Keypair, NodeRecord) {
         namespace: Namespace::new("bench").unwrap(),
         seq,
         timestamp: NOW,
+        refresh_ms: 5000,
         gpus,
         cpu_cores: 96,
         memory_bytes: 1 << 40,

@@ -94,11 +94,22 @@ fn spawn_node(args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
     (Guard(child), rx)
 }
 
+/// The first line that satisfies `pred`, within 30 s; panics (with the last lines seen)
+/// otherwise.
 fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = std::collections::VecDeque::new();
     loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("expected output in time");
-        if pred(&line) {
-            return line;
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(line) => {
+                seen.push_back(line);
+                if seen.len() > 20 {
+                    seen.pop_front();
+                }
+            }
+            Err(e) => panic!("expected output did not come ({e}); last lines: {seen:#?}"),
         }
     }
 }

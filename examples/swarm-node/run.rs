@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use clap::Args;
 use swarm::gpu::StaticProbe;
 use swarm::{Multiaddr, NodeBuilder, NodeEvent};
+use tokio::signal::unix::{signal, SignalKind};
 
 use crate::table;
 
@@ -75,11 +76,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("listening on {addr}");
     }
 
+    // Listen for Ctrl-C (SIGINT) and SIGTERM from here on: a stream made once misses no
+    // signal, while a `ctrl_c()` future made per loop turn misses one that arrives while
+    // the table is being printed.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut ticker = tokio::time::interval(args.refresh);
     ticker.tick().await;
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
             _ = ticker.tick() => {
                 let view = node.cluster().await?;
                 let connected = node.connected_peers().await?;

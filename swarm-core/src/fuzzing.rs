@@ -87,6 +87,7 @@ mod tests {
             namespace: namespace(),
             seq,
             timestamp: NOW,
+            refresh_ms: 5000,
             gpus: Default::default(),
             cpu_cores: 4,
             memory_bytes: 1 << 30,

@@ -19,8 +19,16 @@ use crate::time::UnixMillis;
 /// Settings of a [`RecordPublisher`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublishConfig {
-    /// A record is republished at least this often, changed or not.
+    /// A record is republished at least this often, changed or not, in a swarm small
+    /// enough for the gossip budget.
     pub heartbeat: Duration,
+    /// The longest the heartbeat stretches to in a large swarm.
+    pub max_heartbeat: Duration,
+    /// Gossip budget: how many records per second a node should have to receive from
+    /// the swarm's heartbeats. The heartbeat stretches to `swarm size / budget` seconds
+    /// (between `heartbeat` and `max_heartbeat`), so heartbeat traffic per node stays
+    /// flat as the swarm grows instead of growing with it.
+    pub records_per_second: u32,
     /// Changes closer together than this are coalesced into one publication.
     pub debounce: Duration,
     /// The signed tunnel record is renewed when it is older than this.
@@ -31,6 +39,8 @@ impl Default for PublishConfig {
     fn default() -> Self {
         Self {
             heartbeat: Duration::from_secs(5),
+            max_heartbeat: Duration::from_secs(300),
+            records_per_second: 25,
             debounce: Duration::from_secs(1),
             tunnel_refresh: Duration::from_secs(30 * 60),
         }
@@ -67,6 +77,7 @@ pub struct RecordPublisher {
     tunnel: Option<(SignedTunnelRecord, TunnelRecord)>,
     last_publish: Option<Instant>,
     dirty: bool,
+    swarm_size: usize,
 }
 
 impl RecordPublisher {
@@ -88,7 +99,22 @@ impl RecordPublisher {
             tunnel: None,
             last_publish: None,
             dirty: true,
+            swarm_size: 1,
         }
+    }
+
+    /// Tells the publisher how many records the swarm holds; the heartbeat follows.
+    pub fn set_swarm_size(&mut self, records: usize) {
+        self.swarm_size = records.max(1);
+    }
+
+    /// The heartbeat for the current swarm size: `heartbeat` up to
+    /// `heartbeat * records_per_second` records, then growing linearly with the swarm,
+    /// up to `max_heartbeat`.
+    pub fn effective_heartbeat(&self) -> Duration {
+        let budget = f64::from(self.config.records_per_second.max(1));
+        let stretched = Duration::from_secs_f64(self.swarm_size as f64 / budget);
+        stretched.clamp(self.config.heartbeat, self.config.max_heartbeat.max(self.config.heartbeat))
     }
 
     /// The content as it stands.
@@ -148,7 +174,7 @@ impl RecordPublisher {
         if self.dirty {
             Some(last + self.config.debounce)
         } else {
-            Some(last + self.config.heartbeat)
+            Some(last + self.effective_heartbeat())
         }
     }
 
@@ -194,6 +220,7 @@ impl RecordPublisher {
             namespace: self.namespace.clone(),
             seq: self.seq,
             timestamp: wall,
+            refresh_ms: u32::try_from(self.effective_heartbeat().as_millis()).unwrap_or(u32::MAX),
             gpus: self.content.gpus.clone(),
             cpu_cores: self.content.cpu_cores,
             memory_bytes: self.content.memory_bytes,
@@ -241,6 +268,24 @@ mod tests {
         assert!(p.poll_publish(hb - Duration::from_millis(1), NOW).is_none());
         let (r2, _) = p.poll_publish(hb, NOW).unwrap().unwrap();
         assert_eq!(r2.seq, 1002);
+    }
+
+    #[test]
+    fn the_heartbeat_stretches_with_the_swarm() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut p = publisher();
+        let five = Duration::from_secs(5);
+        for (size, expected) in
+            [(1, five), (125, five), (250, Duration::from_secs(10)), (10_000, Duration::from_secs(300))]
+        {
+            p.set_swarm_size(size);
+            assert_eq!(p.effective_heartbeat(), expected, "{size} records");
+        }
+        p.set_swarm_size(2500);
+        let (r, _) = p.poll_publish(t0, NOW).unwrap().unwrap();
+        assert_eq!(r.refresh_ms, 100_000);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(100)));
     }
 
     #[test]

@@ -134,6 +134,9 @@ pub struct NodeRecord {
     pub seq: u64,
     /// Wall-clock time of publication.
     pub timestamp: UnixMillis,
+    /// The publisher's heartbeat when it published: its next record follows within
+    /// this many milliseconds. Receivers keep the record for a multiple of it.
+    pub refresh_ms: u32,
     /// GPU inventory and live use.
     pub gpus: GpuSnapshot,
     /// CPU cores.
@@ -162,6 +165,8 @@ pub struct RecordPolicy {
     pub max_clock_skew: Duration,
     /// Limits on the embedded tunnel record.
     pub tunnel: TunnelRecordPolicy,
+    /// Longest heartbeat a record may announce.
+    pub max_refresh: Duration,
 }
 
 impl Default for RecordPolicy {
@@ -170,6 +175,7 @@ impl Default for RecordPolicy {
             max_size: MAX_RECORD_SIZE,
             max_clock_skew: Duration::from_secs(60),
             tunnel: TunnelRecordPolicy::default(),
+            max_refresh: Duration::from_secs(600),
         }
     }
 }
@@ -196,6 +202,12 @@ pub enum RecordError {
         /// How far ahead.
         ahead_ms: u64,
     },
+    /// The announced heartbeat is zero or longer than the policy allows.
+    #[error("record announces a heartbeat of {refresh_ms} ms")]
+    BadRefresh {
+        /// The announced heartbeat.
+        refresh_ms: u32,
+    },
     /// The GPU inventory is impossible.
     #[error("bad GPU inventory: {0}")]
     Gpu(#[from] GpuSnapshotError),
@@ -217,6 +229,7 @@ impl RecordError {
             RecordError::Unsigned => "unsigned",
             RecordError::WrongNamespace => "wrong_namespace",
             RecordError::FromFuture { .. } => "from_future",
+            RecordError::BadRefresh { .. } => "bad_refresh",
             RecordError::Gpu(_) => "bad_gpu_inventory",
             RecordError::DuplicateLabel => "duplicate_label",
             RecordError::Tunnel(TunnelRecordError::Expired { .. }) => "tunnel_record_expired",
@@ -268,6 +281,9 @@ impl NodeRecord {
         if self.timestamp > now.saturating_add(policy.max_clock_skew) {
             return Err(RecordError::FromFuture { ahead_ms: self.timestamp.0 - now.0 });
         }
+        if self.refresh_ms == 0 || u128::from(self.refresh_ms) > policy.max_refresh.as_millis() {
+            return Err(RecordError::BadRefresh { refresh_ms: self.refresh_ms });
+        }
         self.gpus.validate()?;
         for (i, label) in self.labels.iter().enumerate() {
             if self.labels[..i].iter().any(|l| l.key == label.key) {
@@ -281,6 +297,11 @@ impl NodeRecord {
             }
             _ => Ok(self.tunnel.verify(author, now, &policy.tunnel)?),
         }
+    }
+
+    /// The publisher's announced heartbeat.
+    pub fn refresh(&self) -> Duration {
+        Duration::from_millis(u64::from(self.refresh_ms))
     }
 
     /// The value of label `key`, if present.
@@ -314,6 +335,7 @@ pub(crate) mod tests {
             namespace: ns(),
             seq,
             timestamp: NOW,
+            refresh_ms: 5000,
             gpus: GpuSnapshot {
                 devices: BoundedVec::try_from_vec(vec![GpuDevice {
                     index: 0,
@@ -393,6 +415,12 @@ pub(crate) mod tests {
         let mut r = node_record(&key, 1);
         r.timestamp = UnixMillis(NOW.0 + 61_000);
         assert_eq!(check(&enc(&r), &peer), Err(RecordError::FromFuture { ahead_ms: 61_000 }));
+
+        for refresh_ms in [0, 600_001] {
+            let mut r = node_record(&key, 1);
+            r.refresh_ms = refresh_ms;
+            assert_eq!(check(&enc(&r), &peer), Err(RecordError::BadRefresh { refresh_ms }));
+        }
 
         let mut r = node_record(&key, 1);
         let mut labels = r.labels.clone().into_inner();

@@ -5,8 +5,9 @@
 //! [`ClusterView::handle_timeout`] when [`ClusterView::poll_timeout`] is due, and drain
 //! [`ClusterView::poll_event`] until it returns `None` after every call.
 //!
-//! Rules: the highest sequence number wins; a record expires `ttl` after it was last
-//! received (local time, so clock skew between nodes does not matter); the view holds at
+//! Rules: the highest sequence number wins; a record expires `ttl` (or three of its
+//! publisher's heartbeats, if longer) after it was last received (local time, so clock
+//! skew between nodes does not matter); the view holds at
 //! most `max_records` records, so a flood of fresh identities cannot grow it unbounded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -22,8 +23,11 @@ use crate::time::UnixMillis;
 /// Settings of a [`ClusterView`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ViewConfig {
-    /// How long a record lives after it was last received.
+    /// How long a record lives after it was last received, at least.
     pub ttl: Duration,
+    /// A record also lives this many times its publisher's announced heartbeat, when
+    /// that is longer than `ttl` (a large swarm stretches its heartbeat).
+    pub ttl_heartbeats: u32,
     /// Most records held; records of new peers beyond this are ignored.
     pub max_records: usize,
     /// Checks applied to records from the network.
@@ -32,7 +36,12 @@ pub struct ViewConfig {
 
 impl Default for ViewConfig {
     fn default() -> Self {
-        Self { ttl: Duration::from_secs(30), max_records: 20_000, policy: RecordPolicy::default() }
+        Self {
+            ttl: Duration::from_secs(30),
+            ttl_heartbeats: 3,
+            max_records: 20_000,
+            policy: RecordPolicy::default(),
+        }
     }
 }
 
@@ -192,7 +201,7 @@ impl ClusterView {
             self.counters.stale += 1;
             return Ingest::Stale;
         }
-        let expires_at = now + self.config.ttl;
+        let expires_at = now + self.config.ttl.max(record.refresh() * self.config.ttl_heartbeats);
         let seq = record.seq;
         let entry = ViewEntry { record, tunnel, received_at: now, expires_at, local };
         let outcome = match self.entries.get(&peer) {
@@ -395,6 +404,19 @@ mod tests {
         let bytes = codec::encode(&stale, MAX_RECORD_SIZE).unwrap();
         assert_eq!(v.handle_gossip(t0, NOW, Some(&peer), &bytes), Ok(Ingest::Stale));
         assert_eq!(v.get(&peer).unwrap().record.cpu_cores, 16);
+    }
+
+    #[test]
+    fn a_stretched_heartbeat_stretches_the_ttl() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut v = view(0, ViewConfig::default());
+        let key = keypair(1);
+        let mut r = node_record(&key, 1);
+        r.refresh_ms = 100_000;
+        let bytes = codec::encode(&r, MAX_RECORD_SIZE).unwrap();
+        v.handle_gossip(t0, NOW, Some(&key.public().to_peer_id()), &bytes).unwrap();
+        assert_eq!(v.poll_timeout(), Some(t0 + Duration::from_secs(300)));
     }
 
     #[test]

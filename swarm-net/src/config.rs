@@ -112,6 +112,8 @@ pub struct NodeBuilder {
     pub(crate) probe: Arc<dyn GpuProbe>,
     pub(crate) labels: Vec<String>,
     pub(crate) heartbeat: Duration,
+    pub(crate) max_heartbeat: Duration,
+    pub(crate) gossip_budget: u32,
     pub(crate) ttl: Duration,
     pub(crate) max_inbound: u32,
     pub(crate) target_peers: usize,
@@ -133,6 +135,8 @@ impl NodeBuilder {
             probe: Arc::new(NoGpus),
             labels: Vec::new(),
             heartbeat: Duration::from_secs(5),
+            max_heartbeat: PublishConfig::default().max_heartbeat,
+            gossip_budget: PublishConfig::default().records_per_second,
             ttl: Duration::from_secs(30),
             max_inbound: 256,
             target_peers: 16,
@@ -186,7 +190,22 @@ impl NodeBuilder {
         self
     }
 
-    /// How long a record lives without a refresh (default 30 s).
+    /// The longest the heartbeat stretches to in a large swarm (default 300 s).
+    pub fn max_heartbeat(mut self, max: Duration) -> Self {
+        self.max_heartbeat = max;
+        self
+    }
+
+    /// Heartbeat records per second a node should have to receive (default 25): beyond
+    /// `heartbeat * budget` nodes the heartbeat grows with the swarm, up to
+    /// `max_heartbeat`, and record TTLs follow.
+    pub fn gossip_budget(mut self, records_per_second: u32) -> Self {
+        self.gossip_budget = records_per_second;
+        self
+    }
+
+    /// How long a record lives without a refresh (default 30 s; at least three
+    /// heartbeats of its publisher).
     pub fn record_ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -255,7 +274,18 @@ impl NodeBuilder {
                 self.ttl, self.heartbeat
             )));
         }
-        if self.event_capacity == 0 || self.max_records == 0 || self.max_inbound == 0 {
+        let max_refresh = swarm_core::record::RecordPolicy::default().max_refresh;
+        if self.max_heartbeat < self.heartbeat || self.max_heartbeat > max_refresh {
+            return Err(BuildError::Setting(format!(
+                "the maximum heartbeat ({:?}) must lie between the heartbeat ({:?}) and {max_refresh:?}",
+                self.max_heartbeat, self.heartbeat
+            )));
+        }
+        if self.event_capacity == 0
+            || self.max_records == 0
+            || self.max_inbound == 0
+            || self.gossip_budget == 0
+        {
             return Err(BuildError::Setting("capacities must be at least 1".to_owned()));
         }
         if self.mdns && !cfg!(feature = "mdns") {
@@ -263,6 +293,8 @@ impl NodeBuilder {
         }
         let publish = PublishConfig {
             heartbeat: self.heartbeat,
+            max_heartbeat: self.max_heartbeat,
+            records_per_second: self.gossip_budget,
             debounce: PublishConfig::default().debounce.min(self.heartbeat),
             ..PublishConfig::default()
         };

@@ -257,6 +257,7 @@ impl Driver {
             }
         }
         let local = *self.swarm.local_peer_id();
+        self.publisher.set_swarm_size(self.view.len());
         while let Some(event) = self.view.poll_event() {
             match event {
                 ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}

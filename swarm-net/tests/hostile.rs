@@ -40,6 +40,7 @@ fn record(author: &Keypair, tunnel_signer: &Keypair, tunnel_peer: &Keypair, seq:
         namespace: Namespace::new("hostile").unwrap(),
         seq,
         timestamp: UnixMillis(now_ms()),
+        refresh_ms: 5000,
         gpus: Default::default(),
         cpu_cores: 1,
         memory_bytes: 1,
