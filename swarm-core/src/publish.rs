@@ -40,7 +40,7 @@ impl Default for PublishConfig {
         Self {
             heartbeat: Duration::from_secs(5),
             max_heartbeat: Duration::from_secs(300),
-            records_per_second: 25,
+            records_per_second: 200,
             debounce: Duration::from_secs(1),
             tunnel_refresh: Duration::from_secs(30 * 60),
         }
@@ -276,13 +276,17 @@ mod tests {
         let t0 = Instant::now();
         let mut p = publisher();
         let five = Duration::from_secs(5);
-        for (size, expected) in
-            [(1, five), (125, five), (250, Duration::from_secs(10)), (10_000, Duration::from_secs(300))]
-        {
+        for (size, expected) in [
+            (1, five),
+            (1000, five),
+            (2000, Duration::from_secs(10)),
+            (10_000, Duration::from_secs(50)),
+            (100_000, Duration::from_secs(300)),
+        ] {
             p.set_swarm_size(size);
             assert_eq!(p.effective_heartbeat(), expected, "{size} records");
         }
-        p.set_swarm_size(2500);
+        p.set_swarm_size(20_000);
         let (r, _) = p.poll_publish(t0, NOW).unwrap().unwrap();
         assert_eq!(r.refresh_ms, 100_000);
         assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(100)));

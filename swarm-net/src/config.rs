@@ -196,7 +196,7 @@ impl NodeBuilder {
         self
     }
 
-    /// Heartbeat records per second a node should have to receive (default 25): beyond
+    /// Heartbeat records per second a node should have to receive (default 200): beyond
     /// `heartbeat * budget` nodes the heartbeat grows with the swarm, up to
     /// `max_heartbeat`, and record TTLs follow.
     pub fn gossip_budget(mut self, records_per_second: u32) -> Self {
