@@ -147,3 +147,33 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     }
     assert!(key_a.exists() && swarm::net::tunnel_key_path(&key_a).exists());
 }
+
+#[test]
+fn gpus_reports_static_and_missing_nvml_inventories() {
+    let out = run(&["gpus", "--json", "--gpus", "2xH100-80GB,1xRTX4090-24GB"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "static");
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 3);
+    assert_eq!(devices[0]["name"], "H100");
+    assert_eq!(devices[0]["memory_total_mib"], 81920);
+    assert_eq!(devices[0]["compute_capability"], "9.0");
+    assert_eq!(devices[2]["index"], 2);
+    for key in
+        ["uuid", "power_draw_w", "temperature_c", "ecc_corrected", "pcie_gen", "utilization_memory_pct"]
+    {
+        assert!(devices[0].get(key).is_some(), "{key} is part of the JSON shape");
+    }
+
+    // `auto` on a machine without the NVIDIA driver: no GPU, one clear log line, exit 0.
+    if !std::path::Path::new("/proc/driver/nvidia").exists() {
+        let out = run(&["gpus", "--json"]);
+        assert!(out.status.success());
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["source"], "none");
+        assert_eq!(v["devices"].as_array().unwrap().len(), 0);
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(log.matches("no NVIDIA driver").count(), 1, "{log}");
+    }
+}

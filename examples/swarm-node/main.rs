@@ -1,10 +1,12 @@
 //! `swarm-node`: the reference node program, built on the public `swarm` API.
 //!
 //! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
+//! - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
 //! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
 //!   every record and prints the cluster table (`--json` for a machine-readable summary).
 
 mod demo;
+mod gpus;
 mod run;
 mod table;
 
@@ -19,7 +21,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter, e.g. `info` or `swarm_net=debug` (also RUST_LOG).
-    #[arg(long, global = true, default_value = "warn")]
+    #[arg(long, global = true, default_value = "warn,swarm_gpu=info")]
     log: String,
 }
 
@@ -29,6 +31,8 @@ enum Command {
     Run(run::RunArgs),
     /// Run a local mesh of N nodes on loopback and show what they see.
     Demo(demo::DemoArgs),
+    /// Show this machine's GPUs (NVML if the NVIDIA driver is there).
+    Gpus(gpus::GpusArgs),
 }
 
 /// Parses durations such as `500ms`, `5s`, `2m`.
@@ -68,6 +72,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run::run(args).await,
             Command::Demo(args) => demo::demo(args).await,
+            Command::Gpus(args) => gpus::gpus(args).await,
         }
     });
     match result {

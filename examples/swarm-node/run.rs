@@ -1,15 +1,14 @@
 //! `swarm-node run`: one node until Ctrl-C.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use swarm::gpu::StaticProbe;
 use swarm::{Multiaddr, NodeBuilder, NodeEvent};
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::gpus::{parse_gpus, GpuChoice};
 use crate::table;
 
 #[derive(Debug, Args)]
@@ -26,9 +25,9 @@ pub struct RunArgs {
     /// Swarm name: nodes see only members of their own namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
-    /// GPU inventory, e.g. 2xA100-80GB,1xRTX4090-24GB, or `none`.
-    #[arg(long, value_name = "SPEC", default_value = "none", value_parser = parse_gpus)]
-    gpus: StaticProbe,
+    /// GPU inventory: `auto` (NVML, else none), `none`, or a spec such as 2xA100-80GB,1xRTX4090-24GB.
+    #[arg(long, value_name = "auto|SPEC", default_value = "auto", value_parser = parse_gpus)]
+    gpus: GpuChoice,
     /// Label key=value (repeatable).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -50,14 +49,10 @@ fn default_listen() -> Vec<Multiaddr> {
     ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"].iter().filter_map(|a| a.parse().ok()).collect()
 }
 
-pub fn parse_gpus(spec: &str) -> Result<StaticProbe, String> {
-    spec.parse().map_err(|e: swarm::gpu::SpecError| e.to_string())
-}
-
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut builder = NodeBuilder::new(&args.namespace)
         .identity_file(&args.identity)
-        .gpu_probe(Arc::new(args.gpus))
+        .gpu_probe(args.gpus.probe())
         .heartbeat(args.heartbeat)
         .record_ttl(args.ttl)
         .tunnel_port(args.tunnel_port);
