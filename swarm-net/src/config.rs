@@ -110,6 +110,7 @@ pub struct NodeBuilder {
     pub(crate) bootstrap: Vec<Multiaddr>,
     pub(crate) identity: IdentitySource,
     pub(crate) probe: Arc<dyn GpuProbe>,
+    pub(crate) gpu_sample_interval: Duration,
     pub(crate) labels: Vec<String>,
     pub(crate) heartbeat: Duration,
     pub(crate) max_heartbeat: Duration,
@@ -133,6 +134,7 @@ impl NodeBuilder {
             bootstrap: Vec::new(),
             identity: IdentitySource::Ephemeral,
             probe: Arc::new(NoGpus),
+            gpu_sample_interval: Duration::from_secs(2),
             labels: Vec::new(),
             heartbeat: Duration::from_secs(5),
             max_heartbeat: PublishConfig::default().max_heartbeat,
@@ -175,6 +177,13 @@ impl NodeBuilder {
     /// Sets the GPU probe.
     pub fn gpu_probe(mut self, probe: Arc<dyn GpuProbe>) -> Self {
         self.probe = probe;
+        self
+    }
+
+    /// How often the GPU probe is sampled (default 2 s). Live-use changes reach gossip
+    /// only past thresholds and at most every 10 s; inventory changes at once.
+    pub fn gpu_sample_interval(mut self, every: Duration) -> Self {
+        self.gpu_sample_interval = every;
         self
     }
 

@@ -16,6 +16,7 @@ use libp2p::{identify, kad, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use swarm_core::bounded::BoundedVec;
 use swarm_core::codec;
+use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
 use swarm_core::identity::MAX_UDP_ENDPOINTS;
 use swarm_core::publish::{LocalContent, RecordPublisher};
 use swarm_core::time::UnixMillis;
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use crate::behaviour::{records_topic, Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 use crate::discovery::DiscoverySchedule;
+use crate::gpu_sampler;
 use crate::identity::NodeIdentity;
 use crate::node::{Command, NodeError, NodeEvent, NodeStats};
 
@@ -54,6 +56,9 @@ pub(crate) struct Driver {
     tunnel_socket: UdpSocket,
     registry: Registry,
     stats: NodeStats,
+    gpu_samples: mpsc::Receiver<GpuSnapshot>,
+    gpu_sampler: JoinHandle<()>,
+    gpu_filter: GpuChangeFilter,
 }
 
 type Spawned = (mpsc::Sender<Command>, mpsc::Receiver<NodeEvent>, JoinHandle<()>, PeerId);
@@ -72,6 +77,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     let gpus = tokio::task::spawn_blocking(move || probe.sample())
         .await
         .map_err(|e| BuildError::Network(e.to_string()))??;
+    let mut gpu_filter = GpuChangeFilter::new(GpuChangePolicy::default());
+    gpu_filter.handle_sample(Instant::now(), &gpus);
 
     let mut registry = Registry::default();
     let mut swarm = build_swarm(&identity, &config, &mut registry)?;
@@ -110,6 +117,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         config.publish,
         wall_clock().0,
     );
+    let (gpu_samples, gpu_sampler) = gpu_sampler::spawn(builder.probe.clone(), builder.gpu_sample_interval);
     let mut driver = Driver {
         view: ClusterView::new(peer_id, config.namespace.clone(), config.view),
         discovery: DiscoverySchedule::new(config.discovery_interval_max, config.random_walk_interval),
@@ -125,6 +133,9 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         tunnel_socket,
         registry,
         stats: NodeStats::default(),
+        gpu_samples,
+        gpu_sampler,
+        gpu_filter,
         config,
     };
     driver.wait_for_listeners(listeners).await?;
@@ -221,11 +232,25 @@ impl Driver {
                     Some(command) => self.handle_command(command),
                 },
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                Some(sample) = self.gpu_samples.recv() => self.handle_gpu_sample(sample),
                 _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
             }
         }
+        self.gpu_sampler.abort();
         tracing::debug!(peer_id = %self.swarm.local_peer_id(), "node driver stopped");
         // Dropping `self` closes every listener, connection and socket.
+    }
+
+    fn handle_gpu_sample(&mut self, sample: GpuSnapshot) {
+        match self.gpu_filter.handle_sample(Instant::now(), &sample) {
+            GpuChange::Quiet => {}
+            GpuChange::Usage => self.publisher.set_gpus(sample),
+            GpuChange::Inventory { before, after } => {
+                tracing::warn!(before, after, "GPU inventory changed");
+                self.publisher.set_gpus(sample);
+                self.emit(NodeEvent::GpuInventoryChanged { before, after });
+            }
+        }
     }
 
     fn next_deadline(&self) -> Instant {

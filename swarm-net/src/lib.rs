@@ -38,6 +38,7 @@ mod behaviour;
 mod config;
 mod discovery;
 mod driver;
+mod gpu_sampler;
 mod identity;
 pub mod mesh;
 mod node;

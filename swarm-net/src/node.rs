@@ -45,6 +45,14 @@ pub enum NodeEvent {
         /// The peer.
         peer: PeerId,
     },
+    /// This node's GPUs appeared or disappeared (a driver reset, an Xid error, a GPU
+    /// off the bus); the new inventory is published at once.
+    GpuInventoryChanged {
+        /// Devices before.
+        before: usize,
+        /// Devices now.
+        after: usize,
+    },
     /// A record was refused and its sender penalised.
     RecordRejected {
         /// The peer that forwarded it.
