@@ -236,7 +236,6 @@ impl Driver {
                 _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
             }
         }
-        self.gpu_sampler.abort();
         tracing::debug!(peer_id = %self.swarm.local_peer_id(), "node driver stopped");
         // Dropping `self` closes every listener, connection and socket.
     }
@@ -538,6 +537,14 @@ impl Driver {
         if let Ok(endpoints) = BoundedVec::try_from_vec(endpoints) {
             self.publisher.set_udp_endpoints(endpoints);
         }
+    }
+}
+
+impl Drop for Driver {
+    /// The sampler would stop at its next tick on its own (its channel closes); stop it
+    /// now, on every path out, a failed start included.
+    fn drop(&mut self) {
+        self.gpu_sampler.abort();
     }
 }
 
