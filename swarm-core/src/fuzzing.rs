@@ -52,6 +52,32 @@ pub fn view_ingest(data: &[u8]) {
     }
 }
 
+/// Parses `data` as a WireGuard message and reads every field; marks its counter in a
+/// replay window and checks the window's invariant.
+pub fn tunnel_wire(data: &[u8]) {
+    use crate::tunnel::replay::ReplayWindow;
+    use crate::tunnel::wire::Message;
+    let mut window = ReplayWindow::new();
+    match Message::parse(data) {
+        Ok(Message::Initiation(m)) => {
+            let _ = (m.sender(), m.noise(), m.mac1(), m.mac2(), m.mac1_input(), m.mac2_input());
+        }
+        Ok(Message::Response(m)) => {
+            let _ = (m.sender(), m.receiver(), m.noise(), m.mac1(), m.mac2());
+        }
+        Ok(Message::CookieReply(m)) => {
+            let _ = (m.receiver(), m.nonce(), m.sealed_cookie());
+        }
+        Ok(Message::Transport(m)) => {
+            let _ = (m.receiver(), m.sealed());
+            if window.mark(m.counter()).is_ok() {
+                assert!(window.mark(m.counter()).is_err(), "a counter is accepted once");
+            }
+        }
+        Err(_) => {}
+    }
+}
+
 /// Splits `data` into a body and a 64-byte signature and verifies them.
 pub fn tunnel_record(data: &[u8]) {
     let split = data.len().saturating_sub(64);
@@ -122,6 +148,10 @@ mod tests {
             ),
             ("view_ingest", "four_authors".into(), view_msgs),
             ("tunnel_record", "valid".into(), tunnel),
+            ("tunnel_wire", "initiation".into(), [&[1u8, 0, 0, 0][..], &[7; 144]].concat()),
+            ("tunnel_wire", "response".into(), [&[2u8, 0, 0, 0][..], &[7; 88]].concat()),
+            ("tunnel_wire", "cookie".into(), [&[3u8, 0, 0, 0][..], &[7; 60]].concat()),
+            ("tunnel_wire", "keepalive".into(), [&[4u8, 0, 0, 0][..], &[7; 28]].concat()),
         ]
     }
 
@@ -143,6 +173,7 @@ mod tests {
             ("record_decode", record_decode as fn(&[u8])),
             ("view_ingest", view_ingest),
             ("tunnel_record", tunnel_record),
+            ("tunnel_wire", tunnel_wire),
         ] {
             let dir = corpus_dir(target);
             for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {

@@ -43,6 +43,7 @@ pub mod identity;
 pub mod publish;
 pub mod record;
 pub mod time;
+pub mod tunnel;
 pub mod view;
 
 pub use libp2p_identity::{Keypair, PeerId};
