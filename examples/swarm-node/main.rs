@@ -21,7 +21,7 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Log filter, e.g. `info` or `swarm_net=debug` (also RUST_LOG).
-    #[arg(long, global = true, default_value = "warn,swarm_gpu=info")]
+    #[arg(long, global = true, default_value = "warn,swarm_gpu=info,libp2p_kad=error")]
     log: String,
 }
 
