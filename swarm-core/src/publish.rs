@@ -167,6 +167,19 @@ impl RecordPublisher {
         self.last_publish = None;
     }
 
+    /// A peer subscribed to our records; `delivered` is how many publications have
+    /// reached at least one peer so far. The first subscriber gets the record at once; one
+    /// more publication, a debounce later, reaches the peers whose meshes formed
+    /// meanwhile; after that, new peers get it on the heartbeat. (One publication per new
+    /// subscriber makes a cold start of N nodes cost O(N^3) messages.)
+    pub fn on_subscriber(&mut self, delivered: u64) {
+        match delivered {
+            0 => self.request_publish_now(),
+            1 => self.request_publish(),
+            _ => {}
+        }
+    }
+
     /// When [`Self::poll_publish`] will next have something.
     pub fn poll_timeout(&self) -> Option<Instant> {
         // `None`: due at once, the caller polls right away.
@@ -310,6 +323,22 @@ mod tests {
         p.request_publish_now();
         assert_eq!(p.poll_timeout(), None);
         assert!(p.poll_publish(t0 + Duration::from_millis(1200), NOW).is_some());
+    }
+
+    #[test]
+    fn subscribers_trigger_at_most_two_early_publications() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut p = publisher();
+        p.poll_publish(t0, NOW).unwrap().unwrap(); // reached nobody
+        p.on_subscriber(0);
+        assert_eq!(p.poll_timeout(), None, "the first subscriber: at once");
+        p.poll_publish(t0, NOW).unwrap().unwrap();
+        p.on_subscriber(1);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(1)), "once more, debounced");
+        p.poll_publish(t0 + Duration::from_secs(1), NOW).unwrap().unwrap();
+        p.on_subscriber(2);
+        assert_eq!(p.poll_timeout(), Some(t0 + Duration::from_secs(6)), "then only the heartbeat");
     }
 
     #[test]

@@ -451,15 +451,7 @@ impl Driver {
             }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 tracing::trace!(peer = %peer_id, "peer subscribed to our records");
-                // The first subscriber gets our record at once. One more publication,
-                // a debounce later, reaches the peers whose meshes formed meanwhile; after
-                // that, new peers get it on the heartbeat. (One publication per new
-                // subscriber makes a cold start of N nodes cost O(N^3) messages.)
-                match self.stats.published {
-                    0 => self.publisher.request_publish_now(),
-                    1 => self.publisher.request_publish(),
-                    _ => {}
-                }
+                self.publisher.on_subscriber(self.stats.published);
             }
             _ => {}
         }
