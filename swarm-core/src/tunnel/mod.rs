@@ -1,8 +1,31 @@
-//! The WireGuard v1 data plane, sans-IO (data-flow stage 3). Work in progress: the wire
-//! formats, mac1/mac2, TAI64N timestamps and the replay window are here; the handshake state machine (snow), cookies
-//! and timers follow.
+//! The WireGuard v1 data plane, sans-IO (data-flow stage 3): byte-compatible with the
+//! Linux module, wireguard-go and boringtun.
+//!
+//! - [`wire`]: the four message types as checked views;
+//! - [`mac`], [`cookie`], [`ratelimit`]: mac1/mac2, cookie replies and the per-source
+//!   token bucket that protect a responder under load;
+//! - [`tai64n`]: initiation timestamps; [`replay`]: the 2048-counter replay window;
+//! - [`frame`]: what a decrypted payload is (IP packet or swarm frame);
+//! - [`Tunnels`]: every tunnel of a node, as one state machine (handshakes through
+//!   snow, sessions with previous/current/next rotation, the whitepaper's timers).
 
+pub mod cookie;
+mod device;
+pub mod frame;
 pub mod mac;
+mod noise;
+pub mod ratelimit;
 pub mod replay;
+mod session;
 pub mod tai64n;
 pub mod wire;
+
+pub use device::{
+    AddPeerError, DropCounts, DropReason, PeerHandle, PeerStatus, Received, SendError, Timers, Transmit,
+    TunnelConfig, TunnelEvent, Tunnels,
+};
+pub use frame::{FrameKind, Payload};
+
+/// Room to leave in an output buffer around a payload: header (16), padding (up to 15)
+/// and tag (16).
+pub const OVERHEAD: usize = wire::TRANSPORT_HEADER_LEN + 15 + wire::TAG_LEN;

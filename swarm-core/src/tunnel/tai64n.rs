@@ -30,6 +30,26 @@ impl Tai64N {
         Self(bytes)
     }
 
+    /// The next timestamp after `self` on the whitened grid: for a second initiation
+    /// within one 20 ms step, which must still be strictly newer.
+    pub fn next_step(&self) -> Self {
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&self.0[..8]);
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&self.0[8..]);
+        let (mut secs, mut nanos) =
+            (u64::from_be_bytes(s), u32::from_be_bytes(n) / WHITENING_NS * WHITENING_NS);
+        nanos += WHITENING_NS;
+        if nanos >= 1_000_000_000 {
+            nanos = 0;
+            secs = secs.saturating_add(1);
+        }
+        let mut b = [0u8; 12];
+        b[..8].copy_from_slice(&secs.to_be_bytes());
+        b[8..].copy_from_slice(&nanos.to_be_bytes());
+        Self(b)
+    }
+
     /// Whether this is a timestamp a responder may accept at all (not all zero, and its
     /// nanoseconds below one second).
     pub fn is_plausible(&self) -> bool {
@@ -56,5 +76,7 @@ mod tests {
         bad[8..].copy_from_slice(&1_000_000_000u32.to_be_bytes());
         assert!(!Tai64N::from_bytes(bad).is_plausible());
         assert_eq!(t(0).0[..8], TAI64_EPOCH.to_be_bytes());
+        assert_eq!(t(base).next_step(), t(base + 20));
+        assert_eq!(t(base + 990).next_step(), t(base + 1000));
     }
 }

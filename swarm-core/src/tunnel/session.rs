@@ -1,0 +1,136 @@
+//! One transport session: the two keys a handshake derived, the sending counter and the
+//! replay window. Sealing and opening work in place on caller-owned buffers; nothing
+//! here allocates.
+
+use std::time::Instant;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+
+use super::replay::{ReplayError, ReplayWindow, REJECT_AFTER_MESSAGES};
+use super::wire::{emit_transport_header, padded_len, TAG_LEN, TRANSPORT_HEADER_LEN};
+use super::DropReason;
+
+pub(crate) struct Session {
+    pub(crate) local_index: u32,
+    pub(crate) remote_index: u32,
+    send: LessSafeKey,
+    recv: LessSafeKey,
+    pub(crate) send_counter: u64,
+    pub(crate) replay: ReplayWindow,
+    pub(crate) created: Instant,
+    /// Whether this side sent the initiation.
+    pub(crate) initiator: bool,
+}
+
+impl core::fmt::Debug for Session {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Session")
+            .field("local_index", &self.local_index)
+            .field("remote_index", &self.remote_index)
+            .field("send_counter", &self.send_counter)
+            .field("initiator", &self.initiator)
+            .finish_non_exhaustive()
+    }
+}
+
+fn key(bytes: &[u8; 32]) -> LessSafeKey {
+    // ChaCha20-Poly1305 takes any 32-byte key.
+    #[allow(clippy::expect_used)]
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, bytes).expect("a 32-byte key"))
+}
+
+fn nonce(counter: u64) -> Nonce {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&counter.to_le_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+/// Why a payload could not be sealed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SealError {
+    /// The output buffer is too small.
+    BufferTooSmall,
+    /// The session has sent its last allowed message.
+    Exhausted,
+}
+
+impl Session {
+    pub(crate) fn new(
+        local_index: u32,
+        remote_index: u32,
+        send: &[u8; 32],
+        recv: &[u8; 32],
+        created: Instant,
+        initiator: bool,
+    ) -> Self {
+        Self {
+            local_index,
+            remote_index,
+            send: key(send),
+            recv: key(recv),
+            send_counter: 0,
+            replay: ReplayWindow::new(),
+            created,
+            initiator,
+        }
+    }
+
+    /// Writes a transport message carrying `parts` (concatenated, padded to 16) into
+    /// `out`; returns its length.
+    pub(crate) fn seal(&mut self, parts: &[&[u8]], out: &mut [u8]) -> Result<usize, SealError> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let padded = padded_len(len);
+        let total = TRANSPORT_HEADER_LEN + padded + TAG_LEN;
+        if out.len() < total {
+            return Err(SealError::BufferTooSmall);
+        }
+        let counter = self.send_counter;
+        if counter >= REJECT_AFTER_MESSAGES {
+            return Err(SealError::Exhausted);
+        }
+        emit_transport_header(out, self.remote_index, counter).map_err(|_| SealError::BufferTooSmall)?;
+        let mut at = TRANSPORT_HEADER_LEN;
+        for p in parts {
+            out[at..at + p.len()].copy_from_slice(p);
+            at += p.len();
+        }
+        let body_end = TRANSPORT_HEADER_LEN + padded;
+        out[at..body_end].fill(0);
+        let tag = self
+            .send
+            .seal_in_place_separate_tag(
+                nonce(counter),
+                Aad::empty(),
+                &mut out[TRANSPORT_HEADER_LEN..body_end],
+            )
+            .map_err(|_| SealError::Exhausted)?;
+        out[body_end..total].copy_from_slice(tag.as_ref());
+        self.send_counter = counter + 1;
+        Ok(total)
+    }
+
+    /// Authenticates and decrypts `sealed` (ciphertext and tag) in place. The replay
+    /// window is checked first and marked only after the tag verified.
+    pub(crate) fn open<'a>(
+        &mut self,
+        counter: u64,
+        sealed: &'a mut [u8],
+    ) -> Result<&'a mut [u8], DropReason> {
+        self.replay.check(counter).map_err(replay_reason)?;
+        if sealed.len() < TAG_LEN {
+            return Err(DropReason::Malformed);
+        }
+        let body =
+            self.recv.open_in_place(nonce(counter), Aad::empty(), sealed).map_err(|_| DropReason::Decrypt)?;
+        self.replay.mark(counter).map_err(replay_reason)?;
+        Ok(body)
+    }
+}
+
+fn replay_reason(e: ReplayError) -> DropReason {
+    match e {
+        ReplayError::Replayed(_) => DropReason::Replayed,
+        ReplayError::TooOld(_) => DropReason::TooOld,
+        _ => DropReason::CounterLimit,
+    }
+}

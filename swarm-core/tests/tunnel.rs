@@ -1,0 +1,425 @@
+//! Two `Tunnels` on a virtual network and virtual time: handshakes, data, rekeys without
+//! loss, the timers, and hostile datagrams.
+#![allow(clippy::unwrap_used, clippy::disallowed_methods)] // tests own the clock
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use swarm_core::tunnel::{
+    DropReason, FrameKind, Payload, PeerHandle, Received, SendError, Timers, TunnelConfig, TunnelEvent,
+    Tunnels,
+};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+const UNIX: Duration = Duration::from_secs(1_800_000_000);
+
+fn public(private: [u8; 32]) -> [u8; 32] {
+    PublicKey::from(&StaticSecret::from(private)).to_bytes()
+}
+
+struct Side {
+    t: Tunnels,
+    addr: SocketAddr,
+    peer: PeerHandle,
+    got: Vec<Vec<u8>>,
+    events: Vec<TunnelEvent>,
+}
+
+/// Datagrams in flight: (deliver at, to side 0 or 1, from, bytes).
+struct Net {
+    now: Instant,
+    s: [Side; 2],
+    wire: VecDeque<(Instant, usize, SocketAddr, Vec<u8>)>,
+    latency: Duration,
+    /// When false, every datagram on the wire is lost.
+    up: bool,
+}
+
+fn pair_with(config: TunnelConfig) -> Net {
+    pair_with2(config.clone(), config)
+}
+
+fn pair_with2(config: TunnelConfig, config_b: TunnelConfig) -> Net {
+    let t0 = Instant::now();
+    let (ka, kb) = ([1u8; 32], [2u8; 32]);
+    let (aa, ab): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:51820".parse().unwrap(), "10.0.0.2:51820".parse().unwrap());
+    let mut a = Tunnels::new(ka, config.clone(), t0, UNIX, [11; 32]);
+    let mut b = Tunnels::new(kb, config_b, t0, UNIX, [12; 32]);
+    let pa = a.add_peer(public(kb), Some(ab)).unwrap();
+    let pb = b.add_peer(public(ka), Some(aa)).unwrap();
+    Net {
+        now: t0,
+        s: [
+            Side { t: a, addr: aa, peer: pa, got: vec![], events: vec![] },
+            Side { t: b, addr: ab, peer: pb, got: vec![], events: vec![] },
+        ],
+        wire: VecDeque::new(),
+        latency: Duration::from_millis(1),
+        up: true,
+    }
+}
+
+fn pair() -> Net {
+    pair_with(TunnelConfig::default())
+}
+
+impl Net {
+    /// Moves everything each side wants to send onto the wire.
+    fn collect(&mut self) {
+        let mut buf = vec![0u8; 2048];
+        for i in 0..2 {
+            while let Some(t) = self.s[i].t.poll_transmit(self.now, &mut buf) {
+                if self.up {
+                    self.wire.push_back((
+                        self.now + self.latency,
+                        1 - i,
+                        self.s[i].addr,
+                        buf[..t.len].to_vec(),
+                    ));
+                }
+            }
+            while let Some(e) = self.s[i].t.poll_event() {
+                self.s[i].events.push(e);
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: usize, from: SocketAddr, mut bytes: Vec<u8>) -> Result<(), DropReason> {
+        let now = self.now;
+        let side = &mut self.s[to];
+        match side.t.handle_datagram(now, from, &mut bytes)? {
+            Received::Data { payload: Payload::Frame { kind, body }, .. } => {
+                assert_eq!(kind, FrameKind::DATAGRAM);
+                side.got.push(body.to_vec());
+            }
+            Received::Data { payload: Payload::Ipv4(p), .. } => side.got.push(p.to_vec()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Runs virtual time forward by `d`, delivering datagrams and firing timers.
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.collect();
+            let next_wire = self.wire.front().map(|w| w.0);
+            let next_timer = self.s.iter().filter_map(|s| s.t.poll_timeout()).min();
+            let next = [next_wire, next_timer].into_iter().flatten().min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    while self.wire.front().is_some_and(|w| w.0 <= self.now) {
+                        let (_, to, from, bytes) = self.wire.pop_front().unwrap();
+                        let _ = self.deliver(to, from, bytes);
+                    }
+                    for s in &mut self.s {
+                        s.t.handle_timeout(self.now);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        for s in &mut self.s {
+            s.t.handle_timeout(self.now);
+        }
+        self.collect();
+    }
+
+    fn send(&mut self, from: usize, data: &[u8]) -> Result<(), SendError> {
+        let mut out = vec![0u8; data.len() + 64];
+        let now = self.now;
+        let side = &mut self.s[from];
+        if let Some(t) = side.t.send_datagram(now, side.peer, data, &mut out)? {
+            if self.up {
+                self.wire.push_back((now + self.latency, 1 - from, side.addr, out[..t.len].to_vec()));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn handshake_then_datagrams_both_ways() {
+    let mut n = pair();
+    n.send(0, b"first, queued behind the handshake").unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert_eq!(n.s[1].got, vec![b"first, queued behind the handshake".to_vec()]);
+    assert!(n.s[0].events.contains(&TunnelEvent::HandshakeCompleted { peer: n.s[0].peer, initiator: true }));
+    assert!(n.s[1].events.contains(&TunnelEvent::HandshakeCompleted { peer: n.s[1].peer, initiator: false }));
+    n.send(1, b"reply").unwrap();
+    n.send(0, &[0x55; 1420]).unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert_eq!(n.s[0].got, vec![b"reply".to_vec()]);
+    assert_eq!(n.s[1].got[1], vec![0x55; 1420]);
+    let st = n.s[0].t.status(n.s[0].peer, n.now).unwrap();
+    assert!(st.established && st.handshakes == 1 && st.drops.total() == 0, "{st:?}");
+    assert_eq!(n.s[0].t.drops().total() + n.s[1].t.drops().total(), 0);
+}
+
+#[test]
+fn a_replayed_packet_is_dropped_and_counted() {
+    let mut n = pair();
+    n.send(0, b"x").unwrap();
+    n.run_for(Duration::from_millis(50));
+    let mut out = [0u8; 128];
+    let t = n.s[0].t.send_datagram(n.now, n.s[0].peer, b"once", &mut out).unwrap().unwrap();
+    let pkt = out[..t.len].to_vec();
+    let from = n.s[0].addr;
+    n.deliver(1, from, pkt.clone()).unwrap();
+    for _ in 0..1000 {
+        assert_eq!(n.deliver(1, from, pkt.clone()), Err(DropReason::Replayed));
+    }
+    assert_eq!(n.s[1].got.iter().filter(|g| g.as_slice() == b"once").count(), 1);
+    assert_eq!(n.s[1].t.drops().get(DropReason::Replayed), 1000);
+    assert_eq!(n.s[1].t.status(n.s[1].peer, n.now).unwrap().drops.get(DropReason::Replayed), 1000);
+}
+
+/// Continuous traffic both ways across many rekeys (by message count and by time), with
+/// packets in flight during each: every packet arrives.
+#[test]
+fn no_packet_is_lost_across_rekeys() {
+    let timers = Timers { rekey_after_messages: 5000, ..Timers::default() };
+    let mut n = pair_with(TunnelConfig { timers, ..TunnelConfig::default() });
+    n.latency = Duration::from_millis(20);
+    let mut sent = [0u64; 2];
+    // 400 s of traffic: one datagram each way per millisecond (past several 120 s rekeys
+    // and 180 s rejects).
+    for ms in 0..400_000u64 {
+        for (side, count) in sent.iter_mut().enumerate() {
+            n.send(side, &ms.to_le_bytes()).unwrap();
+            *count += 1;
+        }
+        n.run_for(Duration::from_millis(1));
+    }
+    n.run_for(Duration::from_secs(1));
+    for (side, &count) in sent.iter().enumerate() {
+        let got = n.s[1 - side].got.len() as u64;
+        assert_eq!(got, count, "side {side}: drops {:?}", n.s[1 - side].t.drops());
+    }
+    let handshakes = n.s[0].t.status(n.s[0].peer, n.now).unwrap().handshakes;
+    assert!(handshakes >= 100, "rekeyed {handshakes} times");
+    assert_eq!(n.s[0].t.drops().total() + n.s[1].t.drops().total(), 0);
+}
+
+#[test]
+fn retries_every_five_seconds_then_gives_up_after_ninety() {
+    let mut n = pair();
+    n.up = false;
+    n.send(0, b"lost").unwrap();
+    n.collect();
+    let t0 = n.now;
+    let mut initiations = 0;
+    let mut buf = [0u8; 256];
+    while n.now < t0 + Duration::from_secs(100) {
+        let Some(next) = n.s[0].t.poll_timeout() else { break };
+        n.now = next;
+        n.s[0].t.handle_timeout(next);
+        while let Some(t) = n.s[0].t.poll_transmit(n.now, &mut buf) {
+            assert_eq!(t.len, 148);
+            initiations += 1;
+        }
+    }
+    // The first initiation went out in collect(); then one per 5-5.33 s for 90 s.
+    assert!((16..=18).contains(&initiations), "{initiations} retries");
+    let mut timed_out = false;
+    while let Some(e) = n.s[0].t.poll_event() {
+        timed_out |= matches!(e, TunnelEvent::HandshakeTimedOut { .. });
+    }
+    assert!(timed_out);
+    assert_eq!(n.s[0].t.drops().get(DropReason::HandshakeTimeout), 1, "the queued datagram");
+    assert!(!n.s[0].t.status(n.s[0].peer, n.now).unwrap().handshake_in_progress);
+}
+
+#[test]
+fn keepalive_after_ten_quiet_seconds_and_keys_erased_after_540() {
+    let mut n = pair();
+    n.send(0, b"hello").unwrap();
+    n.run_for(Duration::from_millis(10));
+    let rx_before = n.s[0].t.status(n.s[0].peer, n.now).unwrap().rx_packets;
+    n.run_for(Duration::from_secs(11));
+    let rx_after = n.s[0].t.status(n.s[0].peer, n.now).unwrap().rx_packets;
+    assert_eq!(rx_after, rx_before + 1, "B answered the data with one keepalive");
+    n.run_for(Duration::from_secs(200));
+    assert!(!n.s[0].t.status(n.s[0].peer, n.now).unwrap().established, "expired after 180 s");
+    n.run_for(Duration::from_secs(400));
+    assert!(n.s[0].events.contains(&TunnelEvent::KeysZeroed { peer: n.s[0].peer }));
+    // A new datagram opens a new session.
+    n.send(0, b"again").unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert_eq!(n.s[1].got.last().unwrap(), b"again");
+}
+
+#[test]
+fn replayed_initiations_and_strangers_get_no_answer() {
+    let mut n = pair();
+    n.s[0].t.open(n.now, n.s[0].peer);
+    let mut buf = [0u8; 256];
+    let t = n.s[0].t.poll_transmit(n.now, &mut buf).unwrap();
+    let init = buf[..t.len].to_vec();
+    let from = n.s[0].addr;
+    n.deliver(1, from, init.clone()).unwrap();
+    assert!(n.s[1].t.poll_transmit(n.now, &mut buf).is_some(), "a response");
+    n.now += Duration::from_secs(1);
+    assert_eq!(n.deliver(1, from, init.clone()), Err(DropReason::StaleTimestamp));
+    assert!(n.s[1].t.poll_transmit(n.now, &mut buf).is_none());
+
+    // A node B does not know: its initiation carries a valid mac1 (B's key is public).
+    let t0 = n.now;
+    let mut stranger = Tunnels::new([9; 32], TunnelConfig::default(), t0, UNIX, [3; 32]);
+    let p = stranger.add_peer(public([2; 32]), Some(n.s[1].addr)).unwrap();
+    stranger.open(t0, p);
+    let t = stranger.poll_transmit(t0, &mut buf).unwrap();
+    assert_eq!(
+        n.deliver(1, "10.9.9.9:1".parse().unwrap(), buf[..t.len].to_vec()),
+        Err(DropReason::UnknownPeer)
+    );
+    assert!(n.s[1].t.poll_transmit(n.now, &mut buf).is_none());
+
+    // Bit flips anywhere in an initiation: no answer, no panic.
+    for i in 0..init.len() {
+        let mut bad = init.clone();
+        bad[i] ^= 0x40;
+        assert!(n.deliver(1, from, bad).is_err(), "byte {i}");
+        assert!(n.s[1].t.poll_transmit(n.now, &mut buf).is_none(), "byte {i}");
+    }
+}
+
+#[test]
+fn garbage_is_dropped_silently_by_reason() {
+    let mut n = pair();
+    n.send(0, b"x").unwrap();
+    n.run_for(Duration::from_millis(50));
+    let from = n.s[0].addr;
+    let mut state = 0x1234_5678_9abc_def0u64;
+    let mut buf = [0u8; 256];
+    for i in 0..20_000usize {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 200) as usize;
+        let mut d: Vec<u8> = (0..len).map(|j| (state >> (j % 8 * 8)) as u8 ^ j as u8).collect();
+        if len >= 4 && i % 2 == 0 {
+            d[..4].copy_from_slice(&[(i % 4 + 1) as u8, 0, 0, 0]);
+        }
+        assert!(n.deliver(1, from, d).is_err());
+        assert!(n.s[1].t.poll_transmit(n.now, &mut buf).is_none());
+    }
+    let drops = n.s[1].t.drops();
+    assert_eq!(drops.total(), 20_000);
+    assert!(drops.get(DropReason::Malformed) > 0 && drops.get(DropReason::UnknownIndex) > 0, "{drops:?}");
+    // Forged data for a live session: the tag fails, the window does not move.
+    let mut out = [0u8; 128];
+    let t = n.s[0].t.send_datagram(n.now, n.s[0].peer, b"real", &mut out).unwrap().unwrap();
+    let mut forged = out[..t.len].to_vec();
+    forged[8..16].copy_from_slice(&u64::MAX.wrapping_sub(1 << 14).to_le_bytes());
+    assert_eq!(n.deliver(1, from, forged), Err(DropReason::Decrypt));
+    n.deliver(1, from, out[..t.len].to_vec()).unwrap();
+    assert_eq!(n.s[1].got.last().unwrap(), b"real");
+}
+
+#[test]
+fn under_load_a_cookie_is_required_then_honoured() {
+    // B, the responder, is under load from the first handshake on.
+    let config = TunnelConfig { load_threshold: 0, ..TunnelConfig::default() };
+    let mut n = pair_with2(TunnelConfig::default(), config);
+    n.send(0, b"behind a cookie").unwrap();
+    n.run_for(Duration::from_millis(10));
+    assert_eq!(n.s[1].t.drops().get(DropReason::CookieRequired), 1);
+    assert!(n.s[1].got.is_empty());
+    // The retry 5 s later carries mac2 and gets through.
+    n.run_for(Duration::from_secs(6));
+    assert_eq!(
+        n.s[1].got,
+        vec![b"behind a cookie".to_vec()],
+        "{:?} {:?}",
+        n.s[1].t.drops(),
+        n.s[0].t.drops()
+    );
+    // A source flooding with valid cookies is held to its token bucket (burst 5).
+    let from = n.s[0].addr;
+    let mut accepted = 0;
+    for _ in 0..50 {
+        n.now += Duration::from_millis(21);
+        n.s[0].t.force_rekey(n.now, n.s[0].peer);
+        let mut buf = [0u8; 256];
+        let t = n.s[0].t.poll_transmit(n.now, &mut buf).unwrap();
+        if n.deliver(1, from, buf[..t.len].to_vec()).is_ok() {
+            accepted += 1;
+        }
+        while n.s[1].t.poll_transmit(n.now, &mut buf).is_some() {}
+    }
+    // 50 initiations over 1.05 s: the burst of 5, then 20 per second.
+    assert!((20..=27).contains(&accepted), "{accepted}");
+    assert!(n.s[1].t.drops().get(DropReason::RateLimited) > 0);
+}
+
+#[test]
+fn a_wrong_preshared_key_never_completes() {
+    let t0 = Instant::now();
+    let a_cfg = TunnelConfig { psk: Some([7; 32]), ..TunnelConfig::default() };
+    let mut a = Tunnels::new([1; 32], a_cfg, t0, UNIX, [1; 32]);
+    let mut b = Tunnels::new(
+        [2; 32],
+        TunnelConfig { psk: Some([8; 32]), ..TunnelConfig::default() },
+        t0,
+        UNIX,
+        [2; 32],
+    );
+    let ab: SocketAddr = "10.0.0.2:1".parse().unwrap();
+    let aa: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    let p = a.add_peer(public([2; 32]), Some(ab)).unwrap();
+    b.add_peer(public([1; 32]), Some(aa)).unwrap();
+    a.open(t0, p);
+    let mut buf = [0u8; 256];
+    let t = a.poll_transmit(t0, &mut buf).unwrap();
+    let mut init = buf[..t.len].to_vec();
+    b.handle_datagram(t0, aa, &mut init).unwrap();
+    let t = b.poll_transmit(t0, &mut buf).unwrap();
+    let mut resp = buf[..t.len].to_vec();
+    assert_eq!(a.handle_datagram(t0, ab, &mut resp), Err(DropReason::HandshakeFailed));
+    assert!(!a.status(p, t0).unwrap().established);
+}
+
+#[test]
+fn the_endpoint_follows_authenticated_packets() {
+    let mut n = pair();
+    n.send(0, b"x").unwrap();
+    n.run_for(Duration::from_millis(50));
+    let roamed: SocketAddr = "10.0.0.99:4000".parse().unwrap();
+    n.s[0].addr = roamed;
+    n.send(0, b"from a new address").unwrap();
+    n.run_for(Duration::from_millis(50));
+    let peer = n.s[1].peer;
+    assert!(n.s[1].events.contains(&TunnelEvent::EndpointChanged { peer, endpoint: roamed }));
+    assert_eq!(n.s[1].t.status(peer, n.now).unwrap().endpoint, Some(roamed));
+    // A forged packet from elsewhere moves nothing.
+    let mut junk = vec![4u8, 0, 0, 0];
+    junk.extend_from_slice(&[0; 44]);
+    assert!(n.deliver(1, "10.6.6.6:6".parse().unwrap(), junk).is_err());
+    assert_eq!(n.s[1].t.status(peer, n.now).unwrap().endpoint, Some(roamed));
+}
+
+#[test]
+fn memory_per_peer_is_within_64_kib() {
+    let mut n = pair();
+    n.send(0, b"x").unwrap();
+    n.run_for(Duration::from_millis(50));
+    n.s[0].t.force_rekey(n.now, n.s[0].peer);
+    n.run_for(Duration::from_millis(50));
+    let bytes = n.s[0].t.peer_memory(n.s[0].peer).unwrap();
+    assert!(bytes <= 64 * 1024, "{bytes} bytes");
+    // A full handshake queue of 1420-byte payloads still fits.
+    n.up = false;
+    let mut m = pair_with(TunnelConfig { queue_per_peer: 32, ..TunnelConfig::default() });
+    m.up = false;
+    for _ in 0..40 {
+        let _ = m.send(0, &[1; 1420]);
+    }
+    let full = m.s[0].t.peer_memory(m.s[0].peer).unwrap();
+    assert!(full <= 64 * 1024, "{full} bytes with a full queue");
+    assert_eq!(m.s[0].t.drops().get(DropReason::QueueFull), 8);
+}
