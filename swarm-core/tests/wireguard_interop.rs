@@ -78,7 +78,7 @@ impl Pair {
     }
 
     /// Feeds boringtun one datagram: what it sends back, and the IP packet it yields.
-    fn to_bt(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
+    fn deliver_bt(&mut self, datagram: &[u8]) -> (Vec<Vec<u8>>, Option<Vec<u8>>) {
         let mut dst = vec![0u8; 4096];
         let mut sent = vec![];
         let mut packet = None;
@@ -114,7 +114,7 @@ impl Pair {
     }
 
     /// Feeds us one datagram from boringtun; returns the IP packet if any.
-    fn to_us(&mut self, datagram: &[u8]) -> Result<Option<Vec<u8>>, DropReason> {
+    fn deliver_us(&mut self, datagram: &[u8]) -> Result<Option<Vec<u8>>, DropReason> {
         let mut d = datagram.to_vec();
         match self.us.handle_datagram(Instant::now(), their_addr(), &mut d)? {
             Received::Data { payload: Payload::Ipv4(p), peer } => {
@@ -148,9 +148,9 @@ impl Pair {
         for len in [20u16, 64, 555, 1420] {
             let p = ipv4(len, fill);
             let d = self.us_send(&p).expect("a session");
-            assert_eq!(self.to_bt(&d).1, Some(p.clone()), "boringtun decrypted our {len}-byte packet");
+            assert_eq!(self.deliver_bt(&d).1, Some(p.clone()), "boringtun decrypted our {len}-byte packet");
             let d = self.bt_encapsulate(&p);
-            assert_eq!(self.to_us(&d).unwrap(), Some(p), "we decrypted boringtun's {len}-byte packet");
+            assert_eq!(self.deliver_us(&d).unwrap(), Some(p), "we decrypted boringtun's {len}-byte packet");
         }
     }
 }
@@ -162,13 +162,13 @@ fn handshake_as_initiator(p: &mut Pair) {
     let out = p.ours_out();
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].len(), 148);
-    let (resp, _) = p.to_bt(&out[0]);
+    let (resp, _) = p.deliver_bt(&out[0]);
     assert_eq!(resp.len(), 1, "boringtun answered our initiation");
     assert_eq!(resp[0].len(), 92);
-    p.to_us(&resp[0]).unwrap();
+    p.deliver_us(&resp[0]).unwrap();
     let queued = p.ours_out();
     assert_eq!(queued.len(), 1, "the queued packet follows the handshake");
-    assert_eq!(p.to_bt(&queued[0]).1, Some(first));
+    assert_eq!(p.deliver_bt(&queued[0]).1, Some(first));
 }
 
 #[test]
@@ -180,10 +180,10 @@ fn we_initiate_boringtun_responds() {
 
     // Replays, both ways.
     let d = p.bt_encapsulate(&ipv4(60, 9));
-    assert!(p.to_us(&d).unwrap().is_some());
-    assert_eq!(p.to_us(&d), Err(DropReason::Replayed));
+    assert!(p.deliver_us(&d).unwrap().is_some());
+    assert_eq!(p.deliver_us(&d), Err(DropReason::Replayed));
     let mine = p.us_send(&ipv4(60, 10)).unwrap();
-    assert!(p.to_bt(&mine).1.is_some());
+    assert!(p.deliver_bt(&mine).1.is_some());
     assert!(matches!(p.bt_error(&mine), Some(WireGuardError::DuplicateCounter)));
 
     // A forced rekey with packets sealed under the old session still in flight.
@@ -192,19 +192,27 @@ fn we_initiate_boringtun_responds() {
     p.us.force_rekey(Instant::now(), p.peer);
     let init = p.ours_out();
     assert_eq!(init.len(), 1);
-    let (resp, _) = p.to_bt(&init[0]);
-    p.to_us(&resp[0]).unwrap();
+    let (resp, _) = p.deliver_bt(&init[0]);
+    p.deliver_us(&resp[0]).unwrap();
     assert_eq!(p.handshakes(), 2);
     // Our keepalive confirms the new session to boringtun.
     for d in p.ours_out() {
-        p.to_bt(&d);
+        p.deliver_bt(&d);
     }
     p.exchange(2);
     for (i, d) in in_flight.iter().enumerate() {
-        assert_eq!(p.to_bt(d).1, Some(ipv4(80, 0x30 + i as u8)), "old-session packet {i} reached boringtun");
+        assert_eq!(
+            p.deliver_bt(d).1,
+            Some(ipv4(80, 0x30 + i as u8)),
+            "old-session packet {i} reached boringtun"
+        );
     }
     for (i, d) in bt_in_flight.iter().enumerate() {
-        assert_eq!(p.to_us(d).unwrap(), Some(ipv4(80, 0x40 + i as u8)), "old-session packet {i} reached us");
+        assert_eq!(
+            p.deliver_us(d).unwrap(),
+            Some(ipv4(80, 0x40 + i as u8)),
+            "old-session packet {i} reached us"
+        );
     }
     assert_eq!(p.us.drops().total(), 1, "only the replay: {:?}", p.us.drops());
 }
@@ -217,19 +225,19 @@ fn boringtun_initiates_we_respond() {
         panic!("boringtun initiation")
     };
     let init = init.to_vec();
-    p.to_us(&init).unwrap();
+    p.deliver_us(&init).unwrap();
     let resp = p.ours_out();
     assert_eq!(resp.len(), 1);
     assert_eq!(resp[0].len(), 92);
-    let (keepalive, _) = p.to_bt(&resp[0]);
+    let (keepalive, _) = p.deliver_bt(&resp[0]);
     assert_eq!(keepalive.len(), 1, "boringtun confirms with a keepalive");
     assert_eq!(keepalive[0].len(), 32);
-    assert_eq!(p.to_us(&keepalive[0]).unwrap(), None);
+    assert_eq!(p.deliver_us(&keepalive[0]).unwrap(), None);
     assert_eq!(p.handshakes(), 1);
     p.exchange(3);
 
     // The same initiation again: its timestamp is not newer.
-    assert_eq!(p.to_us(&init), Err(DropReason::StaleTimestamp));
+    assert_eq!(p.deliver_us(&init), Err(DropReason::StaleTimestamp));
     assert!(p.ours_out().is_empty());
 
     // boringtun forces a rekey; its in-flight packets on the old session still arrive.
@@ -239,18 +247,18 @@ fn boringtun_initiates_we_respond() {
         panic!("boringtun re-initiation")
     };
     let init2 = init2.to_vec();
-    p.to_us(&init2).unwrap();
+    p.deliver_us(&init2).unwrap();
     let resp = p.ours_out();
-    let (confirm, _) = p.to_bt(&resp[0]);
+    let (confirm, _) = p.deliver_bt(&resp[0]);
     for d in &confirm {
-        p.to_us(d).unwrap();
+        p.deliver_us(d).unwrap();
     }
     assert_eq!(p.handshakes(), 2);
     p.exchange(4);
-    assert_eq!(p.to_us(&bt_in_flight).unwrap(), Some(ipv4(90, 0x55)));
+    assert_eq!(p.deliver_us(&bt_in_flight).unwrap(), Some(ipv4(90, 0x55)));
     let d = p.bt_encapsulate(&ipv4(33, 1));
-    p.to_us(&d).unwrap();
-    assert_eq!(p.to_us(&d), Err(DropReason::Replayed));
+    p.deliver_us(&d).unwrap();
+    assert_eq!(p.deliver_us(&d), Err(DropReason::Replayed));
 }
 
 #[test]
@@ -264,8 +272,8 @@ fn with_a_preshared_key_in_both_roles() {
     let mut q = pair(config, Some([0x5B; 32]), None);
     q.us_send(&ipv4(40, 1));
     let out = q.ours_out();
-    let (resp, _) = q.to_bt(&out[0]);
-    assert_eq!(q.to_us(&resp[0]), Err(DropReason::HandshakeFailed));
+    let (resp, _) = q.deliver_bt(&out[0]);
+    assert_eq!(q.deliver_us(&resp[0]), Err(DropReason::HandshakeFailed));
 }
 
 /// Cookie replies each way: our XChaCha20-Poly1305 cookie opened by boringtun, theirs by
@@ -280,14 +288,14 @@ fn cookie_replies_both_ways() {
         panic!()
     };
     let init = init.to_vec();
-    assert_eq!(p.to_us(&init), Err(DropReason::CookieRequired));
+    assert_eq!(p.deliver_us(&init), Err(DropReason::CookieRequired));
     let reply = p.ours_out();
     assert_eq!(reply.len(), 1);
     assert_eq!(reply[0].len(), 64);
     assert!(p.bt_error(&reply[0]).is_none(), "boringtun accepted our cookie reply");
     let TunnResult::WriteToNetwork(init) = p.bt.format_handshake_initiation(&mut dst, true) else { panic!() };
     let init = init.to_vec();
-    p.to_us(&init).expect("boringtun's mac2 made with our cookie");
+    p.deliver_us(&init).expect("boringtun's mac2 made with our cookie");
     let resp = p.ours_out();
     assert_eq!(resp[0].len(), 92);
 
@@ -295,15 +303,15 @@ fn cookie_replies_both_ways() {
     let mut q = pair(TunnelConfig::default(), None, Some(0));
     q.us_send(&ipv4(40, 2));
     let out = q.ours_out();
-    let (reply, _) = q.to_bt(&out[0]);
+    let (reply, _) = q.deliver_bt(&out[0]);
     assert_eq!(reply.len(), 1);
     assert_eq!(reply[0].len(), 64, "a cookie reply");
-    q.to_us(&reply[0]).expect("we opened boringtun's cookie");
+    q.deliver_us(&reply[0]).expect("we opened boringtun's cookie");
     q.us.force_rekey(Instant::now(), q.peer);
     let out = q.ours_out();
-    let (resp, _) = q.to_bt(&out[0]);
+    let (resp, _) = q.deliver_bt(&out[0]);
     assert_eq!(resp[0].len(), 92, "our mac2 passed boringtun's check");
-    q.to_us(&resp[0]).unwrap();
+    q.deliver_us(&resp[0]).unwrap();
     let queued = q.ours_out();
-    assert_eq!(q.to_bt(&queued[0]).1, Some(ipv4(40, 2)));
+    assert_eq!(q.deliver_bt(&queued[0]).1, Some(ipv4(40, 2)));
 }
