@@ -135,7 +135,13 @@ fn benches(c: &mut Criterion) {
         )
     });
     p.now = now.get();
-    assert_eq!(p.a.drops().total() + p.b.drops().total(), 0, "every handshake above completed: {:?} {:?}", p.a.drops(), p.b.drops());
+    assert_eq!(
+        p.a.drops().total() + p.b.drops().total(),
+        0,
+        "every handshake above completed: {:?} {:?}",
+        p.a.drops(),
+        p.b.drops()
+    );
     group.finish();
 
     // A datagram of a wrong type or length.

@@ -87,6 +87,93 @@ pub fn tunnel_record(data: &[u8]) {
     }
 }
 
+/// A responder (with one known peer and a live session) fed datagrams built from
+/// `data`: raw bytes, or genuine initiations and data packets from its peer with bytes
+/// flipped, with time moving on. Checks that nothing panics, that an unauthenticated
+/// datagram gets no answer but a cookie reply, and that memory stays bounded.
+pub fn tunnel_responder(data: &[u8]) {
+    use crate::tunnel::{TunnelConfig, Tunnels};
+    #[allow(clippy::disallowed_methods)]
+    let mut now = Instant::now();
+    let unix = Duration::from_secs(1_800_000_000);
+    let public = |k: [u8; 32]| x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(k)).to_bytes();
+    let (aa, ab): (std::net::SocketAddr, std::net::SocketAddr) =
+        (([10, 0, 0, 1], 1000).into(), ([10, 0, 0, 2], 2000).into());
+    // A low load threshold, so cookie replies and the rate limiter are reached too.
+    let config = TunnelConfig { load_threshold: 8, queue_per_peer: 4, ..TunnelConfig::default() };
+    let mut a = Tunnels::new([1; 32], config.clone(), now, unix, [1; 32]);
+    let mut b = Tunnels::new([2; 32], config, now, unix, [2; 32]);
+    let Ok(pa) = a.add_peer(public([2; 32]), Some(ab)) else { return };
+    let Ok(pb) = b.add_peer(public([1; 32]), Some(aa)) else { return };
+    let mut buf = vec![0u8; 2048];
+    // Delivers what each side has to send, a bounded number of rounds, and leaves b
+    // with nothing queued.
+    let mut shuttle = |a: &mut Tunnels, b: &mut Tunnels, now: Instant| {
+        for _ in 0..8 {
+            while let Some(t) = b.poll_transmit(now, &mut buf) {
+                let _ = a.handle_datagram(now, ab, &mut buf[..t.len]);
+            }
+            let Some(t) = a.poll_transmit(now, &mut buf) else { break };
+            let _ = b.handle_datagram(now, aa, &mut buf[..t.len]);
+        }
+        while b.poll_transmit(now, &mut buf).is_some() {}
+    };
+    a.open(now, pa);
+    shuttle(&mut a, &mut b, now);
+
+    let mut rest = data;
+    let mut out = vec![0u8; 2048];
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head >> 2).min(tail.len());
+        let (chunk, next) = tail.split_at(len);
+        rest = next;
+        let mut datagram = match head & 3 {
+            0 => chunk.to_vec(),
+            1 => {
+                now += Duration::from_millis(25);
+                a.force_rekey(now, pa);
+                match a.poll_transmit(now, &mut out) {
+                    Some(t) => out[..t.len].to_vec(),
+                    None => continue,
+                }
+            }
+            2 => match a.send_datagram(now, pa, chunk, &mut out) {
+                Ok(Some(t)) => out[..t.len].to_vec(),
+                _ => continue,
+            },
+            _ => {
+                now += Duration::from_secs(u64::from(head >> 2));
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+                shuttle(&mut a, &mut b, now);
+                continue;
+            }
+        };
+        // Flip bytes named by the chunk (position, xor mask) pairs.
+        if head & 3 != 0 {
+            for pair in chunk.chunks_exact(2) {
+                let at = usize::from(pair[0]) % datagram.len().max(1);
+                if let Some(byte) = datagram.get_mut(at) {
+                    *byte ^= pair[1];
+                }
+            }
+        }
+        let verdict = b.handle_datagram(now, aa, &mut datagram).map(|_| ());
+        // Authenticated data with a payload we do not understand is still authenticated.
+        let unauthenticated = verdict.is_err_and(|r| r != crate::tunnel::DropReason::BadPayload);
+        while let Some(t) = b.poll_transmit(now, &mut out) {
+            if unauthenticated {
+                assert_eq!(t.len, 64, "only a cookie reply answers a refused datagram");
+            }
+            assert!(t.len <= 2048);
+        }
+        while b.poll_event().is_some() {}
+        while a.poll_event().is_some() {}
+        assert!(b.status(pb, now).is_some_and(|s| s.queued <= 4));
+        assert!(b.peer_memory(pb).is_some_and(|m| m <= 64 * 1024));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +239,13 @@ mod tests {
             ("tunnel_wire", "response".into(), [&[2u8, 0, 0, 0][..], &[7; 88]].concat()),
             ("tunnel_wire", "cookie".into(), [&[3u8, 0, 0, 0][..], &[7; 60]].concat()),
             ("tunnel_wire", "keepalive".into(), [&[4u8, 0, 0, 0][..], &[7; 28]].concat()),
+            // A genuine initiation, then a data packet, then 30 s, then a flipped initiation.
+            (
+                "tunnel_responder",
+                "handshake_data_time".into(),
+                vec![1, 2 | (8 << 2), 1, 2, 3, 4, 5, 6, 7, 8, 3 | (30 << 2), 1 | (2 << 2), 9, 0xFF],
+            ),
+            ("tunnel_responder", "raw".into(), [&[32u8 << 2][..], &[4, 0, 0, 0], &[0; 28]].concat()),
         ]
     }
 
@@ -174,6 +268,7 @@ mod tests {
             ("view_ingest", view_ingest),
             ("tunnel_record", tunnel_record),
             ("tunnel_wire", tunnel_wire),
+            ("tunnel_responder", tunnel_responder),
         ] {
             let dir = corpus_dir(target);
             for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {

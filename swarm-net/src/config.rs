@@ -7,6 +7,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use swarm_core::publish::PublishConfig;
 use swarm_core::record::{InvalidLabel, InvalidNamespace, Label, Namespace};
+use swarm_core::tunnel::TunnelConfig;
 use swarm_core::view::ViewConfig;
 use swarm_gpu::{GpuProbe, NoGpus};
 
@@ -54,6 +55,15 @@ pub struct NodeConfig {
     pub tunnel_port: u16,
     /// Whether mDNS runs (only with the `mdns` feature).
     pub mdns: bool,
+    /// Settings of the WireGuard tunnels.
+    pub tunnel: TunnelConfig,
+    /// Tunnels opened as soon as a peer's record arrives, to this many peers; others
+    /// open on their first datagram.
+    pub eager_tunnels: usize,
+    /// Send and receive buffer asked of the kernel for the tunnel socket.
+    pub tunnel_buffer_bytes: usize,
+    /// Received application datagrams held for the reader; more are dropped and counted.
+    pub datagram_capacity: usize,
 }
 
 /// Why a node could not be configured or started.
@@ -123,6 +133,10 @@ pub struct NodeBuilder {
     pub(crate) event_capacity: usize,
     pub(crate) tunnel_port: u16,
     pub(crate) mdns: bool,
+    pub(crate) tunnel_psk: Option<[u8; 32]>,
+    pub(crate) eager_tunnels: usize,
+    pub(crate) tunnel_buffer_bytes: usize,
+    pub(crate) datagram_capacity: usize,
 }
 
 impl NodeBuilder {
@@ -147,6 +161,10 @@ impl NodeBuilder {
             event_capacity: 1024,
             tunnel_port: 0,
             mdns: false,
+            tunnel_psk: None,
+            eager_tunnels: 8,
+            tunnel_buffer_bytes: 4 << 20,
+            datagram_capacity: 4096,
         }
     }
 
@@ -256,6 +274,34 @@ impl NodeBuilder {
         self
     }
 
+    /// The swarm's pre-shared key, mixed into every tunnel handshake (WireGuard's PSK):
+    /// only nodes that hold it can open tunnels with each other. Default: none.
+    pub fn tunnel_psk(mut self, psk: [u8; 32]) -> Self {
+        self.tunnel_psk = Some(psk);
+        self
+    }
+
+    /// Opens tunnels as soon as their records arrive, to this many peers (default 8);
+    /// the rest open on their first datagram.
+    pub fn eager_tunnels(mut self, n: usize) -> Self {
+        self.eager_tunnels = n;
+        self
+    }
+
+    /// Send and receive buffers asked for the tunnel socket (default 4 MiB; at 1 Gbps the
+    /// kernel's defaults lose packets). What the kernel granted is logged and in
+    /// [`crate::NodeStats`].
+    pub fn tunnel_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.tunnel_buffer_bytes = bytes;
+        self
+    }
+
+    /// Received application datagrams held for the reader (default 4096).
+    pub fn datagram_capacity(mut self, n: usize) -> Self {
+        self.datagram_capacity = n;
+        self
+    }
+
     /// Turns mDNS discovery on; it needs the `mdns` cargo feature.
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;
@@ -294,6 +340,7 @@ impl NodeBuilder {
             || self.max_records == 0
             || self.max_inbound == 0
             || self.gossip_budget == 0
+            || self.datagram_capacity == 0
         {
             return Err(BuildError::Setting("capacities must be at least 1".to_owned()));
         }
@@ -323,6 +370,10 @@ impl NodeBuilder {
             event_capacity: self.event_capacity,
             tunnel_port: self.tunnel_port,
             mdns: self.mdns,
+            tunnel: TunnelConfig { psk: self.tunnel_psk, ..TunnelConfig::default() },
+            eager_tunnels: self.eager_tunnels,
+            tunnel_buffer_bytes: self.tunnel_buffer_bytes,
+            datagram_capacity: self.datagram_capacity,
         })
     }
 }

@@ -27,15 +27,20 @@ use tokio::task::JoinHandle;
 
 use crate::behaviour::{records_topic, Behaviour, BehaviourEvent, KAD_PROTOCOL};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+use crate::dataplane::DataPlane;
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::identity::NodeIdentity;
-use crate::node::{Command, NodeError, NodeEvent, NodeStats};
+use crate::node::{Command, Datagram, NodeError, NodeEvent, NodeStats};
 
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
+/// Application datagrams waiting to be sealed and sent.
+const OUTGOING_CAPACITY: usize = 1024;
+/// Application datagrams sealed per turn of the loop, at most.
+const SEND_BATCH: usize = 64;
 
 pub(crate) struct Driver {
     swarm: Swarm<Behaviour>,
@@ -53,7 +58,9 @@ pub(crate) struct Driver {
     identified: HashSet<PeerId>,
     /// Members we are dialing, so a burst of discoveries does not overshoot `target_peers`.
     dialing: HashSet<PeerId>,
-    tunnel_socket: UdpSocket,
+    dataplane: DataPlane,
+    outgoing: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    outgoing_open: bool,
     registry: Registry,
     stats: NodeStats,
     gpu_samples: mpsc::Receiver<GpuSnapshot>,
@@ -61,7 +68,14 @@ pub(crate) struct Driver {
     gpu_filter: GpuChangeFilter,
 }
 
-type Spawned = (mpsc::Sender<Command>, mpsc::Receiver<NodeEvent>, JoinHandle<()>, PeerId);
+pub(crate) struct Spawned {
+    pub(crate) commands: mpsc::Sender<Command>,
+    pub(crate) outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
+    pub(crate) events: crate::node::NodeEvents,
+    pub(crate) datagrams: mpsc::Receiver<Datagram>,
+    pub(crate) join: JoinHandle<()>,
+    pub(crate) peer_id: PeerId,
+}
 
 pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Spawned, BuildError> {
     let identity = match builder.identity {
@@ -84,6 +98,17 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     let mut swarm = build_swarm(&identity, &config, &mut registry)?;
     let peer_id = *swarm.local_peer_id();
     let tunnel_socket = bind_tunnel_socket(&config).await?;
+    let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
+    let dataplane = DataPlane::new(
+        tunnel_socket,
+        *identity.tunnel_secret(),
+        config.tunnel.clone(),
+        config.tunnel_buffer_bytes,
+        config.eager_tunnels,
+        datagram_tx,
+    )
+    .map_err(BuildError::TunnelSocket)?;
+    let (outgoing_tx, outgoing_rx) = mpsc::channel(OUTGOING_CAPACITY);
 
     let mut listeners = Vec::new();
     for addr in &config.listen {
@@ -130,7 +155,9 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         members: HashSet::new(),
         identified: HashSet::new(),
         dialing: HashSet::new(),
-        tunnel_socket,
+        dataplane,
+        outgoing: outgoing_rx,
+        outgoing_open: true,
         registry,
         stats: NodeStats::default(),
         gpu_samples,
@@ -141,7 +168,14 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     driver.wait_for_listeners(listeners).await?;
     driver.dial_bootstrap();
     let join = tokio::spawn(driver.run());
-    Ok((cmd_tx, event_rx, join, peer_id))
+    Ok(Spawned {
+        commands: cmd_tx,
+        outgoing: outgoing_tx,
+        events: crate::node::NodeEvents::new(event_rx),
+        datagrams: datagram_rx,
+        join,
+        peer_id,
+    })
 }
 
 fn build_swarm(
@@ -223,14 +257,23 @@ impl Driver {
     }
 
     async fn run(mut self) {
+        let mut batch = Vec::with_capacity(SEND_BATCH);
         loop {
             self.flush(Instant::now());
+            self.flush_tunnels().await;
             let deadline = self.next_deadline();
             tokio::select! {
                 command = self.commands.recv() => match command {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.handle_command(command),
                 },
+                Ok(()) = self.dataplane.socket.readable() => self.dataplane.handle_readable(),
+                n = self.outgoing.recv_many(&mut batch, SEND_BATCH), if self.outgoing_open => {
+                    if n == 0 {
+                        self.outgoing_open = false;
+                    }
+                    self.dataplane.send_datagrams(&mut batch).await;
+                }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
                 Some(sample) = self.gpu_samples.recv() => self.handle_gpu_sample(sample),
                 _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
@@ -252,16 +295,31 @@ impl Driver {
         }
     }
 
+    /// Sends what the tunnels have queued and passes their events on.
+    async fn flush_tunnels(&mut self) {
+        let mut events = Vec::new();
+        self.dataplane.flush(&mut events).await;
+        for event in events {
+            self.emit(event);
+        }
+    }
+
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
-        [self.view.poll_timeout(), self.publisher.poll_timeout(), self.discovery.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .fold(far, Instant::min)
+        [
+            self.view.poll_timeout(),
+            self.publisher.poll_timeout(),
+            self.discovery.poll_timeout(),
+            self.dataplane.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(far, Instant::min)
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.view.handle_timeout(now);
+        self.dataplane.handle_timeout(now);
         let due = self.discovery.handle_timeout(now);
         if due.lookup {
             let key = kad::RecordKey::new(&self.config.namespace.provider_key());
@@ -287,11 +345,16 @@ impl Driver {
                 ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}
                 ViewEvent::Inserted { peer } => {
                     let seq = self.view.get(&peer).map_or(0, |e| e.record.seq);
+                    self.tunnel_record(now, peer);
                     self.member_found(peer);
                     self.emit(NodeEvent::RecordUpdated { peer, seq });
                 }
-                ViewEvent::Updated { peer, seq } => self.emit(NodeEvent::RecordUpdated { peer, seq }),
+                ViewEvent::Updated { peer, seq } => {
+                    self.tunnel_record(now, peer);
+                    self.emit(NodeEvent::RecordUpdated { peer, seq });
+                }
                 ViewEvent::Expired { peer } => {
+                    self.dataplane.remove_peer(&peer);
                     self.emit(NodeEvent::RecordExpired { peer });
                     self.member_maybe_lost(peer);
                 }
@@ -319,6 +382,13 @@ impl Driver {
                 self.stats.publish_failures += 1;
                 tracing::debug!(error = %e, "record not published");
             }
+        }
+    }
+
+    /// Hands a peer's verified tunnel record (from the view) to the data plane.
+    fn tunnel_record(&mut self, now: Instant, peer: PeerId) {
+        if let Some(entry) = self.view.get(&peer) {
+            self.dataplane.peer_record(now, peer, &entry.tunnel);
         }
     }
 
@@ -364,6 +434,17 @@ impl Driver {
                     .map_err(|e| NodeError::Dial { addr, detail: e.to_string() });
                 let _ = reply.send(result);
             }
+            Command::OpenTunnel(peer, reply) => {
+                let ok = self.dataplane.open(Instant::now(), &peer);
+                let _ = reply.send(if ok { Ok(()) } else { Err(NodeError::NoTunnel(peer)) });
+            }
+            Command::CloseTunnel(peer, reply) => {
+                let ok = self.dataplane.close(&peer);
+                let _ = reply.send(if ok { Ok(()) } else { Err(NodeError::NoTunnel(peer)) });
+            }
+            Command::Tunnels(reply) => {
+                let _ = reply.send(self.dataplane.status(Instant::now()));
+            }
             Command::Shutdown => {}
         }
     }
@@ -376,6 +457,8 @@ impl Driver {
             gossip: self.view.counters().clone(),
             bytes_in,
             bytes_out,
+            dataplane: self.dataplane.stats,
+            tunnel_drops: self.dataplane.drops(),
             ..self.stats.clone()
         }
     }
@@ -512,7 +595,7 @@ impl Driver {
 
     /// The tunnel record lists the tunnel socket at every IP we listen on.
     fn update_tunnel_endpoints(&mut self) {
-        let Ok(bound) = self.tunnel_socket.local_addr() else { return };
+        let Ok(bound) = self.dataplane.local_addr() else { return };
         let mut endpoints: Vec<SocketAddr> = if bound.ip().is_unspecified() {
             self.listen_addrs
                 .iter()

@@ -7,7 +7,10 @@
 //!    Kademlia; mDNS with the `mdns` feature.
 //! 2. **Bind identity** — keys from [`NodeIdentity`]; the tunnel key travels in a signed
 //!    `TunnelRecord`.
-//! 3. **Gossip** — gossipsub with strict signing carries each node's `NodeRecord`; every
+//! 3. **Tunnel** — WireGuard tunnels (`swarm_core::tunnel`) to peers whose signed tunnel
+//!    records are in the cluster view, over one batched UDP socket; application
+//!    datagrams with [`Node::send_datagram`] and [`Node::datagrams`].
+//! 4. **Gossip** — gossipsub with strict signing carries each node's `NodeRecord`; every
 //!    record is validated in `swarm-core` before it is forwarded, and bad ones penalise
 //!    their sender.
 //!
@@ -36,6 +39,7 @@
 
 mod behaviour;
 mod config;
+mod dataplane;
 mod discovery;
 mod driver;
 mod gpu_sampler;
@@ -46,4 +50,6 @@ mod node;
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 pub use identity::{tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};
-pub use node::{Node, NodeError, NodeEvent, NodeEvents, NodeStats};
+pub use node::{
+    DataPlaneStats, Datagram, Datagrams, Node, NodeError, NodeEvent, NodeEvents, NodeStats, TunnelStatus,
+};

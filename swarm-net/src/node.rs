@@ -5,6 +5,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::net::SocketAddr;
+use std::time::Duration;
+
 use futures::Stream;
 use libp2p::{Multiaddr, PeerId};
 use swarm_core::view::{ClusterSnapshot, GossipCounters};
@@ -12,6 +15,7 @@ use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::config::{BuildError, NodeBuilder};
+pub use crate::dataplane::DataPlaneStats;
 use crate::driver;
 
 /// Something that happened on a node.
@@ -53,6 +57,29 @@ pub enum NodeEvent {
         /// Devices now.
         after: usize,
     },
+    /// A tunnel to the peer carries data (its first handshake, or the first after it
+    /// went down; rekeys every two minutes raise no event).
+    TunnelUp {
+        /// The peer.
+        peer: PeerId,
+        /// Where its packets go.
+        endpoint: Option<SocketAddr>,
+    },
+    /// A tunnel stopped: its handshake gave up after 90 s, or it sat idle until its keys
+    /// were erased.
+    TunnelDown {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A peer's authenticated packets come from a new address (roaming).
+    TunnelEndpointChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The new address.
+        endpoint: SocketAddr,
+    },
     /// A record was refused and its sender penalised.
     RecordRejected {
         /// The peer that forwarded it.
@@ -81,6 +108,75 @@ pub struct NodeStats {
     pub bytes_in: u64,
     /// Bytes sent over all libp2p connections.
     pub bytes_out: u64,
+    /// The tunnel socket and its datagrams.
+    pub dataplane: DataPlaneStats,
+    /// Tunnel packets dropped, by reason (see `swarm_core::tunnel::DropReason`).
+    pub tunnel_drops: Vec<(&'static str, u64)>,
+}
+
+/// An application datagram received over a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Who sent it (authenticated by the tunnel).
+    pub peer: PeerId,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// The state of one tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    /// The peer.
+    pub peer: PeerId,
+    /// Where its packets go.
+    pub endpoint: Option<SocketAddr>,
+    /// Whether a session carries data now.
+    pub established: bool,
+    /// Whether a handshake of ours awaits its answer.
+    pub handshake_in_progress: bool,
+    /// How long ago the session in use was established.
+    pub last_handshake: Option<Duration>,
+    /// Completed handshakes (the first and every rekey).
+    pub handshakes: u64,
+    /// Bytes sent, whole UDP datagrams.
+    pub tx_bytes: u64,
+    /// Bytes received and authenticated, whole UDP datagrams.
+    pub rx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Datagrams received and authenticated.
+    pub rx_packets: u64,
+    /// Datagrams waiting for the handshake.
+    pub queued: usize,
+    /// Packets of this peer dropped, by reason.
+    pub drops: Vec<(&'static str, u64)>,
+}
+
+/// Application datagrams received over the node's tunnels; see [`Node::datagrams`].
+/// Bounded: when the reader falls behind, datagrams are dropped and counted in
+/// [`DataPlaneStats::datagrams_overflow`].
+#[derive(Debug)]
+pub struct Datagrams {
+    rx: mpsc::Receiver<Datagram>,
+}
+
+impl Datagrams {
+    /// The next datagram, or `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Datagram> {
+        self.rx.recv().await
+    }
+
+    /// Up to `limit` datagrams at once (at least one, unless the node stopped).
+    pub async fn next_batch(&mut self, into: &mut Vec<Datagram>, limit: usize) -> usize {
+        self.rx.recv_many(into, limit).await
+    }
+}
+
+impl Stream for Datagrams {
+    type Item = Datagram;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Datagram>> {
+        self.rx.poll_recv(cx)
+    }
 }
 
 /// Why a call on a [`Node`] failed.
@@ -90,6 +186,9 @@ pub enum NodeError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Shutdown,
+    /// The peer has no verified tunnel record in the cluster view.
+    #[error("no verified tunnel record for {0}")]
+    NoTunnel(PeerId),
     /// Dialing failed.
     #[error("cannot dial {addr}: {detail}")]
     Dial {
@@ -107,6 +206,9 @@ pub(crate) enum Command {
     Stats(oneshot::Sender<NodeStats>),
     RecordCount(oneshot::Sender<usize>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    OpenTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
+    CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
+    Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
     Shutdown,
 }
 
@@ -116,6 +218,8 @@ pub(crate) enum Command {
 pub struct Node {
     peer_id: PeerId,
     commands: mpsc::Sender<Command>,
+    outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
+    datagrams: Arc<std::sync::Mutex<Option<Datagrams>>>,
     driver: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
@@ -149,9 +253,16 @@ impl NodeBuilder {
     /// is bound, so [`Node::listen_addrs`] is complete.
     pub async fn start(self) -> Result<(Node, NodeEvents), BuildError> {
         let config = self.config()?;
-        let (commands, events, join, peer_id) = driver::spawn(self, config).await?;
-        let node = Node { peer_id, commands, driver: Arc::new(Mutex::new(Some(join))) };
-        Ok((node, NodeEvents::new(events)))
+        let spawned = driver::spawn(self, config).await?;
+        let node = Node {
+            peer_id: spawned.peer_id,
+            commands: spawned.commands,
+            outgoing: spawned.outgoing,
+            datagrams: Arc::new(std::sync::Mutex::new(Some(Datagrams { rx: spawned.datagrams }))),
+            driver: Arc::new(Mutex::new(Some(spawned.join))),
+        };
+        let events = spawned.events;
+        Ok((node, events))
     }
 }
 
@@ -196,6 +307,38 @@ impl Node {
     /// Dials `addr`.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Starts a tunnel handshake with `peer` unless its tunnel is up or opening. The
+    /// peer must have a verified tunnel record in the view; [`NodeEvent::TunnelUp`]
+    /// follows when the tunnel carries data.
+    pub async fn open_tunnel(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|tx| Command::OpenTunnel(peer, tx)).await?
+    }
+
+    /// Closes the tunnel to `peer` and erases its keys; a later datagram or
+    /// [`Node::open_tunnel`] opens a new one.
+    pub async fn close_tunnel(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|tx| Command::CloseTunnel(peer, tx)).await?
+    }
+
+    /// The state of every tunnel.
+    pub async fn tunnels(&self) -> Result<Vec<TunnelStatus>, NodeError> {
+        self.ask(Command::Tunnels).await
+    }
+
+    /// Sends an application datagram to `peer` over its tunnel, opening the tunnel if
+    /// needed. Like UDP, delivery is not guaranteed; this waits only for room in the
+    /// node's send queue. Datagrams to peers without a verified tunnel record, or
+    /// larger than 65 000 bytes, are dropped and counted in [`NodeStats::dataplane`].
+    pub async fn send_datagram(&self, peer: PeerId, data: Vec<u8>) -> Result<(), NodeError> {
+        self.outgoing.send((peer, data)).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// The receiver of application datagrams. There is one per node: the first call
+    /// takes it, later calls get `None`.
+    pub fn datagrams(&self) -> Option<Datagrams> {
+        self.datagrams.lock().ok()?.take()
     }
 
     /// Stops the node and waits until its task, sockets and connections are gone.

@@ -1,0 +1,403 @@
+//! The tunnel's I/O (data-flow stage 3): one UDP socket read and written in batches with
+//! quinn-udp (GRO and GSO where the kernel has them, plain `recvmmsg`/`sendmsg` where
+//! not), feeding the sans-IO [`Tunnels`]. Owned by the node's driver task; it decides
+//! nothing about the protocol.
+//!
+//! Peers come only from the cluster view: a tunnel key is added when a peer's record —
+//! whose tunnel record was signature-checked against its `PeerId` — enters the view, and
+//! removed when it expires. Tunnels open lazily on the first datagram, and eagerly to the
+//! first `eager_tunnels` peers.
+
+use std::collections::HashMap;
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use libp2p::PeerId;
+use quinn_udp::{RecvMeta, UdpSocketState};
+use swarm_core::identity::TunnelRecord;
+use swarm_core::tunnel::{
+    DropReason, Payload, PeerHandle, Received, SendError, TunnelConfig, TunnelEvent, Tunnels,
+};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+use crate::node::{Datagram, NodeEvent, TunnelStatus};
+
+/// Datagrams read per system call, at most.
+const BATCH: usize = 16;
+/// Room for one received buffer: with GRO, several datagrams of one flow arrive as one.
+const RX_BUF: usize = 64 * 1024;
+/// The largest datagram the tunnel sends: an application datagram of `max_datagram`
+/// bytes, its frame header, padding and WireGuard's overhead.
+const TX_BUF: usize = 65_535;
+
+/// Counters of the data plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataPlaneStats {
+    /// UDP datagrams received.
+    pub udp_in: u64,
+    /// UDP datagrams sent.
+    pub udp_out: u64,
+    /// Application datagrams delivered to the reader.
+    pub datagrams_delivered: u64,
+    /// Application datagrams dropped because the reader fell behind.
+    pub datagrams_overflow: u64,
+    /// Application datagrams for peers without a verified tunnel record.
+    pub datagrams_unroutable: u64,
+    /// Application datagrams refused by the tunnel (queue full, too large).
+    pub datagrams_refused: u64,
+    /// Socket errors other than a full buffer.
+    pub socket_errors: u64,
+    /// Receive buffer the kernel granted, bytes.
+    pub recv_buffer: usize,
+    /// Send buffer the kernel granted, bytes.
+    pub send_buffer: usize,
+    /// Largest GSO batch the socket supports (1: none).
+    pub max_gso_segments: usize,
+    /// Datagrams one GRO read can hold (1: none).
+    pub gro_segments: usize,
+}
+
+struct Known {
+    handle: PeerHandle,
+    key: [u8; 32],
+    up: bool,
+}
+
+pub(crate) struct DataPlane {
+    pub(crate) socket: UdpSocket,
+    state: UdpSocketState,
+    tunnels: Tunnels,
+    peers: HashMap<PeerId, Known>,
+    by_handle: HashMap<PeerHandle, PeerId>,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    inbox: mpsc::Sender<Datagram>,
+    eager: usize,
+    pub(crate) stats: DataPlaneStats,
+}
+
+/// Sets the socket buffers to `want` bytes and says what the kernel granted.
+fn size_buffers(state: &UdpSocketState, socket: &UdpSocket, want: usize) -> (usize, usize) {
+    let _ = state.set_recv_buffer_size(socket.into(), want);
+    let _ = state.set_send_buffer_size(socket.into(), want);
+    let recv = state.recv_buffer_size(socket.into()).unwrap_or(0);
+    let send = state.send_buffer_size(socket.into()).unwrap_or(0);
+    // Linux reports twice what it accounts for the payload; compare like with like.
+    if recv < want || send < want {
+        tracing::warn!(
+            wanted = want,
+            recv,
+            send,
+            "the kernel granted smaller UDP buffers than asked: raise net.core.rmem_max and \
+             net.core.wmem_max, or expect loss at high rates"
+        );
+    } else {
+        tracing::info!(recv, send, "tunnel socket buffers");
+    }
+    (recv, send)
+}
+
+impl DataPlane {
+    pub(crate) fn new(
+        socket: UdpSocket,
+        private_key: [u8; 32],
+        config: TunnelConfig,
+        buffer_bytes: usize,
+        eager: usize,
+        inbox: mpsc::Sender<Datagram>,
+    ) -> io::Result<Self> {
+        let state = UdpSocketState::new((&socket).into())?;
+        let (recv_buffer, send_buffer) = size_buffers(&state, &socket, buffer_bytes);
+        let now = Instant::now();
+        let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let tunnels = Tunnels::new(private_key, config, now, unix, rand::random());
+        let stats = DataPlaneStats {
+            recv_buffer,
+            send_buffer,
+            max_gso_segments: state.max_gso_segments(),
+            gro_segments: state.gro_segments(),
+            ..DataPlaneStats::default()
+        };
+        tracing::debug!(gso = stats.max_gso_segments, gro = stats.gro_segments, "tunnel socket offloads");
+        Ok(Self {
+            socket,
+            state,
+            tunnels,
+            peers: HashMap::new(),
+            by_handle: HashMap::new(),
+            rx: vec![0; RX_BUF * BATCH],
+            tx: vec![0; TX_BUF],
+            inbox,
+            eager,
+            stats,
+        })
+    }
+
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The endpoint of `record` to use from our socket: same address family, loopback
+    /// preferred when we are bound to loopback.
+    fn pick_endpoint(&self, record: &TunnelRecord) -> Option<SocketAddr> {
+        let local = self.local_addr().ok()?;
+        let family = record.udp_endpoints.iter().filter(|e| e.is_ipv4() == local.is_ipv4());
+        let mut candidates: Vec<SocketAddr> = family.copied().collect();
+        candidates.sort_by_key(|e| e.ip().is_loopback() != local.ip().is_loopback());
+        candidates.first().copied()
+    }
+
+    /// A peer's verified tunnel record entered the view or changed.
+    pub(crate) fn peer_record(&mut self, now: Instant, peer: PeerId, record: &TunnelRecord) {
+        let key = record.tunnel_pubkey.0;
+        let endpoint = self.pick_endpoint(record);
+        if let Some(known) = self.peers.get(&peer) {
+            if known.key == key {
+                // Keep a roamed endpoint: authenticated packets know better than a record.
+                return;
+            }
+            self.remove_peer(&peer);
+        }
+        let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
+        self.peers.insert(peer, Known { handle, key, up: false });
+        self.by_handle.insert(handle, peer);
+        if self.peers.len() <= self.eager {
+            self.tunnels.open(now, handle);
+        }
+    }
+
+    /// A peer's record expired: its tunnel closes and its keys are erased.
+    pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
+        if let Some(known) = self.peers.remove(peer) {
+            self.tunnels.remove_peer(known.handle);
+            self.by_handle.remove(&known.handle);
+        }
+    }
+
+    pub(crate) fn open(&mut self, now: Instant, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.get(peer) else { return false };
+        self.tunnels.open(now, known.handle);
+        true
+    }
+
+    /// Closes a tunnel: erases its sessions; the peer stays known, and the next datagram
+    /// or `open` starts a new handshake.
+    pub(crate) fn close(&mut self, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.remove(peer) else { return false };
+        self.tunnels.remove_peer(known.handle);
+        self.by_handle.remove(&known.handle);
+        let endpoint = None;
+        if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
+            self.peers.insert(*peer, Known { handle, key: known.key, up: false });
+            self.by_handle.insert(handle, *peer);
+        }
+        true
+    }
+
+    pub(crate) fn status(&self, now: Instant) -> Vec<TunnelStatus> {
+        let mut out: Vec<TunnelStatus> = self
+            .peers
+            .iter()
+            .filter_map(|(peer, known)| {
+                let s = self.tunnels.status(known.handle, now)?;
+                Some(TunnelStatus {
+                    peer: *peer,
+                    endpoint: s.endpoint,
+                    established: s.established,
+                    handshake_in_progress: s.handshake_in_progress,
+                    last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
+                    handshakes: s.handshakes,
+                    tx_bytes: s.tx_bytes,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    rx_packets: s.rx_packets,
+                    queued: s.queued,
+                    drops: s.drops.nonzero().map(|(r, n)| (r.as_str(), n)).collect(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.peer);
+        out
+    }
+
+    /// Drops by reason over the whole data plane.
+    pub(crate) fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.tunnels.drops().nonzero().map(|(r, n)| (r.as_str(), n)).collect()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.tunnels.poll_timeout()
+    }
+
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.tunnels.handle_timeout(now);
+    }
+
+    /// Reads every datagram the socket holds (in batches) and feeds the tunnels.
+    pub(crate) fn handle_readable(&mut self) {
+        loop {
+            let mut meta = [RecvMeta::default(); BATCH];
+            let n = {
+                let mut bufs: Vec<IoSliceMut<'_>> = self.rx.chunks_mut(RX_BUF).map(IoSliceMut::new).collect();
+                let state = &self.state;
+                match self
+                    .socket
+                    .try_io(Interest::READABLE, || state.recv((&self.socket).into(), &mut bufs, &mut meta))
+                {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) => {
+                        self.stats.socket_errors += 1;
+                        tracing::debug!(error = %e, "tunnel socket receive failed");
+                        return;
+                    }
+                }
+            };
+            let now = Instant::now();
+            for (i, m) in meta.iter().enumerate().take(n) {
+                let stride = m.stride.max(1);
+                let base = i * RX_BUF;
+                let mut at = 0;
+                while at < m.len {
+                    let end = (at + stride).min(m.len);
+                    self.handle_one(now, m.addr, base + at, base + end);
+                    at = end;
+                }
+            }
+        }
+    }
+
+    fn handle_one(&mut self, now: Instant, src: SocketAddr, start: usize, end: usize) {
+        self.stats.udp_in += 1;
+        let src = normalise(src);
+        let datagram = &mut self.rx[start..end];
+        let (peer, body) = match self.tunnels.handle_datagram(now, src, datagram) {
+            Ok(Received::Data { peer, payload: Payload::Frame { kind, body } })
+                if kind == swarm_core::tunnel::FrameKind::DATAGRAM =>
+            {
+                (peer, body.to_vec())
+            }
+            // IP packets (from stock WireGuard peers), probes and keepalives: nothing
+            // for the application yet.
+            _ => return,
+        };
+        let Some(peer) = self.by_handle.get(&peer).copied() else { return };
+        match self.inbox.try_send(Datagram { peer, data: body }) {
+            Ok(()) => self.stats.datagrams_delivered += 1,
+            Err(_) => self.stats.datagrams_overflow += 1,
+        }
+    }
+
+    /// Seals and sends application datagrams.
+    pub(crate) async fn send_datagrams(&mut self, batch: &mut Vec<(PeerId, Vec<u8>)>) {
+        let now = Instant::now();
+        for (peer, data) in batch.drain(..) {
+            let Some(known) = self.peers.get(&peer) else {
+                self.stats.datagrams_unroutable += 1;
+                continue;
+            };
+            let handle = known.handle;
+            match self.tunnels.send_datagram(now, handle, &data, &mut self.tx) {
+                Ok(Some(t)) => self.send(t.destination, t.len).await,
+                Ok(None) => {}
+                Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.datagrams_unroutable += 1,
+                Err(_) => self.stats.datagrams_refused += 1,
+            }
+        }
+    }
+
+    /// Sends whatever the tunnels have queued (handshakes, keepalives, payloads that
+    /// waited) and turns their events into node events.
+    pub(crate) async fn flush(&mut self, events: &mut Vec<NodeEvent>) {
+        let now = Instant::now();
+        while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
+            self.send(t.destination, t.len).await;
+        }
+        while let Some(event) = self.tunnels.poll_event() {
+            self.translate(now, event, events);
+        }
+    }
+
+    fn translate(&mut self, now: Instant, event: TunnelEvent, events: &mut Vec<NodeEvent>) {
+        let handle = match event {
+            TunnelEvent::HandshakeCompleted { peer, .. }
+            | TunnelEvent::HandshakeTimedOut { peer }
+            | TunnelEvent::EndpointChanged { peer, .. }
+            | TunnelEvent::KeysZeroed { peer } => peer,
+            _ => return,
+        };
+        let Some(peer) = self.by_handle.get(&handle).copied() else { return };
+        let Some(known) = self.peers.get_mut(&peer) else { return };
+        match event {
+            TunnelEvent::HandshakeCompleted { .. } if !known.up => {
+                known.up = true;
+                let endpoint = self.tunnels.status(handle, now).and_then(|s| s.endpoint);
+                events.push(NodeEvent::TunnelUp { peer, endpoint });
+            }
+            TunnelEvent::HandshakeTimedOut { .. } => {
+                known.up = false;
+                events.push(NodeEvent::TunnelDown { peer, reason: "handshake timed out" });
+            }
+            TunnelEvent::KeysZeroed { .. } => {
+                known.up = false;
+                events.push(NodeEvent::TunnelDown { peer, reason: "idle: keys erased" });
+            }
+            TunnelEvent::EndpointChanged { endpoint, .. } => {
+                events.push(NodeEvent::TunnelEndpointChanged { peer, endpoint });
+            }
+            _ => {}
+        }
+    }
+
+    /// Sends `tx[..len]`, waiting for room in the socket buffer rather than dropping.
+    async fn send(&mut self, destination: SocketAddr, len: usize) {
+        let transmit = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents: &self.tx[..len],
+            segment_size: None,
+            src_ip: None,
+        };
+        loop {
+            let state = &self.state;
+            let socket = &self.socket;
+            match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit)) {
+                Ok(()) => {
+                    self.stats.udp_out += 1;
+                    return;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if tokio::time::timeout(Duration::from_secs(1), socket.writable()).await.is_err() {
+                        self.stats.socket_errors += 1;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    self.stats.socket_errors += 1;
+                    tracing::debug!(error = %e, %destination, "tunnel send failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops counted for a reason, for tests and metrics.
+    #[allow(dead_code)]
+    pub(crate) fn drops_for(&self, reason: DropReason) -> u64 {
+        self.tunnels.drops().get(reason)
+    }
+}
+
+/// IPv4-mapped IPv6 sources (from a dual-stack socket) as plain IPv4.
+fn normalise(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => addr,
+        },
+        v4 => v4,
+    }
+}

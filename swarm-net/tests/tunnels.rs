@@ -1,0 +1,131 @@
+//! WireGuard tunnels between real nodes on loopback: opened from verified records,
+//! eagerly and lazily, carrying application datagrams; closed and reopened; shown in
+//! status; refused without a matching pre-shared key.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use swarm_net::{Node, NodeEvent, PeerId};
+
+async fn tunnel_up(node: &Node, peer: PeerId) -> bool {
+    eventually(Duration::from_secs(20), || async {
+        node.tunnels().await.unwrap().iter().any(|t| t.peer == peer && t.established)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eager_tunnels_carry_datagrams_both_ways() {
+    let (a, mut ea) = start(builder("tun")).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("tun").bootstrap(boot.clone())).await;
+    let (c, _ec) = start(builder("tun").bootstrap(boot).eager_tunnels(0)).await;
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    let mut a_in = a.datagrams().expect("the receiver");
+    assert!(a.datagrams().is_none(), "taken once");
+    let mut b_in = b.datagrams().unwrap();
+    let mut c_in = c.datagrams().unwrap();
+
+    // A and B open tunnels as soon as records arrive.
+    assert!(tunnel_up(&a, b.peer_id()).await, "A-B tunnel up");
+    let mut up = false;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_secs(5), ea.next()).await {
+        if matches!(e, NodeEvent::TunnelUp { peer, .. } if peer == b.peer_id()) {
+            up = true;
+            break;
+        }
+    }
+    assert!(up, "A raised TunnelUp for B");
+
+    for i in 0..100u32 {
+        a.send_datagram(b.peer_id(), i.to_be_bytes().to_vec()).await.unwrap();
+    }
+    let mut got = Vec::new();
+    while got.len() < 100 {
+        let d = tokio::time::timeout(Duration::from_secs(5), b_in.next()).await.expect("datagrams arrive");
+        let d = d.unwrap();
+        assert_eq!(d.peer, a.peer_id(), "the sender is authenticated");
+        got.push(u32::from_be_bytes(d.data.try_into().unwrap()));
+    }
+    assert_eq!(got, (0..100).collect::<Vec<_>>(), "all arrive, in order, on loopback");
+    b.send_datagram(a.peer_id(), vec![7; 1400]).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(5), a_in.next()).await.unwrap().unwrap();
+    assert_eq!((d.peer, d.data.len()), (b.peer_id(), 1400));
+
+    // C opens no tunnel itself, but A and B open theirs to C.
+    assert!(tunnel_up(&c, b.peer_id()).await);
+    b.send_datagram(c.peer_id(), b"to c".to_vec()).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), c_in.next()).await.unwrap().unwrap();
+    assert_eq!((d.peer, d.data.as_slice()), (b.peer_id(), &b"to c"[..]));
+
+    // Status: counters and a recent handshake.
+    let status = a.tunnels().await.unwrap();
+    let to_b = status.iter().find(|t| t.peer == b.peer_id()).unwrap();
+    assert!(to_b.tx_packets >= 100 && to_b.rx_packets >= 1 && to_b.handshakes >= 1, "{to_b:?}");
+    assert!(to_b.last_handshake.unwrap() < Duration::from_secs(60));
+    assert!(to_b.drops.is_empty(), "{:?}", to_b.drops);
+    let stats = a.stats().await.unwrap();
+    assert!(stats.dataplane.recv_buffer > 0 && stats.dataplane.udp_out > 100, "{:?}", stats.dataplane);
+
+    // Close and reopen.
+    a.close_tunnel(b.peer_id()).await.unwrap();
+    assert!(!a.tunnels().await.unwrap().iter().any(|t| t.peer == b.peer_id() && t.established));
+    a.open_tunnel(b.peer_id()).await.unwrap();
+    assert!(tunnel_up(&a, b.peer_id()).await, "reopened");
+    a.send_datagram(b.peer_id(), b"after reopen".to_vec()).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), b_in.next()).await.unwrap().unwrap();
+    assert_eq!(d.data, b"after reopen");
+
+    // A peer nobody knows: a clear error.
+    let stranger = libp2p::identity::Keypair::ed25519_from_bytes([9; 32]).unwrap().public().to_peer_id();
+    let err = a.open_tunnel(stranger).await.unwrap_err();
+    assert!(err.to_string().contains("no verified tunnel record"), "{err}");
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_different_preshared_key_keeps_tunnels_shut() {
+    let (a, _ea) = start(builder("psk").tunnel_psk([1; 32])).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("psk").bootstrap(boot.clone()).tunnel_psk([1; 32])).await;
+    let (c, _ec) = start(builder("psk").bootstrap(boot).tunnel_psk([2; 32])).await;
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    assert!(tunnel_up(&a, b.peer_id()).await, "same key: up");
+    assert!(eventually(Duration::from_secs(20), || async { view_len(&c).await == 3 }).await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let status = c.tunnels().await.unwrap();
+    assert!(!status.iter().any(|t| t.established), "{status:?}");
+    let stats = c.stats().await.unwrap();
+    assert!(
+        stats.tunnel_drops.iter().any(|(r, n)| *r == "handshake_failed" && *n > 0),
+        "{:?}",
+        stats.tunnel_drops
+    );
+    shutdown_all(&nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lazy_tunnels_open_on_the_first_datagram() {
+    let (a, _ea) = start(builder("lazy").eager_tunnels(0)).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("lazy").bootstrap(boot).eager_tunnels(0)).await;
+    let nodes = [a.clone(), b.clone()];
+    let mut b_in = b.datagrams().unwrap();
+    assert!(
+        eventually(Duration::from_secs(20), || async { view_len(&a).await == 2 && view_len(&b).await == 2 })
+            .await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let status = a.tunnels().await.unwrap();
+    assert_eq!(status.len(), 1, "B is known to the data plane");
+    assert!(!status[0].established && status[0].handshakes == 0 && status[0].tx_packets == 0, "{status:?}");
+    // The first datagram waits for the handshake and then arrives.
+    a.send_datagram(b.peer_id(), b"lazy".to_vec()).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), b_in.next()).await.unwrap().unwrap();
+    assert_eq!((d.peer, d.data.as_slice()), (a.peer_id(), &b"lazy"[..]));
+    assert!(tunnel_up(&a, b.peer_id()).await);
+    shutdown_all(&nodes).await;
+}
