@@ -2,8 +2,9 @@
 //!
 //! A decentralized GPU cloud: GPU owners run a node; nodes find each other with no
 //! central server (libp2p Kademlia), gossip signed records of their GPUs, CPU, memory and
-//! tunnel keys, and each keeps an expiring [`ClusterView`](core::view::ClusterView) of its
-//! swarm. This facade re-exports the workspace's crates:
+//! tunnel keys, each keeps an expiring [`ClusterView`](core::view::ClusterView) of its
+//! swarm, and they talk over WireGuard tunnels opened from those records
+//! ([`Node::send_datagram`], [`Node::datagrams`]). This facade re-exports the workspace's crates:
 //!
 //! - [`core`] (`swarm-core`): pure protocol logic, no I/O;
 //! - [`net`] (`swarm-net`): the libp2p node, its driver and public API;
@@ -46,6 +47,6 @@ pub use swarm_gpu as gpu;
 pub use swarm_net as net;
 
 pub use swarm_net::{
-    BuildError, Multiaddr, Node, NodeBuilder, NodeError, NodeEvent, NodeEvents, NodeIdentity, NodeStats,
-    PeerId,
+    BuildError, Datagram, Datagrams, Multiaddr, Node, NodeBuilder, NodeError, NodeEvent, NodeEvents,
+    NodeIdentity, NodeStats, PeerId, TunnelStatus,
 };

@@ -33,6 +33,13 @@ fn demo_json_reports_a_converged_mesh() {
         assert!(n["id"].as_str().unwrap().starts_with("12D3Koo"));
         assert!(n["addresses"][0].as_str().unwrap().starts_with("/ip4/127.0.0.1/tcp/"));
         assert!(n["gpus"].is_string());
+        assert_eq!(n["tunnels_up"], 3, "a WireGuard tunnel to each other node");
+    }
+    let rtt = v["tunnel_rtt_from_node_0"].as_array().unwrap();
+    assert_eq!(rtt.len(), 3);
+    for r in rtt {
+        let ms = r["rtt_ms"].as_f64().expect("every datagram echoed over the tunnel");
+        assert!(ms > 0.0 && ms < 1000.0, "{ms}");
     }
 }
 

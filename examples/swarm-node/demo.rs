@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use clap::{Args, ValueEnum};
 use swarm::net::mesh::{Convergence, LocalMesh, MeshTransport};
+use swarm::{Node, PeerId};
+use tokio::task::JoinHandle;
 
 use crate::table;
 
@@ -47,14 +49,23 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let remaining = args.timeout.saturating_sub(started.elapsed());
     let mut result = mesh.wait_converged(remaining).await?;
     result.elapsed = started.elapsed();
+    // Every node opens WireGuard tunnels to the peers whose signed records it holds.
+    let tunnels_up = wait_tunnels(&mesh, args.timeout.saturating_sub(started.elapsed())).await?;
+    let tunnels_ms = started.elapsed().as_millis() as u64;
+    let echoes = start_echoes(&mesh.nodes[1..]);
+    let rtts = ping_over_tunnels(&mesh.nodes[0], &mesh.nodes[1..]).await;
 
     if args.json {
-        print_json(&mesh, &result).await?;
+        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts).await?;
     } else {
         let view = mesh.nodes[0].cluster().await?;
         let connected = mesh.nodes[0].connected_peers().await?;
+        let tunnels = mesh.nodes[0].tunnels().await?;
         println!("cluster view of node 0 ({} records):", view.len());
-        print!("{}", table::peer_table(&view, &connected));
+        print!("{}", table::peer_table(&view, &connected, &tunnels));
+        println!();
+        println!("tunnels of node 0 (WireGuard; RTT: median of {PINGS} datagrams echoed over the tunnel):");
+        print!("{}", table::tunnel_table(&tunnels, &rtts));
         println!();
         if result.converged {
             println!(
@@ -62,17 +73,102 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
                 result.elapsed.as_millis()
             );
         }
+        let total: usize = tunnels_up.iter().sum();
+        println!("{total} of {} tunnel ends up after {tunnels_ms} ms", n * (n - 1));
     }
     let stopping = Instant::now();
     mesh.shutdown().await;
+    for echo in echoes {
+        echo.abort();
+    }
     tracing::info!(ms = stopping.elapsed().as_millis() as u64, "all nodes stopped");
     if !result.converged {
         bail!("not converged after {:?}: records per node {:?}", args.timeout, result.counts);
     }
+    if tunnels_up.iter().any(|&up| up + 1 < n) {
+        bail!("tunnels not all up after {:?}: per node {tunnels_up:?}", args.timeout);
+    }
+    if rtts.iter().any(|(_, r)| r.is_none()) {
+        bail!("a datagram over a tunnel went unanswered");
+    }
     Ok(())
 }
 
-async fn print_json(mesh: &LocalMesh, result: &Convergence) -> anyhow::Result<()> {
+/// Datagrams sent to each peer to measure the tunnel's round trip.
+const PINGS: usize = 20;
+
+/// Waits until every node has a tunnel up to every other node, or `timeout`; returns
+/// the tunnels up per node.
+async fn wait_tunnels(mesh: &LocalMesh, timeout: Duration) -> anyhow::Result<Vec<usize>> {
+    let started = Instant::now();
+    let n = mesh.nodes.len();
+    loop {
+        let mut up = Vec::with_capacity(n);
+        for node in &mesh.nodes {
+            up.push(node.tunnels().await?.iter().filter(|t| t.established).count());
+        }
+        if up.iter().all(|&u| u + 1 >= n) || started.elapsed() >= timeout {
+            return Ok(up);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each node sends every datagram it receives back to its sender.
+fn start_echoes(nodes: &[Node]) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for node in nodes {
+        let Some(mut inbox) = node.datagrams() else { continue };
+        let node = node.clone();
+        tasks.push(tokio::spawn(async move {
+            while let Some(d) = inbox.next().await {
+                if node.send_datagram(d.peer, d.data).await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Median round trip of `PINGS` datagrams from `from` to each peer and back.
+async fn ping_over_tunnels(from: &Node, peers: &[Node]) -> Vec<(PeerId, Option<Duration>)> {
+    let Some(mut inbox) = from.datagrams() else { return Vec::new() };
+    let mut out = Vec::new();
+    for peer in peers {
+        let mut samples = Vec::new();
+        for seq in 0..PINGS as u32 {
+            let sent = Instant::now();
+            if from.send_datagram(peer.peer_id(), seq.to_be_bytes().to_vec()).await.is_err() {
+                break;
+            }
+            let reply = tokio::time::timeout(Duration::from_secs(1), async {
+                while let Some(d) = inbox.next().await {
+                    if d.peer == peer.peer_id() && d.data == seq.to_be_bytes() {
+                        return true;
+                    }
+                }
+                false
+            })
+            .await;
+            if matches!(reply, Ok(true)) {
+                samples.push(sent.elapsed());
+            }
+        }
+        samples.sort();
+        let median = (samples.len() == PINGS).then(|| samples[PINGS / 2]);
+        out.push((peer.peer_id(), median));
+    }
+    out
+}
+
+async fn print_json(
+    mesh: &LocalMesh,
+    result: &Convergence,
+    tunnels_up: &[usize],
+    tunnels_ms: u64,
+    rtts: &[(PeerId, Option<Duration>)],
+) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
         let addrs: Vec<String> = node.listen_addrs().await?.iter().map(ToString::to_string).collect();
@@ -81,13 +177,25 @@ async fn print_json(mesh: &LocalMesh, result: &Convergence) -> anyhow::Result<()
             "addresses": addrs,
             "gpus": mesh.inventories[i],
             "records_seen": result.counts[i],
+            "tunnels_up": tunnels_up[i],
         }));
     }
+    let rtt: Vec<_> = rtts
+        .iter()
+        .map(|(peer, r)| {
+            serde_json::json!({
+                "peer": peer.to_string(),
+                "rtt_ms": r.map(|r| r.as_secs_f64() * 1e3),
+            })
+        })
+        .collect();
     let summary = serde_json::json!({
         "namespace": "demo",
         "nodes": nodes,
         "converged": result.converged,
         "converge_ms": result.elapsed.as_millis() as u64,
+        "tunnels_ms": tunnels_ms,
+        "tunnel_rtt_from_node_0": rtt,
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

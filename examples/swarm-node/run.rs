@@ -86,17 +86,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let view = node.cluster().await?;
                 let connected = node.connected_peers().await?;
                 let stats = node.stats().await?;
+                let tunnels = node.tunnels().await?;
                 println!();
-                print!("{}", table::peer_table(&view, &connected));
+                print!("{}", table::peer_table(&view, &connected, &tunnels));
                 println!(
-                    "{} records, {} connected, {} published, {} rejected",
-                    view.len(), connected.len(), stats.published, stats.gossip.rejected_total()
+                    "{} records, {} connected, {} tunnels up, {} published, {} rejected",
+                    view.len(),
+                    connected.len(),
+                    tunnels.iter().filter(|t| t.established).count(),
+                    stats.published,
+                    stats.gossip.rejected_total()
                 );
             }
             event = events.next() => match event {
                 Some(NodeEvent::PeerDiscovered { peer }) => tracing::info!(%peer, "discovered"),
                 Some(NodeEvent::PeerLost { peer }) => tracing::info!(%peer, "lost"),
                 Some(NodeEvent::RecordRejected { from, reason }) => tracing::warn!(%from, reason, "record rejected"),
+                Some(NodeEvent::TunnelUp { peer, endpoint }) => tracing::info!(%peer, ?endpoint, "tunnel up"),
+                Some(NodeEvent::TunnelDown { peer, reason }) => tracing::info!(%peer, reason, "tunnel down"),
                 Some(_) => {}
                 None => break,
             },

@@ -2,8 +2,10 @@
 
 use std::fmt::Write as _;
 
+use std::time::Duration;
+
 use swarm::core::view::ClusterSnapshot;
-use swarm::PeerId;
+use swarm::{PeerId, TunnelStatus};
 
 /// Shortens a peer id to its last 8 characters, as libp2p logs do.
 pub fn short(peer: &PeerId) -> String {
@@ -11,13 +13,27 @@ pub fn short(peer: &PeerId) -> String {
     format!("…{}", &s[s.len().saturating_sub(8)..])
 }
 
-/// One row per record: who, what it has, how fresh, whether we are connected.
-pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId]) -> String {
+/// The state of a tunnel in a few characters: `up 12s` (since its last handshake),
+/// `opening`, `down`, or `-` for none.
+pub fn tunnel_state(t: Option<&TunnelStatus>) -> String {
+    match t {
+        Some(t) if t.established => {
+            format!("up {}s", t.last_handshake.unwrap_or(Duration::ZERO).as_secs())
+        }
+        Some(t) if t.handshake_in_progress => "opening".to_owned(),
+        Some(_) => "down".to_owned(),
+        None => "-".to_owned(),
+    }
+}
+
+/// One row per record: who, what it has, how fresh, whether we are connected, and the
+/// state of our tunnel to it.
+pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId], tunnels: &[TunnelStatus]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<22} LABELS",
-        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL ENDPOINT"
+        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<8} {:<22} LABELS",
+        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL", "TUNNEL ENDPOINT"
     );
     for e in &view.entries {
         let peer = e.record.peer_id;
@@ -28,21 +44,60 @@ pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId]) -> String {
         } else {
             "gossip"
         };
-        let endpoint = e.tunnel.udp_endpoints.first().map_or("-".to_owned(), |a| a.to_string());
+        let tunnel = tunnels.iter().find(|t| t.peer == peer);
+        let state = if e.local { "self".to_owned() } else { tunnel_state(tunnel) };
+        let endpoint = tunnel
+            .and_then(|t| t.endpoint)
+            .or_else(|| e.tunnel.udp_endpoints.first().copied())
+            .map_or("-".to_owned(), |a| a.to_string());
         let labels: Vec<String> =
             e.record.labels.iter().map(|l| format!("{}={}", l.key.as_str(), l.value.as_str())).collect();
         let age = e.received_at.elapsed().as_secs_f32();
         let _ = writeln!(
             out,
-            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<22} {}",
+            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<8} {:<22} {}",
             short(&peer),
             e.record.gpus.summary(),
             e.record.cpu_cores,
             e.record.memory_bytes as f64 / (1u64 << 30) as f64,
             age,
             link,
+            state,
             endpoint,
             labels.join(",")
+        );
+    }
+    out
+}
+
+/// One row per tunnel: state, traffic, drops, and a round-trip time measured over it.
+pub fn tunnel_table(tunnels: &[TunnelStatus], rtt: &[(PeerId, Option<Duration>)]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:<8} {:<22} {:>4} {:>8} {:>8} {:>10} {:>10} {:>9} DROPS",
+        "PEER", "TUNNEL", "ENDPOINT", "HS", "TX PKT", "RX PKT", "TX BYTES", "RX BYTES", "RTT ms"
+    );
+    for t in tunnels {
+        let rtt = rtt
+            .iter()
+            .find(|(p, _)| *p == t.peer)
+            .and_then(|(_, r)| *r)
+            .map_or("-".to_owned(), |r| format!("{:.3}", r.as_secs_f64() * 1e3));
+        let drops: Vec<String> = t.drops.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let _ = writeln!(
+            out,
+            "{:<10} {:<8} {:<22} {:>4} {:>8} {:>8} {:>10} {:>10} {:>9} {}",
+            short(&t.peer),
+            tunnel_state(Some(t)),
+            t.endpoint.map_or("-".to_owned(), |a| a.to_string()),
+            t.handshakes,
+            t.tx_packets,
+            t.rx_packets,
+            t.tx_bytes,
+            t.rx_bytes,
+            rtt,
+            if drops.is_empty() { "-".to_owned() } else { drops.join(",") }
         );
     }
     out
