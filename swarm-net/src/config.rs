@@ -64,6 +64,8 @@ pub struct NodeConfig {
     pub tunnel_buffer_bytes: usize,
     /// Received application datagrams held for the reader; more are dropped and counted.
     pub datagram_capacity: usize,
+    /// Whether runs of datagrams leave in one GSO send where the kernel supports it.
+    pub tunnel_gso: bool,
 }
 
 /// Why a node could not be configured or started.
@@ -137,6 +139,7 @@ pub struct NodeBuilder {
     pub(crate) eager_tunnels: usize,
     pub(crate) tunnel_buffer_bytes: usize,
     pub(crate) datagram_capacity: usize,
+    pub(crate) tunnel_gso: bool,
 }
 
 impl NodeBuilder {
@@ -165,6 +168,7 @@ impl NodeBuilder {
             eager_tunnels: 8,
             tunnel_buffer_bytes: 4 << 20,
             datagram_capacity: 4096,
+            tunnel_gso: true,
         }
     }
 
@@ -302,6 +306,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether runs of same-size datagrams to one peer leave in one GSO send (default
+    /// on, where the kernel supports UDP GSO; receiving uses GRO the same way).
+    pub fn tunnel_gso(mut self, on: bool) -> Self {
+        self.tunnel_gso = on;
+        self
+    }
+
     /// Turns mDNS discovery on; it needs the `mdns` cargo feature.
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;
@@ -374,6 +385,7 @@ impl NodeBuilder {
             eager_tunnels: self.eager_tunnels,
             tunnel_buffer_bytes: self.tunnel_buffer_bytes,
             datagram_capacity: self.datagram_capacity,
+            tunnel_gso: self.tunnel_gso,
         })
     }
 }

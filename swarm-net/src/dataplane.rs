@@ -32,6 +32,8 @@ const RX_BUF: usize = 64 * 1024;
 /// The largest datagram the tunnel sends: an application datagram of `max_datagram`
 /// bytes, its frame header, padding and WireGuard's overhead.
 const TX_BUF: usize = 65_535;
+/// A swarm frame's header.
+const FRAME_ROOM: usize = swarm_core::tunnel::frame::FRAME_HEADER_LEN;
 
 /// Counters of the data plane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +78,7 @@ pub(crate) struct DataPlane {
     tx: Vec<u8>,
     inbox: mpsc::Sender<Datagram>,
     eager: usize,
+    gso: bool,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -107,6 +110,7 @@ impl DataPlane {
         config: TunnelConfig,
         buffer_bytes: usize,
         eager: usize,
+        gso: bool,
         inbox: mpsc::Sender<Datagram>,
     ) -> io::Result<Self> {
         let state = UdpSocketState::new((&socket).into())?;
@@ -132,6 +136,7 @@ impl DataPlane {
             tx: vec![0; TX_BUF],
             inbox,
             eager,
+            gso,
             stats,
         })
     }
@@ -187,9 +192,9 @@ impl DataPlane {
     /// or `open` starts a new handshake.
     pub(crate) fn close(&mut self, peer: &PeerId) -> bool {
         let Some(known) = self.peers.remove(peer) else { return false };
+        let endpoint = self.tunnels.status(known.handle, Instant::now()).and_then(|s| s.endpoint);
         self.tunnels.remove_peer(known.handle);
         self.by_handle.remove(&known.handle);
-        let endpoint = None;
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
             self.peers.insert(*peer, Known { handle, key: known.key, up: false });
             self.by_handle.insert(handle, *peer);
@@ -291,21 +296,65 @@ impl DataPlane {
         }
     }
 
-    /// Seals and sends application datagrams.
+    /// Seals and sends application datagrams. Consecutive datagrams of one size to one
+    /// endpoint leave in one GSO send (one system call for up to 64 KiB) where the
+    /// kernel supports it.
     pub(crate) async fn send_datagrams(&mut self, batch: &mut Vec<(PeerId, Vec<u8>)>) {
         let now = Instant::now();
+        let max_segments = if self.gso { self.state.max_gso_segments().max(1) } else { 1 };
+        // The batch so far: tx[..filled], `segments` datagrams of `segment` bytes.
+        let (mut filled, mut segments, mut segment) = (0usize, 0usize, 0usize);
+        let mut destination: Option<SocketAddr> = None;
         for (peer, data) in batch.drain(..) {
             let Some(known) = self.peers.get(&peer) else {
                 self.stats.datagrams_unroutable += 1;
                 continue;
             };
             let handle = known.handle;
-            match self.tunnels.send_datagram(now, handle, &data, &mut self.tx) {
-                Ok(Some(t)) => self.send(t.destination, t.len).await,
-                Ok(None) => {}
-                Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.datagrams_unroutable += 1,
-                Err(_) => self.stats.datagrams_refused += 1,
+            let room = data.len() + swarm_core::tunnel::OVERHEAD + FRAME_ROOM;
+            if filled + room > self.tx.len() {
+                if let Some(d) = destination.take() {
+                    self.send(d, filled, segment, segments).await;
+                }
+                (filled, segments) = (0, 0);
             }
+            let t = match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[filled..]) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(SendError::NoEndpoint | SendError::UnknownPeer) => {
+                    self.stats.datagrams_unroutable += 1;
+                    continue;
+                }
+                Err(_) => {
+                    self.stats.datagrams_refused += 1;
+                    continue;
+                }
+            };
+            let joins = destination == Some(t.destination) && t.len <= segment && segments < max_segments;
+            if segments > 0 && !joins {
+                // Send the batch, then move this datagram to the front.
+                if let Some(d) = destination {
+                    self.send(d, filled, segment, segments).await;
+                }
+                self.tx.copy_within(filled..filled + t.len, 0);
+                (filled, segments) = (0, 0);
+            }
+            if segments == 0 {
+                destination = Some(t.destination);
+                segment = t.len;
+            }
+            filled += t.len;
+            segments += 1;
+            if t.len < segment {
+                // A shorter datagram must be the last of its batch.
+                if let Some(d) = destination.take() {
+                    self.send(d, filled, segment, segments).await;
+                }
+                (filled, segments) = (0, 0);
+            }
+        }
+        if let (Some(d), true) = (destination, segments > 0) {
+            self.send(d, filled, segment, segments).await;
         }
     }
 
@@ -314,7 +363,7 @@ impl DataPlane {
     pub(crate) async fn flush(&mut self, events: &mut Vec<NodeEvent>) {
         let now = Instant::now();
         while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
-            self.send(t.destination, t.len).await;
+            self.send(t.destination, t.len, t.len, 1).await;
         }
         while let Some(event) = self.tunnels.poll_event() {
             self.translate(now, event, events);
@@ -352,13 +401,14 @@ impl DataPlane {
         }
     }
 
-    /// Sends `tx[..len]`, waiting for room in the socket buffer rather than dropping.
-    async fn send(&mut self, destination: SocketAddr, len: usize) {
+    /// Sends `tx[..len]`: `segments` datagrams of `segment` bytes (the last may be
+    /// shorter), waiting for room in the socket buffer rather than dropping.
+    async fn send(&mut self, destination: SocketAddr, len: usize, segment: usize, segments: usize) {
         let transmit = quinn_udp::Transmit {
             destination,
             ecn: None,
             contents: &self.tx[..len],
-            segment_size: None,
+            segment_size: (segments > 1).then_some(segment),
             src_ip: None,
         };
         loop {
@@ -366,7 +416,7 @@ impl DataPlane {
             let socket = &self.socket;
             match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit)) {
                 Ok(()) => {
-                    self.stats.udp_out += 1;
+                    self.stats.udp_out += segments as u64;
                     return;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

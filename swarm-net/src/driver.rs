@@ -105,6 +105,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         config.tunnel.clone(),
         config.tunnel_buffer_bytes,
         config.eager_tunnels,
+        config.tunnel_gso,
         datagram_tx,
     )
     .map_err(BuildError::TunnelSocket)?;
