@@ -27,11 +27,16 @@ use crate::node::{Datagram, NodeEvent, TunnelStatus};
 
 /// Datagrams read per system call, at most.
 const BATCH: usize = 16;
+/// Receive batches handled per turn of the driver loop.
+const READS_PER_TURN: usize = 8;
 /// Room for one received buffer: with GRO, several datagrams of one flow arrive as one.
 const RX_BUF: usize = 64 * 1024;
 /// The largest datagram the tunnel sends: an application datagram of `max_datagram`
 /// bytes, its frame header, padding and WireGuard's overhead.
 const TX_BUF: usize = 65_535;
+/// Most bytes in one GSO send: a UDP datagram's payload limit (65 535 less the IPv6 and
+/// UDP headers), rounded down.
+const GSO_MAX_BYTES: usize = 64_000;
 /// A swarm frame's header.
 const FRAME_ROOM: usize = swarm_core::tunnel::frame::FRAME_HEADER_LEN;
 
@@ -241,9 +246,11 @@ impl DataPlane {
         self.tunnels.handle_timeout(now);
     }
 
-    /// Reads every datagram the socket holds (in batches) and feeds the tunnels.
+    /// Reads what the socket holds, in batches, and feeds the tunnels; stops after
+    /// `READS_PER_TURN` batches so that a flood cannot starve the rest of the node (the
+    /// driver comes back at once while the socket stays readable).
     pub(crate) fn handle_readable(&mut self) {
-        loop {
+        for _ in 0..READS_PER_TURN {
             let mut meta = [RecvMeta::default(); BATCH];
             let n = {
                 let mut bufs: Vec<IoSliceMut<'_>> = self.rx.chunks_mut(RX_BUF).map(IoSliceMut::new).collect();
@@ -312,7 +319,7 @@ impl DataPlane {
             };
             let handle = known.handle;
             let room = data.len() + swarm_core::tunnel::OVERHEAD + FRAME_ROOM;
-            if filled + room > self.tx.len() {
+            if segments > 0 && filled + room > GSO_MAX_BYTES {
                 if let Some(d) = destination.take() {
                     self.send(d, filled, segment, segments).await;
                 }

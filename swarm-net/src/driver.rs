@@ -268,7 +268,12 @@ impl Driver {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.handle_command(command),
                 },
-                Ok(()) = self.dataplane.socket.readable() => self.dataplane.handle_readable(),
+                Ok(()) = self.dataplane.socket.readable() => {
+                    self.dataplane.handle_readable();
+                    // Let the datagram reader (often on this thread) run before the next
+                    // batch, so a flood fills the socket buffer rather than the inbox.
+                    tokio::task::yield_now().await;
+                }
                 n = self.outgoing.recv_many(&mut batch, SEND_BATCH), if self.outgoing_open => {
                     if n == 0 {
                         self.outgoing_open = false;
