@@ -88,7 +88,11 @@ impl Drop for Guard {
 }
 
 fn spawn_node(args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
-    let mut child = swarm_node().args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    spawn_in(swarm_node(), args)
+}
+
+fn spawn_in(mut command: Command, args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
+    let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::sync_channel(1024);
     std::thread::spawn(move || {
@@ -139,9 +143,10 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     args_b.extend_from_slice(&common);
     let (mut b, rx_b) = spawn_node(&args_b);
     wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected"));
-    let row = wait_line(&rx_a, |l| l.contains("region=test"));
-    assert!(row.contains("conn"), "{row}");
+    let row = wait_line(&rx_a, |l| l.contains("region=test") && l.contains(" up "));
+    assert!(row.contains("conn") && row.contains("127.0.0.1:"), "a tunnel to B: {row}");
     wait_line(&rx_b, |l| l.contains("2xA100-80GB"));
+    wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected, 1 tunnels up"));
 
     for guard in [&mut a, &mut b] {
         let pid = guard.0.id().to_string();
@@ -182,5 +187,92 @@ fn gpus_reports_static_and_missing_nvml_inventories() {
         assert_eq!(v["devices"].as_array().unwrap().len(), 0);
         let log = String::from_utf8_lossy(&out.stderr);
         assert_eq!(log.matches("no NVIDIA driver").count(), 1, "{log}");
+    }
+}
+
+/// Two network namespaces joined by a veth pair (10.203.0.1 and 10.203.0.2), deleted on
+/// drop, also when the test fails.
+struct Veth {
+    a: String,
+    b: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Veth {
+    fn new() -> Veth {
+        let id = std::process::id();
+        let v = Veth { a: format!("swc-a-{id}"), b: format!("swc-b-{id}") };
+        let (va, vb) = (format!("swca{id}"), format!("swcb{id}"));
+        ip(&["netns", "add", &v.a]);
+        ip(&["netns", "add", &v.b]);
+        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        ip(&["link", "set", &va, "netns", &v.a]);
+        ip(&["link", "set", &vb, "netns", &v.b]);
+        ip(&["-n", &v.a, "addr", "add", "10.203.0.1/24", "dev", &va]);
+        ip(&["-n", &v.b, "addr", "add", "10.203.0.2/24", "dev", &vb]);
+        for (ns, dev) in [(&v.a, &va), (&v.b, &vb)] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        v
+    }
+
+    /// `swarm-node` inside namespace `ns`.
+    fn node(&self, ns: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(swarm_node().get_program());
+        c
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Two nodes on two hosts (network namespaces) find each other across a real link and
+/// open a WireGuard tunnel over it.
+#[test]
+#[ignore = "needs root and iproute2 (ip netns); `.ci/run` runs it as root with --include-ignored"]
+fn run_nodes_in_two_namespaces_tunnel_across_a_veth_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let veth = Veth::new();
+    let key_a = dir.path().join("a.key");
+    let key_b = dir.path().join("b.key");
+    let common = ["--refresh", "500ms", "--heartbeat", "1s", "--ttl", "5s", "--gpus", "none"];
+    let mut args_a = vec!["run", "--identity", key_a.to_str().unwrap(), "--listen", "/ip4/10.203.0.1/tcp/0"];
+    args_a.extend_from_slice(&common);
+    let (mut a, rx_a) = spawn_in(veth.node(&veth.a), &args_a);
+    let addr = wait_line(&rx_a, |l| l.starts_with("listening on "));
+    let addr = addr.trim_start_matches("listening on ").to_owned();
+    assert!(addr.starts_with("/ip4/10.203.0.1/tcp/"), "{addr}");
+    let mut args_b = vec![
+        "run",
+        "--identity",
+        key_b.to_str().unwrap(),
+        "--listen",
+        "/ip4/10.203.0.2/tcp/0",
+        "--bootstrap",
+        &addr,
+    ];
+    args_b.extend_from_slice(&common);
+    let (mut b, rx_b) = spawn_in(veth.node(&veth.b), &args_b);
+    wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected, 1 tunnels up"));
+    let row = wait_line(&rx_a, |l| l.contains(" up ") && l.contains("10.203.0.2:"));
+    assert!(row.contains("conn"), "{row}");
+    for guard in [&mut a, &mut b] {
+        let pid = guard.0.id().to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    }
+    for (guard, rx) in [(&mut a, &rx_a), (&mut b, &rx_b)] {
+        wait_line(rx, |l| l == "shutting down");
+        assert!(guard.0.wait().unwrap().success());
     }
 }
