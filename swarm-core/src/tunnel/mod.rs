@@ -9,8 +9,10 @@
 //! - [`Tunnels`]: every tunnel of a node, as one state machine (handshakes through
 //!   snow, sessions with previous/current/next rotation, the whitepaper's timers).
 
+pub mod config;
 pub mod cookie;
 mod device;
+pub mod drops;
 pub mod frame;
 pub mod mac;
 mod noise;
@@ -20,10 +22,9 @@ mod session;
 pub mod tai64n;
 pub mod wire;
 
-pub use device::{
-    AddPeerError, DropCounts, DropReason, PeerHandle, PeerStatus, Received, SendError, Timers, Transmit,
-    TunnelConfig, TunnelEvent, Tunnels,
-};
+pub use config::{Timers, TunnelConfig};
+pub use device::{AddPeerError, PeerHandle, PeerStatus, Received, SendError, Transmit, TunnelEvent, Tunnels};
+pub use drops::{DropCounts, DropReason};
 pub use frame::{FrameKind, Payload};
 
 /// Room to leave in an output buffer around a payload: header (16), padding (up to 15)

@@ -1,0 +1,122 @@
+//! One remote peer's state inside [`super::Tunnels`]: its sessions (previous, current,
+//! next), its pending initiation, cookie, queue, timers and counters.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use snow::HandshakeState;
+
+use super::super::cookie::CookieJar;
+use super::super::mac::{cookie_key, mac1_key};
+use super::super::replay::REJECT_AFTER_MESSAGES;
+use super::super::session::Session;
+use super::super::tai64n::Tai64N;
+use super::super::wire::INITIATION_LEN;
+use super::{DropCounts, PeerHandle, Timers};
+
+pub(super) struct PendingInitiation {
+    pub(super) state: HandshakeState,
+    pub(super) local_index: u32,
+    pub(super) sent_at: Instant,
+}
+
+#[derive(Default, Clone, Copy)]
+pub(super) struct Counters {
+    pub(super) handshakes: u64,
+    pub(super) tx_bytes: u64,
+    pub(super) rx_bytes: u64,
+    pub(super) tx_packets: u64,
+    pub(super) rx_packets: u64,
+}
+
+pub(super) struct Peer {
+    pub(super) public: [u8; 32],
+    pub(super) mac1_key: [u8; 32],
+    pub(super) cookie_key: [u8; 32],
+    pub(super) endpoint: Option<SocketAddr>,
+    pub(super) initiation: Option<PendingInitiation>,
+    pub(super) current: Option<Session>,
+    pub(super) previous: Option<Session>,
+    /// The session before `previous`: when both sides rekey at once, each promotes two
+    /// sessions in a row, and packets still in flight on the oldest must not be lost.
+    pub(super) older: Option<Session>,
+    /// The responder's new session, until the initiator's first data packet confirms it.
+    pub(super) next: Option<Session>,
+    pub(super) last_timestamp: Option<Tai64N>,
+    pub(super) last_sent_timestamp: Option<Tai64N>,
+    pub(super) last_initiation_at: Option<Instant>,
+    pub(super) jar: CookieJar,
+    pub(super) queue: VecDeque<Vec<u8>>,
+    pub(super) in_flush: bool,
+    pub(super) attempts_since: Option<Instant>,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) keepalive_at: Option<Instant>,
+    pub(super) new_handshake_at: Option<Instant>,
+    pub(super) zero_at: Option<Instant>,
+    pub(super) last_sent: Option<Instant>,
+    pub(super) last_handshake: Option<Instant>,
+    pub(super) counters: Counters,
+    pub(super) drops: DropCounts,
+}
+
+impl Peer {
+    pub(super) fn new(public: [u8; 32], endpoint: Option<SocketAddr>) -> Self {
+        Self {
+            public,
+            mac1_key: mac1_key(&public),
+            cookie_key: cookie_key(&public),
+            endpoint,
+            initiation: None,
+            current: None,
+            previous: None,
+            older: None,
+            next: None,
+            last_timestamp: None,
+            last_sent_timestamp: None,
+            last_initiation_at: None,
+            jar: CookieJar::default(),
+            queue: VecDeque::new(),
+            in_flush: false,
+            attempts_since: None,
+            retry_at: None,
+            keepalive_at: None,
+            new_handshake_at: None,
+            zero_at: None,
+            last_sent: None,
+            last_handshake: None,
+            counters: Counters::default(),
+            drops: DropCounts::default(),
+        }
+    }
+
+    pub(super) fn usable(&self, now: Instant, timers: &Timers) -> bool {
+        self.current.as_ref().is_some_and(|s| sendable(s, now, timers))
+    }
+
+    pub(super) fn deadline(&self, timers: &Timers, persistent: Option<Duration>) -> Option<Instant> {
+        let sessions = [&self.current, &self.previous, &self.older, &self.next]
+            .into_iter()
+            .flatten()
+            .map(|s| s.created + timers.reject_after_time);
+        let persistent = match (persistent, self.current.is_some()) {
+            (Some(iv), true) => self.last_sent.map(|t| t + iv),
+            _ => None,
+        };
+        [self.retry_at, self.keepalive_at, self.new_handshake_at, self.zero_at, persistent]
+            .into_iter()
+            .flatten()
+            .chain(sessions)
+            .min()
+    }
+}
+
+pub(super) fn sendable(s: &Session, now: Instant, timers: &Timers) -> bool {
+    now.saturating_duration_since(s.created) < timers.reject_after_time
+        && s.send_counter < REJECT_AFTER_MESSAGES
+}
+
+pub(super) enum Control {
+    Handshake { destination: SocketAddr, peer: Option<PeerHandle>, len: usize, bytes: [u8; INITIATION_LEN] },
+    Keepalive(PeerHandle),
+}
