@@ -48,6 +48,9 @@ pub struct TunnelConfig {
     pub rate_limit: RateLimit,
     /// Payloads kept per peer while its handshake is under way.
     pub queue_per_peer: usize,
+    /// Bytes of those payloads at most (with `queue_per_peer`, what keeps a peer
+    /// within its memory budget of 64 KiB).
+    pub queue_bytes_per_peer: usize,
     /// Peers at most.
     pub max_peers: usize,
     /// Send a keepalive when nothing was sent for this long (for peers behind NAT).
@@ -64,7 +67,8 @@ impl Default for TunnelConfig {
             psk: None,
             load_threshold: 1000,
             rate_limit: RateLimit::default(),
-            queue_per_peer: 64,
+            queue_per_peer: 32,
+            queue_bytes_per_peer: 48 * 1024,
             max_peers: 65_536,
             persistent_keepalive: None,
             max_datagram: 65_000,

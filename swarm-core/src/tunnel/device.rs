@@ -575,21 +575,21 @@ impl Tunnels {
         out: &mut [u8],
     ) -> Result<Option<Transmit>, SendError> {
         let timers = self.config.timers;
-        let cap = self.config.queue_per_peer;
+        let (cap, cap_bytes) = (self.config.queue_per_peer, self.config.queue_bytes_per_peer);
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(SendError::UnknownPeer) };
-        let Some(destination) = peer.endpoint else {
+        if peer.endpoint.is_none() {
             self.count(Some(h), DropReason::NoEndpoint);
             return Err(SendError::NoEndpoint);
-        };
+        }
         if peer.usable(now, &timers) {
             return self.seal_for(now, h, parts, out).map(Some);
         }
-        let _ = destination;
-        if peer.queue.len() >= cap {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let queued: usize = peer.queue.iter().map(Vec::len).sum();
+        if peer.queue.len() >= cap || queued + total > cap_bytes {
             self.count(Some(h), DropReason::QueueFull);
             return Err(SendError::QueueFull);
         }
-        let total = parts.iter().map(|p| p.len()).sum();
         let mut v = Vec::with_capacity(total);
         for p in parts {
             v.extend_from_slice(p);
