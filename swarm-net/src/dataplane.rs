@@ -1,4 +1,4 @@
-//! The tunnel's I/O (data-flow stage 3): one UDP socket read and written in batches with
+//! The tunnel's I/O (data-flow stage 3): one UDP socket per address family, read and written in batches with
 //! quinn-udp (GRO and GSO where the kernel has them, plain `recvmmsg`/`sendmsg` where
 //! not), feeding the sans-IO [`Tunnels`]. Owned by the node's driver task; it decides
 //! nothing about the protocol.
@@ -67,6 +67,12 @@ pub struct DataPlaneStats {
     pub gro_segments: usize,
 }
 
+/// One socket and quinn-udp's state for it.
+struct Sock {
+    socket: UdpSocket,
+    state: UdpSocketState,
+}
+
 struct Known {
     handle: PeerHandle,
     key: [u8; 32],
@@ -74,8 +80,9 @@ struct Known {
 }
 
 pub(crate) struct DataPlane {
-    pub(crate) socket: UdpSocket,
-    state: UdpSocketState,
+    /// The IPv4 socket and the IPv6 socket (bound with `IPV6_V6ONLY`), where the node
+    /// listens on that family.
+    sockets: [Option<Sock>; 2],
     tunnels: Tunnels,
     peers: HashMap<PeerId, Known>,
     by_handle: HashMap<PeerHandle, PeerId>,
@@ -110,7 +117,7 @@ fn size_buffers(state: &UdpSocketState, socket: &UdpSocket, want: usize) -> (usi
 
 impl DataPlane {
     pub(crate) fn new(
-        socket: UdpSocket,
+        sockets: Vec<UdpSocket>,
         private_key: [u8; 32],
         config: TunnelConfig,
         buffer_bytes: usize,
@@ -118,22 +125,35 @@ impl DataPlane {
         gso: bool,
         inbox: mpsc::Sender<Datagram>,
     ) -> io::Result<Self> {
-        let state = UdpSocketState::new((&socket).into())?;
-        let (recv_buffer, send_buffer) = size_buffers(&state, &socket, buffer_bytes);
+        let mut slots: [Option<Sock>; 2] = [None, None];
+        let (mut recv_buffer, mut send_buffer) = (usize::MAX, usize::MAX);
+        let (mut max_gso_segments, mut gro_segments) = (usize::MAX, usize::MAX);
+        for socket in sockets {
+            let state = UdpSocketState::new((&socket).into())?;
+            let (recv, send) = size_buffers(&state, &socket, buffer_bytes);
+            recv_buffer = recv_buffer.min(recv);
+            send_buffer = send_buffer.min(send);
+            max_gso_segments = max_gso_segments.min(state.max_gso_segments());
+            gro_segments = gro_segments.min(state.gro_segments());
+            let family = usize::from(socket.local_addr()?.is_ipv6());
+            slots[family] = Some(Sock { socket, state });
+        }
+        if slots.iter().all(Option::is_none) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no tunnel socket"));
+        }
         let now = Instant::now();
         let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let tunnels = Tunnels::new(private_key, config, now, unix, rand::random());
         let stats = DataPlaneStats {
             recv_buffer,
             send_buffer,
-            max_gso_segments: state.max_gso_segments(),
-            gro_segments: state.gro_segments(),
+            max_gso_segments,
+            gro_segments,
             ..DataPlaneStats::default()
         };
         tracing::debug!(gso = stats.max_gso_segments, gro = stats.gro_segments, "tunnel socket offloads");
         Ok(Self {
-            socket,
-            state,
+            sockets: slots,
             tunnels,
             peers: HashMap::new(),
             by_handle: HashMap::new(),
@@ -146,18 +166,41 @@ impl DataPlane {
         })
     }
 
-    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.local_addr()
+    /// The bound address of each socket.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.iter().flatten().filter_map(|s| s.socket.local_addr().ok()).collect()
     }
 
-    /// The endpoint of `record` to use from our socket: same address family, loopback
-    /// preferred when we are bound to loopback.
+    fn sock_for(&self, addr: &SocketAddr) -> Option<&Sock> {
+        self.sockets[usize::from(addr.is_ipv6())].as_ref()
+    }
+
+    /// Waits until a socket has something to read; says which.
+    pub(crate) async fn readable(&self) -> io::Result<usize> {
+        match &self.sockets {
+            [Some(v4), Some(v6)] => tokio::select! {
+                r = v4.socket.readable() => r.map(|()| 0),
+                r = v6.socket.readable() => r.map(|()| 1),
+            },
+            [Some(v4), None] => v4.socket.readable().await.map(|()| 0),
+            [None, Some(v6)] => v6.socket.readable().await.map(|()| 1),
+            [None, None] => std::future::pending().await,
+        }
+    }
+
+    /// The endpoint of `record` to use: one of a family we have a socket for, IPv4
+    /// first, loopback preferred when our socket of that family is on loopback.
     fn pick_endpoint(&self, record: &TunnelRecord) -> Option<SocketAddr> {
-        let local = self.local_addr().ok()?;
-        let family = record.udp_endpoints.iter().filter(|e| e.is_ipv4() == local.is_ipv4());
-        let mut candidates: Vec<SocketAddr> = family.copied().collect();
-        candidates.sort_by_key(|e| e.ip().is_loopback() != local.ip().is_loopback());
-        candidates.first().copied()
+        let mut candidates: Vec<(bool, bool, SocketAddr)> = record
+            .udp_endpoints
+            .iter()
+            .filter_map(|e| {
+                let local = self.sock_for(e)?.socket.local_addr().ok()?;
+                Some((e.is_ipv6(), e.ip().is_loopback() != local.ip().is_loopback(), *e))
+            })
+            .collect();
+        candidates.sort();
+        candidates.first().map(|c| c.2)
     }
 
     /// A peer's verified tunnel record entered the view or changed.
@@ -249,15 +292,16 @@ impl DataPlane {
     /// Reads what the socket holds, in batches, and feeds the tunnels; stops after
     /// `READS_PER_TURN` batches so that a flood cannot starve the rest of the node (the
     /// driver comes back at once while the socket stays readable).
-    pub(crate) fn handle_readable(&mut self) {
+    pub(crate) fn handle_readable(&mut self, family: usize) {
         for _ in 0..READS_PER_TURN {
             let mut meta = [RecvMeta::default(); BATCH];
             let n = {
+                let Some(sock) = self.sockets.get(family).and_then(Option::as_ref) else { return };
                 let mut bufs: Vec<IoSliceMut<'_>> = self.rx.chunks_mut(RX_BUF).map(IoSliceMut::new).collect();
-                let state = &self.state;
-                match self
+                let state = &sock.state;
+                match sock
                     .socket
-                    .try_io(Interest::READABLE, || state.recv((&self.socket).into(), &mut bufs, &mut meta))
+                    .try_io(Interest::READABLE, || state.recv((&sock.socket).into(), &mut bufs, &mut meta))
                 {
                     Ok(n) => n,
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -308,7 +352,7 @@ impl DataPlane {
     /// kernel supports it.
     pub(crate) async fn send_datagrams(&mut self, batch: &mut Vec<(PeerId, Vec<u8>)>) {
         let now = Instant::now();
-        let max_segments = if self.gso { self.state.max_gso_segments().max(1) } else { 1 };
+        let max_segments = if self.gso { self.stats.max_gso_segments.max(1) } else { 1 };
         // The batch so far: tx[..filled], `segments` datagrams of `segment` bytes.
         let (mut filled, mut segments, mut segment) = (0usize, 0usize, 0usize);
         let mut destination: Option<SocketAddr> = None;
@@ -418,9 +462,12 @@ impl DataPlane {
             segment_size: (segments > 1).then_some(segment),
             src_ip: None,
         };
+        let Some(sock) = self.sockets[usize::from(destination.is_ipv6())].as_ref() else {
+            self.stats.socket_errors += 1;
+            return;
+        };
         loop {
-            let state = &self.state;
-            let socket = &self.socket;
+            let (state, socket) = (&sock.state, &sock.socket);
             match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit)) {
                 Ok(()) => {
                     self.stats.udp_out += segments as u64;

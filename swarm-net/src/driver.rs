@@ -97,10 +97,10 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     let mut registry = Registry::default();
     let mut swarm = build_swarm(&identity, &config, &mut registry)?;
     let peer_id = *swarm.local_peer_id();
-    let tunnel_socket = bind_tunnel_socket(&config).await?;
+    let tunnel_sockets = bind_tunnel_sockets(&config)?;
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
     let dataplane = DataPlane::new(
-        tunnel_socket,
+        tunnel_sockets,
         *identity.tunnel_secret(),
         config.tunnel.clone(),
         config.tunnel_buffer_bytes,
@@ -200,9 +200,35 @@ fn build_swarm(
     Ok(swarm)
 }
 
-async fn bind_tunnel_socket(config: &NodeConfig) -> Result<UdpSocket, BuildError> {
-    let ip = config.listen.iter().find_map(multiaddr_ip).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    UdpSocket::bind(SocketAddr::new(ip, config.tunnel_port)).await.map_err(BuildError::TunnelSocket)
+/// One tunnel socket per address family the node listens on (IPv4 when it listens on
+/// nothing): bound to the first listen IP of that family, or to the unspecified address
+/// (IPv6 with `IPV6_V6ONLY`, so both families can share one port).
+fn bind_tunnel_sockets(config: &NodeConfig) -> Result<Vec<UdpSocket>, BuildError> {
+    let ips: Vec<IpAddr> = config.listen.iter().filter_map(multiaddr_ip).collect();
+    let v4 = ips.iter().find(|ip| ip.is_ipv4()).copied();
+    let v6 = ips.iter().find(|ip| ip.is_ipv6()).copied();
+    let mut wanted = Vec::new();
+    if v4.is_some() || v6.is_none() {
+        wanted.push(v4.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
+    }
+    if let Some(ip) = v6 {
+        wanted.push(ip);
+    }
+    wanted
+        .into_iter()
+        .map(|ip| bind_udp(SocketAddr::new(ip, config.tunnel_port)).map_err(BuildError::TunnelSocket))
+        .collect()
+}
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
 }
 
 impl Driver {
@@ -268,8 +294,8 @@ impl Driver {
                     None | Some(Command::Shutdown) => break,
                     Some(command) => self.handle_command(command),
                 },
-                Ok(()) = self.dataplane.socket.readable() => {
-                    self.dataplane.handle_readable();
+                Ok(family) = self.dataplane.readable() => {
+                    self.dataplane.handle_readable(family);
                     // Let the datagram reader (often on this thread) run before the next
                     // batch, so a flood fills the socket buffer rather than the inbox.
                     tokio::task::yield_now().await;
@@ -599,19 +625,23 @@ impl Driver {
         }
     }
 
-    /// The tunnel record lists the tunnel socket at every IP we listen on.
+    /// The tunnel record lists each tunnel socket at every IP of its family we listen
+    /// on (or at its own address, when bound to one).
     fn update_tunnel_endpoints(&mut self) {
-        let Ok(bound) = self.dataplane.local_addr() else { return };
-        let mut endpoints: Vec<SocketAddr> = if bound.ip().is_unspecified() {
-            self.listen_addrs
-                .iter()
-                .filter_map(multiaddr_ip)
-                .filter(|ip| !ip.is_unspecified())
-                .map(|ip| SocketAddr::new(ip, bound.port()))
-                .collect()
-        } else {
-            vec![bound]
-        };
+        let mut endpoints = Vec::new();
+        for bound in self.dataplane.local_addrs() {
+            if bound.ip().is_unspecified() {
+                endpoints.extend(
+                    self.listen_addrs
+                        .iter()
+                        .filter_map(multiaddr_ip)
+                        .filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == bound.is_ipv6())
+                        .map(|ip| SocketAddr::new(ip, bound.port())),
+                );
+            } else {
+                endpoints.push(bound);
+            }
+        }
         endpoints.sort();
         endpoints.dedup();
         endpoints.truncate(MAX_UDP_ENDPOINTS);

@@ -129,3 +129,33 @@ async fn lazy_tunnels_open_on_the_first_datagram() {
     assert!(tunnel_up(&a, b.peer_id()).await);
     shutdown_all(&nodes).await;
 }
+
+/// A node listening on both families has one tunnel socket per family and lists both in
+/// its tunnel record; a peer on IPv6 only reaches it over IPv6.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_socket_per_address_family() {
+    let v6 = || "/ip6/::1/tcp/0".parse::<swarm_net::Multiaddr>().unwrap();
+    let (a, _ea) = start(builder("families").listen(v6())).await;
+    let boot =
+        a.listen_addrs().await.unwrap().into_iter().find(|m| m.to_string().starts_with("/ip6/")).unwrap();
+    let (b, _eb) = start(
+        swarm_net::NodeBuilder::new("families")
+            .listen(v6())
+            .heartbeat(Duration::from_millis(500))
+            .record_ttl(Duration::from_secs(3))
+            .bootstrap(boot),
+    )
+    .await;
+    let nodes = [a.clone(), b.clone()];
+    assert!(eventually(Duration::from_secs(20), || async { view_len(&b).await == 2 }).await);
+    let view = b.cluster().await.unwrap();
+    let endpoints = &view.get(&a.peer_id()).unwrap().tunnel.udp_endpoints;
+    assert!(endpoints.iter().any(|e| e.is_ipv4()) && endpoints.iter().any(|e| e.is_ipv6()), "{endpoints:?}");
+    let mut a_in = a.datagrams().unwrap();
+    b.send_datagram(a.peer_id(), b"over v6".to_vec()).await.unwrap();
+    let d = tokio::time::timeout(Duration::from_secs(10), a_in.next()).await.unwrap().unwrap();
+    assert_eq!((d.peer, d.data.as_slice()), (b.peer_id(), &b"over v6"[..]));
+    let t = b.tunnels().await.unwrap();
+    assert!(t[0].endpoint.unwrap().is_ipv6(), "B has only an IPv6 socket: {t:?}");
+    shutdown_all(&nodes).await;
+}
