@@ -75,6 +75,14 @@ fn bad_values_found_at_start_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node.key") && err.contains("not a valid"), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), b"garbage", "a corrupt key is never replaced");
+
+    let psk = dir.path().join("swarm.psk");
+    std::fs::write(&psk, b"not base64!\n").unwrap();
+    let fresh = dir.path().join("fresh.key");
+    let out = run(&["run", "--identity", fresh.to_str().unwrap(), "--psk-file", psk.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("swarm.psk") && err.contains("pre-shared key"), "{err}");
 }
 
 /// Kills the child on drop, so a failing test leaves no process behind.
@@ -130,8 +138,21 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let key_a = dir.path().join("a.key");
     let key_b = dir.path().join("b.key");
-    let common =
-        ["--listen", "/ip4/127.0.0.1/tcp/0", "--refresh", "500ms", "--heartbeat", "1s", "--ttl", "5s"];
+    // A private swarm: both hold the pre-shared key (32 bytes of 0x07, base64).
+    let psk = dir.path().join("swarm.psk");
+    std::fs::write(&psk, "BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n").unwrap();
+    let common = [
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--refresh",
+        "500ms",
+        "--heartbeat",
+        "1s",
+        "--ttl",
+        "5s",
+        "--psk-file",
+        psk.to_str().unwrap(),
+    ];
     let mut args_a = vec!["run", "--identity", key_a.to_str().unwrap(), "--gpus", "2xA100-80GB"];
     args_a.extend_from_slice(&common);
     let (mut a, rx_a) = spawn_node(&args_a);

@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// UDP port of the tunnel socket (0: any).
     #[arg(long, default_value_t = 0)]
     tunnel_port: u16,
+    /// The swarm's pre-shared key (a file as `wg genpsk` writes): only nodes holding it can
+    /// open tunnels with this one.
+    #[arg(long, value_name = "FILE")]
+    psk_file: Option<PathBuf>,
 }
 
 fn default_listen() -> Vec<Multiaddr> {
@@ -56,6 +60,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .heartbeat(args.heartbeat)
         .record_ttl(args.ttl)
         .tunnel_port(args.tunnel_port);
+    if let Some(path) = &args.psk_file {
+        builder = builder.tunnel_psk(swarm::net::load_psk(path)?);
+    }
     for addr in args.listen {
         builder = builder.listen(addr);
     }

@@ -56,6 +56,24 @@ pub enum IdentityError {
         /// What is wrong.
         detail: String,
     },
+    /// A pre-shared key file does not hold a key.
+    #[error("{path} is not a pre-shared key file (expected 32 bytes in base64 on one line, as `wg genpsk` writes)")]
+    BadPsk {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// Reads a swarm's pre-shared key from a file in WireGuard's format (`wg genpsk`: 32 bytes
+/// in base64 on one line), for [`crate::NodeBuilder::tunnel_psk`].
+pub fn load_psk(path: &Path) -> Result<[u8; 32], IdentityError> {
+    let bytes = fs::read(path).map_err(|source| IdentityError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    warn_if_readable_by_others(path);
+    parse_wg_key(&bytes).ok_or_else(|| IdentityError::BadPsk { path: path.to_owned() })
 }
 
 impl NodeIdentity {

@@ -48,7 +48,7 @@ pub mod mesh;
 mod node;
 
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
-pub use identity::{tunnel_key_path, IdentityError, NodeIdentity};
+pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};
 pub use node::{
     DataPlaneStats, Datagram, Datagrams, Node, NodeError, NodeEvent, NodeEvents, NodeStats, TunnelStatus,
