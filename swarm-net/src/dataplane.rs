@@ -209,7 +209,13 @@ impl DataPlane {
         let endpoint = self.pick_endpoint(record);
         if let Some(known) = self.peers.get(&peer) {
             if known.key == key {
-                // Keep a roamed endpoint: authenticated packets know better than a record.
+                // Keep a known endpoint (it may have roamed: authenticated packets know
+                // better than a record); take the record's when there is none yet.
+                let handle = known.handle;
+                let has_endpoint = self.tunnels.status(handle, now).is_some_and(|s| s.endpoint.is_some());
+                if let (false, Some(e)) = (has_endpoint, endpoint) {
+                    self.tunnels.set_endpoint(handle, e);
+                }
                 return;
             }
             self.remove_peer(&peer);
