@@ -40,6 +40,7 @@ pub mod codec;
 pub mod fuzzing;
 pub mod gpu;
 pub mod identity;
+pub mod link;
 pub mod publish;
 pub mod record;
 pub mod time;

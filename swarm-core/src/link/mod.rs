@@ -1,0 +1,18 @@
+//! Link metrics and SLA monitoring (data-flow stages 4 and 5), sans-IO.
+//!
+//! - [`probe`]: probe and reply frames, carried as swarm frames inside the tunnel;
+//! - [`window`]: HdrHistogram and counter windows;
+//! - [`LinkMonitor`]: round trips, jitter (RFC 3550), loss (probes and transport
+//!   counters) and goodput of one link, as a [`LinkStats`] snapshot;
+//! - [`SlaJudge`]: a link against an [`SlaPolicy`] (by default the product's targets),
+//!   with the sample rules and the hysteresis that make its events trustworthy;
+//! - [`emulator`]: a seeded link emulator for the deterministic simulator.
+
+pub mod emulator;
+mod monitor;
+pub mod probe;
+mod sla;
+pub mod window;
+
+pub use monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, WindowStats};
+pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
