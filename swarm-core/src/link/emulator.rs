@@ -73,7 +73,12 @@ pub struct EmulatorCounts {
 impl LinkEmulator {
     /// An emulator with `profile`, seeded.
     pub fn new(profile: LinkProfile, seed: u64) -> Self {
-        Self { profile, rng: StdRng::seed_from_u64(seed), busy_until: None, counts: EmulatorCounts::default() }
+        Self {
+            profile,
+            rng: StdRng::seed_from_u64(seed),
+            busy_until: None,
+            counts: EmulatorCounts::default(),
+        }
     }
 
     /// Changes the profile from now on (a step change).
@@ -153,7 +158,8 @@ mod tests {
             .collect();
         let mean = delays.iter().sum::<f64>() / delays.len() as f64;
         assert!((mean - 20.0).abs() < 0.05, "{mean}");
-        let mean_abs_d = delays.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (delays.len() - 1) as f64;
+        let mean_abs_d =
+            delays.windows(2).map(|w| (w[1] - w[0]).abs()).sum::<f64>() / (delays.len() - 1) as f64;
         let expected = p.expected_rfc3550_jitter().as_secs_f64() * 1e3;
         assert!((mean_abs_d - expected).abs() / expected < 0.02, "{mean_abs_d} vs {expected}");
     }

@@ -197,7 +197,10 @@ pub struct LinkMonitor {
 
 impl core::fmt::Debug for LinkMonitor {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("LinkMonitor").field("seq", &self.seq).field("last_rtt", &self.last_rtt).finish_non_exhaustive()
+        f.debug_struct("LinkMonitor")
+            .field("seq", &self.seq)
+            .field("last_rtt", &self.last_rtt)
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,7 +217,10 @@ impl LinkMonitor {
             fast_until: None,
             seq: 0,
             outstanding: VecDeque::new(),
-            rtt: [WindowedHistogram::new(config.short_window, 5), WindowedHistogram::new(config.long_window, 4)],
+            rtt: [
+                WindowedHistogram::new(config.short_window, 5),
+                WindowedHistogram::new(config.long_window, 4),
+            ],
             scratch: new_histogram(),
             windows: [Windows::new(config.short_window), Windows::new(config.long_window)],
             jitter: Rfc3550::default(),
@@ -275,7 +281,8 @@ impl LinkMonitor {
             (expected >= self.config.report_loss_after)
                 .then(|| ((expected.saturating_sub(rx)) as f64 / expected as f64 * 1e6) as u32)
         });
-        Ok(ProbeReply { seq: probe.seq, echo_us: probe.sent_us, hold_us: 0, jitter_in_us, loss_in_ppm }.emit())
+        Ok(ProbeReply { seq: probe.seq, echo_us: probe.sent_us, hold_us: 0, jitter_in_us, loss_in_ppm }
+            .emit())
     }
 
     /// The peer's reply to one of our probes: a round-trip sample, returned.
@@ -359,8 +366,10 @@ impl LinkMonitor {
         let jitter_mean = w.jitter.delta().and_then(|(d, _)| {
             (d[1] > 0).then(|| (Duration::from_nanos(d[0].saturating_mul(1000) / d[1]), d[1]))
         });
-        let probe_loss =
-            w.probes.delta().and_then(|(d, _)| (d[0] > 0).then(|| Ratio { value: d[1] as f64 / d[0] as f64, samples: d[0] }));
+        let probe_loss = w
+            .probes
+            .delta()
+            .and_then(|(d, _)| (d[0] > 0).then(|| Ratio { value: d[1] as f64 / d[0] as f64, samples: d[0] }));
         let passive = w.passive.delta();
         let loss_in = passive.and_then(|(d, _)| {
             (d[1] > 0).then(|| Ratio { value: d[1].saturating_sub(d[0]) as f64 / d[1] as f64, samples: d[1] })

@@ -159,7 +159,11 @@ impl SlaPolicy {
         let enough_jitter = stats.short.jitter_mean.is_some_and(|(_, n)| n >= self.min_jitter_samples);
         let jitter = enough_jitter
             .then(|| {
-                [stats.jitter_in, stats.jitter_out].into_iter().flatten().map(|j| j.as_secs_f64() * 1e3).reduce(f64::max)
+                [stats.jitter_in, stats.jitter_out]
+                    .into_iter()
+                    .flatten()
+                    .map(|j| j.as_secs_f64() * 1e3)
+                    .reduce(f64::max)
             })
             .flatten();
         let need = self.min_loss_packets();

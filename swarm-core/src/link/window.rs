@@ -31,7 +31,10 @@ pub struct WindowedHistogram {
 
 impl core::fmt::Debug for WindowedHistogram {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("WindowedHistogram").field("window", &self.window).field("slots", &self.slots.len()).finish()
+        f.debug_struct("WindowedHistogram")
+            .field("window", &self.window)
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 
@@ -54,7 +57,8 @@ impl WindowedHistogram {
 
     /// Records `value_us` at `now`.
     pub fn record(&mut self, now: Instant, value_us: u64) {
-        let fresh = self.slots.back().is_some_and(|(start, _)| now.saturating_duration_since(*start) < self.slot_len);
+        let fresh =
+            self.slots.back().is_some_and(|(start, _)| now.saturating_duration_since(*start) < self.slot_len);
         if !fresh {
             let mut h = if self.slots.len() >= self.capacity {
                 self.slots.pop_front().map_or_else(new_histogram, |(_, h)| h)

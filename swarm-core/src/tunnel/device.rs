@@ -162,6 +162,12 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Datagrams received and authenticated.
     pub rx_packets: u64,
+    /// Transport packets received and authenticated (data and keepalives).
+    pub rx_transport: u64,
+    /// Transport packets the peer sent us as far as the counters tell: for each session,
+    /// its highest counter received plus one. `1 - rx_transport / rx_expected` is the
+    /// inbound loss.
+    pub rx_expected: u64,
     /// Payloads waiting for the handshake.
     pub queued: usize,
     /// Drops attributed to this peer.
@@ -364,6 +370,8 @@ impl Tunnels {
             rx_bytes: peer.counters.rx_bytes,
             tx_packets: peer.counters.tx_packets,
             rx_packets: peer.counters.rx_packets,
+            rx_transport: peer.counters.rx_transport,
+            rx_expected: peer.counters.rx_expected,
             queued: peer.queue.len(),
             drops: peer.drops,
         })
@@ -473,6 +481,13 @@ impl Tunnels {
             Ok(p) => p,
             Err(reason) => return Err(self.count(Some(h), reason)),
         };
+        // Passive loss: every counter up to the highest seen was sent; late (reordered)
+        // packets fill their gaps when they come.
+        if counter >= session.next_expected {
+            peer.counters.rx_expected += counter + 1 - session.next_expected;
+            session.next_expected = counter + 1;
+        }
+        peer.counters.rx_transport += 1;
         let mut completed = false;
         let mut older = None;
         if is_next {

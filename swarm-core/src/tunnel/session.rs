@@ -17,6 +17,8 @@ pub(crate) struct Session {
     recv: LessSafeKey,
     pub(crate) send_counter: u64,
     pub(crate) replay: ReplayWindow,
+    /// One past the highest counter received: what passive loss counts up to.
+    pub(crate) next_expected: u64,
     pub(crate) created: Instant,
     /// Whether this side sent the initiation.
     pub(crate) initiator: bool,
@@ -70,6 +72,7 @@ impl Session {
             recv: key(recv),
             send_counter: 0,
             replay: ReplayWindow::new(),
+            next_expected: 0,
             created,
             initiator,
         }
