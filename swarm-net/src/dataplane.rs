@@ -23,7 +23,10 @@ use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use crate::node::{Datagram, NodeEvent, TunnelStatus};
+use crate::links::Links;
+use crate::node::{Datagram, LinkReport, NodeEvent, TunnelStatus};
+use swarm_core::link::{LinkConfig, SlaEvent, SlaPolicy};
+use swarm_core::tunnel::FrameKind;
 
 /// Datagrams read per system call, at most.
 const BATCH: usize = 16;
@@ -91,6 +94,8 @@ pub(crate) struct DataPlane {
     inbox: mpsc::Sender<Datagram>,
     eager: usize,
     gso: bool,
+    links: Links,
+    sla_events: Vec<(PeerHandle, SlaEvent)>,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -162,6 +167,8 @@ impl DataPlane {
             inbox,
             eager,
             gso,
+            links: Links::new(LinkConfig::default(), SlaPolicy::default()),
+            sla_events: Vec::new(),
             stats,
         })
     }
@@ -231,6 +238,7 @@ impl DataPlane {
     /// A peer's record expired: its tunnel closes and its keys are erased.
     pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
         if let Some(known) = self.peers.remove(peer) {
+            self.links.down(known.handle);
             self.tunnels.remove_peer(known.handle);
             self.by_handle.remove(&known.handle);
         }
@@ -247,6 +255,7 @@ impl DataPlane {
     pub(crate) fn close(&mut self, peer: &PeerId) -> bool {
         let Some(known) = self.peers.remove(peer) else { return false };
         let endpoint = self.tunnels.status(known.handle, Instant::now()).and_then(|s| s.endpoint);
+        self.links.down(known.handle);
         self.tunnels.remove_peer(known.handle);
         self.by_handle.remove(&known.handle);
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
@@ -288,11 +297,27 @@ impl DataPlane {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.tunnels.poll_timeout()
+        [self.tunnels.poll_timeout(), self.links.poll_timeout()].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.tunnels.handle_timeout(now);
+        let events = self.links.handle_timeout(now, &self.tunnels);
+        self.sla_events.extend(events);
+    }
+
+    /// Measurements and SLA verdicts of every measured link.
+    pub(crate) fn link_reports(&mut self, now: Instant) -> Vec<LinkReport> {
+        let mut out: Vec<LinkReport> = self
+            .peers
+            .iter()
+            .filter_map(|(peer, known)| {
+                let (stats, sla) = self.links.report(now, known.handle)?;
+                Some(LinkReport { peer: *peer, stats, sla })
+            })
+            .collect();
+        out.sort_by_key(|r| r.peer);
+        out
     }
 
     /// Reads what the socket holds, in batches, and feeds the tunnels; stops after
@@ -337,13 +362,14 @@ impl DataPlane {
         let src = normalise(src);
         let datagram = &mut self.rx[start..end];
         let (peer, body) = match self.tunnels.handle_datagram(now, src, datagram) {
-            Ok(Received::Data { peer, payload: Payload::Frame { kind, body } })
-                if kind == swarm_core::tunnel::FrameKind::DATAGRAM =>
-            {
-                (peer, body.to_vec())
-            }
-            // IP packets (from stock WireGuard peers), probes and keepalives: nothing
-            // for the application yet.
+            Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => match kind {
+                FrameKind::DATAGRAM => (peer, body.to_vec()),
+                FrameKind::PROBE => return self.links.on_probe(now, peer, body),
+                FrameKind::PROBE_REPLY => return self.links.on_reply(now, peer, body),
+                _ => return,
+            },
+            // IP packets (from stock WireGuard peers) and keepalives: nothing for the
+            // application.
             _ => return,
         };
         let Some(peer) = self.by_handle.get(&peer).copied() else { return };
@@ -422,8 +448,25 @@ impl DataPlane {
         while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
             self.send(t.destination, t.len, t.len, 1).await;
         }
+        for f in self.links.take_pending() {
+            if let Ok(Some(t)) = self.tunnels.send_frame(now, f.peer, f.kind, &f.body[..f.len], &mut self.tx)
+            {
+                self.send(t.destination, t.len, t.len, 1).await;
+            }
+        }
         while let Some(event) = self.tunnels.poll_event() {
             self.translate(now, event, events);
+        }
+        for (handle, e) in std::mem::take(&mut self.sla_events) {
+            let Some(peer) = self.by_handle.get(&handle).copied() else { continue };
+            events.push(match e {
+                SlaEvent::Degraded { metric, value, target } => {
+                    NodeEvent::LinkDegraded { peer, metric: metric.as_str(), value, target }
+                }
+                SlaEvent::Recovered { metric, value, target } => {
+                    NodeEvent::LinkRecovered { peer, metric: metric.as_str(), value, target }
+                }
+            });
         }
     }
 
@@ -437,6 +480,11 @@ impl DataPlane {
         };
         let Some(peer) = self.by_handle.get(&handle).copied() else { return };
         let Some(known) = self.peers.get_mut(&peer) else { return };
+        match event {
+            TunnelEvent::HandshakeCompleted { .. } => self.links.up(now, handle),
+            TunnelEvent::HandshakeTimedOut { .. } | TunnelEvent::KeysZeroed { .. } => self.links.down(handle),
+            _ => {}
+        }
         match event {
             TunnelEvent::HandshakeCompleted { .. } if !known.up => {
                 known.up = true;

@@ -477,6 +477,9 @@ impl Driver {
             Command::Tunnels(reply) => {
                 let _ = reply.send(self.dataplane.status(Instant::now()));
             }
+            Command::Links(reply) => {
+                let _ = reply.send(self.dataplane.link_reports(Instant::now()));
+            }
             Command::Shutdown => {}
         }
     }

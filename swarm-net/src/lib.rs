@@ -44,12 +44,15 @@ mod discovery;
 mod driver;
 mod gpu_sampler;
 mod identity;
+mod links;
 pub mod mesh;
 mod node;
 
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};
+pub use links::SlaVerdict;
 pub use node::{
-    DataPlaneStats, Datagram, Datagrams, Node, NodeError, NodeEvent, NodeEvents, NodeStats, TunnelStatus,
+    DataPlaneStats, Datagram, Datagrams, LinkReport, Node, NodeError, NodeEvent, NodeEvents, NodeStats,
+    TunnelStatus,
 };

@@ -19,7 +19,7 @@ pub use crate::dataplane::DataPlaneStats;
 use crate::driver;
 
 /// Something that happened on a node.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum NodeEvent {
     /// The node listens on a new address.
@@ -80,6 +80,28 @@ pub enum NodeEvent {
         /// The new address.
         endpoint: SocketAddr,
     },
+    /// A link passed an SLA target (see `swarm_core::link::SlaPolicy`).
+    LinkDegraded {
+        /// The peer at the other end.
+        peer: PeerId,
+        /// `latency`, `jitter`, `loss` or `throughput`.
+        metric: &'static str,
+        /// Its value: ms for latency and jitter, a ratio for loss, bits per second.
+        value: f64,
+        /// The target, in the same unit.
+        target: f64,
+    },
+    /// A degraded link metric came back within its recovery margin and stayed there.
+    LinkRecovered {
+        /// The peer.
+        peer: PeerId,
+        /// The metric.
+        metric: &'static str,
+        /// Its value.
+        value: f64,
+        /// The target.
+        target: f64,
+    },
     /// A record was refused and its sender penalised.
     RecordRejected {
         /// The peer that forwarded it.
@@ -121,6 +143,17 @@ pub struct Datagram {
     pub peer: PeerId,
     /// Its bytes.
     pub data: Vec<u8>,
+}
+
+/// What is measured about the link to one peer, and how it stands against the SLA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkReport {
+    /// The peer.
+    pub peer: PeerId,
+    /// Round trips, jitter, loss and goodput over the short and long windows.
+    pub stats: swarm_core::link::LinkStats,
+    /// The verdict on each metric.
+    pub sla: Vec<crate::links::SlaVerdict>,
 }
 
 /// The state of one tunnel.
@@ -209,6 +242,7 @@ pub(crate) enum Command {
     OpenTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
+    Links(oneshot::Sender<Vec<LinkReport>>),
     Shutdown,
 }
 
@@ -325,6 +359,11 @@ impl Node {
     /// The state of every tunnel.
     pub async fn tunnels(&self) -> Result<Vec<TunnelStatus>, NodeError> {
         self.ask(Command::Tunnels).await
+    }
+
+    /// What is measured about each link with a live tunnel, and its SLA verdicts.
+    pub async fn links(&self) -> Result<Vec<LinkReport>, NodeError> {
+        self.ask(Command::Links).await
     }
 
     /// Sends an application datagram to `peer` over its tunnel, opening the tunnel if

@@ -159,3 +159,30 @@ async fn one_socket_per_address_family() {
     assert!(t[0].endpoint.unwrap().is_ipv6(), "B has only an IPv6 socket: {t:?}");
     shutdown_all(&nodes).await;
 }
+
+/// Every live tunnel is probed: round trips, jitter and SLA verdicts appear in
+/// `Node::links` within a few probe intervals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_tunnels_are_measured() {
+    let (a, _ea) = start(builder("links")).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("links").bootstrap(boot)).await;
+    let nodes = [a.clone(), b.clone()];
+    assert!(tunnel_up(&a, b.peer_id()).await);
+    let judged = eventually(Duration::from_secs(20), || async {
+        a.links().await.unwrap().iter().any(|l| {
+            l.stats.short.rtt.is_some_and(|q| q.samples >= 20)
+                && l.sla.iter().any(|v| v.state != swarm_core::link::SlaState::Unknown)
+        })
+    })
+    .await;
+    assert!(judged, "20 round trips and a verdict within 20 s (5 probes a second)");
+    let links = a.links().await.unwrap();
+    let to_b = links.iter().find(|l| l.peer == b.peer_id()).unwrap();
+    let rtt = to_b.stats.short.rtt.unwrap();
+    assert!(rtt.p50 < Duration::from_millis(50), "loopback: {rtt:?}");
+    assert!(to_b.stats.jitter_in.is_some() && to_b.stats.jitter_out.is_some(), "{:?}", to_b.stats);
+    let latency = to_b.sla.iter().find(|v| v.metric == swarm_core::link::Metric::Latency).unwrap();
+    assert_eq!(latency.state, swarm_core::link::SlaState::Ok, "{latency:?}");
+    shutdown_all(&nodes).await;
+}

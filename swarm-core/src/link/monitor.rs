@@ -3,7 +3,7 @@
 //! - **RTT**: probes every `probe_interval` (200 ms), answered at once by the peer's
 //!   monitor; the round trip less the replier's hold time goes into HdrHistograms over a
 //!   short (10 s) and a long (60 s) window. After a surprising sample (a lost probe, or
-//!   a round trip 25 % off the short-window median) the interval drops to a quarter for
+//!   a round trip 25 % and 1 ms off the short-window median) the interval drops to a quarter for
 //!   2 s, so a change is confirmed quickly.
 //! - **Jitter**: RFC 3550's estimator `J += (|D(i-1, i)| - J) / 16` over the probes the
 //!   peer sends us (transit = arrival − the sender's timestamp, whose clock offset
@@ -302,8 +302,10 @@ impl LinkMonitor {
         }
         self.probes_resolved += 1;
         if let Some(m) = median {
+            // Surprising: 25 % off the median, and at least 1 ms (loopback round trips
+            // of tens of µs vary by more than 25 % all the time).
             let (m, r) = (m.as_secs_f64(), rtt.as_secs_f64());
-            if (r - m).abs() > 0.25 * m {
+            if (r - m).abs() > (0.25 * m).max(1e-3) {
                 self.fast_until = Some(now + Duration::from_secs(2));
             }
         }

@@ -1,0 +1,158 @@
+//! Link measurement over live tunnels (data-flow stages 4 and 5): a
+//! [`LinkMonitor`] and an [`SlaJudge`] per established tunnel. Probes and replies are
+//! swarm frames inside the tunnel; the tunnel's own counters feed passive loss and
+//! goodput; the judge runs every probe interval.
+//!
+//! A monitor lives while its tunnel is up: created on the first handshake (or the first
+//! probe from the peer) and dropped when the tunnel goes down or closes, so lazily known
+//! peers cost nothing here.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use swarm_core::link::{
+    LinkConfig, LinkMonitor, LinkStats, Metric, PassiveCounters, SlaEvent, SlaJudge, SlaPolicy, SlaState,
+};
+use swarm_core::tunnel::{FrameKind, PeerHandle, Tunnels};
+
+/// One metric's verdict, for reports.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SlaVerdict {
+    /// The metric.
+    pub metric: Metric,
+    /// Unknown (not enough samples), ok, or degraded.
+    pub state: SlaState,
+    /// The last value judged (ms, ms, ratio, bits per second).
+    pub value: Option<f64>,
+    /// The target, in the same unit.
+    pub target: f64,
+}
+
+struct Link {
+    monitor: LinkMonitor,
+    judge: SlaJudge,
+}
+
+/// A frame waiting to be sealed and sent.
+pub(crate) struct PendingFrame {
+    pub(crate) peer: PeerHandle,
+    pub(crate) kind: FrameKind,
+    pub(crate) len: usize,
+    pub(crate) body: [u8; 32],
+}
+
+pub(crate) struct Links {
+    config: LinkConfig,
+    policy: SlaPolicy,
+    links: HashMap<PeerHandle, Link>,
+    pending: Vec<PendingFrame>,
+    next_judge: Option<Instant>,
+}
+
+fn pending(peer: PeerHandle, kind: FrameKind, bytes: &[u8]) -> PendingFrame {
+    let mut body = [0u8; 32];
+    let len = bytes.len().min(32);
+    body[..len].copy_from_slice(&bytes[..len]);
+    PendingFrame { peer, kind, len, body }
+}
+
+impl Links {
+    pub(crate) fn new(config: LinkConfig, policy: SlaPolicy) -> Self {
+        Self { config, policy, links: HashMap::new(), pending: Vec::new(), next_judge: None }
+    }
+
+    fn link(&mut self, now: Instant, peer: PeerHandle) -> &mut Link {
+        let (config, policy) = (self.config, self.policy);
+        self.next_judge.get_or_insert(now + config.probe_interval);
+        self.links
+            .entry(peer)
+            .or_insert_with(|| Link { monitor: LinkMonitor::new(now, config), judge: SlaJudge::new(policy) })
+    }
+
+    /// The tunnel to `peer` carries data: start measuring it.
+    pub(crate) fn up(&mut self, now: Instant, peer: PeerHandle) {
+        self.link(now, peer);
+    }
+
+    /// The tunnel went down or closed.
+    pub(crate) fn down(&mut self, peer: PeerHandle) {
+        self.links.remove(&peer);
+    }
+
+    /// A probe from the peer: queue the reply.
+    pub(crate) fn on_probe(&mut self, now: Instant, peer: PeerHandle, body: &[u8]) {
+        if let Ok(reply) = self.link(now, peer).monitor.handle_probe(now, body) {
+            self.pending.push(pending(peer, FrameKind::PROBE_REPLY, &reply));
+        }
+    }
+
+    /// A reply to one of our probes.
+    pub(crate) fn on_reply(&mut self, now: Instant, peer: PeerHandle, body: &[u8]) {
+        if let Some(link) = self.links.get_mut(&peer) {
+            let _ = link.monitor.handle_reply(now, body);
+        }
+    }
+
+    /// Frames to send now.
+    pub(crate) fn take_pending(&mut self) -> Vec<PendingFrame> {
+        std::mem::take(&mut self.pending)
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        self.links.values().filter_map(|l| l.monitor.poll_timeout()).chain(self.next_judge).min()
+    }
+
+    /// Probes due, timeouts, and (every probe interval) counters and judgements; SLA
+    /// events come back with their peer.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, tunnels: &Tunnels) -> Vec<(PeerHandle, SlaEvent)> {
+        for (peer, link) in &mut self.links {
+            link.monitor.handle_timeout(now);
+            if let Some(probe) = link.monitor.poll_probe(now) {
+                self.pending.push(pending(*peer, FrameKind::PROBE, &probe));
+            }
+        }
+        let mut events = Vec::new();
+        if self.next_judge.is_some_and(|t| t <= now) {
+            self.next_judge = Some(now + self.config.probe_interval);
+            for (peer, link) in &mut self.links {
+                if let Some(s) = tunnels.status(*peer, now) {
+                    let c = PassiveCounters {
+                        rx_packets: s.rx_transport,
+                        rx_expected: s.rx_expected,
+                        rx_bytes: s.rx_bytes,
+                        tx_bytes: s.tx_bytes,
+                    };
+                    link.monitor.handle_counters(now, c);
+                }
+                let stats = link.monitor.snapshot(now);
+                link.judge.judge(now, &stats, None);
+                while let Some(e) = link.judge.poll_event() {
+                    events.push((*peer, e));
+                }
+            }
+        }
+        events
+    }
+
+    /// The measurements and verdicts of one link.
+    pub(crate) fn report(&mut self, now: Instant, peer: PeerHandle) -> Option<(LinkStats, Vec<SlaVerdict>)> {
+        let link = self.links.get_mut(&peer)?;
+        let stats = link.monitor.snapshot(now);
+        let verdicts = Metric::ALL
+            .iter()
+            .map(|&metric| SlaVerdict {
+                metric,
+                state: link.judge.state(metric),
+                value: link.judge.value(metric),
+                target: link.judge.policy().target(metric),
+            })
+            .collect();
+        Some((stats, verdicts))
+    }
+
+    /// The probe interval, for the driver's pacing.
+    #[allow(dead_code)]
+    pub(crate) fn probe_interval(&self) -> Duration {
+        self.config.probe_interval
+    }
+}
