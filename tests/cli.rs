@@ -41,6 +41,13 @@ fn demo_json_reports_a_converged_mesh() {
         let ms = r["rtt_ms"].as_f64().expect("every datagram echoed over the tunnel");
         assert!(ms > 0.0 && ms < 1000.0, "{ms}");
     }
+    let links = v["links_of_node_0"].as_array().unwrap();
+    assert_eq!(links.len(), 3, "every tunnel of node 0 is measured");
+    for l in links {
+        assert!(l["rtt_samples"].as_u64().unwrap() >= 20, "{l}");
+        assert!(l["rtt_p99_ms"].as_f64().unwrap() < 1000.0);
+        assert_eq!(l["sla_latency"], "ok", "loopback is within 50 ms: {l}");
+    }
 }
 
 #[test]

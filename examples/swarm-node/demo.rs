@@ -54,9 +54,11 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let tunnels_ms = started.elapsed().as_millis() as u64;
     let echoes = start_echoes(&mesh.nodes[1..]);
     let rtts = ping_over_tunnels(&mesh.nodes[0], &mesh.nodes[1..]).await;
+    // Every tunnel is probed five times a second; wait until node 0's links are judged.
+    let links = wait_links(&mesh.nodes[0], n - 1, args.timeout.saturating_sub(started.elapsed())).await?;
 
     if args.json {
-        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts).await?;
+        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links).await?;
     } else {
         let view = mesh.nodes[0].cluster().await?;
         let connected = mesh.nodes[0].connected_peers().await?;
@@ -66,6 +68,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         println!();
         println!("tunnels of node 0 (WireGuard; RTT: median of {PINGS} datagrams echoed over the tunnel):");
         print!("{}", table::tunnel_table(&tunnels, &rtts));
+        println!();
+        println!("links of node 0 (probes over each tunnel, last 10 s; times in ms; SLA: p99 < 50 ms, jitter <= 1 ms, loss <= 0.01 %):");
+        print!("{}", table::link_table(&links));
         println!();
         if result.converged {
             println!(
@@ -111,6 +116,24 @@ async fn wait_tunnels(mesh: &LocalMesh, timeout: Duration) -> anyhow::Result<Vec
             return Ok(up);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `node` has `peers` links with 20 round trips and a latency verdict.
+async fn wait_links(
+    node: &Node,
+    peers: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<swarm::net::LinkReport>> {
+    let started = Instant::now();
+    loop {
+        let links = node.links().await?;
+        let judged =
+            links.iter().filter(|l| table::sla_state(l, swarm::core::link::Metric::Latency) != "?").count();
+        if judged >= peers || started.elapsed() >= timeout {
+            return Ok(links);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -168,6 +191,7 @@ async fn print_json(
     tunnels_up: &[usize],
     tunnels_ms: u64,
     rtts: &[(PeerId, Option<Duration>)],
+    links: &[swarm::net::LinkReport],
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
@@ -196,6 +220,20 @@ async fn print_json(
         "converge_ms": result.elapsed.as_millis() as u64,
         "tunnels_ms": tunnels_ms,
         "tunnel_rtt_from_node_0": rtt,
+        "links_of_node_0": links.iter().map(|l| {
+            let q = l.stats.short.rtt;
+            serde_json::json!({
+                "peer": l.peer.to_string(),
+                "rtt_samples": q.map_or(0, |q| q.samples),
+                "rtt_p50_ms": q.map(|q| q.p50.as_secs_f64() * 1e3),
+                "rtt_p99_ms": q.map(|q| q.p99.as_secs_f64() * 1e3),
+                "jitter_in_ms": l.stats.jitter_in.map(|j| j.as_secs_f64() * 1e3),
+                "jitter_out_ms": l.stats.jitter_out.map(|j| j.as_secs_f64() * 1e3),
+                "sla_latency": table::sla_state(l, swarm::core::link::Metric::Latency),
+                "sla_jitter": table::sla_state(l, swarm::core::link::Metric::Jitter),
+                "sla_loss": table::sla_state(l, swarm::core::link::Metric::Loss),
+            })
+        }).collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

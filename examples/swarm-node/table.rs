@@ -4,7 +4,9 @@ use std::fmt::Write as _;
 
 use std::time::Duration;
 
+use swarm::core::link::{Metric, SlaState};
 use swarm::core::view::ClusterSnapshot;
+use swarm::net::LinkReport;
 use swarm::{PeerId, TunnelStatus};
 
 /// Shortens a peer id to its last 8 characters, as libp2p logs do.
@@ -98,6 +100,51 @@ pub fn tunnel_table(tunnels: &[TunnelStatus], rtt: &[(PeerId, Option<Duration>)]
             t.rx_bytes,
             rtt,
             if drops.is_empty() { "-".to_owned() } else { drops.join(",") }
+        );
+    }
+    out
+}
+
+fn ms(d: Option<Duration>) -> String {
+    d.map_or("-".to_owned(), |d| format!("{:.3}", d.as_secs_f64() * 1e3))
+}
+
+/// `ok`, `DEGRADED` or `?` (not enough samples) for one metric.
+pub fn sla_state(report: &LinkReport, metric: Metric) -> &'static str {
+    match report.sla.iter().find(|v| v.metric == metric).map(|v| v.state) {
+        Some(SlaState::Ok) => "ok",
+        Some(SlaState::Degraded) => "DEGRADED",
+        _ => "?",
+    }
+}
+
+/// One row per measured link: round trips (short window), jitter each way, loss, goodput
+/// and the SLA verdict per metric.
+pub fn link_table(links: &[LinkReport]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}  SLA latency/jitter/loss",
+        "PEER", "N", "RTT p50", "RTT p99", "RTT max", "JIT in", "JIT out", "LOSS %", "RX Mbps"
+    );
+    for l in links {
+        let w = &l.stats.short;
+        let loss = w.loss_in.filter(|r| r.samples > 0).or(w.probe_loss);
+        let _ = writeln!(
+            out,
+            "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}  {}/{}/{}",
+            short(&l.peer),
+            w.rtt.map_or(0, |q| q.samples),
+            ms(w.rtt.map(|q| q.p50)),
+            ms(w.rtt.map(|q| q.p99)),
+            ms(w.rtt.map(|q| q.max)),
+            ms(l.stats.jitter_in),
+            ms(l.stats.jitter_out),
+            loss.map_or("-".to_owned(), |r| format!("{:.3}", r.value * 100.0)),
+            w.rx_bps.map_or("-".to_owned(), |b| format!("{:.3}", b / 1e6)),
+            sla_state(l, Metric::Latency),
+            sla_state(l, Metric::Jitter),
+            sla_state(l, Metric::Loss),
         );
     }
     out
