@@ -59,6 +59,7 @@ fn bad_flags_are_clear_errors() {
         (&["run", "--gpus", "2xA100-80GB,1xA100-80TB"], "1xA100-80TB"),
         (&["run", "--listen", "not-an-address"], "not-an-address"),
         (&["fly"], "fly"),
+        (&["links", "--metrics", "nowhere"], "nowhere"),
     ];
     for (args, needle) in cases {
         let out = run(args);
@@ -82,6 +83,10 @@ fn bad_values_found_at_start_are_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("node.key") && err.contains("not a valid"), "{err}");
     assert_eq!(std::fs::read(&key).unwrap(), b"garbage", "a corrupt key is never replaced");
+
+    let out = run(&["links", "--metrics", "127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node's metrics endpoint"));
 
     let psk = dir.path().join("swarm.psk");
     std::fs::write(&psk, b"not base64!\n").unwrap();
@@ -160,9 +165,19 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
         "--psk-file",
         psk.to_str().unwrap(),
     ];
-    let mut args_a = vec!["run", "--identity", key_a.to_str().unwrap(), "--gpus", "2xA100-80GB"];
+    let mut args_a = vec![
+        "run",
+        "--identity",
+        key_a.to_str().unwrap(),
+        "--gpus",
+        "2xA100-80GB",
+        "--metrics",
+        "127.0.0.1:0",
+    ];
     args_a.extend_from_slice(&common);
     let (mut a, rx_a) = spawn_node(&args_a);
+    let metrics = wait_line(&rx_a, |l| l.starts_with("metrics on http://"));
+    let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_owned();
     let addr = wait_line(&rx_a, |l| l.starts_with("listening on "));
     let addr = addr.trim_start_matches("listening on ").to_owned();
 
@@ -175,6 +190,32 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     assert!(row.contains("conn") && row.contains("127.0.0.1:"), "a tunnel to B: {row}");
     wait_line(&rx_b, |l| l.contains("2xA100-80GB"));
     wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected, 1 tunnels up"));
+
+    // A's links, through its metrics endpoint: `swarm-node links`, JSON and table.
+    let mut measured = false;
+    for _ in 0..100 {
+        let out = run(&["links", "--metrics", &metrics, "--json"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v[0]["rtt_samples"].as_u64().unwrap_or(0) >= 3 {
+            assert!(v[0]["rtt_p50_ms"].as_f64().unwrap() < 50.0, "{v}");
+            assert!(v[0]["sla"]["latency"]["target"].as_f64() == Some(50.0), "{v}");
+            measured = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(measured, "the link to B is probed");
+    let table = run(&["links", "--metrics", &metrics]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(text.contains("1 links") && text.contains("p99 ms"), "{text}");
+    let mut http = std::net::TcpStream::connect(&metrics).unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut http, &mut body).unwrap();
+    for name in ["swarm_link_rtt_seconds", "swarm_tunnel_up", "swarm_tunnel_bytes_total", "# EOF"] {
+        assert!(body.contains(name), "{name} in /metrics: {body}");
+    }
 
     for guard in [&mut a, &mut b] {
         let pid = guard.0.id().to_string();

@@ -2,11 +2,13 @@
 //!
 //! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
 //! - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
+//! - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
 //! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
 //!   every record and prints the cluster table (`--json` for a machine-readable summary).
 
 mod demo;
 mod gpus;
+mod links;
 mod run;
 mod table;
 
@@ -28,11 +30,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run one node until Ctrl-C.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Run a local mesh of N nodes on loopback and show what they see.
     Demo(demo::DemoArgs),
     /// Show this machine's GPUs (NVML if the NVIDIA driver is there).
     Gpus(gpus::GpusArgs),
+    /// Show the links of a running node (started with --metrics) and their SLA state.
+    Links(links::LinksArgs),
 }
 
 /// Parses durations such as `500ms`, `5s`, `2m`.
@@ -70,9 +74,10 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run::run(args).await,
+            Command::Run(args) => run::run(*args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Gpus(args) => gpus::gpus(args).await,
+            Command::Links(args) => links::links(args),
         }
     });
     match result {

@@ -47,6 +47,10 @@ pub struct RunArgs {
     /// open tunnels with this one.
     #[arg(long, value_name = "FILE")]
     psk_file: Option<PathBuf>,
+    /// Serve metrics here: GET /metrics (OpenMetrics) and /links (JSON, read by
+    /// `swarm-node links`). No authentication: keep it on loopback.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn default_listen() -> Vec<Multiaddr> {
@@ -74,6 +78,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
+    if let Some(addr) = args.metrics {
+        let bound = node.serve_metrics(addr).await.context("cannot serve metrics")?;
+        println!("metrics on http://{bound}/metrics");
+    }
     for addr in node.listen_addrs().await? {
         println!("listening on {addr}");
     }
@@ -111,6 +119,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Some(NodeEvent::RecordRejected { from, reason }) => tracing::warn!(%from, reason, "record rejected"),
                 Some(NodeEvent::TunnelUp { peer, endpoint }) => tracing::info!(%peer, ?endpoint, "tunnel up"),
                 Some(NodeEvent::TunnelDown { peer, reason }) => tracing::info!(%peer, reason, "tunnel down"),
+                Some(NodeEvent::LinkDegraded { peer, metric, value, target }) => {
+                    tracing::warn!(%peer, metric, value, target, "link degraded");
+                }
+                Some(NodeEvent::LinkRecovered { peer, metric, value, target }) => {
+                    tracing::info!(%peer, metric, value, target, "link recovered");
+                }
                 Some(_) => {}
                 None => break,
             },

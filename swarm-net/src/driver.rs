@@ -66,6 +66,9 @@ pub(crate) struct Driver {
     gpu_samples: mpsc::Receiver<GpuSnapshot>,
     gpu_sampler: JoinHandle<()>,
     gpu_filter: GpuChangeFilter,
+    /// What the metrics endpoint talks to the driver through, without keeping it alive.
+    weak_commands: mpsc::WeakSender<Command>,
+    metrics_tasks: Vec<JoinHandle<()>>,
 }
 
 pub(crate) struct Spawned {
@@ -164,6 +167,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         gpu_samples,
         gpu_sampler,
         gpu_filter,
+        weak_commands: cmd_tx.downgrade(),
+        metrics_tasks: Vec::new(),
         config,
     };
     driver.wait_for_listeners(listeners).await?;
@@ -480,8 +485,23 @@ impl Driver {
             Command::Links(reply) => {
                 let _ = reply.send(self.dataplane.link_reports(Instant::now()));
             }
+            Command::ServeMetrics(addr, reply) => {
+                let _ = reply.send(self.serve_metrics(addr));
+            }
             Command::Shutdown => {}
         }
+    }
+
+    /// Binds the metrics endpoint and runs it beside the driver (aborted with it).
+    fn serve_metrics(&mut self, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+        let err = |e: std::io::Error| NodeError::Metrics { addr, detail: e.to_string() };
+        let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        let bound = listener.local_addr().map_err(err)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(err)?;
+        self.metrics_tasks.push(tokio::spawn(crate::metrics::serve(listener, self.weak_commands.clone())));
+        tracing::info!(%bound, "serving metrics");
+        Ok(bound)
     }
 
     fn stats(&self) -> NodeStats {
@@ -659,6 +679,9 @@ impl Drop for Driver {
     /// now, on every path out, a failed start included.
     fn drop(&mut self) {
         self.gpu_sampler.abort();
+        for task in &self.metrics_tasks {
+            task.abort();
+        }
     }
 }
 

@@ -46,6 +46,7 @@ mod gpu_sampler;
 mod identity;
 mod links;
 pub mod mesh;
+mod metrics;
 mod node;
 
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};

@@ -219,6 +219,14 @@ pub enum NodeError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Shutdown,
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {addr}: {detail}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        detail: String,
+    },
     /// The peer has no verified tunnel record in the cluster view.
     #[error("no verified tunnel record for {0}")]
     NoTunnel(PeerId),
@@ -243,6 +251,7 @@ pub(crate) enum Command {
     CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
     Links(oneshot::Sender<Vec<LinkReport>>),
+    ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
     Shutdown,
 }
 
@@ -364,6 +373,14 @@ impl Node {
     /// What is measured about each link with a live tunnel, and its SLA verdicts.
     pub async fn links(&self) -> Result<Vec<LinkReport>, NodeError> {
         self.ask(Command::Links).await
+    }
+
+    /// Serves the node's metrics over HTTP on `addr` until the node stops: `GET /metrics`
+    /// (OpenMetrics: links, SLA verdicts, tunnels, gossip) and `GET /links` (JSON).
+    /// Returns the bound address (useful with port 0). Bind it to loopback unless a
+    /// scraper elsewhere needs it: it has no authentication.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+        self.ask(|tx| Command::ServeMetrics(addr, tx)).await?
     }
 
     /// Sends an application datagram to `peer` over its tunnel, opening the tunnel if

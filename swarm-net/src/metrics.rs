@@ -1,0 +1,277 @@
+//! The node's metrics over HTTP, for Prometheus and for `swarm-node links`:
+//! - `GET /metrics`: OpenMetrics text (prometheus-client) with per-peer link metrics,
+//!   SLA verdicts, tunnel counters and drops, and gossip counters;
+//! - `GET /links`: the same links as JSON.
+//!
+//! One connection at a time, requests of at most 8 KiB read within 5 s: the endpoint is
+//! meant for a local scraper, and binds where it is told (loopback by default in the
+//! node program). It holds no strong handle on the node: when the node stops, so does it.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use swarm_core::link::SlaState;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::node::{Command, LinkReport, NodeStats, TunnelStatus};
+
+type Labels = Vec<(&'static str, String)>;
+type GaugeF = Family<Labels, Gauge<f64, AtomicU64>>;
+type CounterU = Family<Labels, Counter<u64>>;
+
+const MAX_REQUEST: usize = 8 * 1024;
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Asks the driver without keeping it alive.
+async fn ask<T>(
+    commands: &mpsc::WeakSender<Command>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Command,
+) -> Option<T> {
+    let tx = commands.upgrade()?;
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.ok()?;
+    drop(tx);
+    rx.await.ok()
+}
+
+pub(crate) async fn serve(listener: TcpListener, commands: mpsc::WeakSender<Command>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        if commands.upgrade().is_none() {
+            return;
+        }
+        let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &commands)).await;
+    }
+}
+
+async fn handle(mut stream: TcpStream, commands: &mpsc::WeakSender<Command>) -> std::io::Result<()> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut len = 0;
+    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        if len == buf.len() {
+            return respond(&mut stream, "413 Payload Too Large", "text/plain", "request too large\n").await;
+        }
+        let n = stream.read(&mut buf[len..]).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let mut parts = head.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    if method != "GET" {
+        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
+    }
+    match path {
+        "/metrics" => {
+            let body = openmetrics(commands).await.unwrap_or_default();
+            respond(
+                &mut stream,
+                "200 OK",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                &body,
+            )
+            .await
+        }
+        "/links" => {
+            let links = ask(commands, Command::Links).await.unwrap_or_default();
+            respond(&mut stream, "200 OK", "application/json", &links_json(&links)).await
+        }
+        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics or /links\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    stream.shutdown().await
+}
+
+fn secs(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64())
+}
+
+/// A registry filled from one snapshot of the node.
+async fn openmetrics(commands: &mpsc::WeakSender<Command>) -> Option<String> {
+    let links = ask(commands, Command::Links).await?;
+    let tunnels = ask(commands, Command::Tunnels).await?;
+    let stats = ask(commands, Command::Stats).await?;
+    let mut registry = Registry::with_prefix("swarm");
+    register_links(&mut registry, &links);
+    register_tunnels(&mut registry, &tunnels, &stats);
+    register_node(&mut registry, &stats);
+    let mut text = String::new();
+    encode(&mut text, &registry).ok()?;
+    Some(text)
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> GaugeF {
+    let f = GaugeF::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> CounterU {
+    let f = CounterU::default();
+    registry.register(name, help, f.clone());
+    f
+}
+
+fn register_links(registry: &mut Registry, links: &[LinkReport]) {
+    let rtt = gauge(registry, "link_rtt_seconds", "Round-trip time over the short window, by quantile");
+    let samples = gauge(registry, "link_rtt_samples", "Round trips in the short window");
+    let jitter = gauge(registry, "link_jitter_seconds", "RFC 3550 jitter, inbound and outbound");
+    let loss = gauge(registry, "link_loss_ratio", "Packet loss over the short window, by source");
+    let rate =
+        gauge(registry, "link_goodput_bits_per_second", "Goodput of real traffic over the short window");
+    let sla = gauge(registry, "link_sla_degraded", "1 when the metric is past its SLA target, 0 when within");
+    for l in links {
+        let peer = l.peer.to_string();
+        let with = |extra: &[(&'static str, &str)]| {
+            let mut v: Labels = vec![("peer", peer.clone())];
+            v.extend(extra.iter().map(|(k, x)| (*k, (*x).to_owned())));
+            v
+        };
+        let w = &l.stats.short;
+        if let Some(q) = w.rtt {
+            for (name, d) in [("0.5", q.p50), ("0.9", q.p90), ("0.99", q.p99), ("1", q.max)] {
+                rtt.get_or_create(&with(&[("quantile", name)])).set(d.as_secs_f64());
+            }
+            samples.get_or_create(&with(&[])).set(q.samples as f64);
+        }
+        for (dir, j) in [("in", secs(l.stats.jitter_in)), ("out", secs(l.stats.jitter_out))] {
+            if let Some(j) = j {
+                jitter.get_or_create(&with(&[("direction", dir)])).set(j);
+            }
+        }
+        let sources = [
+            ("passive_in", w.loss_in.map(|r| r.value)),
+            ("peer_reported_out", l.stats.loss_out),
+            ("probes", w.probe_loss.map(|r| r.value)),
+        ];
+        for (source, v) in sources {
+            if let Some(v) = v {
+                loss.get_or_create(&with(&[("source", source)])).set(v);
+            }
+        }
+        for (dir, v) in [("rx", w.rx_bps), ("tx", w.tx_bps)] {
+            if let Some(v) = v {
+                rate.get_or_create(&with(&[("direction", dir)])).set(v);
+            }
+        }
+        for v in &l.sla {
+            let value = match v.state {
+                SlaState::Ok => 0.0,
+                SlaState::Degraded => 1.0,
+                SlaState::Unknown => continue,
+            };
+            sla.get_or_create(&with(&[("metric", v.metric.as_str())])).set(value);
+        }
+    }
+}
+
+fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &NodeStats) {
+    let up = gauge(registry, "tunnel_up", "1 when the tunnel carries data");
+    let bytes = counter(registry, "tunnel_bytes", "Bytes through the tunnel (whole UDP datagrams)");
+    let packets = counter(registry, "tunnel_packets", "Datagrams through the tunnel");
+    let handshakes = counter(registry, "tunnel_handshakes", "Completed handshakes (first and rekeys)");
+    let last = gauge(registry, "tunnel_last_handshake_age_seconds", "Time since the session in use was made");
+    let drops = counter(registry, "tunnel_drops", "Tunnel packets dropped, by reason");
+    for t in tunnels {
+        let peer = t.peer.to_string();
+        let l = |extra: Option<(&'static str, &str)>| {
+            let mut v: Labels = vec![("peer", peer.clone())];
+            v.extend(extra.map(|(k, x)| (k, x.to_owned())));
+            v
+        };
+        up.get_or_create(&l(None)).set(if t.established { 1.0 } else { 0.0 });
+        bytes.get_or_create(&l(Some(("direction", "tx")))).inc_by(t.tx_bytes);
+        bytes.get_or_create(&l(Some(("direction", "rx")))).inc_by(t.rx_bytes);
+        packets.get_or_create(&l(Some(("direction", "tx")))).inc_by(t.tx_packets);
+        packets.get_or_create(&l(Some(("direction", "rx")))).inc_by(t.rx_packets);
+        handshakes.get_or_create(&l(None)).inc_by(t.handshakes);
+        if let Some(age) = t.last_handshake {
+            last.get_or_create(&l(None)).set(age.as_secs_f64());
+        }
+    }
+    for (reason, n) in &stats.tunnel_drops {
+        drops.get_or_create(&vec![("reason", (*reason).to_owned())]).inc_by(*n);
+    }
+}
+
+fn register_node(registry: &mut Registry, stats: &NodeStats) {
+    let node = gauge(registry, "node", "Node-wide gauges");
+    let totals = counter(registry, "node_events", "Node-wide counters");
+    let g = |name: &str| vec![("what", name.to_owned())];
+    node.get_or_create(&g("connected_peers")).set(stats.connected_peers as f64);
+    node.get_or_create(&g("records")).set(stats.records as f64);
+    node.get_or_create(&g("udp_recv_buffer_bytes")).set(stats.dataplane.recv_buffer as f64);
+    node.get_or_create(&g("udp_send_buffer_bytes")).set(stats.dataplane.send_buffer as f64);
+    totals.get_or_create(&g("records_published")).inc_by(stats.published);
+    totals.get_or_create(&g("records_rejected")).inc_by(stats.gossip.rejected_total());
+    totals.get_or_create(&g("libp2p_bytes_in")).inc_by(stats.bytes_in);
+    totals.get_or_create(&g("libp2p_bytes_out")).inc_by(stats.bytes_out);
+    totals.get_or_create(&g("datagrams_delivered")).inc_by(stats.dataplane.datagrams_delivered);
+    totals.get_or_create(&g("datagrams_overflow")).inc_by(stats.dataplane.datagrams_overflow);
+    totals.get_or_create(&g("udp_in")).inc_by(stats.dataplane.udp_in);
+    totals.get_or_create(&g("udp_out")).inc_by(stats.dataplane.udp_out);
+}
+
+fn ms(d: Option<Duration>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| serde_json::json!(d.as_secs_f64() * 1e3))
+}
+
+/// The links as JSON: what `swarm-node links` reads.
+pub(crate) fn links_json(links: &[LinkReport]) -> String {
+    let rows: Vec<serde_json::Value> = links
+        .iter()
+        .map(|l| {
+            let w = &l.stats.short;
+            let sla: serde_json::Map<String, serde_json::Value> = l
+                .sla
+                .iter()
+                .map(|v| {
+                    let state = match v.state {
+                        SlaState::Ok => "ok",
+                        SlaState::Degraded => "degraded",
+                        SlaState::Unknown => "unknown",
+                    };
+                    let entry = serde_json::json!({ "state": state, "value": v.value, "target": v.target });
+                    (v.metric.as_str().to_owned(), entry)
+                })
+                .collect();
+            serde_json::json!({
+                "peer": l.peer.to_string(),
+                "window_s": w.window.as_secs_f64(),
+                "rtt_samples": w.rtt.map_or(0, |q| q.samples),
+                "rtt_p50_ms": ms(w.rtt.map(|q| q.p50)),
+                "rtt_p90_ms": ms(w.rtt.map(|q| q.p90)),
+                "rtt_p99_ms": ms(w.rtt.map(|q| q.p99)),
+                "rtt_max_ms": ms(w.rtt.map(|q| q.max)),
+                "jitter_in_ms": ms(l.stats.jitter_in),
+                "jitter_out_ms": ms(l.stats.jitter_out),
+                "loss_in": w.loss_in.map(|r| r.value),
+                "loss_in_packets": w.loss_in.map_or(0, |r| r.samples),
+                "loss_out": l.stats.loss_out,
+                "probe_loss": w.probe_loss.map(|r| r.value),
+                "rx_bps": w.rx_bps,
+                "tx_bps": w.tx_bps,
+                "age_ms": ms(l.stats.age),
+                "sla": sla,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
