@@ -6,12 +6,14 @@
 //!   counters) and goodput of one link, as a [`LinkStats`] snapshot;
 //! - [`SlaJudge`]: a link against an [`SlaPolicy`] (by default the product's targets),
 //!   with the sample rules and the hysteresis that make its events trustworthy;
+//! - [`vivaldi`]: network coordinates that estimate the round trip of unmeasured pairs;
 //! - [`emulator`]: a seeded link emulator for the deterministic simulator.
 
 pub mod emulator;
 mod monitor;
 pub mod probe;
 mod sla;
+pub mod vivaldi;
 pub mod window;
 
 pub use monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, WindowStats};
