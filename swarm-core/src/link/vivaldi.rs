@@ -72,7 +72,8 @@ impl Coordinate {
             return;
         }
         let dist = self.distance_ms(other);
-        let weight = if self.error + other.error > 0.0 { self.error / (self.error + other.error) } else { 0.5 };
+        let weight =
+            if self.error + other.error > 0.0 { self.error / (self.error + other.error) } else { 0.5 };
         let wrongness = (dist - rtt_ms).abs() / rtt_ms;
         self.error = (C_E * weight * wrongness + self.error * (1.0 - C_E * weight)).min(INITIAL_ERROR);
         let force = C_C * weight * (rtt_ms - dist);
@@ -148,7 +149,8 @@ mod tests {
         };
         // Each node measures 8 fixed neighbours (as a node measures its tunnels), 200
         // rounds.
-        let neighbours: Vec<Vec<usize>> = (0..n).map(|_| (0..8).map(|_| (rnd() as usize) % n).collect()).collect();
+        let neighbours: Vec<Vec<usize>> =
+            (0..n).map(|_| (0..8).map(|_| (rnd() as usize) % n).collect()).collect();
         for _ in 0..200 {
             for i in 0..n {
                 for &j in &neighbours[i] {
