@@ -141,18 +141,35 @@ impl RecordPublisher {
 
     /// Replaces or adds the extension of `extension.kind`; publishes if it changed.
     pub fn set_extension(&mut self, extension: RecordExtension) -> Result<(), RecordExtension> {
+        if self.replace_extension(extension)? {
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// Replaces or adds the extension of `extension.kind` without publishing: it goes out
+    /// with the next publication (at the latest the heartbeat). For data that changes
+    /// all the time, such as link measurements.
+    pub fn set_extension_quiet(&mut self, extension: RecordExtension) -> Result<(), RecordExtension> {
+        self.replace_extension(extension).map(|_| ())
+    }
+
+    /// Whether the extension changed.
+    fn replace_extension(&mut self, extension: RecordExtension) -> Result<bool, RecordExtension> {
         let mut list = self.content.extensions.clone().into_inner();
         match list.iter().position(|e| e.kind == extension.kind) {
-            Some(i) if list[i] == extension => return Ok(()),
+            Some(i) if list[i] == extension => return Ok(false),
             Some(i) => list[i] = extension,
             None if list.len() >= MAX_EXTENSIONS => return Err(extension),
             None => list.push(extension),
         }
-        if let Ok(extensions) = BoundedVec::try_from_vec(list) {
-            self.content.extensions = extensions;
-            self.dirty = true;
+        match BoundedVec::try_from_vec(list) {
+            Ok(extensions) => {
+                self.content.extensions = extensions;
+                Ok(true)
+            }
+            Err(_) => Ok(false),
         }
-        Ok(())
     }
 
     /// Asks for a publication soon: within the debounce interval of the last one.

@@ -306,6 +306,61 @@ impl DataPlane {
         self.sla_events.extend(events);
     }
 
+    /// Summaries of the measured links for gossip, freshest first, at most
+    /// `MAX_LINKS`.
+    pub(crate) fn link_summaries(&mut self, now: Instant) -> Vec<swarm_core::link::summary::LinkSummary> {
+        use swarm_core::link::summary::{degraded, LinkSummary, MAX_LINKS};
+        use swarm_core::link::{Metric, SlaState};
+        let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        let reports = self.link_reports(now);
+        let mut out: Vec<(Duration, LinkSummary)> = reports
+            .iter()
+            .filter_map(|r| {
+                let handle = self.peers.get(&r.peer)?.handle;
+                let status = self.tunnels.status(handle, now)?;
+                let q = r.stats.short.rtt?;
+                let jitter =
+                    [r.stats.jitter_in, r.stats.jitter_out].into_iter().flatten().max().unwrap_or_default();
+                let loss = r.stats.short.loss_in.filter(|l| l.samples >= 1000);
+                let mut bits = 0u8;
+                for v in &r.sla {
+                    if v.state == SlaState::Degraded {
+                        bits |= match v.metric {
+                            Metric::Latency => degraded::LATENCY,
+                            Metric::Jitter => degraded::JITTER,
+                            Metric::Loss => degraded::LOSS,
+                            Metric::Throughput => degraded::THROUGHPUT,
+                        };
+                    }
+                }
+                let age = r.stats.age.unwrap_or_default();
+                let kbps = |b: Option<f64>| b.map_or(0, |b| (b / 1e3) as u32);
+                Some((
+                    age,
+                    LinkSummary {
+                        peer: r.peer,
+                        rtt_p50_us: us(q.p50),
+                        rtt_p99_us: us(q.p99),
+                        rtt_samples: u32::try_from(q.samples).unwrap_or(u32::MAX),
+                        jitter_us: us(jitter),
+                        loss_ppm: loss.map(|l| (l.value * 1e6) as u32),
+                        loss_packets: loss.map_or(0, |l| u32::try_from(l.samples).unwrap_or(u32::MAX)),
+                        rx_kbps: kbps(r.stats.short.rx_bps),
+                        tx_kbps: kbps(r.stats.short.tx_bps),
+                        handshake_age_s: status.last_handshake.map_or(u32::MAX, |t| {
+                            u32::try_from(now.saturating_duration_since(t).as_secs()).unwrap_or(u32::MAX)
+                        }),
+                        age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
+                        degraded: bits,
+                    },
+                ))
+            })
+            .collect();
+        out.sort_by_key(|(age, _)| *age);
+        out.truncate(MAX_LINKS);
+        out.into_iter().map(|(_, s)| s).collect()
+    }
+
     /// Measurements and SLA verdicts of every measured link.
     pub(crate) fn link_reports(&mut self, now: Instant) -> Vec<LinkReport> {
         let mut out: Vec<LinkReport> = self

@@ -18,6 +18,8 @@ use swarm_core::bounded::BoundedVec;
 use swarm_core::codec;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
 use swarm_core::identity::MAX_UDP_ENDPOINTS;
+use swarm_core::link::summary::LinkSummaries;
+use swarm_core::link::vivaldi::Coordinate;
 use swarm_core::publish::{LocalContent, RecordPublisher};
 use swarm_core::time::UnixMillis;
 use swarm_core::view::{ClusterView, Ingest, ViewEvent};
@@ -37,6 +39,9 @@ use crate::node::{Command, Datagram, NodeError, NodeEvent, NodeStats};
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
+/// How often link summaries and the coordinate are refreshed in the local record (they
+/// go out with its next publication).
+const LINK_GOSSIP_INTERVAL: Duration = Duration::from_secs(1);
 /// Application datagrams waiting to be sealed and sent.
 const OUTGOING_CAPACITY: usize = 1024;
 /// Application datagrams sealed per turn of the loop, at most.
@@ -69,6 +74,9 @@ pub(crate) struct Driver {
     /// What the metrics endpoint talks to the driver through, without keeping it alive.
     weak_commands: mpsc::WeakSender<Command>,
     metrics_tasks: Vec<JoinHandle<()>>,
+    /// Our network coordinate, moved by the round trips of our links.
+    coordinate: Coordinate,
+    next_link_gossip: Instant,
 }
 
 pub(crate) struct Spawned {
@@ -169,6 +177,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         gpu_filter,
         weak_commands: cmd_tx.downgrade(),
         metrics_tasks: Vec::new(),
+        coordinate: Coordinate::default(),
+        next_link_gossip: Instant::now() + LINK_GOSSIP_INTERVAL,
         config,
     };
     driver.wait_for_listeners(listeners).await?;
@@ -337,7 +347,39 @@ impl Driver {
         let mut events = Vec::new();
         self.dataplane.flush(&mut events).await;
         for event in events {
+            if matches!(event, NodeEvent::LinkDegraded { .. } | NodeEvent::LinkRecovered { .. }) {
+                // An SLA verdict changed: the swarm hears it now, not at the heartbeat.
+                self.gossip_links(Instant::now());
+                self.publisher.request_publish();
+            }
             self.emit(event);
+        }
+    }
+
+    /// Moves our coordinate by each measured link's median round trip and puts the link
+    /// summaries and the coordinate into the local record (published with its next
+    /// publication).
+    fn gossip_links(&mut self, now: Instant) {
+        for report in self.dataplane.link_reports(now) {
+            let Some(q) = report.stats.short.rtt.filter(|q| q.samples >= 5) else { continue };
+            let theirs = self
+                .view
+                .get(&report.peer)
+                .and_then(|e| LinkSummaries::from_record(&e.record).ok().flatten())
+                .and_then(|s| s.coordinate)
+                .unwrap_or_default();
+            let bytes = report.peer.to_bytes();
+            let nudge = bytes.iter().rev().take(8).fold(0u64, |h, b| (h << 8) | u64::from(*b));
+            self.coordinate.update(q.p50.as_secs_f64() * 1e3, &theirs, nudge);
+        }
+        let links = self.dataplane.link_summaries(now);
+        let Ok(links) = BoundedVec::try_from_vec(links) else { return };
+        let summaries = LinkSummaries { coordinate: Some(self.coordinate), links };
+        match summaries.to_extension() {
+            Ok(ext) => {
+                let _ = self.publisher.set_extension_quiet(ext);
+            }
+            Err(e) => tracing::debug!(error = %e, "link summaries not gossiped"),
         }
     }
 
@@ -348,6 +390,7 @@ impl Driver {
             self.publisher.poll_timeout(),
             self.discovery.poll_timeout(),
             self.dataplane.poll_timeout(),
+            Some(self.next_link_gossip),
         ]
         .into_iter()
         .flatten()
@@ -357,6 +400,10 @@ impl Driver {
     fn handle_timeout(&mut self, now: Instant) {
         self.view.handle_timeout(now);
         self.dataplane.handle_timeout(now);
+        if now >= self.next_link_gossip {
+            self.next_link_gossip = now + LINK_GOSSIP_INTERVAL;
+            self.gossip_links(now);
+        }
         let due = self.discovery.handle_timeout(now);
         if due.lookup {
             let key = kad::RecordKey::new(&self.config.namespace.provider_key());
@@ -484,6 +531,9 @@ impl Driver {
             }
             Command::Links(reply) => {
                 let _ = reply.send(self.dataplane.link_reports(Instant::now()));
+            }
+            Command::LinkBetween(a, b, reply) => {
+                let _ = reply.send(self.view.link_between(&a, &b, wall_clock()));
             }
             Command::ServeMetrics(addr, reply) => {
                 let _ = reply.send(self.serve_metrics(addr));

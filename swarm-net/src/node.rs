@@ -251,6 +251,7 @@ pub(crate) enum Command {
     CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
     Links(oneshot::Sender<Vec<LinkReport>>),
+    LinkBetween(PeerId, PeerId, oneshot::Sender<Option<swarm_core::link::summary::LinkAnswer>>),
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
     Shutdown,
 }
@@ -373,6 +374,17 @@ impl Node {
     /// What is measured about each link with a live tunnel, and its SLA verdicts.
     pub async fn links(&self) -> Result<Vec<LinkReport>, NodeError> {
         self.ask(Command::Links).await
+    }
+
+    /// The link between any two nodes, from the gossiped link summaries: measured by
+    /// one end (and how old), or a Vivaldi estimate when both ends had a handshake
+    /// confirmed in the last 180 s, or `None`.
+    pub async fn link_between(
+        &self,
+        a: PeerId,
+        b: PeerId,
+    ) -> Result<Option<swarm_core::link::summary::LinkAnswer>, NodeError> {
+        self.ask(|tx| Command::LinkBetween(a, b, tx)).await
     }
 
     /// Serves the node's metrics over HTTP on `addr` until the node stops: `GET /metrics`

@@ -186,3 +186,35 @@ async fn live_tunnels_are_measured() {
     assert_eq!(latency.state, swarm_core::link::SlaState::Ok, "{latency:?}");
     shutdown_all(&nodes).await;
 }
+
+/// Link summaries travel in gossip: a third node knows the A-B link, measured by A or B,
+/// and every record carries a network coordinate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_summaries_reach_the_whole_swarm() {
+    let (a, _ea) = start(builder("summaries")).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("summaries").bootstrap(boot.clone())).await;
+    let (c, _ec) = start(builder("summaries").bootstrap(boot)).await;
+    let nodes = [a.clone(), b.clone(), c.clone()];
+    let known = eventually(Duration::from_secs(30), || async {
+        matches!(
+            c.link_between(a.peer_id(), b.peer_id()).await.unwrap(),
+            Some(swarm_core::link::summary::LinkAnswer::Measured { summary, .. }) if summary.rtt_samples >= 5
+        )
+    })
+    .await;
+    assert!(known, "C learns the A-B link from gossip");
+    let Some(swarm_core::link::summary::LinkAnswer::Measured { by, summary, age }) =
+        c.link_between(b.peer_id(), a.peer_id()).await.unwrap()
+    else {
+        panic!("measured")
+    };
+    assert!(by == a.peer_id() || by == b.peer_id());
+    assert!(summary.rtt_p50_us < 50_000 && age < Duration::from_secs(30), "{summary:?} {age:?}");
+    let view = c.cluster().await.unwrap();
+    for e in &view.entries {
+        let s = swarm_core::link::summary::LinkSummaries::from_record(&e.record).unwrap();
+        assert!(s.is_some_and(|s| s.coordinate.is_some()), "{} has a coordinate", e.record.peer_id);
+    }
+    shutdown_all(&nodes).await;
+}
