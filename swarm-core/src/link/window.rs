@@ -18,6 +18,11 @@ pub fn new_histogram() -> Histogram<u16> {
     Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, 3).expect("valid histogram bounds")
 }
 
+/// Bytes of one histogram's counts.
+pub fn histogram_bytes() -> usize {
+    new_histogram().distinct_values() * core::mem::size_of::<u16>()
+}
+
 /// Samples of the last `window`, kept in `slots` histograms that each cover
 /// `window / slots`; a snapshot merges the slots that overlap the window, so it covers
 /// between `window * (slots - 1) / slots` and `window`.
@@ -53,6 +58,11 @@ impl WindowedHistogram {
     /// The window's length.
     pub fn window(&self) -> Duration {
         self.window
+    }
+
+    /// Bytes held, once every slot is in use.
+    pub fn memory_bytes(&self) -> usize {
+        self.capacity * histogram_bytes() + core::mem::size_of::<Self>()
     }
 
     /// Records `value_us` at `now`.
