@@ -32,7 +32,7 @@ fn busy_monitor() -> (LinkMonitor, Instant) {
             PassiveCounters {
                 rx_packets: i * 990,
                 rx_expected: i * 1000,
-                rx_bytes: i * 1 << 20,
+                rx_bytes: (i * 3) << 20,
                 tx_bytes: i << 20,
             },
         );
@@ -78,7 +78,7 @@ fn figures() {
 
 fn benches(c: &mut Criterion) {
     figures();
-    let (mut m, now) = busy_monitor();
+    let (m, now) = busy_monitor();
     let mut peer = LinkMonitor::new(now, LinkConfig::default());
     // Probes and their replies made ahead (setup is not timed), then recorded.
     let m = std::cell::RefCell::new(m);
