@@ -43,6 +43,10 @@ pub struct RunArgs {
     /// UDP port of the tunnel socket (0: any).
     #[arg(long, default_value_t = 0)]
     tunnel_port: u16,
+    /// Announce this tunnel endpoint instead of the socket's addresses (repeatable): a
+    /// NAT's forwarded port, or a relay.
+    #[arg(long, value_name = "IP:PORT")]
+    tunnel_endpoint: Vec<std::net::SocketAddr>,
     /// The swarm's pre-shared key (a file as `wg genpsk` writes): only nodes holding it can
     /// open tunnels with this one.
     #[arg(long, value_name = "FILE")]
@@ -72,6 +76,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     for addr in args.bootstrap {
         builder = builder.bootstrap(addr);
+    }
+    for endpoint in &args.tunnel_endpoint {
+        builder = builder.tunnel_endpoint(*endpoint);
     }
     for label in args.label {
         builder = builder.label(label);

@@ -66,6 +66,9 @@ pub struct NodeConfig {
     pub datagram_capacity: usize,
     /// Whether runs of datagrams leave in one GSO send where the kernel supports it.
     pub tunnel_gso: bool,
+    /// Tunnel endpoints announced instead of the socket's own addresses (a NAT's
+    /// forwarded port, a relay); empty: the socket's.
+    pub tunnel_endpoints: Vec<std::net::SocketAddr>,
 }
 
 /// Why a node could not be configured or started.
@@ -140,6 +143,7 @@ pub struct NodeBuilder {
     pub(crate) tunnel_buffer_bytes: usize,
     pub(crate) datagram_capacity: usize,
     pub(crate) tunnel_gso: bool,
+    pub(crate) tunnel_endpoints: Vec<std::net::SocketAddr>,
 }
 
 impl NodeBuilder {
@@ -169,6 +173,7 @@ impl NodeBuilder {
             tunnel_buffer_bytes: 4 << 20,
             datagram_capacity: 4096,
             tunnel_gso: true,
+            tunnel_endpoints: Vec::new(),
         }
     }
 
@@ -313,6 +318,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Announces `addr` as a tunnel endpoint instead of the socket's own addresses
+    /// (repeatable): for a node behind a NAT with a forwarded port, or behind a relay.
+    /// Peers send their first packets there; after that, replies follow the source of
+    /// authenticated packets either way.
+    pub fn tunnel_endpoint(mut self, addr: std::net::SocketAddr) -> Self {
+        self.tunnel_endpoints.push(addr);
+        self
+    }
+
     /// Turns mDNS discovery on; it needs the `mdns` cargo feature.
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;
@@ -355,6 +369,12 @@ impl NodeBuilder {
         {
             return Err(BuildError::Setting("capacities must be at least 1".to_owned()));
         }
+        if self.tunnel_endpoints.len() > swarm_core::identity::MAX_UDP_ENDPOINTS {
+            return Err(BuildError::Setting(format!(
+                "at most {} tunnel endpoints can be announced",
+                swarm_core::identity::MAX_UDP_ENDPOINTS
+            )));
+        }
         if self.mdns && !cfg!(feature = "mdns") {
             return Err(BuildError::Setting("mDNS needs the `mdns` cargo feature".to_owned()));
         }
@@ -386,6 +406,7 @@ impl NodeBuilder {
             tunnel_buffer_bytes: self.tunnel_buffer_bytes,
             datagram_capacity: self.datagram_capacity,
             tunnel_gso: self.tunnel_gso,
+            tunnel_endpoints: self.tunnel_endpoints.clone(),
         })
     }
 }

@@ -701,6 +701,12 @@ impl Driver {
     /// The tunnel record lists each tunnel socket at every IP of its family we listen
     /// on (or at its own address, when bound to one).
     fn update_tunnel_endpoints(&mut self) {
+        if !self.config.tunnel_endpoints.is_empty() {
+            if let Ok(endpoints) = BoundedVec::try_from_vec(self.config.tunnel_endpoints.clone()) {
+                self.publisher.set_udp_endpoints(endpoints);
+            }
+            return;
+        }
         let mut endpoints = Vec::new();
         for bound in self.dataplane.local_addrs() {
             if bound.ip().is_unspecified() {

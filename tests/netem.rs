@@ -1,0 +1,360 @@
+//! Link metrics on a real network: two node processes in two network namespaces joined
+//! by a veth pair, a seeded userspace impairment relay (delay, jitter, loss) in the
+//! tunnel's path, and `tc tbf` for a rate limit (the kernel here has no netem). The
+//! figures the nodes report must agree with what the relay and tbf impose.
+//!
+//! Needs root and iproute2, so it is `#[ignore]`d; `.ci/run` runs it as root. The test
+//! binary re-executes itself for the relay and the nodes (`SWARM_NETEM_ROLE`); the
+//! namespaces are deleted and the processes killed on drop, also when an assertion fails.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use swarm::core::link::emulator::{LinkEmulator, LinkProfile};
+use swarm::NodeBuilder;
+
+const ROLE: &str = "SWARM_NETEM_ROLE";
+const TEST: &str = "link_figures_match_the_relay_and_tbf";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Two namespaces joined by veth: `a` at 10.204.0.1, `b` at 10.204.0.2.
+struct Veth {
+    a: String,
+    b: String,
+    dev_a: String,
+}
+
+impl Veth {
+    fn new() -> Veth {
+        let id = std::process::id();
+        let v = Veth { a: format!("swn-a-{id}"), b: format!("swn-b-{id}"), dev_a: format!("swna{id}") };
+        let dev_b = format!("swnb{id}");
+        ip(&["netns", "add", &v.a]);
+        ip(&["netns", "add", &v.b]);
+        ip(&["link", "add", &v.dev_a, "type", "veth", "peer", "name", &dev_b]);
+        ip(&["link", "set", &v.dev_a, "netns", &v.a]);
+        ip(&["link", "set", &dev_b, "netns", &v.b]);
+        ip(&["-n", &v.a, "addr", "add", "10.204.0.1/24", "dev", &v.dev_a]);
+        ip(&["-n", &v.b, "addr", "add", "10.204.0.2/24", "dev", &dev_b]);
+        for (ns, dev) in [(&v.a, &v.dev_a), (&v.b, &dev_b)] {
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        v
+    }
+
+    /// This test binary, as `role`, in namespace `ns`.
+    fn spawn(
+        &self,
+        ns: &str,
+        role: &str,
+        vars: &[(&str, String)],
+        procs: &mut Procs,
+    ) -> mpsc::Receiver<String> {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns])
+            .arg(std::env::current_exe().unwrap())
+            .args(["--exact", TEST, "--include-ignored", "--nocapture", "--test-threads", "1"])
+            .env(ROLE, role)
+            .envs(vars.iter().map(|(k, v)| (*k, v.clone())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let mut child = c.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        procs.0.push(child);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        rx
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Children, killed by their id on drop.
+#[derive(Default)]
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The rest of the first line that holds `prefix`, within `timeout`.
+fn expect(rx: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            // libtest prints "test name ... " before the child's first line.
+            Ok(line) if line.contains(prefix) => {
+                let at = line.find(prefix).unwrap_or(0) + prefix.len();
+                return line[at..].trim().to_owned();
+            }
+            Ok(_) => {}
+            Err(e) => panic!("no {prefix:?} line ({e})"),
+        }
+    }
+}
+
+/// The relay: packets that reach `listen_a` (from A) go out of `listen_b` to `to_b`
+/// after the emulator's delay, unless it drops them; and the other way round.
+async fn relay() {
+    let a: SocketAddr = env("LISTEN_A").parse().unwrap();
+    let b: SocketAddr = env("LISTEN_B").parse().unwrap();
+    let to = [env("TO_B").parse::<SocketAddr>().unwrap(), env("TO_A").parse::<SocketAddr>().unwrap()];
+    let profile = LinkProfile {
+        delay: Duration::from_millis(env("DELAY_MS").parse().unwrap()),
+        jitter: Duration::from_millis(env("JITTER_MS").parse().unwrap()),
+        loss: env("LOSS").parse().unwrap(),
+        ..LinkProfile::default()
+    };
+    let mut emulators = [LinkEmulator::new(profile, 1), LinkEmulator::new(profile, 2)];
+    let sockets =
+        [tokio::net::UdpSocket::bind(a).await.unwrap(), tokio::net::UdpSocket::bind(b).await.unwrap()];
+    println!("READY relay");
+    let mut queue: BinaryHeap<Reverse<(Instant, u64, usize, Vec<u8>)>> = BinaryHeap::new();
+    let (mut bufs, mut seq) = ([vec![0u8; 65_536], vec![0u8; 65_536]], 0u64);
+    loop {
+        let next = queue.peek().map(|Reverse((at, ..))| *at);
+        let sleep =
+            tokio::time::sleep_until(next.unwrap_or_else(|| Instant::now() + Duration::from_secs(1)).into());
+        let (got, from_side) = {
+            let [buf_a, buf_b] = &mut bufs;
+            tokio::select! {
+                r = sockets[0].recv_from(buf_a) => (r.ok().map(|(n, _)| n), 0),
+                r = sockets[1].recv_from(buf_b) => (r.ok().map(|(n, _)| n), 1),
+                _ = sleep => (None, 2),
+            }
+        };
+        let now = Instant::now();
+        if let (Some(n), side @ (0 | 1)) = (got, from_side) {
+            if let Some(at) = emulators[side].transmit(now, n) {
+                seq += 1;
+                queue.push(Reverse((at, seq, side, bufs[side][..n].to_vec())));
+            }
+        }
+        while queue.peek().is_some_and(|Reverse((at, ..))| *at <= Instant::now()) {
+            let Reverse((_, _, side, bytes)) = queue.pop().unwrap();
+            // From A's side it leaves by B's socket, and the other way round.
+            let _ = sockets[1 - side].send_to(&bytes, to[side]).await;
+        }
+    }
+}
+
+/// A node: once its tunnel is up, sends `PPS` datagrams of `SIZE` bytes a second for
+/// `SECONDS`, then prints its measurements of the link.
+async fn node() {
+    let ip_addr = env("LISTEN");
+    let mut b = NodeBuilder::new("netem")
+        .listen(format!("/ip4/{ip_addr}/tcp/0").parse().unwrap())
+        .tunnel_port(env("TUNNEL_PORT").parse().unwrap())
+        .heartbeat(Duration::from_secs(1))
+        .record_ttl(Duration::from_secs(10));
+    if let Ok(endpoint) = env("ADVERTISE").parse() {
+        b = b.tunnel_endpoint(endpoint);
+    }
+    if let Ok(boot) = env("BOOTSTRAP").parse() {
+        b = b.bootstrap(boot);
+    }
+    let (node, _events) = b.start().await.unwrap();
+    let mut inbox = node.datagrams().unwrap();
+    tokio::spawn(async move { while inbox.next().await.is_some() {} });
+    println!("READY {}", node.listen_addrs().await.unwrap()[0]);
+    let peer = loop {
+        if let Some(t) = node.tunnels().await.unwrap().into_iter().find(|t| t.established) {
+            break t.peer;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (pps, size, secs): (u64, usize, u64) =
+        (env("PPS").parse().unwrap(), env("SIZE").parse().unwrap(), env("SECONDS").parse().unwrap());
+    let start = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    while start.elapsed() < Duration::from_secs(secs) {
+        tick.tick().await;
+        let due = pps * start.elapsed().as_millis() as u64 / 1000;
+        while sent < due {
+            node.send_datagram(peer, vec![0x42; size]).await.unwrap();
+            sent += 1;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let link =
+        node.links().await.unwrap().into_iter().find(|l| l.peer == peer).expect("the link is measured");
+    let (long, short) = (&link.stats.long, &link.stats.short);
+    let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let result = serde_json::json!({
+        "sent": sent,
+        "rtt_p50_ms": ms(long.rtt.map(|q| q.p50)),
+        "rtt_p99_ms": ms(long.rtt.map(|q| q.p99)),
+        "rtt_samples": long.rtt.map(|q| q.samples),
+        "jitter_mean_ms": ms(long.jitter_mean.map(|(j, _)| j)),
+        "loss_in": long.loss_in.map(|r| r.value),
+        "loss_in_packets": long.loss_in.map(|r| r.samples),
+        "rx_bps_short": short.rx_bps,
+    });
+    println!("RESULT {result}");
+    node.shutdown().await;
+}
+
+fn run_role(role: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    match role {
+        "relay" => rt.block_on(async {
+            let _ =
+                tokio::time::timeout(Duration::from_secs(env("LIFETIME").parse().unwrap()), relay()).await;
+        }),
+        _ => rt.block_on(node()),
+    }
+}
+
+fn within(what: &str, measured: f64, truth: f64, tolerance: f64) {
+    println!("{what}: measured {measured:.4}, truth {truth:.4}, tolerance ±{tolerance:.4}");
+    assert!((measured - truth).abs() <= tolerance, "{what}: {measured} vs {truth} ± {tolerance}");
+}
+
+#[test]
+#[ignore = "needs root and iproute2 (ip netns, tc); `.ci/run` runs it as root with --include-ignored"]
+fn link_figures_match_the_relay_and_tbf() {
+    if let Ok(role) = std::env::var(ROLE) {
+        return run_role(&role);
+    }
+    let veth = Veth::new();
+    let v = |s: &str| s.to_owned();
+
+    // 1. Delay 15 ms, jitter N(0, 3 ms) and 1 % loss each way, through the relay (in b).
+    //    A sends to the relay at 10.204.0.2:7101, which delivers to B's tunnel (7202)
+    //    from 7102; B's replies take the way back.
+    {
+        let mut procs = Procs::default();
+        let relay = veth.spawn(
+            &veth.b,
+            "relay",
+            &[
+                ("LISTEN_A", v("10.204.0.2:7101")),
+                ("LISTEN_B", v("10.204.0.2:7102")),
+                ("TO_A", v("10.204.0.1:7201")),
+                ("TO_B", v("10.204.0.2:7202")),
+                ("DELAY_MS", v("15")),
+                ("JITTER_MS", v("3")),
+                ("LOSS", v("0.01")),
+                ("LIFETIME", v("120")),
+            ],
+            &mut procs,
+        );
+        expect(&relay, "READY", Duration::from_secs(10));
+        let common = [("PPS", v("500")), ("SIZE", v("200")), ("SECONDS", v("65"))];
+        let mut vars_b = vec![
+            ("LISTEN", v("10.204.0.2")),
+            ("TUNNEL_PORT", v("7202")),
+            ("ADVERTISE", v("10.204.0.2:7101")),
+        ];
+        vars_b.extend(common.iter().cloned());
+        let b = veth.spawn(&veth.b, "node", &vars_b, &mut procs);
+        let boot = expect(&b, "READY", Duration::from_secs(20));
+        let mut vars_a = vec![
+            ("LISTEN", v("10.204.0.1")),
+            ("TUNNEL_PORT", v("7201")),
+            ("ADVERTISE", v("10.204.0.2:7102")),
+            ("BOOTSTRAP", boot),
+        ];
+        vars_a.extend(common.iter().cloned());
+        let a = veth.spawn(&veth.a, "node", &vars_a, &mut procs);
+        for (name, rx) in [("A", &a), ("B", &b)] {
+            let r: serde_json::Value =
+                serde_json::from_str(&expect(rx, "RESULT", Duration::from_secs(150))).unwrap();
+            println!("node {name}: {r}");
+            let f = |k: &str| r[k].as_f64().unwrap_or_else(|| panic!("{name}: no {k} in {r}"));
+            // Truth: RTT = two one-way delays of 15 ms + N(0, 3 ms). The relay's timer
+            // (1 ms granularity), the hops and the nodes add up to 2 ms: tolerance 5 %
+            // + 2 ms.
+            let (p50, p99) = (30.0, 30.0 + 2.326 * 3.0 * 2f64.sqrt());
+            within(&format!("{name} RTT p50 ms"), f("rtt_p50_ms"), p50 + 1.0, p50 * 0.05 + 1.0);
+            within(&format!("{name} RTT p99 ms"), f("rtt_p99_ms"), p99 + 1.0, p99 * 0.05 + 1.0);
+            // RFC 3550 mean |D| of normal delays: 2σ/√π = 3.385 ms; ±20 %.
+            let jitter = 2.0 * 3.0 / std::f64::consts::PI.sqrt();
+            within(&format!("{name} jitter ms"), f("jitter_mean_ms"), jitter, jitter * 0.2);
+            // Loss: 1 %, from the transport counters of ~30 000 packets; ±20 % relative.
+            assert!(f("loss_in_packets") > 20_000.0, "{r}");
+            within(&format!("{name} loss"), f("loss_in"), 0.01, 0.002);
+        }
+    }
+
+    // 2. No relay; tbf limits A's side of the veth to 20 Mbit/s. A sends 1400-byte
+    //    datagrams at 3 000 a second (34 Mbit/s): B receives what tbf lets through.
+    {
+        let mut procs = Procs::default();
+        let tbf = Command::new("ip")
+            .args(["netns", "exec", &veth.a, "tc", "qdisc", "add", "dev", &veth.dev_a, "root"])
+            .args(["tbf", "rate", "20mbit", "burst", "32kb", "latency", "50ms"])
+            .output()
+            .unwrap();
+        assert!(tbf.status.success(), "tc: {}", String::from_utf8_lossy(&tbf.stderr));
+        let b = veth.spawn(
+            &veth.b,
+            "node",
+            &[
+                ("LISTEN", v("10.204.0.2")),
+                ("TUNNEL_PORT", v("7302")),
+                ("PPS", v("0")),
+                ("SIZE", v("1400")),
+                // Reports while A still sends (A sends for 17 s): its short window
+                // (10 s) is all traffic.
+                ("SECONDS", v("15")),
+            ],
+            &mut procs,
+        );
+        let boot = expect(&b, "READY", Duration::from_secs(20));
+        let _a = veth.spawn(
+            &veth.a,
+            "node",
+            &[
+                ("LISTEN", v("10.204.0.1")),
+                ("TUNNEL_PORT", v("7301")),
+                ("BOOTSTRAP", boot),
+                ("PPS", v("3000")),
+                ("SIZE", v("1400")),
+                ("SECONDS", v("17")),
+            ],
+            &mut procs,
+        );
+        let r: serde_json::Value =
+            serde_json::from_str(&expect(&b, "RESULT", Duration::from_secs(90))).unwrap();
+        println!("node B under tbf: {r}");
+        // tbf counts Ethernet frames: a 1400-byte datagram is a 1440-byte UDP payload in
+        // the tunnel (16 + 1408 padded + 16) + 8 UDP + 20 IP + 14 Ethernet = 1482 bytes.
+        let truth = 20e6 * 1440.0 / 1482.0;
+        within("B goodput under tbf, bit/s", r["rx_bps_short"].as_f64().unwrap(), truth, truth * 0.1);
+    }
+}
