@@ -76,7 +76,7 @@ impl Veth {
         let mut child = c.spawn().unwrap();
         let stdout = child.stdout.take().unwrap();
         procs.0.push(child);
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(4096);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
@@ -126,6 +126,9 @@ fn expect(rx: &mpsc::Receiver<String>, prefix: &str, timeout: Duration) -> Strin
     }
 }
 
+/// A packet held by the relay: (release time, tie-break, side it came from, bytes).
+type Held = Reverse<(Instant, u64, usize, Vec<u8>)>;
+
 /// The relay: packets that reach `listen_a` (from A) go out of `listen_b` to `to_b`
 /// after the emulator's delay, unless it drops them; and the other way round.
 async fn relay() {
@@ -142,7 +145,7 @@ async fn relay() {
     let sockets =
         [tokio::net::UdpSocket::bind(a).await.unwrap(), tokio::net::UdpSocket::bind(b).await.unwrap()];
     println!("READY relay");
-    let mut queue: BinaryHeap<Reverse<(Instant, u64, usize, Vec<u8>)>> = BinaryHeap::new();
+    let mut queue: BinaryHeap<Held> = BinaryHeap::new();
     let (mut bufs, mut seq) = ([vec![0u8; 65_536], vec![0u8; 65_536]], 0u64);
     loop {
         let next = queue.peek().map(|Reverse((at, ..))| *at);
