@@ -106,7 +106,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("link/snapshot", |b| b.iter(|| m.snapshot(black_box(now))));
     let stats = m.snapshot(now);
     let mut judge = SlaJudge::new(SlaPolicy::default());
-    c.bench_function("link/sla_judge", |b| b.iter(|| judge.judge(now, black_box(&stats), None)));
+    c.bench_function("link/sla_judge", |b| b.iter(|| judge.judge(now, black_box(&stats))));
     let mut coord = Coordinate::default();
     let other = Coordinate { vector: [10.0, 2.0, 0.0, 1.0], height: 1.0, error: 0.2 };
     c.bench_function("link/vivaldi_update", |b| b.iter(|| coord.update(black_box(23.0), &other, 7)));

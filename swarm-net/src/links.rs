@@ -125,7 +125,7 @@ impl Links {
                     link.monitor.handle_counters(now, c);
                 }
                 let stats = link.monitor.snapshot(now);
-                link.judge.judge(now, &stats, None);
+                link.judge.judge(now, &stats);
                 while let Some(e) = link.judge.poll_event() {
                     events.push((*peer, e));
                 }

@@ -6,6 +6,7 @@
 //!   counters) and goodput of one link, as a [`LinkStats`] snapshot;
 //! - [`SlaJudge`]: a link against an [`SlaPolicy`] (by default the product's targets),
 //!   with the sample rules and the hysteresis that make its events trustworthy;
+//! - [`train`]: the active throughput test, a bounded packet train;
 //! - [`summary`]: link summaries and coordinates in gossip, and the A-to-B query;
 //! - [`vivaldi`]: network coordinates that estimate the round trip of unmeasured pairs;
 //! - [`emulator`]: a seeded link emulator for the deterministic simulator.
@@ -15,6 +16,7 @@ mod monitor;
 pub mod probe;
 mod sla;
 pub mod summary;
+pub mod train;
 pub mod vivaldi;
 pub mod window;
 

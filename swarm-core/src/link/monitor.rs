@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::probe::{Probe, ProbeError, ProbeReply, PROBE_LEN, REPLY_LEN};
+use super::train::{TrainError, TrainReceiver, TrainSender, REPORT_LEN};
 use super::window::{new_histogram, CounterWindow, WindowedHistogram};
 
 /// Settings of a [`LinkMonitor`].
@@ -127,6 +128,8 @@ pub struct LinkStats {
     pub last_rtt: Option<Duration>,
     /// Time since the last round trip was measured.
     pub age: Option<Duration>,
+    /// The last active throughput test (bits per second of frame bodies) and its age.
+    pub throughput: Option<(f64, Duration)>,
 }
 
 /// RFC 3550 §6.4.1 and A.8: the smoothed mean of |D(i-1, i)|.
@@ -194,6 +197,8 @@ pub struct LinkMonitor {
     peer_loss_ppm: Option<u32>,
     last_rtt: Option<(Instant, Duration)>,
     median_cache: Option<(Instant, Option<Duration>)>,
+    train_tx: TrainSender,
+    train_rx: TrainReceiver,
 }
 
 impl core::fmt::Debug for LinkMonitor {
@@ -231,6 +236,8 @@ impl LinkMonitor {
             peer_loss_ppm: None,
             last_rtt: None,
             median_cache: None,
+            train_tx: TrainSender::default(),
+            train_rx: TrainReceiver::default(),
             config,
         }
     }
@@ -358,8 +365,30 @@ impl LinkMonitor {
         }
     }
 
+    /// Starts an active throughput test (see [`super::train`]): the train's id, whose
+    /// packets the caller builds with [`super::train::packet`] and sends back to back.
+    pub fn start_train(&mut self, now: Instant) -> Result<u32, TrainError> {
+        self.train_tx.start(now)
+    }
+
+    /// A train packet from the peer.
+    pub fn handle_train_packet(&mut self, now: Instant, body: &[u8]) -> Result<(), ProbeError> {
+        self.train_rx.on_packet(now, body)
+    }
+
+    /// A report body to send back for a train the peer sent us.
+    pub fn poll_train_report(&mut self) -> Option<[u8; REPORT_LEN]> {
+        self.train_rx.poll_report()
+    }
+
+    /// The peer's report on our train: the throughput estimate, bits per second.
+    pub fn handle_train_report(&mut self, now: Instant, body: &[u8]) -> Result<Option<f64>, ProbeError> {
+        self.train_tx.on_report(now, body)
+    }
+
     /// Counts probes unanswered past the timeout as lost.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.train_rx.handle_timeout(now);
         while let Some(&(_, sent)) = self.outstanding.front() {
             if now.saturating_duration_since(sent) < self.config.probe_timeout {
                 break;
@@ -421,6 +450,7 @@ impl LinkMonitor {
             loss_out: self.peer_loss_ppm.map(|ppm| f64::from(ppm) / 1e6),
             last_rtt: self.last_rtt.map(|(_, r)| r),
             age: self.last_rtt.map(|(at, _)| now.saturating_duration_since(at)),
+            throughput: self.train_tx.last().map(|(at, bps)| (bps, now.saturating_duration_since(at))),
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - loss needs `1 / target` packets, so that a single lost packet is within the target:
 //!   10 000 at 0.01 %. Only the passive transport counters reach that; probes alone do
 //!   not. The short window is used when it holds enough, else the long one.
-//! - throughput is judged only from an active measurement (idle links are not slow).
+//! - throughput is judged only from an active measurement (the packet train of
+//!   [`super::train`]), for 10 min after it (idle links are not slow).
 //!
 //! Hysteresis: a metric degrades when its value passes the target, and recovers only when
 //! it has stayed at or below `recover_ratio` × target (80 %) for `recover_hold` (10 s).
@@ -89,6 +90,8 @@ pub struct SlaPolicy {
     pub loss: f64,
     /// Throughput target, bits per second (1 Gbps).
     pub throughput_bps: f64,
+    /// An active throughput result is judged for this long (10 min).
+    pub throughput_valid: Duration,
     /// A degraded metric recovers at or below this share of its target (0.8).
     pub recover_ratio: f64,
     /// ... held this long (10 s).
@@ -105,6 +108,7 @@ impl Default for SlaPolicy {
             min_jitter_samples: 20,
             loss: 1e-4,
             throughput_bps: 1e9,
+            throughput_valid: Duration::from_secs(600),
             recover_ratio: 0.8,
             recover_hold: Duration::from_secs(10),
         }
@@ -154,7 +158,7 @@ impl SlaPolicy {
     }
 
     /// The value of each metric that has enough samples to be judged, in its unit.
-    pub fn values(&self, stats: &LinkStats, active_throughput_bps: Option<f64>) -> [Option<f64>; 4] {
+    pub fn values(&self, stats: &LinkStats) -> [Option<f64>; 4] {
         let latency = self.latency_of(&stats.short);
         let enough_jitter = stats.short.jitter_mean.is_some_and(|(_, n)| n >= self.min_jitter_samples);
         let jitter = enough_jitter
@@ -172,7 +176,9 @@ impl SlaPolicy {
             .find_map(|w| w.loss_in.filter(|r| r.samples >= need))
             .map(|r| r.value);
         let loss = [inbound, stats.loss_out].into_iter().flatten().reduce(f64::max);
-        [latency, jitter, loss, active_throughput_bps]
+        let throughput =
+            stats.throughput.filter(|(_, age)| *age <= self.throughput_valid).map(|(bps, _)| bps);
+        [latency, jitter, loss, throughput]
     }
 }
 
@@ -237,9 +243,9 @@ impl SlaJudge {
         &self.policy
     }
 
-    /// Judges a snapshot taken at `now` (and the last active throughput measurement).
-    pub fn judge(&mut self, now: Instant, stats: &LinkStats, active_throughput_bps: Option<f64>) {
-        let values = self.policy.values(stats, active_throughput_bps);
+    /// Judges a snapshot taken at `now`.
+    pub fn judge(&mut self, now: Instant, stats: &LinkStats) {
+        let values = self.policy.values(stats);
         for metric in Metric::ALL {
             let target = self.policy.target(metric);
             let m = &mut self.metrics[metric.index()];

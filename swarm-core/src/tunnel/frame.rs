@@ -17,6 +17,10 @@ impl FrameKind {
     pub const PROBE: Self = Self(0x02);
     /// The answer to a probe.
     pub const PROBE_REPLY: Self = Self(0x03);
+    /// A packet of an active throughput test (`link::train`).
+    pub const TRAIN: Self = Self(0x04);
+    /// The receiver's report on a throughput test.
+    pub const TRAIN_REPORT: Self = Self(0x05);
 
     /// A kind from its byte: 1 to 0x3f.
     pub const fn new(byte: u8) -> Option<Self> {
