@@ -56,6 +56,13 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let rtts = ping_over_tunnels(&mesh.nodes[0], &mesh.nodes[1..]).await;
     // Every tunnel is probed five times a second; wait until node 0's links are judged.
     let links = wait_links(&mesh.nodes[0], n - 1, args.timeout.saturating_sub(started.elapsed())).await?;
+    // An active throughput test (a 150 KB packet train) on each of node 0's links.
+    for l in &links {
+        if let Err(e) = mesh.nodes[0].measure_throughput(l.peer).await {
+            tracing::warn!(peer = %l.peer, error = %e, "throughput test failed");
+        }
+    }
+    let links = mesh.nodes[0].links().await?;
 
     if args.json {
         print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links).await?;
@@ -69,7 +76,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         println!("tunnels of node 0 (WireGuard; RTT: median of {PINGS} datagrams echoed over the tunnel):");
         print!("{}", table::tunnel_table(&tunnels, &rtts));
         println!();
-        println!("links of node 0 (probes over each tunnel, last 10 s; times in ms; SLA: p99 < 50 ms, jitter <= 1 ms, loss <= 0.01 %):");
+        println!("links of node 0 (probes over each tunnel, last 10 s; times in ms; SLA: p99 < 50 ms, jitter <= 1 ms, loss <= 0.01 %, throughput >= 1 Gbps by a packet train):");
         print!("{}", table::link_table(&links));
         println!();
         if result.converged {
@@ -232,6 +239,7 @@ async fn print_json(
                 "sla_latency": table::sla_state(l, swarm::core::link::Metric::Latency),
                 "sla_jitter": table::sla_state(l, swarm::core::link::Metric::Jitter),
                 "sla_loss": table::sla_state(l, swarm::core::link::Metric::Loss),
+                "throughput_mbps": l.stats.throughput.map(|(bps, _)| bps / 1e6),
             })
         }).collect::<Vec<_>>(),
     });

@@ -124,15 +124,15 @@ pub fn link_table(links: &[LinkReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}  SLA latency/jitter/loss",
-        "PEER", "N", "RTT p50", "RTT p99", "RTT max", "JIT in", "JIT out", "LOSS %", "RX Mbps"
+        "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  SLA latency/jitter/loss/throughput",
+        "PEER", "N", "RTT p50", "RTT p99", "RTT max", "JIT in", "JIT out", "LOSS %", "RX Mbps", "TPUT Mbps"
     );
     for l in links {
         let w = &l.stats.short;
         let loss = w.loss_in.filter(|r| r.samples > 0).or(w.probe_loss);
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9}  {}/{}/{}",
+            "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  {}/{}/{}/{}",
             short(&l.peer),
             w.rtt.map_or(0, |q| q.samples),
             ms(w.rtt.map(|q| q.p50)),
@@ -142,9 +142,11 @@ pub fn link_table(links: &[LinkReport]) -> String {
             ms(l.stats.jitter_out),
             loss.map_or("-".to_owned(), |r| format!("{:.3}", r.value * 100.0)),
             w.rx_bps.map_or("-".to_owned(), |b| format!("{:.3}", b / 1e6)),
+            l.stats.throughput.map_or("-".to_owned(), |(b, _)| format!("{:.0}", b / 1e6)),
             sla_state(l, Metric::Latency),
             sla_state(l, Metric::Jitter),
             sla_state(l, Metric::Loss),
+            sla_state(l, Metric::Throughput),
         );
     }
     out

@@ -361,6 +361,21 @@ impl DataPlane {
         out.into_iter().map(|(_, s)| s).collect()
     }
 
+    /// Starts a throughput test to `peer`.
+    pub(crate) fn measure_throughput(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+        reply: tokio::sync::oneshot::Sender<Result<f64, crate::node::NodeError>>,
+    ) {
+        match self.peers.get(peer) {
+            Some(known) => self.links.measure(now, known.handle, reply),
+            None => {
+                let _ = reply.send(Err(crate::node::NodeError::NoTunnel(*peer)));
+            }
+        }
+    }
+
     /// Measurements and SLA verdicts of every measured link.
     pub(crate) fn link_reports(&mut self, now: Instant) -> Vec<LinkReport> {
         let mut out: Vec<LinkReport> = self
@@ -421,6 +436,8 @@ impl DataPlane {
                 FrameKind::DATAGRAM => (peer, body.to_vec()),
                 FrameKind::PROBE => return self.links.on_probe(now, peer, body),
                 FrameKind::PROBE_REPLY => return self.links.on_reply(now, peer, body),
+                FrameKind::TRAIN => return self.links.on_train(now, peer, body),
+                FrameKind::TRAIN_REPORT => return self.links.on_train_report(now, peer, body),
                 _ => return,
             },
             // IP packets (from stock WireGuard peers) and keepalives: nothing for the
@@ -506,6 +523,11 @@ impl DataPlane {
         for f in self.links.take_pending() {
             if let Ok(Some(t)) = self.tunnels.send_frame(now, f.peer, f.kind, &f.body[..f.len], &mut self.tx)
             {
+                self.send(t.destination, t.len, t.len, 1).await;
+            }
+        }
+        for (peer, body) in self.links.take_trains() {
+            if let Ok(Some(t)) = self.tunnels.send_frame(now, peer, FrameKind::TRAIN, &body, &mut self.tx) {
                 self.send(t.destination, t.len, t.len, 1).await;
             }
         }

@@ -532,6 +532,9 @@ impl Driver {
             Command::Links(reply) => {
                 let _ = reply.send(self.dataplane.link_reports(Instant::now()));
             }
+            Command::MeasureThroughput(peer, reply) => {
+                self.dataplane.measure_throughput(Instant::now(), &peer, reply);
+            }
             Command::LinkBetween(a, b, reply) => {
                 let _ = reply.send(self.view.link_between(&a, &b, wall_clock()));
             }

@@ -10,10 +10,18 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use swarm_core::link::train;
 use swarm_core::link::{
     LinkConfig, LinkMonitor, LinkStats, Metric, PassiveCounters, SlaEvent, SlaJudge, SlaPolicy, SlaState,
 };
 use swarm_core::tunnel::{FrameKind, PeerHandle, Tunnels};
+use tokio::sync::oneshot;
+
+use crate::node::NodeError;
+
+/// Packets and body size of the throughput test's train: 128 x 1200 bytes (150 KB).
+const TRAIN_PACKETS: u16 = 128;
+const TRAIN_PACKET: usize = 1200;
 
 /// One metric's verdict, for reports.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -46,6 +54,10 @@ pub(crate) struct Links {
     policy: SlaPolicy,
     links: HashMap<PeerHandle, Link>,
     pending: Vec<PendingFrame>,
+    /// Train packets to send (large bodies, on demand only).
+    trains: Vec<(PeerHandle, Vec<u8>)>,
+    /// Callers waiting for a throughput result, with their deadline.
+    waiting: HashMap<PeerHandle, (Instant, oneshot::Sender<Result<f64, NodeError>>)>,
     next_judge: Option<Instant>,
 }
 
@@ -58,7 +70,15 @@ fn pending(peer: PeerHandle, kind: FrameKind, bytes: &[u8]) -> PendingFrame {
 
 impl Links {
     pub(crate) fn new(config: LinkConfig, policy: SlaPolicy) -> Self {
-        Self { config, policy, links: HashMap::new(), pending: Vec::new(), next_judge: None }
+        Self {
+            config,
+            policy,
+            links: HashMap::new(),
+            pending: Vec::new(),
+            trains: Vec::new(),
+            waiting: HashMap::new(),
+            next_judge: None,
+        }
     }
 
     fn link(&mut self, now: Instant, peer: PeerHandle) -> &mut Link {
@@ -77,6 +97,9 @@ impl Links {
     /// The tunnel went down or closed.
     pub(crate) fn down(&mut self, peer: PeerHandle) {
         self.links.remove(&peer);
+        if let Some((_, reply)) = self.waiting.remove(&peer) {
+            let _ = reply.send(Err(NodeError::Throughput("the tunnel went down".to_owned())));
+        }
     }
 
     /// A probe from the peer: queue the reply.
@@ -93,13 +116,68 @@ impl Links {
         }
     }
 
+    /// Starts a throughput test on the link to `peer`; `reply` gets the result.
+    pub(crate) fn measure(
+        &mut self,
+        now: Instant,
+        peer: PeerHandle,
+        reply: oneshot::Sender<Result<f64, NodeError>>,
+    ) {
+        let Some(link) = self.links.get_mut(&peer) else {
+            let _ = reply.send(Err(NodeError::Throughput("no live tunnel to measure".to_owned())));
+            return;
+        };
+        match link.monitor.start_train(now) {
+            Ok(id) => {
+                for i in 0..TRAIN_PACKETS {
+                    self.trains.push((peer, train::packet(id, i, TRAIN_PACKETS, TRAIN_PACKET)));
+                }
+                self.waiting.insert(peer, (now + train::TRAIN_TIMEOUT + Duration::from_secs(1), reply));
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Throughput(e.to_string())));
+            }
+        }
+    }
+
+    /// A train packet from the peer; its report is queued when the train ends.
+    pub(crate) fn on_train(&mut self, now: Instant, peer: PeerHandle, body: &[u8]) {
+        let link = self.link(now, peer);
+        if link.monitor.handle_train_packet(now, body).is_ok() {
+            if let Some(report) = link.monitor.poll_train_report() {
+                self.pending.push(pending(peer, FrameKind::TRAIN_REPORT, &report));
+            }
+        }
+    }
+
+    /// The peer's report on our train.
+    pub(crate) fn on_train_report(&mut self, now: Instant, peer: PeerHandle, body: &[u8]) {
+        let Some(link) = self.links.get_mut(&peer) else { return };
+        if let Ok(Some(bps)) = link.monitor.handle_train_report(now, body) {
+            if let Some((_, reply)) = self.waiting.remove(&peer) {
+                let _ = reply.send(Ok(bps));
+            }
+        }
+    }
+
     /// Frames to send now.
     pub(crate) fn take_pending(&mut self) -> Vec<PendingFrame> {
         std::mem::take(&mut self.pending)
     }
 
+    /// Train packets to send now.
+    pub(crate) fn take_trains(&mut self) -> Vec<(PeerHandle, Vec<u8>)> {
+        std::mem::take(&mut self.trains)
+    }
+
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.links.values().filter_map(|l| l.monitor.poll_timeout()).chain(self.next_judge).min()
+        let waiting = self.waiting.values().map(|(deadline, _)| *deadline);
+        self.links
+            .values()
+            .filter_map(|l| l.monitor.poll_timeout())
+            .chain(self.next_judge)
+            .chain(waiting)
+            .min()
     }
 
     /// Probes due, timeouts, and (every probe interval) counters and judgements; SLA
@@ -109,6 +187,17 @@ impl Links {
             link.monitor.handle_timeout(now);
             if let Some(probe) = link.monitor.poll_probe(now) {
                 self.pending.push(pending(*peer, FrameKind::PROBE, &probe));
+            }
+            if let Some(report) = link.monitor.poll_train_report() {
+                self.pending.push(pending(*peer, FrameKind::TRAIN_REPORT, &report));
+            }
+        }
+        let expired: Vec<PeerHandle> =
+            self.waiting.iter().filter(|(_, (deadline, _))| *deadline <= now).map(|(p, _)| *p).collect();
+        for peer in expired {
+            if let Some((_, reply)) = self.waiting.remove(&peer) {
+                let _ = reply
+                    .send(Err(NodeError::Throughput("the peer did not report the train in time".to_owned())));
             }
         }
         let mut events = Vec::new();

@@ -219,6 +219,9 @@ pub enum NodeError {
     /// The node has shut down.
     #[error("the node has shut down")]
     Shutdown,
+    /// A throughput test could not run or got no answer.
+    #[error("throughput test: {0}")]
+    Throughput(String),
     /// The metrics endpoint could not listen.
     #[error("cannot serve metrics on {addr}: {detail}")]
     Metrics {
@@ -252,6 +255,7 @@ pub(crate) enum Command {
     Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
     Links(oneshot::Sender<Vec<LinkReport>>),
     LinkBetween(PeerId, PeerId, oneshot::Sender<Option<swarm_core::link::summary::LinkAnswer>>),
+    MeasureThroughput(PeerId, oneshot::Sender<Result<f64, NodeError>>),
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
     Shutdown,
 }
@@ -385,6 +389,13 @@ impl Node {
         b: PeerId,
     ) -> Result<Option<swarm_core::link::summary::LinkAnswer>, NodeError> {
         self.ask(|tx| Command::LinkBetween(a, b, tx)).await
+    }
+
+    /// Measures the throughput of the link to `peer` with a bounded packet train (128 x
+    /// 1200 bytes, at most one per second per link): bits per second of payload. The
+    /// result also feeds the link's throughput SLA for 10 minutes.
+    pub async fn measure_throughput(&self, peer: PeerId) -> Result<f64, NodeError> {
+        self.ask(|tx| Command::MeasureThroughput(peer, tx)).await?
     }
 
     /// Serves the node's metrics over HTTP on `addr` until the node stops: `GET /metrics`

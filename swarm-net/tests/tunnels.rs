@@ -218,3 +218,23 @@ async fn link_summaries_reach_the_whole_swarm() {
     }
     shutdown_all(&nodes).await;
 }
+
+/// An on-demand throughput test over a live tunnel gives a figure, and refuses a second
+/// test within a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throughput_is_measured_on_demand() {
+    let (a, _ea) = start(builder("train")).await;
+    let boot = first_addr(&a).await;
+    let (b, _eb) = start(builder("train").bootstrap(boot)).await;
+    let nodes = [a.clone(), b.clone()];
+    assert!(tunnel_up(&a, b.peer_id()).await);
+    // The link monitor starts with the tunnel; give it a moment.
+    assert!(eventually(Duration::from_secs(10), || async { !a.links().await.unwrap().is_empty() }).await);
+    let bps = a.measure_throughput(b.peer_id()).await.unwrap();
+    assert!(bps > 10e6, "loopback carries more than 10 Mbit/s: {bps}");
+    let again = a.measure_throughput(b.peer_id()).await.unwrap_err();
+    assert!(again.to_string().contains("1 s apart"), "{again}");
+    let links = a.links().await.unwrap();
+    assert!(links[0].stats.throughput.is_some_and(|(b, _)| b == bps));
+    shutdown_all(&nodes).await;
+}
