@@ -206,8 +206,8 @@ impl Links {
             for (peer, link) in &mut self.links {
                 if let Some(s) = tunnels.status(*peer, now) {
                     let c = PassiveCounters {
-                        rx_packets: s.rx_transport,
-                        rx_expected: s.rx_expected,
+                        rx_packets: s.rx_settled - s.rx_lost,
+                        rx_expected: s.rx_settled,
                         rx_bytes: s.rx_bytes,
                         tx_bytes: s.tx_bytes,
                     };

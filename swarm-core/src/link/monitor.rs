@@ -57,10 +57,10 @@ impl Default for LinkConfig {
 /// Cumulative counters of a tunnel, as the data plane keeps them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PassiveCounters {
-    /// Transport packets received and authenticated.
+    /// Transport packets received, among the settled counters.
     pub rx_packets: u64,
-    /// Transport packets the peer sent us, as far as the counters tell (the highest
-    /// counter of each session, plus one).
+    /// Transport counters settled (received, or lost for good: see
+    /// `PeerStatus::rx_settled`).
     pub rx_expected: u64,
     /// Bytes received (whole datagrams).
     pub rx_bytes: u64,

@@ -162,12 +162,11 @@ pub struct PeerStatus {
     pub tx_packets: u64,
     /// Datagrams received and authenticated.
     pub rx_packets: u64,
-    /// Transport packets received and authenticated (data and keepalives).
-    pub rx_transport: u64,
-    /// Transport packets the peer sent us as far as the counters tell: for each session,
-    /// its highest counter received plus one. `1 - rx_transport / rx_expected` is the
-    /// inbound loss.
-    pub rx_expected: u64,
+    /// Transport counters settled: at least 128 behind the highest received of their
+    /// session, so each was either received (within the reordering margin) or is lost.
+    pub rx_settled: u64,
+    /// Of those, the ones never received: `rx_lost / rx_settled` is the inbound loss.
+    pub rx_lost: u64,
     /// Payloads waiting for the handshake.
     pub queued: usize,
     /// Drops attributed to this peer.
@@ -370,8 +369,8 @@ impl Tunnels {
             rx_bytes: peer.counters.rx_bytes,
             tx_packets: peer.counters.tx_packets,
             rx_packets: peer.counters.rx_packets,
-            rx_transport: peer.counters.rx_transport,
-            rx_expected: peer.counters.rx_expected,
+            rx_settled: peer.counters.rx_settled,
+            rx_lost: peer.counters.rx_lost,
             queued: peer.queue.len(),
             drops: peer.drops,
         })
@@ -477,17 +476,15 @@ impl Tunnels {
         if now.saturating_duration_since(session.created) >= timers.reject_after_time {
             return Err(self.count(Some(h), DropReason::SessionExpired));
         }
+        let (settled, lost) = (session.settled, session.lost);
         let plain = match session.open(counter, &mut datagram[TRANSPORT_HEADER_LEN..]) {
             Ok(p) => p,
             Err(reason) => return Err(self.count(Some(h), reason)),
         };
-        // Passive loss: every counter up to the highest seen was sent; late (reordered)
-        // packets fill their gaps when they come.
-        if counter >= session.next_expected {
-            peer.counters.rx_expected += counter + 1 - session.next_expected;
-            session.next_expected = counter + 1;
-        }
-        peer.counters.rx_transport += 1;
+        // Passive loss: counters settle once they are REORDER_MARGIN behind the
+        // highest, as received or lost; a late packet before that fills its gap.
+        peer.counters.rx_settled += session.settled - settled;
+        peer.counters.rx_lost += session.lost - lost;
         let mut completed = false;
         let mut older = None;
         if is_next {

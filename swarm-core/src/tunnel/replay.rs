@@ -99,6 +99,23 @@ impl ReplayWindow {
         self.next = counter + 1;
     }
 
+    /// Whether `counter` was marked: `None` when it is older than the window (forgotten).
+    pub fn is_marked(&self, counter: u64) -> Option<bool> {
+        if counter >= self.next {
+            return Some(false);
+        }
+        if counter + WINDOW < self.next {
+            return None;
+        }
+        let (word, bit) = Self::slot(counter);
+        Some(self.bitmap[word] & bit != 0)
+    }
+
+    /// One past the highest counter marked (0 when none).
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     /// The highest counter marked, if any.
     pub fn highest(&self) -> Option<u64> {
         self.next.checked_sub(1)

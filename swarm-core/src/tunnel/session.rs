@@ -17,8 +17,10 @@ pub(crate) struct Session {
     recv: LessSafeKey,
     pub(crate) send_counter: u64,
     pub(crate) replay: ReplayWindow,
-    /// One past the highest counter received: what passive loss counts up to.
-    pub(crate) next_expected: u64,
+    /// Counters below this are settled: received, or lost for good.
+    pub(crate) settled: u64,
+    /// Settled counters never received.
+    pub(crate) lost: u64,
     pub(crate) created: Instant,
     /// Whether this side sent the initiation.
     pub(crate) initiator: bool,
@@ -72,7 +74,8 @@ impl Session {
             recv: key(recv),
             send_counter: 0,
             replay: ReplayWindow::new(),
-            next_expected: 0,
+            settled: 0,
+            lost: 0,
             created,
             initiator,
         }
@@ -125,8 +128,46 @@ impl Session {
         }
         let body =
             self.recv.open_in_place(nonce(counter), Aad::empty(), sealed).map_err(|_| DropReason::Decrypt)?;
+        self.settle(counter);
         self.replay.mark(counter).map_err(replay_reason)?;
         Ok(body)
+    }
+}
+
+/// A counter this far behind the highest is settled: a packet delayed past that many
+/// later ones counts as lost (the replay window itself holds 2048).
+pub(crate) const REORDER_MARGIN: u64 = 128;
+
+impl Session {
+    /// Settles the counters that fell `REORDER_MARGIN` behind the highest, now that
+    /// `counter` (authenticated, not yet marked) arrived: each was received or is lost.
+    /// Amortised O(1); at most one replay window's worth of work per packet.
+    fn settle(&mut self, counter: u64) {
+        let next = self.replay.next();
+        let target = next.max(counter + 1).saturating_sub(REORDER_MARGIN);
+        if target <= self.settled {
+            return;
+        }
+        let start = self.settled;
+        let mut lost = 0u64;
+        // Forgotten by the window (only after a jump): counted lost.
+        let remembered = start.max(next.saturating_sub(super::replay::WINDOW));
+        lost += remembered.min(target) - start.min(remembered.min(target));
+        for k in remembered..target.min(next) {
+            if k != counter && self.replay.is_marked(k) != Some(true) {
+                lost += 1;
+            }
+        }
+        // Above the highest before this packet: never received, but for this one.
+        let fresh = start.max(next);
+        if target > fresh {
+            lost += target - fresh;
+            if (fresh..target).contains(&counter) {
+                lost -= 1;
+            }
+        }
+        self.settled = target;
+        self.lost += lost;
     }
 }
 
@@ -135,5 +176,46 @@ fn replay_reason(e: ReplayError) -> DropReason {
         ReplayError::Replayed(_) => DropReason::Replayed,
         ReplayError::TooOld(_) => DropReason::TooOld,
         _ => DropReason::CounterLimit,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (Session, Session) {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        (Session::new(1, 2, &[7; 32], &[8; 32], t0, true), Session::new(2, 1, &[8; 32], &[7; 32], t0, false))
+    }
+
+    fn deliver(tx: &mut Session, rx: &mut Session, counter: u64) {
+        let mut out = [0u8; 64];
+        tx.send_counter = counter;
+        let len = tx.seal(&[b"x"], &mut out).unwrap();
+        rx.open(counter, &mut out[TRANSPORT_HEADER_LEN..len]).unwrap();
+    }
+
+    #[test]
+    fn counters_settle_as_received_or_lost() {
+        let (mut tx, mut rx) = pair();
+        // 0..2000 with every tenth lost, and 50..60 arriving late (within the margin).
+        for c in (0..2000u64).filter(|c| c % 10 != 3 && !(50..60).contains(c)) {
+            deliver(&mut tx, &mut rx, c);
+            if c == 100 {
+                for late in (50..60).filter(|c| c % 10 != 3) {
+                    deliver(&mut tx, &mut rx, late);
+                }
+            }
+        }
+        assert_eq!(rx.settled, 2000 - REORDER_MARGIN);
+        let expected_lost = (0..rx.settled).filter(|c| c % 10 == 3).count() as u64;
+        assert_eq!(rx.lost, expected_lost, "late packets filled their gaps");
+        // A jump far past the window: bounded work, the skipped counters lost.
+        let before = rx.lost;
+        deliver(&mut tx, &mut rx, 1_000_000);
+        assert_eq!(rx.settled, 1_000_001 - REORDER_MARGIN);
+        let received_in_tail = (1872..2000u64).filter(|c| c % 10 != 3).count() as u64;
+        assert_eq!(rx.lost - before, (1_000_001 - REORDER_MARGIN - 1872) - received_in_tail);
     }
 }

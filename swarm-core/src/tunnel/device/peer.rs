@@ -28,8 +28,8 @@ pub(super) struct Counters {
     pub(super) rx_bytes: u64,
     pub(super) tx_packets: u64,
     pub(super) rx_packets: u64,
-    pub(super) rx_transport: u64,
-    pub(super) rx_expected: u64,
+    pub(super) rx_settled: u64,
+    pub(super) rx_lost: u64,
 }
 
 pub(super) struct Peer {
