@@ -148,12 +148,7 @@ impl Sim {
         let now = self.now;
         for n in &mut self.nodes {
             let s = n.t.status(n.peer, now).unwrap();
-            let c = PassiveCounters {
-                rx_packets: s.rx_settled - s.rx_lost,
-                rx_expected: s.rx_settled,
-                rx_bytes: s.rx_bytes,
-                tx_bytes: s.tx_bytes,
-            };
+            let c = PassiveCounters::from(&s);
             n.mon.handle_counters(now, c);
             let stats = n.mon.snapshot(now);
             n.judge.judge(now, &stats);

@@ -205,12 +205,7 @@ impl Links {
             self.next_judge = Some(now + self.config.probe_interval);
             for (peer, link) in &mut self.links {
                 if let Some(s) = tunnels.status(*peer, now) {
-                    let c = PassiveCounters {
-                        rx_packets: s.rx_settled - s.rx_lost,
-                        rx_expected: s.rx_settled,
-                        rx_bytes: s.rx_bytes,
-                        tx_bytes: s.tx_bytes,
-                    };
+                    let c = PassiveCounters::from(&s);
                     link.monitor.handle_counters(now, c);
                 }
                 let stats = link.monitor.snapshot(now);

@@ -68,6 +68,18 @@ pub struct PassiveCounters {
     pub tx_bytes: u64,
 }
 
+impl From<&crate::tunnel::PeerStatus> for PassiveCounters {
+    /// The counters of a tunnel's status: settled counters less those lost are received.
+    fn from(s: &crate::tunnel::PeerStatus) -> Self {
+        Self {
+            rx_packets: s.rx_settled - s.rx_lost,
+            rx_expected: s.rx_settled,
+            rx_bytes: s.rx_bytes,
+            tx_bytes: s.tx_bytes,
+        }
+    }
+}
+
 /// RTT quantiles of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quantiles {
