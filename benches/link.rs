@@ -55,6 +55,7 @@ fn figures() {
             loss_packets: 48_000,
             rx_kbps: 183_000,
             tx_kbps: 95_000,
+            capacity_kbps: Some(940_000),
             handshake_age_s: 73,
             age_ms: 840,
             degraded: 0,

@@ -41,6 +41,7 @@ pub mod fuzzing;
 pub mod gpu;
 pub mod identity;
 pub mod link;
+pub mod place;
 pub mod publish;
 pub mod record;
 pub mod time;

@@ -347,6 +347,7 @@ impl DataPlane {
                         loss_packets: loss.map_or(0, |l| u32::try_from(l.samples).unwrap_or(u32::MAX)),
                         rx_kbps: kbps(r.stats.short.rx_bps),
                         tx_kbps: kbps(r.stats.short.tx_bps),
+                        capacity_kbps: r.stats.throughput.map(|(bps, _)| (bps / 1e3) as u32),
                         handshake_age_s: status.last_handshake.map_or(u32::MAX, |t| {
                             u32::try_from(now.saturating_duration_since(t).as_secs()).unwrap_or(u32::MAX)
                         }),

@@ -56,6 +56,8 @@ pub struct LinkSummary {
     pub rx_kbps: u32,
     /// Goodput sent, kbit/s.
     pub tx_kbps: u32,
+    /// The last active throughput test (packet train), kbit/s, if any.
+    pub capacity_kbps: Option<u32>,
     /// Seconds between the last confirmed handshake and publication.
     pub handshake_age_s: u32,
     /// Age of the measurement at publication, ms.
@@ -245,6 +247,7 @@ mod tests {
             loss_packets: 20_000,
             rx_kbps: 1_000,
             tx_kbps: 2_000,
+            capacity_kbps: None,
             handshake_age_s,
             age_ms,
             degraded: 0,

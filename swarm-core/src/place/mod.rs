@@ -1,0 +1,15 @@
+//! Decentralized placement (data-flow stage 7), the pure parts:
+//!
+//! - [`TaskSpec`]: what a task needs, validated;
+//! - [`score`]: feasibility and scoring of a view's nodes for a task, with an
+//!   explanation for every node;
+//! - [`LeaseTable`]: a node's own account of its GPUs, the sole authority that admits or
+//!   refuses a reservation, so no GPU is booked twice.
+
+pub mod lease;
+pub mod score;
+mod task;
+
+pub use lease::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, Refusal};
+pub use score::{rank, Ranking, Rejection, ScoreWeights, Scored};
+pub use task::{LinkLimits, TaskError, TaskSpec, MAX_GPUS_PER_NODE, MAX_LEASE, MAX_NODES, MIN_LEASE};

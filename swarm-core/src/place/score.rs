@@ -1,0 +1,434 @@
+//! Scoring the nodes of a view for a task (pure, deterministic for a given view): a
+//! feasibility filter, then a score from free capacity, GPU utilization and the link to
+//! the task's origin, with every rejection explained by the constraint that failed.
+//!
+//! - Links: a measured link (either end's gossiped summary) is taken as it is; an
+//!   estimate (Vivaldi) is used for the RTT limit and the score, with the score reduced by
+//!   `estimate_penalty`; a node with neither (no handshake confirmed in the last 180 s)
+//!   is excluded. The RTT judged is the measured median.
+//! - A link whose SLA is degraded scores `degraded_penalty` less.
+//! - Ties break by peer id, so every node ranks a view the same way.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+
+use libp2p_identity::PeerId;
+
+use super::task::TaskSpec;
+use crate::link::summary::{LinkAnswer, LinkSummary};
+use crate::time::UnixMillis;
+use crate::view::ClusterSnapshot;
+
+/// How the score is made.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ScoreWeights {
+    /// Weight of free capacity (eligible free GPUs over the node's GPUs).
+    pub capacity: f64,
+    /// Weight of idleness (100 % − mean utilization of the eligible GPUs).
+    pub idleness: f64,
+    /// Weight of the link to the origin (1 / (1 + RTT / 10 ms)).
+    pub link: f64,
+    /// Share of the link score an estimated link loses.
+    pub estimate_penalty: f64,
+    /// Share of the whole score a link with a degraded SLA loses.
+    pub degraded_penalty: f64,
+    /// A GPU busier than this (percent) counts as taken.
+    pub busy_pct: u8,
+}
+
+impl Default for ScoreWeights {
+    fn default() -> Self {
+        Self {
+            capacity: 0.3,
+            idleness: 0.2,
+            link: 0.5,
+            estimate_penalty: 0.2,
+            degraded_penalty: 0.5,
+            busy_pct: 90,
+        }
+    }
+}
+
+/// A feasible node and why it scores what it scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scored {
+    /// The node.
+    pub peer: PeerId,
+    /// Its score (higher is better), 0 to 1.
+    pub score: f64,
+    /// Eligible free GPU indices (the task takes the first ones).
+    pub gpus: Vec<u32>,
+    /// The round trip to the origin, ms (0 for the origin itself).
+    pub rtt_ms: f64,
+    /// Whether that round trip was measured (not estimated).
+    pub measured: bool,
+    /// Whether the link's SLA is degraded.
+    pub degraded: bool,
+}
+
+/// Why a node cannot take the task.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Rejection {
+    /// Not enough GPUs that meet the task's demands and are free.
+    Gpus {
+        /// GPUs that meet the demands and are free.
+        eligible: u32,
+        /// GPUs wanted.
+        wanted: u16,
+    },
+    /// A required label is missing.
+    Label(String),
+    /// Nothing is known of its link to the origin: no measurement, and no handshake
+    /// confirmed recently enough to trust an estimate.
+    NotConfirmed,
+    /// A link limit is exceeded.
+    Link {
+        /// `rtt`, `loss`, `jitter` or `throughput`.
+        metric: &'static str,
+        /// The value (ms, ratio, ms, bits per second).
+        value: f64,
+        /// The limit.
+        limit: f64,
+        /// Whether the value is an estimate.
+        estimated: bool,
+    },
+    /// A throughput limit, but no active measurement of the link.
+    ThroughputUnknown,
+}
+
+impl core::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Rejection::Gpus { eligible, wanted } => {
+                write!(f, "{eligible} eligible free GPUs, {wanted} wanted")
+            }
+            Rejection::Label(l) => write!(f, "label {l} missing"),
+            Rejection::NotConfirmed => f.write_str("no measured link and no recently confirmed handshake"),
+            Rejection::Link { metric, value, limit, estimated } => {
+                let how = if *estimated { "estimated" } else { "measured" };
+                write!(f, "{metric} {value:.3} ({how}) over the limit {limit:.3}")
+            }
+            Rejection::ThroughputUnknown => {
+                f.write_str("throughput limit, but the link was never measured actively")
+            }
+        }
+    }
+}
+
+/// Every node of a view, feasible (best first) or rejected with its reason.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Ranking {
+    /// Feasible nodes, best first.
+    pub feasible: Vec<Scored>,
+    /// Rejected nodes and why.
+    pub rejected: Vec<(PeerId, Rejection)>,
+}
+
+impl Ranking {
+    /// One line per node: chosen order and score, or the constraint that failed.
+    pub fn explain(&self) -> String {
+        let mut out = String::new();
+        for (i, s) in self.feasible.iter().enumerate() {
+            let how = if s.measured { "measured" } else { "estimated" };
+            let _ = writeln!(
+                out,
+                "#{} {} score {:.3}: GPUs {:?}, RTT {:.2} ms ({how}){}",
+                i + 1,
+                s.peer,
+                s.score,
+                s.gpus,
+                s.rtt_ms,
+                if s.degraded { ", SLA degraded" } else { "" }
+            );
+        }
+        for (peer, why) in &self.rejected {
+            let _ = writeln!(out, "rejected {peer}: {why}");
+        }
+        out
+    }
+}
+
+/// The link from the origin to `peer` as the scorer sees it: (rtt ms, measured summary).
+fn origin_link(
+    view: &ClusterSnapshot,
+    origin: &PeerId,
+    peer: &PeerId,
+    now: UnixMillis,
+) -> Option<(f64, Option<LinkSummary>)> {
+    if origin == peer {
+        return Some((0.0, None));
+    }
+    match view.link_between(origin, peer, now)? {
+        LinkAnswer::Measured { summary, .. } => Some((f64::from(summary.rtt_p50_us) / 1e3, Some(summary))),
+        LinkAnswer::Estimated { rtt_ms, .. } => Some((rtt_ms, None)),
+    }
+}
+
+fn check_limits(
+    task: &TaskSpec,
+    rtt_ms: f64,
+    summary: Option<&LinkSummary>,
+    is_origin: bool,
+) -> Result<(), Rejection> {
+    if is_origin {
+        return Ok(());
+    }
+    let l = &task.origin_limits;
+    let estimated = summary.is_none();
+    if let Some(max) = l.max_rtt {
+        let limit = max.as_secs_f64() * 1e3;
+        if rtt_ms > limit {
+            return Err(Rejection::Link { metric: "rtt", value: rtt_ms, limit, estimated });
+        }
+    }
+    if let (Some(max), Some(s)) = (l.max_loss, summary) {
+        let loss = s.loss_ppm.map_or(0.0, |p| f64::from(p) / 1e6);
+        if loss > max {
+            return Err(Rejection::Link { metric: "loss", value: loss, limit: max, estimated: false });
+        }
+    }
+    if let (Some(max), Some(s)) = (l.max_jitter, summary) {
+        let (jitter, limit) = (f64::from(s.jitter_us) / 1e3, max.as_secs_f64() * 1e3);
+        if jitter > limit {
+            return Err(Rejection::Link { metric: "jitter", value: jitter, limit, estimated: false });
+        }
+    }
+    if let Some(min) = l.min_throughput_bps {
+        let Some(bps) = summary.and_then(|s| s.capacity_kbps).map(|k| f64::from(k) * 1e3) else {
+            return Err(Rejection::ThroughputUnknown);
+        };
+        if bps < min {
+            return Err(Rejection::Link { metric: "throughput", value: bps, limit: min, estimated: false });
+        }
+    }
+    Ok(())
+}
+
+/// Ranks every node of `view` for `task` submitted at `origin`. `leased` lists, per node,
+/// GPU indices known to be leased (by the node's own report); GPUs busier than
+/// `weights.busy_pct` count as taken too.
+pub fn rank(
+    view: &ClusterSnapshot,
+    origin: &PeerId,
+    task: &TaskSpec,
+    leased: &HashMap<PeerId, Vec<u32>>,
+    now: UnixMillis,
+    weights: &ScoreWeights,
+) -> Ranking {
+    let mut ranking = Ranking::default();
+    for entry in &view.entries {
+        let r = &entry.record;
+        let peer = r.peer_id;
+        let taken = leased.get(&peer).map(Vec::as_slice).unwrap_or_default();
+        let eligible: Vec<&crate::gpu::GpuDevice> = r
+            .gpus
+            .devices
+            .iter()
+            .filter(|d| {
+                task.gpu_fits(d) && d.utilization_pct <= weights.busy_pct && !taken.contains(&d.index)
+            })
+            .collect();
+        if eligible.len() < usize::from(task.gpus_per_node) {
+            ranking.rejected.push((
+                peer,
+                Rejection::Gpus { eligible: eligible.len() as u32, wanted: task.gpus_per_node },
+            ));
+            continue;
+        }
+        if let Some(label) = task.missing_label(r) {
+            let text = format!("{}={}", label.key.as_str(), label.value.as_str());
+            ranking.rejected.push((peer, Rejection::Label(text)));
+            continue;
+        }
+        let Some((rtt_ms, summary)) = origin_link(view, origin, &peer, now) else {
+            ranking.rejected.push((peer, Rejection::NotConfirmed));
+            continue;
+        };
+        let is_origin = peer == *origin;
+        if let Err(why) = check_limits(task, rtt_ms, summary.as_ref(), is_origin) {
+            ranking.rejected.push((peer, why));
+            continue;
+        }
+        let measured = is_origin || summary.is_some();
+        let degraded = summary.is_some_and(|s| s.degraded != 0);
+        let total = r.gpus.devices.len().max(1) as f64;
+        let capacity = eligible.len() as f64 / total;
+        let idle = 1.0
+            - eligible.iter().map(|d| f64::from(d.utilization_pct)).sum::<f64>()
+                / eligible.len().max(1) as f64
+                / 100.0;
+        let mut link = 1.0 / (1.0 + rtt_ms / 10.0);
+        if !measured {
+            link *= 1.0 - weights.estimate_penalty;
+        }
+        let mut score = weights.capacity * capacity + weights.idleness * idle + weights.link * link;
+        if degraded {
+            score *= 1.0 - weights.degraded_penalty;
+        }
+        let mut gpus: Vec<u32> = eligible.iter().map(|d| d.index).collect();
+        gpus.sort_unstable();
+        ranking.feasible.push(Scored { peer, score, gpus, rtt_ms, measured, degraded });
+    }
+    ranking.feasible.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.peer.cmp(&b.peer)));
+    ranking
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounded::{BoundedString, BoundedVec};
+    use crate::gpu::{ComputeCapability, GpuDevice};
+    use crate::identity::tests::{keypair, record_for};
+    use crate::link::summary::LinkSummaries;
+    use crate::link::vivaldi::Coordinate;
+    use crate::record::tests::{node_record, NOW};
+    use crate::record::Label;
+    use crate::view::ViewEntry;
+    use std::time::Duration;
+
+    fn gpu(index: u32, model: &str, mib: u64, util: u8) -> GpuDevice {
+        GpuDevice {
+            index,
+            model: BoundedString::try_new(model).unwrap(),
+            memory_total_mib: mib,
+            memory_used_mib: 0,
+            utilization_pct: util,
+            compute_capability: Some(ComputeCapability { major: 9, minor: 0 }),
+        }
+    }
+
+    fn link(peer: PeerId, rtt_ms: u32, degraded: u8) -> LinkSummary {
+        LinkSummary {
+            peer,
+            rtt_p50_us: rtt_ms * 1000,
+            rtt_p99_us: rtt_ms * 1100,
+            rtt_samples: 50,
+            jitter_us: 200,
+            loss_ppm: Some(10),
+            loss_packets: 20_000,
+            rx_kbps: 0,
+            tx_kbps: 0,
+            capacity_kbps: Some(900_000),
+            handshake_age_s: 5,
+            age_ms: 100,
+            degraded,
+        }
+    }
+
+    fn node(seed: u8, gpus: Vec<GpuDevice>, region: &str, coord: f64, links: Vec<LinkSummary>) -> ViewEntry {
+        let key = keypair(seed);
+        let mut record = node_record(&key, 1);
+        record.gpus.devices = BoundedVec::try_from_vec(gpus).unwrap();
+        record.labels =
+            BoundedVec::try_from_vec(vec![Label::parse(&format!("region={region}")).unwrap()]).unwrap();
+        let s = LinkSummaries {
+            coordinate: Some(Coordinate { vector: [coord, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }),
+            links: BoundedVec::try_from_vec(links).unwrap(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![s.to_extension().unwrap()]).unwrap();
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::Instant::now();
+        ViewEntry { record, tunnel: record_for(&key, NOW.0), received_at: now, expires_at: now, local: false }
+    }
+
+    fn id(seed: u8) -> PeerId {
+        keypair(seed).public().to_peer_id()
+    }
+
+    /// Origin 1 measured 2 (5 ms) and 3 (40 ms, degraded); 4 is confirmed by its own link
+    /// to 3 and estimated from coordinates; 5 has no confirmed handshake; 6 lacks GPUs.
+    fn view() -> ClusterSnapshot {
+        let mut v = ClusterSnapshot {
+            local: id(1),
+            entries: vec![
+                node(
+                    1,
+                    vec![gpu(0, "H100", 81920, 0)],
+                    "eu",
+                    0.0,
+                    vec![link(id(2), 5, 0), link(id(3), 40, 1)],
+                ),
+                node(2, vec![gpu(0, "H100", 81920, 10), gpu(1, "H100", 81920, 95)], "eu", 5.0, vec![]),
+                node(3, vec![gpu(0, "A100", 81920, 0), gpu(1, "A100", 81920, 0)], "us", 40.0, vec![]),
+                node(
+                    4,
+                    vec![gpu(0, "H100", 81920, 0), gpu(1, "H100", 81920, 0)],
+                    "eu",
+                    12.0,
+                    vec![link(id(3), 30, 0)],
+                ),
+                node(5, vec![gpu(0, "H100", 81920, 0)], "eu", 3.0, vec![]),
+                node(6, vec![], "eu", 1.0, vec![]),
+            ],
+        };
+        v.entries.sort_by_key(|e| e.record.peer_id);
+        v
+    }
+
+    #[test]
+    fn feasible_nodes_rank_and_rejections_say_why() {
+        let v = view();
+        let task = TaskSpec::new("t", 1);
+        let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
+        let order: Vec<PeerId> = r.feasible.iter().map(|s| s.peer).collect();
+        println!("{}", r.explain());
+        assert_eq!(order[0], id(1), "the origin itself: no link to cross");
+        assert!(order.contains(&id(2)) && order.contains(&id(3)) && order.contains(&id(4)));
+        let pos = |p: PeerId| order.iter().position(|x| *x == p).unwrap();
+        assert!(pos(id(2)) < pos(id(3)), "5 ms beats 40 ms and degraded");
+        let four = r.feasible.iter().find(|s| s.peer == id(4)).unwrap();
+        assert!(!four.measured && (four.rtt_ms - 13.0).abs() < 1e-9, "estimated: 12 + 0.5 + 0.5");
+        let why = |p: PeerId| r.rejected.iter().find(|(x, _)| *x == p).map(|(_, w)| w.clone());
+        assert_eq!(why(id(5)), Some(Rejection::NotConfirmed));
+        assert_eq!(why(id(6)), Some(Rejection::Gpus { eligible: 0, wanted: 1 }));
+        assert!(r.explain().contains("rejected"));
+        // Deterministic: the same view ranks the same.
+        assert_eq!(r, rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default()));
+    }
+
+    #[test]
+    fn constraints_filter_with_their_reason() {
+        let v = view();
+        let none = HashMap::new();
+        let w = ScoreWeights::default();
+        // Two GPUs: node 2 has one busy GPU (95 %), so only one is eligible.
+        let two = TaskSpec::new("t", 2);
+        let r = rank(&v, &id(1), &two, &none, NOW, &w);
+        assert!(r
+            .rejected
+            .iter()
+            .any(|(p, why)| *p == id(2) && *why == Rejection::Gpus { eligible: 1, wanted: 2 }));
+        // A model and a label.
+        let mut a100 = TaskSpec::new("t", 1);
+        a100.gpu_models = vec!["a100".into()];
+        let r = rank(&v, &id(1), &a100, &none, NOW, &w);
+        assert_eq!(r.feasible.iter().map(|s| s.peer).collect::<Vec<_>>(), vec![id(3)]);
+        let mut us = TaskSpec::new("t", 1);
+        us.labels = vec![Label::parse("region=us").unwrap()];
+        let r = rank(&v, &id(1), &us, &none, NOW, &w);
+        assert!(r
+            .rejected
+            .iter()
+            .any(|(p, why)| *p == id(2) && *why == Rejection::Label("region=us".into())));
+        // An RTT limit of 20 ms: node 3 (40 ms measured) is out, with its value.
+        let mut near = TaskSpec::new("t", 1);
+        near.origin_limits.max_rtt = Some(Duration::from_millis(20));
+        let r = rank(&v, &id(1), &near, &none, NOW, &w);
+        assert!(r.rejected.iter().any(|(p, why)| *p == id(3)
+            && matches!(why, Rejection::Link { metric: "rtt", value, estimated: false, .. } if *value == 40.0)));
+        // A throughput limit: estimated links cannot show one.
+        let mut fat = TaskSpec::new("t", 1);
+        fat.origin_limits.min_throughput_bps = Some(1e9);
+        let r = rank(&v, &id(1), &fat, &none, NOW, &w);
+        assert!(r.rejected.iter().any(|(p, why)| *p == id(4) && *why == Rejection::ThroughputUnknown));
+        assert!(r
+            .rejected
+            .iter()
+            .any(|(p, why)| *p == id(2) && matches!(why, Rejection::Link { metric: "throughput", .. })));
+        // Leased GPUs are not free.
+        let leased: HashMap<PeerId, Vec<u32>> = [(id(1), vec![0])].into_iter().collect();
+        let r = rank(&v, &id(1), &TaskSpec::new("t", 1), &leased, NOW, &w);
+        assert!(r.rejected.iter().any(|(p, _)| *p == id(1)));
+    }
+}
