@@ -3,13 +3,18 @@
 //! - [`TaskSpec`]: what a task needs, validated;
 //! - [`score`]: feasibility and scoring of a view's nodes for a task, with an
 //!   explanation for every node;
+//! - [`gang`]: `k` members whose pairwise links meet the task's limits;
 //! - [`LeaseTable`]: a node's own account of its GPUs, the sole authority that admits or
-//!   refuses a reservation, so no GPU is booked twice.
+//!   refuses a reservation, so no GPU is booked twice;
+//! - [`wire`]: the lease protocol's messages.
 
+pub mod gang;
 pub mod lease;
 pub mod score;
 mod task;
+pub mod wire;
 
+pub use gang::{choose_gang, Gang, GangError};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, Refusal};
 pub use score::{rank, Ranking, Rejection, ScoreWeights, Scored};
 pub use task::{LinkLimits, TaskError, TaskSpec, MAX_GPUS_PER_NODE, MAX_LEASE, MAX_NODES, MIN_LEASE};

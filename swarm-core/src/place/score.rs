@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use libp2p_identity::PeerId;
 
-use super::task::TaskSpec;
+use super::task::{LinkLimits, TaskSpec};
 use crate::link::summary::{LinkAnswer, LinkSummary};
 use crate::time::UnixMillis;
 use crate::view::ClusterSnapshot;
@@ -165,16 +165,12 @@ fn origin_link(
     }
 }
 
-fn check_limits(
-    task: &TaskSpec,
+/// Checks one link (its RTT, and its measured summary if any) against `l`.
+pub(crate) fn check_limits(
+    l: &LinkLimits,
     rtt_ms: f64,
     summary: Option<&LinkSummary>,
-    is_origin: bool,
 ) -> Result<(), Rejection> {
-    if is_origin {
-        return Ok(());
-    }
-    let l = &task.origin_limits;
     let estimated = summary.is_none();
     if let Some(max) = l.max_rtt {
         let limit = max.as_secs_f64() * 1e3;
@@ -246,7 +242,9 @@ pub fn rank(
             continue;
         };
         let is_origin = peer == *origin;
-        if let Err(why) = check_limits(task, rtt_ms, summary.as_ref(), is_origin) {
+        let checked =
+            if is_origin { Ok(()) } else { check_limits(&task.origin_limits, rtt_ms, summary.as_ref()) };
+        if let Err(why) = checked {
             ranking.rejected.push((peer, why));
             continue;
         }
@@ -430,5 +428,33 @@ mod tests {
         let leased: HashMap<PeerId, Vec<u32>> = [(id(1), vec![0])].into_iter().collect();
         let r = rank(&v, &id(1), &TaskSpec::new("t", 1), &leased, NOW, &w);
         assert!(r.rejected.iter().any(|(p, _)| *p == id(1)));
+    }
+
+    #[test]
+    fn gangs_respect_pairwise_limits() {
+        use crate::place::gang::{choose_gang, GangError};
+        let v = view();
+        let mut task = TaskSpec::new("gang", 1);
+        task.nodes = 3;
+        task.member_limits.max_rtt = Some(Duration::from_millis(20));
+        let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
+        let gang = choose_gang(&v, &r, &task, NOW).unwrap();
+        let mut members: Vec<PeerId> = gang.members.iter().map(|m| m.peer).collect();
+        members.sort();
+        let mut want = vec![id(1), id(2), id(4)];
+        want.sort();
+        assert_eq!(members, want, "node 3 is 30-40 ms from the others");
+        assert!(gang.worst_rtt_ms <= 20.0, "{}", gang.worst_rtt_ms);
+        // Four members cannot all be within 20 ms of each other.
+        task.nodes = 4;
+        let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
+        let err = choose_gang(&v, &r, &task, NOW).unwrap_err();
+        assert!(matches!(err, GangError::Limits { largest: 3, .. }), "{err}");
+        assert!(err.to_string().contains("rtt"), "{err}");
+        task.nodes = 9;
+        assert!(matches!(
+            choose_gang(&v, &r, &task, NOW),
+            Err(GangError::NotEnough { feasible: 4, wanted: 9 })
+        ));
     }
 }
