@@ -16,9 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use libp2p::PeerId;
 use quinn_udp::{RecvMeta, UdpSocketState};
 use swarm_core::identity::TunnelRecord;
-use swarm_core::tunnel::{
-    DropReason, Payload, PeerHandle, Received, SendError, TunnelConfig, TunnelEvent, Tunnels,
-};
+use swarm_core::tunnel::{Payload, PeerHandle, Received, SendError, TunnelConfig, TunnelEvent, Tunnels};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -306,13 +304,16 @@ impl DataPlane {
         self.sla_events.extend(events);
     }
 
-    /// Summaries of the measured links for gossip, freshest first, at most
-    /// `MAX_LINKS`.
-    pub(crate) fn link_summaries(&mut self, now: Instant) -> Vec<swarm_core::link::summary::LinkSummary> {
+    /// Summaries for gossip of `reports` (from [`Self::link_reports`]), freshest first,
+    /// at most `MAX_LINKS`.
+    pub(crate) fn link_summaries(
+        &self,
+        now: Instant,
+        reports: &[LinkReport],
+    ) -> Vec<swarm_core::link::summary::LinkSummary> {
         use swarm_core::link::summary::{degraded, LinkSummary, MAX_LINKS};
         use swarm_core::link::{Metric, SlaState};
         let us = |d: Duration| u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-        let reports = self.link_reports(now);
         let mut out: Vec<(Duration, LinkSummary)> = reports
             .iter()
             .filter_map(|r| {
@@ -399,7 +400,9 @@ impl DataPlane {
             let mut meta = [RecvMeta::default(); BATCH];
             let n = {
                 let Some(sock) = self.sockets.get(family).and_then(Option::as_ref) else { return };
-                let mut bufs: Vec<IoSliceMut<'_>> = self.rx.chunks_mut(RX_BUF).map(IoSliceMut::new).collect();
+                let mut chunks = self.rx.chunks_mut(RX_BUF);
+                let mut bufs: [IoSliceMut<'_>; BATCH] =
+                    std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
                 let state = &sock.state;
                 match sock
                     .socket
@@ -430,7 +433,6 @@ impl DataPlane {
 
     fn handle_one(&mut self, now: Instant, src: SocketAddr, start: usize, end: usize) {
         self.stats.udp_in += 1;
-        let src = normalise(src);
         let datagram = &mut self.rx[start..end];
         let (peer, body) = match self.tunnels.handle_datagram(now, src, datagram) {
             Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => match kind {
@@ -618,22 +620,5 @@ impl DataPlane {
                 }
             }
         }
-    }
-
-    /// Drops counted for a reason, for tests and metrics.
-    #[allow(dead_code)]
-    pub(crate) fn drops_for(&self, reason: DropReason) -> u64 {
-        self.tunnels.drops().get(reason)
-    }
-}
-
-/// IPv4-mapped IPv6 sources (from a dual-stack socket) as plain IPv4.
-fn normalise(addr: SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
-            None => addr,
-        },
-        v4 => v4,
     }
 }

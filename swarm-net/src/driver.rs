@@ -360,7 +360,9 @@ impl Driver {
     /// summaries and the coordinate into the local record (published with its next
     /// publication).
     fn gossip_links(&mut self, now: Instant) {
-        for report in self.dataplane.link_reports(now) {
+        // One snapshot per link per tick (each merges the link's histogram windows).
+        let reports = self.dataplane.link_reports(now);
+        for report in &reports {
             let Some(q) = report.stats.short.rtt.filter(|q| q.samples >= 5) else { continue };
             let theirs = self
                 .view
@@ -372,7 +374,7 @@ impl Driver {
             let nudge = bytes.iter().rev().take(8).fold(0u64, |h, b| (h << 8) | u64::from(*b));
             self.coordinate.update(q.p50.as_secs_f64() * 1e3, &theirs, nudge);
         }
-        let links = self.dataplane.link_summaries(now);
+        let links = self.dataplane.link_summaries(now, &reports);
         let Ok(links) = BoundedVec::try_from_vec(links) else { return };
         let summaries = LinkSummaries { coordinate: Some(self.coordinate), links };
         match summaries.to_extension() {

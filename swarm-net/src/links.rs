@@ -233,10 +233,4 @@ impl Links {
             .collect();
         Some((stats, verdicts))
     }
-
-    /// The probe interval, for the driver's pacing.
-    #[allow(dead_code)]
-    pub(crate) fn probe_interval(&self) -> Duration {
-        self.config.probe_interval
-    }
 }

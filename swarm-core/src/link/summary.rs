@@ -230,13 +230,14 @@ impl ClusterSnapshot {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::identity::tests::{keypair, record_for};
     use crate::record::tests::{node_record, NOW};
     use crate::view::ViewEntry;
 
-    fn summary(peer: PeerId, rtt_ms: u32, handshake_age_s: u32, age_ms: u32) -> LinkSummary {
+    /// A measured link of `rtt_ms` (tests here and in `place`).
+    pub(crate) fn summary(peer: PeerId, rtt_ms: u32, handshake_age_s: u32, age_ms: u32) -> LinkSummary {
         LinkSummary {
             peer,
             rtt_p50_us: rtt_ms * 1000,

@@ -278,6 +278,7 @@ mod tests {
     use crate::bounded::{BoundedString, BoundedVec};
     use crate::gpu::{ComputeCapability, GpuDevice};
     use crate::identity::tests::{keypair, record_for};
+    use crate::link::summary::tests::summary;
     use crate::link::summary::LinkSummaries;
     use crate::link::vivaldi::Coordinate;
     use crate::record::tests::{node_record, NOW};
@@ -297,21 +298,7 @@ mod tests {
     }
 
     fn link(peer: PeerId, rtt_ms: u32, degraded: u8) -> LinkSummary {
-        LinkSummary {
-            peer,
-            rtt_p50_us: rtt_ms * 1000,
-            rtt_p99_us: rtt_ms * 1100,
-            rtt_samples: 50,
-            jitter_us: 200,
-            loss_ppm: Some(10),
-            loss_packets: 20_000,
-            rx_kbps: 0,
-            tx_kbps: 0,
-            capacity_kbps: Some(900_000),
-            handshake_age_s: 5,
-            age_ms: 100,
-            degraded,
-        }
+        LinkSummary { capacity_kbps: Some(900_000), degraded, ..summary(peer, rtt_ms, 5, 100) }
     }
 
     fn node(seed: u8, gpus: Vec<GpuDevice>, region: &str, coord: f64, links: Vec<LinkSummary>) -> ViewEntry {

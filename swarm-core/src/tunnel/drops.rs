@@ -96,8 +96,9 @@ impl DropReason {
         }
     }
 
+    /// The counter slot: the declaration order, which `ALL` follows (tested).
     pub(crate) fn index(self) -> usize {
-        Self::ALL.iter().position(|r| *r == self).unwrap_or(0)
+        self as usize
     }
 }
 
@@ -126,5 +127,21 @@ impl DropCounts {
     }
     pub(crate) fn add(&mut self, reason: DropReason) {
         self.0[reason.index()] += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_reason_in_declaration_order() {
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r}");
+        }
+        let mut names: Vec<&str> = DropReason::ALL.iter().map(|r| r.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), DropReason::COUNT);
     }
 }
