@@ -6,15 +6,22 @@
 //! - [`gang`]: `k` members whose pairwise links meet the task's limits;
 //! - [`LeaseTable`]: a node's own account of its GPUs, the sole authority that admits or
 //!   refuses a reservation, so no GPU is booked twice;
-//! - [`wire`]: the lease protocol's messages.
+//! - [`wire`]: the lease protocol's messages;
+//! - [`advert`]: the leased GPUs a node advertises in its record;
+//! - [`submit`]: a submission (sans-IO): power-of-d choices, retries, gangs all or
+//!   nothing.
 
+pub mod advert;
 pub mod gang;
 pub mod lease;
 pub mod score;
+pub mod submit;
 mod task;
 pub mod wire;
 
+pub use advert::{leased_in, LeasedGpus};
 pub use gang::{choose_gang, Gang, GangError};
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, Refusal};
 pub use score::{rank, Ranking, Rejection, ScoreWeights, Scored};
+pub use submit::{PlaceError, PlacedNode, Placement, Reply, Step, Submission, SubmitConfig};
 pub use task::{LinkLimits, TaskError, TaskSpec, MAX_GPUS_PER_NODE, MAX_LEASE, MAX_NODES, MIN_LEASE};

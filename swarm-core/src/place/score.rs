@@ -116,6 +116,36 @@ impl core::fmt::Display for Rejection {
     }
 }
 
+impl Rejection {
+    /// The constraint that failed, in one word: `gpus`, `label`, `unconfirmed`, `rtt`,
+    /// `loss`, `jitter` or `throughput`.
+    pub fn constraint(&self) -> &'static str {
+        match self {
+            Rejection::Gpus { .. } => "gpus",
+            Rejection::Label(_) => "label",
+            Rejection::NotConfirmed => "unconfirmed",
+            Rejection::Link { metric, .. } => metric,
+            Rejection::ThroughputUnknown => "throughput",
+        }
+    }
+
+    /// How close the node came to being feasible: the later the check it failed (GPUs,
+    /// labels, confirmation, then links), the nearer; within a check, by the share of the
+    /// limit it met.
+    fn nearness(&self) -> (u8, f64) {
+        match self {
+            Rejection::Gpus { eligible, wanted } => (0, f64::from(*eligible) / f64::from((*wanted).max(1))),
+            Rejection::Label(_) => (1, 0.0),
+            Rejection::NotConfirmed => (2, 0.0),
+            Rejection::ThroughputUnknown => (3, 0.0),
+            Rejection::Link { metric, value, limit, .. } => {
+                let met = if *metric == "throughput" { value / limit } else { limit / value };
+                (3, if met.is_finite() { met } else { 0.0 })
+            }
+        }
+    }
+}
+
 /// Every node of a view, feasible (best first) or rejected with its reason.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Ranking {
@@ -126,6 +156,29 @@ pub struct Ranking {
 }
 
 impl Ranking {
+    /// The rejected node that came nearest to fitting (see [`Rejection`]'s order), for
+    /// an error that tells the user what to relax.
+    pub fn nearest(&self) -> Option<&(PeerId, Rejection)> {
+        self.rejected.iter().max_by(|(pa, a), (pb, b)| {
+            let (sa, na) = a.nearness();
+            let (sb, nb) = b.nearness();
+            sa.cmp(&sb).then(na.total_cmp(&nb)).then(pb.cmp(pa))
+        })
+    }
+
+    /// How many nodes each constraint rejected, most first.
+    pub fn rejected_by(&self) -> Vec<(&'static str, usize)> {
+        let mut counts: Vec<(&'static str, usize)> = Vec::new();
+        for (_, why) in &self.rejected {
+            match counts.iter_mut().find(|(c, _)| *c == why.constraint()) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((why.constraint(), 1)),
+            }
+        }
+        counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        counts
+    }
+
     /// One line per node: chosen order and score, or the constraint that failed.
     pub fn explain(&self) -> String {
         let mut out = String::new();
@@ -273,7 +326,7 @@ pub fn rank(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::bounded::{BoundedString, BoundedVec};
     use crate::gpu::{ComputeCapability, GpuDevice};
@@ -317,13 +370,13 @@ mod tests {
         ViewEntry { record, tunnel: record_for(&key, NOW.0), received_at: now, expires_at: now, local: false }
     }
 
-    fn id(seed: u8) -> PeerId {
+    pub(crate) fn id(seed: u8) -> PeerId {
         keypair(seed).public().to_peer_id()
     }
 
     /// Origin 1 measured 2 (5 ms) and 3 (40 ms, degraded); 4 is confirmed by its own link
     /// to 3 and estimated from coordinates; 5 has no confirmed handshake; 6 lacks GPUs.
-    fn view() -> ClusterSnapshot {
+    pub(crate) fn view() -> ClusterSnapshot {
         let mut v = ClusterSnapshot {
             local: id(1),
             entries: vec![
