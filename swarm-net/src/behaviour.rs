@@ -25,6 +25,7 @@ pub(crate) struct Behaviour {
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Mdns,
+    pub(crate) lease: crate::lease::LeaseBehaviour,
 }
 
 /// Why the behaviours could not be built.
@@ -69,6 +70,7 @@ impl Behaviour {
             kad,
             gossipsub,
             mdns: mdns(config, peer_id)?,
+            lease: crate::lease::behaviour(),
         })
     }
 }

@@ -69,6 +69,8 @@ pub struct NodeConfig {
     /// Tunnel endpoints announced instead of the socket's own addresses (a NAT's
     /// forwarded port, a relay); empty: the socket's.
     pub tunnel_endpoints: Vec<std::net::SocketAddr>,
+    /// How this node grants leases on its GPUs.
+    pub leases: swarm_core::place::LeaseConfig,
 }
 
 /// Why a node could not be configured or started.
@@ -144,6 +146,7 @@ pub struct NodeBuilder {
     pub(crate) datagram_capacity: usize,
     pub(crate) tunnel_gso: bool,
     pub(crate) tunnel_endpoints: Vec<std::net::SocketAddr>,
+    pub(crate) leases: swarm_core::place::LeaseConfig,
 }
 
 impl NodeBuilder {
@@ -174,6 +177,7 @@ impl NodeBuilder {
             datagram_capacity: 4096,
             tunnel_gso: true,
             tunnel_endpoints: Vec::new(),
+            leases: swarm_core::place::LeaseConfig::default(),
         }
     }
 
@@ -327,6 +331,23 @@ impl NodeBuilder {
         self
     }
 
+    /// The longest lease (and renewal) this node grants on its GPUs; 10 minutes by
+    /// default. Also the restart grace unless [`Self::lease_restart_grace`] sets one.
+    pub fn max_lease(mut self, max: Duration) -> Self {
+        self.leases.max_lease = max;
+        self.leases.restart_grace = max;
+        self
+    }
+
+    /// How long a node that restarts with its keys from an existing identity file
+    /// refuses new leases: leases are held in memory only, so it waits out those it
+    /// may have granted before (see `swarm_core::place::LeaseTable`). Default: the
+    /// longest lease. A node with fresh keys has nothing outstanding and never waits.
+    pub fn lease_restart_grace(mut self, grace: Duration) -> Self {
+        self.leases.restart_grace = grace;
+        self
+    }
+
     /// Turns mDNS discovery on; it needs the `mdns` cargo feature.
     pub fn mdns(mut self, on: bool) -> Self {
         self.mdns = on;
@@ -375,6 +396,13 @@ impl NodeBuilder {
                 swarm_core::identity::MAX_UDP_ENDPOINTS
             )));
         }
+        if self.leases.max_lease < swarm_core::place::MIN_LEASE {
+            return Err(BuildError::Setting(format!(
+                "the longest lease ({:?}) must be at least {:?}",
+                self.leases.max_lease,
+                swarm_core::place::MIN_LEASE
+            )));
+        }
         if self.mdns && !cfg!(feature = "mdns") {
             return Err(BuildError::Setting("mDNS needs the `mdns` cargo feature".to_owned()));
         }
@@ -407,6 +435,7 @@ impl NodeBuilder {
             datagram_capacity: self.datagram_capacity,
             tunnel_gso: self.tunnel_gso,
             tunnel_endpoints: self.tunnel_endpoints.clone(),
+            leases: self.leases,
         })
     }
 }

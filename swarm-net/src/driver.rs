@@ -3,7 +3,7 @@
 //! `swarm-core` ([`ClusterView`], [`RecordPublisher`]) and [`DiscoverySchedule`].
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
@@ -18,12 +18,10 @@ use swarm_core::bounded::BoundedVec;
 use swarm_core::codec;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
 use swarm_core::identity::MAX_UDP_ENDPOINTS;
-use swarm_core::link::summary::LinkSummaries;
 use swarm_core::link::vivaldi::Coordinate;
 use swarm_core::publish::{LocalContent, RecordPublisher};
 use swarm_core::time::UnixMillis;
 use swarm_core::view::{ClusterView, Ingest, ViewEvent};
-use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -32,7 +30,12 @@ use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 use crate::dataplane::DataPlane;
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
+use crate::host::{bandwidth_totals, bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, multiaddr_ip};
 use crate::identity::NodeIdentity;
+use crate::lease::Leases;
+
+mod gossip;
+mod leases;
 use crate::node::{Command, Datagram, NodeError, NodeEvent, NodeStats};
 
 /// How long `start` waits for the listeners to come up.
@@ -77,6 +80,7 @@ pub(crate) struct Driver {
     /// Our network coordinate, moved by the round trips of our links.
     coordinate: Coordinate,
     next_link_gossip: Instant,
+    leases: Leases,
 }
 
 pub(crate) struct Spawned {
@@ -89,6 +93,12 @@ pub(crate) struct Spawned {
 }
 
 pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Spawned, BuildError> {
+    // Keys from an earlier run: this node may have granted leases it no longer knows.
+    let restarted = match &builder.identity {
+        IdentitySource::Ephemeral => false,
+        IdentitySource::Keys(_) => true,
+        IdentitySource::File(path) => path.exists(),
+    };
     let identity = match builder.identity {
         IdentitySource::Ephemeral => NodeIdentity::generate(),
         IdentitySource::Keys(keys) => *keys,
@@ -137,6 +147,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
 
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
+    let leases = Leases::new(peer_id, Instant::now(), config.leases, restarted, gpus.devices.to_vec());
     let content = LocalContent {
         gpus,
         cpu_cores: host_cpu_cores(),
@@ -179,6 +190,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         metrics_tasks: Vec::new(),
         coordinate: Coordinate::default(),
         next_link_gossip: Instant::now() + LINK_GOSSIP_INTERVAL,
+        leases,
         config,
     };
     driver.wait_for_listeners(listeners).await?;
@@ -213,37 +225,6 @@ fn build_swarm(
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok(swarm)
-}
-
-/// One tunnel socket per address family the node listens on (IPv4 when it listens on
-/// nothing): bound to the first listen IP of that family, or to the unspecified address
-/// (IPv6 with `IPV6_V6ONLY`, so both families can share one port).
-fn bind_tunnel_sockets(config: &NodeConfig) -> Result<Vec<UdpSocket>, BuildError> {
-    let ips: Vec<IpAddr> = config.listen.iter().filter_map(multiaddr_ip).collect();
-    let v4 = ips.iter().find(|ip| ip.is_ipv4()).copied();
-    let v6 = ips.iter().find(|ip| ip.is_ipv6()).copied();
-    let mut wanted = Vec::new();
-    if v4.is_some() || v6.is_none() {
-        wanted.push(v4.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)));
-    }
-    if let Some(ip) = v6 {
-        wanted.push(ip);
-    }
-    wanted
-        .into_iter()
-        .map(|ip| bind_udp(SocketAddr::new(ip, config.tunnel_port)).map_err(BuildError::TunnelSocket))
-        .collect()
-}
-
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol as SockProtocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(SockProtocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
 }
 
 impl Driver {
@@ -335,6 +316,7 @@ impl Driver {
             GpuChange::Quiet => {}
             GpuChange::Usage => self.publisher.set_gpus(sample),
             GpuChange::Inventory { before, after } => {
+                self.leases.set_devices(sample.devices.to_vec());
                 tracing::warn!(before, after, "GPU inventory changed");
                 self.publisher.set_gpus(sample);
                 self.emit(NodeEvent::GpuInventoryChanged { before, after });
@@ -356,35 +338,6 @@ impl Driver {
         }
     }
 
-    /// Moves our coordinate by each measured link's median round trip and puts the link
-    /// summaries and the coordinate into the local record (published with its next
-    /// publication).
-    fn gossip_links(&mut self, now: Instant) {
-        // One snapshot per link per tick (each merges the link's histogram windows).
-        let reports = self.dataplane.link_reports(now);
-        for report in &reports {
-            let Some(q) = report.stats.short.rtt.filter(|q| q.samples >= 5) else { continue };
-            let theirs = self
-                .view
-                .get(&report.peer)
-                .and_then(|e| LinkSummaries::from_record(&e.record).ok().flatten())
-                .and_then(|s| s.coordinate)
-                .unwrap_or_default();
-            let bytes = report.peer.to_bytes();
-            let nudge = bytes.iter().rev().take(8).fold(0u64, |h, b| (h << 8) | u64::from(*b));
-            self.coordinate.update(q.p50.as_secs_f64() * 1e3, &theirs, nudge);
-        }
-        let links = self.dataplane.link_summaries(now, &reports);
-        let Ok(links) = BoundedVec::try_from_vec(links) else { return };
-        let summaries = LinkSummaries { coordinate: Some(self.coordinate), links };
-        match summaries.to_extension() {
-            Ok(ext) => {
-                let _ = self.publisher.set_extension_quiet(ext);
-            }
-            Err(e) => tracing::debug!(error = %e, "link summaries not gossiped"),
-        }
-    }
-
     fn next_deadline(&self) -> Instant {
         let far = Instant::now() + Duration::from_secs(3600);
         [
@@ -392,6 +345,7 @@ impl Driver {
             self.publisher.poll_timeout(),
             self.discovery.poll_timeout(),
             self.dataplane.poll_timeout(),
+            self.leases.poll_timeout(),
             Some(self.next_link_gossip),
         ]
         .into_iter()
@@ -402,6 +356,9 @@ impl Driver {
     fn handle_timeout(&mut self, now: Instant) {
         self.view.handle_timeout(now);
         self.dataplane.handle_timeout(now);
+        if self.leases.expire(now) {
+            self.advertise_leases();
+        }
         if now >= self.next_link_gossip {
             self.next_link_gossip = now + LINK_GOSSIP_INTERVAL;
             self.gossip_links(now);
@@ -543,6 +500,10 @@ impl Driver {
             Command::ServeMetrics(addr, reply) => {
                 let _ = reply.send(self.serve_metrics(addr));
             }
+            Command::Lease(peer, request, reply) => self.lease_request(peer, request, reply),
+            Command::Leases(reply) => {
+                let _ = reply.send(self.leases.leases());
+            }
             Command::Shutdown => {}
         }
     }
@@ -569,6 +530,7 @@ impl Driver {
             bytes_out,
             dataplane: self.dataplane.stats,
             tunnel_drops: self.dataplane.drops(),
+            leases: self.leases.stats,
             ..self.stats.clone()
         }
     }
@@ -578,6 +540,7 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.handle_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
             #[cfg(feature = "mdns")]
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
@@ -746,46 +709,8 @@ impl Drop for Driver {
     }
 }
 
-fn multiaddr_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
-        Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
-        _ => None,
-    })
-}
-
 /// Wall-clock time, the only clock a record carries.
 pub(crate) fn wall_clock() -> UnixMillis {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn host_cpu_cores() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-}
-
-fn host_memory_bytes() -> u64 {
-    let Ok(text) = std::fs::read_to_string("/proc/meminfo") else { return 0 };
-    text.lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kib| kib * 1024)
-}
-
-/// Sums the bandwidth counters libp2p keeps per transport stack: (inbound, outbound).
-fn bandwidth_totals(registry: &Registry) -> (u64, u64) {
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, registry).is_err() {
-        return (0, 0);
-    }
-    let (mut inbound, mut outbound) = (0, 0);
-    for line in text.lines().filter(|l| l.starts_with("libp2p_bandwidth_bytes_total{")) {
-        let value = line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
-        if line.contains("direction=\"Inbound\"") {
-            inbound += value;
-        } else if line.contains("direction=\"Outbound\"") {
-            outbound += value;
-        }
-    }
-    (inbound, outbound)
 }

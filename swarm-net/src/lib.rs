@@ -43,14 +43,18 @@ mod dataplane;
 mod discovery;
 mod driver;
 mod gpu_sampler;
+mod host;
 mod identity;
+mod lease;
 mod links;
 pub mod mesh;
 mod metrics;
 mod node;
+mod placing;
 
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
+pub use lease::LeaseStats;
 pub use libp2p::{Multiaddr, PeerId};
 pub use links::SlaVerdict;
 pub use node::{

@@ -134,6 +134,8 @@ pub struct NodeStats {
     pub dataplane: DataPlaneStats,
     /// Tunnel packets dropped, by reason (see `swarm_core::tunnel::DropReason`).
     pub tunnel_drops: Vec<(&'static str, u64)>,
+    /// The lease service: what this node granted, refused, renewed, released.
+    pub leases: crate::lease::LeaseStats,
 }
 
 /// An application datagram received over a tunnel.
@@ -213,7 +215,7 @@ impl Stream for Datagrams {
 }
 
 /// Why a call on a [`Node`] failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// The node has shut down.
@@ -241,6 +243,27 @@ pub enum NodeError {
         /// Why.
         detail: String,
     },
+    /// A lease request got no answer (unreachable peer, timeout, bad reply).
+    #[error("lease request to {peer}: {detail}")]
+    Lease {
+        /// The peer asked.
+        peer: PeerId,
+        /// Why.
+        detail: String,
+    },
+    /// A task could not be placed.
+    #[error(transparent)]
+    Place(#[from] swarm_core::place::PlaceError),
+    /// A renewal or release was refused by a node of the placement.
+    #[error("lease {lease} on {peer}: {reason}")]
+    LeaseRefused {
+        /// The node.
+        peer: PeerId,
+        /// The lease.
+        lease: u64,
+        /// Its answer.
+        reason: String,
+    },
 }
 
 pub(crate) enum Command {
@@ -257,6 +280,12 @@ pub(crate) enum Command {
     LinkBetween(PeerId, PeerId, oneshot::Sender<Option<swarm_core::link::summary::LinkAnswer>>),
     MeasureThroughput(PeerId, oneshot::Sender<Result<f64, NodeError>>),
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
+    Lease(
+        PeerId,
+        swarm_core::place::wire::LeaseRequest,
+        oneshot::Sender<Result<swarm_core::place::wire::LeaseResponse, NodeError>>,
+    ),
+    Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
     Shutdown,
 }
 
@@ -320,7 +349,10 @@ impl Node {
         self.peer_id
     }
 
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, NodeError> {
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         self.commands.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;
         rx.await.map_err(|_| NodeError::Shutdown)

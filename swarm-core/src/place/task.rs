@@ -137,21 +137,37 @@ impl TaskSpec {
 
     /// Whether one GPU meets the task's per-GPU demands.
     pub fn gpu_fits(&self, d: &GpuDevice) -> bool {
-        let memory = d.memory_total_mib >= self.min_gpu_memory_mib;
-        let cc = match (self.min_compute_capability, d.compute_capability) {
-            (None, _) => true,
-            (Some(min), Some(have)) => (have.major, have.minor) >= (min.major, min.minor),
-            (Some(_), None) => false,
-        };
-        let model = self.gpu_models.is_empty()
-            || self.gpu_models.iter().any(|m| d.model.as_str().eq_ignore_ascii_case(m.trim()));
-        memory && cc && model
+        gpu_fits(
+            d,
+            self.min_gpu_memory_mib,
+            self.min_compute_capability,
+            self.gpu_models.iter().map(String::as_str),
+        )
     }
 
     /// The first required label `record` lacks.
     pub fn missing_label<'a>(&'a self, record: &NodeRecord) -> Option<&'a Label> {
         self.labels.iter().find(|want| !record.labels.iter().any(|have| have == *want))
     }
+}
+
+/// Whether `d` has the memory, the compute capability and one of the models (any when
+/// there are none, case-insensitive) asked for.
+pub(crate) fn gpu_fits<'a>(
+    d: &GpuDevice,
+    min_memory_mib: u64,
+    min_cc: Option<ComputeCapability>,
+    models: impl Iterator<Item = &'a str>,
+) -> bool {
+    let memory = d.memory_total_mib >= min_memory_mib;
+    let cc = match (min_cc, d.compute_capability) {
+        (None, _) => true,
+        (Some(min), Some(have)) => (have.major, have.minor) >= (min.major, min.minor),
+        (Some(_), None) => false,
+    };
+    let mut models = models.peekable();
+    let model = models.peek().is_none() || models.any(|m| d.model.as_str().eq_ignore_ascii_case(m.trim()));
+    memory && cc && model
 }
 
 #[cfg(test)]

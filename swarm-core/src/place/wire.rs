@@ -25,6 +25,18 @@ pub struct GpuDemand {
     pub models: BoundedVec<BoundedString<32>, 8>,
 }
 
+impl GpuDemand {
+    /// Whether `d` meets the demand.
+    pub fn fits(&self, d: &crate::gpu::GpuDevice) -> bool {
+        super::task::gpu_fits(
+            d,
+            self.min_memory_mib,
+            self.min_compute_capability,
+            self.models.iter().map(|m| m.as_str()),
+        )
+    }
+}
+
 /// A request to a node about its own GPUs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaseRequest {

@@ -1,0 +1,166 @@
+//! Placing tasks from a node: [`Node::place`] ranks the node's own view, asks nodes for
+//! leases over `/swarm/lease/1` as a [`Submission`] directs (power-of-d choices, retries,
+//! gangs all or nothing), and returns the [`Placement`]; [`Node::renew`] and
+//! [`Node::release`] act on all its leases.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher as _;
+use std::time::Duration;
+
+use futures::future::join_all;
+use libp2p::PeerId;
+use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
+use swarm_core::place::{
+    leased_in, rank, Lease, Placement, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
+};
+
+use crate::driver::wall_clock;
+use crate::node::{Command, Node, NodeError};
+
+impl Node {
+    /// Places `task` with the default [`SubmitConfig`]. See [`Node::place_with`].
+    pub async fn place(&self, task: TaskSpec) -> Result<Placement, NodeError> {
+        self.place_with(task, SubmitConfig::default()).await
+    }
+
+    /// Places `task` from this node's view: ranks every node (this one is the task's
+    /// origin), then reserves leases on the chosen node, or on every member of a gang at
+    /// once, retrying elsewhere on refusal up to `config.max_attempts` rounds. A gang is
+    /// all or nothing: a round's partial grants are released before the next. The
+    /// leases are held by this node and expire after `task.lease` unless renewed
+    /// ([`Node::renew`]); [`Node::release`] ends them.
+    pub async fn place_with(&self, task: TaskSpec, config: SubmitConfig) -> Result<Placement, NodeError> {
+        task.validate().map_err(|e| NodeError::Place(e.into()))?;
+        let view = self.cluster().await?;
+        let now = wall_clock();
+        // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
+        let mut leased = leased_in(&view);
+        let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
+        leased.insert(self.peer_id(), own);
+        let weights = ScoreWeights::default();
+        let mut ranking = rank(&view, &self.peer_id(), &task, &leased, now, &weights);
+        if ranking.feasible.len() < usize::from(task.nodes) {
+            // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
+            // that fit but for advertised leases are asked too, after the others.
+            let all = rank(&view, &self.peer_id(), &task, &HashMap::new(), now, &weights);
+            let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
+            let extra: Vec<_> = all.feasible.into_iter().filter(|s| !known.contains(&s.peer)).collect();
+            if !extra.is_empty() {
+                ranking.feasible.extend(extra);
+                ranking.rejected = all.rejected;
+            }
+        }
+        let seed = RandomState::new().hash_one(&task.id);
+        let mut submission = Submission::new(task, ranking, config, seed)?;
+        let request = submission.request();
+        loop {
+            match submission.next(&view, wall_clock()) {
+                Step::Reserve { peers, release } => {
+                    self.release_all(&release).await;
+                    let asks = peers.iter().map(|p| self.lease_request(*p, request.clone()));
+                    for (peer, answer) in peers.iter().zip(join_all(asks).await) {
+                        submission.on_reply(*peer, reply_of(answer));
+                    }
+                }
+                Step::Done(placement) => return Ok(placement),
+                Step::Failed { error, release } => {
+                    self.release_all(&release).await;
+                    return Err(error.into());
+                }
+            }
+        }
+    }
+
+    /// Extends every lease of `placement` by its lease length; the earliest expiry among
+    /// them. Fails if any node refuses (the lease expired, or the node restarted): the
+    /// task must then be placed again.
+    pub async fn renew(&self, placement: &Placement) -> Result<Duration, NodeError> {
+        let ttl_ms = u32::try_from(placement.lease.as_millis()).unwrap_or(u32::MAX);
+        let asks = placement.leases().into_iter().map(|(peer, lease)| async move {
+            (peer, lease, self.lease_request(peer, LeaseRequest::Renew { lease, ttl_ms }).await)
+        });
+        let mut earliest = placement.lease;
+        for (peer, lease, answer) in join_all(asks).await {
+            match answer? {
+                LeaseResponse::Renewed { expires_in_ms } => {
+                    earliest = earliest.min(Duration::from_millis(u64::from(expires_in_ms)));
+                }
+                other => return Err(refused(peer, lease, &other)),
+            }
+        }
+        Ok(earliest)
+    }
+
+    /// Ends every lease of `placement`. All are asked; the first failure is returned.
+    pub async fn release(&self, placement: &Placement) -> Result<(), NodeError> {
+        let mut first = None;
+        for (peer, lease, answer) in self.release_leases(&placement.leases()).await {
+            let err = match answer {
+                Ok(LeaseResponse::Released) => continue,
+                Ok(other) => refused(peer, lease, &other),
+                Err(e) => e,
+            };
+            first.get_or_insert(err);
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// The leases this node has granted and that are live.
+    pub async fn leases(&self) -> Result<Vec<Lease>, NodeError> {
+        self.ask(Command::Leases).await
+    }
+
+    /// Sends one lease request to `peer` (this node answers its own).
+    pub async fn lease_request(
+        &self,
+        peer: PeerId,
+        request: LeaseRequest,
+    ) -> Result<LeaseResponse, NodeError> {
+        self.ask(|tx| Command::Lease(peer, request, tx)).await?
+    }
+
+    async fn release_leases(
+        &self,
+        leases: &[(PeerId, u64)],
+    ) -> Vec<(PeerId, u64, Result<LeaseResponse, NodeError>)> {
+        let asks = leases.iter().map(|&(peer, lease)| async move {
+            (peer, lease, self.lease_request(peer, LeaseRequest::Release { lease }).await)
+        });
+        join_all(asks).await
+    }
+
+    /// Releases a failed round's grants; a lease whose release is lost expires.
+    async fn release_all(&self, leases: &[(PeerId, u64)]) {
+        for (peer, lease, answer) in self.release_leases(leases).await {
+            if !matches!(answer, Ok(LeaseResponse::Released)) {
+                tracing::debug!(%peer, lease, ?answer, "release failed; the lease will expire");
+            }
+        }
+    }
+}
+
+fn refused(peer: PeerId, lease: u64, answer: &LeaseResponse) -> NodeError {
+    let reason = match answer {
+        LeaseResponse::Failed { reason } | LeaseResponse::Rejected { reason, .. } => {
+            reason.as_str().to_owned()
+        }
+        other => format!("unexpected answer {other:?}"),
+    };
+    NodeError::LeaseRefused { peer, lease, reason }
+}
+
+fn reply_of(answer: Result<LeaseResponse, NodeError>) -> Reply {
+    match answer {
+        Ok(LeaseResponse::Granted { lease, gpus, expires_in_ms }) => Reply::Granted {
+            lease,
+            gpus: gpus.into_inner(),
+            expires_in: Duration::from_millis(u64::from(expires_in_ms)),
+        },
+        Ok(LeaseResponse::Rejected { reason, free_now }) => {
+            Reply::Rejected { reason: reason.as_str().to_owned(), free_now }
+        }
+        Ok(other) => Reply::Failed(format!("unexpected answer {other:?}")),
+        Err(e) => Reply::Failed(e.to_string()),
+    }
+}
