@@ -181,8 +181,19 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     let addr = wait_line(&rx_a, |l| l.starts_with("listening on "));
     let addr = addr.trim_start_matches("listening on ").to_owned();
 
-    let mut args_b =
-        vec!["run", "--identity", key_b.to_str().unwrap(), "--bootstrap", &addr, "--label", "region=test"];
+    let sock = dir.path().join("b.sock");
+    let sock = sock.to_str().unwrap();
+    let mut args_b = vec![
+        "run",
+        "--identity",
+        key_b.to_str().unwrap(),
+        "--bootstrap",
+        &addr,
+        "--label",
+        "region=test",
+        "--control",
+        sock,
+    ];
     args_b.extend_from_slice(&common);
     let (mut b, rx_b) = spawn_node(&args_b);
     wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected"));
@@ -217,6 +228,42 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
         assert!(body.contains(name), "{name} in /metrics: {body}");
     }
 
+    // Placement through B's control socket: B has no GPU, so two GPUs go to A.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(sock).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is for its owner only");
+    let a_id = addr.rsplit('/').next().unwrap();
+    let mut placed = None;
+    for _ in 0..100 {
+        let out =
+            run(&["place", "--control", sock, "--id", "job-1", "--gpus", "2", "--max-rtt", "50ms", "--json"]);
+        if out.status.success() {
+            placed = Some(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap());
+            break;
+        }
+        // Until B's view holds A's record with a confirmed link, nothing fits.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let placed = placed.expect("the task is placed");
+    assert_eq!(placed["nodes"][0]["peer"], a_id, "{placed}");
+    assert_eq!(placed["nodes"][0]["gpus"], serde_json::json!([0, 1]), "{placed}");
+    let list = run(&["placements", "--control", sock]);
+    assert!(String::from_utf8_lossy(&list.stdout).contains("1 placements held"));
+    let again = run(&["place", "--control", sock, "--id", "job-2", "--gpus", "1"]);
+    assert!(!again.status.success(), "A's two GPUs are leased");
+    let huge = run(&["place", "--control", sock, "--id", "huge", "--gpus", "9"]);
+    let err = String::from_utf8_lossy(&huge.stderr);
+    assert!(
+        !huge.status.success() && err.contains("no node can take task huge") && err.contains("nearest"),
+        "{err}"
+    );
+    let released = run(&["release", "--control", sock, "--id", "job-1"]);
+    assert!(String::from_utf8_lossy(&released.stdout).contains("released task job-1 (1 leases)"));
+    let replaced = run(&["place", "--control", sock, "--id", "job-2", "--gpus", "1"]);
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    let gone = run(&["place", "--control", &format!("{sock}.missing"), "--id", "x"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is it running with --control"));
+
     for guard in [&mut a, &mut b] {
         let pid = guard.0.id().to_string();
         assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
@@ -227,6 +274,7 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
         assert!(status.success(), "clean exit on Ctrl-C: {status:?}");
     }
     assert!(key_a.exists() && swarm::net::tunnel_key_path(&key_a).exists());
+    assert!(!std::path::Path::new(sock).exists(), "the control socket is removed on exit");
 }
 
 #[test]

@@ -3,12 +3,16 @@
 //! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
 //! - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
 //! - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
+//! - `swarm-node place` / `release` / `renew` / `placements` — place tasks through a
+//!   running node's control socket (`run --control PATH`), end or extend them, list them.
 //! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
 //!   every record and prints the cluster table (`--json` for a machine-readable summary).
 
+mod control;
 mod demo;
 mod gpus;
 mod links;
+mod place;
 mod run;
 mod table;
 
@@ -37,6 +41,14 @@ enum Command {
     Gpus(gpus::GpusArgs),
     /// Show the links of a running node (started with --metrics) and their SLA state.
     Links(links::LinksArgs),
+    /// Place a task (or a gang) through a running node (started with --control).
+    Place(Box<place::PlaceArgs>),
+    /// Release a task placed with `place`.
+    Release(place::TaskIdArgs),
+    /// Renew the leases of a task placed with `place`.
+    Renew(place::TaskIdArgs),
+    /// List the placements a running node holds.
+    Placements(place::ControlArgs),
 }
 
 /// Parses durations such as `500ms`, `5s`, `2m`.
@@ -78,6 +90,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => demo::demo(args).await,
             Command::Gpus(args) => gpus::gpus(args).await,
             Command::Links(args) => links::links(args),
+            Command::Place(args) => place::place(*args).await,
+            Command::Release(args) => place::release(args, "release").await,
+            Command::Renew(args) => place::release(args, "renew").await,
+            Command::Placements(args) => place::placements(args).await,
         }
     });
     match result {

@@ -55,6 +55,17 @@ pub struct RunArgs {
     /// `swarm-node links`). No authentication: keep it on loopback.
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Serve the local control socket here (mode 0600; only this user and root may
+    /// use it): `swarm-node place`, `release`, `renew` and `placements` talk to it.
+    #[arg(long, value_name = "PATH")]
+    control: Option<PathBuf>,
+    /// The longest lease this node grants on its GPUs.
+    #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
+    max_lease: Duration,
+    /// After a restart with an existing identity, refuse new leases this long (leases
+    /// live in memory; this waits out any granted before). Default: --max-lease.
+    #[arg(long, value_parser = crate::parse_duration)]
+    lease_grace: Option<Duration>,
 }
 
 fn default_listen() -> Vec<Multiaddr> {
@@ -67,7 +78,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .gpu_probe(args.gpus.probe())
         .heartbeat(args.heartbeat)
         .record_ttl(args.ttl)
-        .tunnel_port(args.tunnel_port);
+        .tunnel_port(args.tunnel_port)
+        .max_lease(args.max_lease);
+    if let Some(grace) = args.lease_grace {
+        builder = builder.lease_restart_grace(grace);
+    }
     if let Some(path) = &args.psk_file {
         builder = builder.tunnel_psk(swarm::net::load_psk(path)?);
     }
@@ -89,6 +104,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let bound = node.serve_metrics(addr).await.context("cannot serve metrics")?;
         println!("metrics on http://{bound}/metrics");
     }
+    let _control = match &args.control {
+        Some(path) => {
+            let control = crate::control::serve(node.clone(), path).await?;
+            println!("control socket {}", path.display());
+            Some(control)
+        }
+        None => None,
+    };
     for addr in node.listen_addrs().await? {
         println!("listening on {addr}");
     }

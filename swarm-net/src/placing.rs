@@ -12,8 +12,10 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
 use swarm_core::place::{
-    leased_in, rank, Lease, Placement, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
+    leased_in, rank, Lease, Placement, Ranking, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
 };
+
+use swarm_core::view::ClusterSnapshot;
 
 use crate::driver::wall_clock;
 use crate::node::{Command, Node, NodeError};
@@ -32,25 +34,7 @@ impl Node {
     /// ([`Node::renew`]); [`Node::release`] ends them.
     pub async fn place_with(&self, task: TaskSpec, config: SubmitConfig) -> Result<Placement, NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
-        let view = self.cluster().await?;
-        let now = wall_clock();
-        // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
-        let mut leased = leased_in(&view);
-        let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
-        leased.insert(self.peer_id(), own);
-        let weights = ScoreWeights::default();
-        let mut ranking = rank(&view, &self.peer_id(), &task, &leased, now, &weights);
-        if ranking.feasible.len() < usize::from(task.nodes) {
-            // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
-            // that fit but for advertised leases are asked too, after the others.
-            let all = rank(&view, &self.peer_id(), &task, &HashMap::new(), now, &weights);
-            let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
-            let extra: Vec<_> = all.feasible.into_iter().filter(|s| !known.contains(&s.peer)).collect();
-            if !extra.is_empty() {
-                ranking.feasible.extend(extra);
-                ranking.rejected = all.rejected;
-            }
-        }
+        let (view, ranking) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
@@ -70,6 +54,40 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// How this node ranks every node of its view for `task` (the task's origin is this
+    /// node): the feasible ones best first, and why each other one is rejected.
+    /// [`Ranking::explain`] prints it.
+    pub async fn rank(&self, task: &TaskSpec) -> Result<Ranking, NodeError> {
+        Ok(self.ranked(task).await?.1)
+    }
+
+    async fn ranked(&self, task: &TaskSpec) -> Result<(ClusterSnapshot, Ranking), NodeError> {
+        let view = self.cluster().await?;
+        let now = wall_clock();
+        // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
+        let mut leased = leased_in(&view);
+        let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
+        leased.insert(self.peer_id(), own);
+        let weights = ScoreWeights::default();
+        let mut ranking = rank(&view, &self.peer_id(), task, &leased, now, &weights);
+        if ranking.feasible.len() < usize::from(task.nodes) {
+            // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
+            // that fit but for advertised leases are asked too, after the others.
+            let all = rank(&view, &self.peer_id(), task, &HashMap::new(), now, &weights);
+            let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
+            let extra: Vec<_> = all
+                .feasible
+                .into_iter()
+                .filter(|s| s.peer != self.peer_id() && !known.contains(&s.peer))
+                .collect();
+            if !extra.is_empty() {
+                ranking.feasible.extend(extra);
+                ranking.rejected = all.rejected;
+            }
+        }
+        Ok((view, ranking))
     }
 
     /// Extends every lease of `placement` by its lease length; the earliest expiry among

@@ -252,3 +252,57 @@ async fn concurrent_submitters_never_double_book() {
     }
     shutdown_all(&nodes).await;
 }
+
+/// Leases live in memory: a node restarted with its old keys refuses new leases for its
+/// restart grace (it may have granted some it forgot), and renewals of leases from its
+/// earlier run fail, so their holders know to place again. A node with fresh keys has
+/// nothing outstanding and grants at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_waits_out_the_leases_it_forgot() {
+    use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("gpu.key");
+    let gpu = || Arc::new("2xH100-80GB".parse::<swarm_gpu::StaticProbe>().unwrap());
+    let grace = Duration::from_secs(5);
+    let (holder, _e) = start(builder("place-restart")).await;
+    let boot = first_addr(&holder).await;
+    let provider =
+        || builder("place-restart").gpu_probe(gpu()).identity_file(&key).lease_restart_grace(grace);
+    let (first, _e1) = start(provider().bootstrap(boot.clone())).await;
+    assert!(ready(&holder, 2).await);
+    let p = holder.place(task("before", 2, Duration::from_secs(60))).await.unwrap();
+    assert_eq!(p.peers(), vec![first.peer_id()], "the holder has no GPU");
+    let reserve = |id: &str| LeaseRequest::Reserve {
+        task: swarm_core::bounded::BoundedString::try_new(id).unwrap(),
+        demand: swarm_core::place::wire::GpuDemand {
+            count: 1,
+            min_memory_mib: 0,
+            min_compute_capability: None,
+            models: Default::default(),
+        },
+        ttl_ms: 10_000,
+    };
+    let peer = first.peer_id();
+    first.shutdown().await;
+
+    let (second, _e2) = start(provider().bootstrap(boot)).await;
+    assert_eq!(second.peer_id(), peer, "same keys");
+    assert!(second.leases().await.unwrap().is_empty(), "leases are not persisted");
+    let connected = eventually(Duration::from_secs(20), || async {
+        !matches!(holder.lease_request(peer, reserve("probe")).await, Err(NodeError::Lease { .. }))
+    })
+    .await;
+    assert!(connected);
+    match holder.lease_request(peer, reserve("during")).await.unwrap() {
+        LeaseResponse::Rejected { reason, .. } => assert!(reason.contains("restarted"), "{reason}"),
+        other => panic!("granted during the restart grace: {other:?}"),
+    }
+    let renewal = holder.renew(&p).await.unwrap_err();
+    assert!(renewal.to_string().contains("unknown or expired lease"), "{renewal}");
+    let granted = eventually(Duration::from_secs(10), || async {
+        matches!(holder.lease_request(peer, reserve("after")).await, Ok(LeaseResponse::Granted { .. }))
+    })
+    .await;
+    assert!(granted, "grants again after the grace");
+    shutdown_all(&[holder, second]).await;
+}

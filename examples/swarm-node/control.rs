@@ -1,0 +1,266 @@
+//! The local control endpoint of `swarm-node run --control PATH`: a Unix socket that
+//! takes one JSON request per line and answers one JSON line. `swarm-node place`,
+//! `release` and `placements` talk to it.
+//!
+//! Local users only: the socket is made mode 0600, and every connection's peer
+//! credentials (SO_PEERCRED) are checked: only the socket's owner (the user running the
+//! node) and root are served; anyone else gets an error line and is disconnected.
+//! Requests are bounded (64 KiB per line, 1 024 placements held).
+
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use swarm::core::place::{LinkLimits, Placement, TaskSpec};
+use swarm::core::record::Label;
+use swarm::Node;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::task::JoinHandle;
+
+/// Longest request line.
+const MAX_LINE: u64 = 64 * 1024;
+/// Placements the endpoint holds at once.
+const MAX_HELD: usize = 1024;
+
+/// A task as the endpoint takes it (durations in ms, throughput in Mbit/s).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TaskRequest {
+    pub id: String,
+    pub gpus: u16,
+    pub nodes: u16,
+    pub min_memory_mib: u64,
+    pub models: Vec<String>,
+    pub labels: Vec<String>,
+    pub max_rtt_ms: Option<f64>,
+    pub max_loss: Option<f64>,
+    pub max_jitter_ms: Option<f64>,
+    pub min_throughput_mbps: Option<f64>,
+    pub member_max_rtt_ms: Option<f64>,
+    pub member_max_loss: Option<f64>,
+    pub member_max_jitter_ms: Option<f64>,
+    pub member_min_throughput_mbps: Option<f64>,
+    pub lease_ms: u64,
+}
+
+fn ms(v: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
+    match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && (0.0..=86_400_000.0).contains(&x) => {
+            Ok(Some(Duration::from_secs_f64(x / 1e3)))
+        }
+        Some(x) => bail!("{what} {x} ms is out of range"),
+    }
+}
+
+impl TaskRequest {
+    /// The spec, validated.
+    pub fn to_spec(&self) -> anyhow::Result<TaskSpec> {
+        let limits = |rtt, loss, jitter, mbps: Option<f64>, side: &str| -> anyhow::Result<LinkLimits> {
+            Ok(LinkLimits {
+                max_rtt: ms(rtt, &format!("{side} RTT"))?,
+                max_loss: loss,
+                max_jitter: ms(jitter, &format!("{side} jitter"))?,
+                min_throughput_bps: mbps.map(|m| m * 1e6),
+            })
+        };
+        let mut spec = TaskSpec::new(&self.id, self.gpus);
+        spec.nodes = self.nodes;
+        spec.min_gpu_memory_mib = self.min_memory_mib;
+        spec.gpu_models = self.models.clone();
+        spec.labels = self
+            .labels
+            .iter()
+            .map(|l| Label::parse(l).map_err(|e| anyhow::anyhow!("label {l:?}: {e}")))
+            .collect::<anyhow::Result<_>>()?;
+        spec.origin_limits =
+            limits(self.max_rtt_ms, self.max_loss, self.max_jitter_ms, self.min_throughput_mbps, "origin")?;
+        spec.member_limits = limits(
+            self.member_max_rtt_ms,
+            self.member_max_loss,
+            self.member_max_jitter_ms,
+            self.member_min_throughput_mbps,
+            "member",
+        )?;
+        spec.lease = Duration::from_millis(self.lease_ms);
+        spec.validate()?;
+        Ok(spec)
+    }
+}
+
+/// A placement as JSON.
+pub fn placement_json(p: &Placement) -> Value {
+    json!({
+        "task": p.task,
+        "attempts": p.attempts,
+        "lease_ms": p.lease.as_millis() as u64,
+        "worst_member_rtt_ms": p.worst_member_rtt_ms.filter(|w| w.is_finite()),
+        "nodes": p.nodes.iter().map(|n| json!({
+            "peer": n.peer.to_string(),
+            "gpus": n.gpus,
+            "lease": n.lease,
+            "score": n.score,
+            "rtt_ms": n.rtt_ms,
+            "measured": n.measured,
+        })).collect::<Vec<_>>(),
+        "explain": p.explain(),
+    })
+}
+
+struct Held {
+    placement: Placement,
+    until: Instant,
+}
+
+/// The running endpoint; dropping it stops it and removes the socket.
+pub struct Control {
+    path: PathBuf,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds the endpoint at `path` and serves `node` until the returned handle drops.
+pub async fn serve(node: Node, path: &Path) -> anyhow::Result<Control> {
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            bail!("{} is in use by a running node", path.display());
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path).with_context(|| format!("cannot bind {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let owner = std::fs::metadata(path)?.uid();
+    let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (node, held) = (node.clone(), held.clone());
+            tokio::spawn(async move {
+                if let Err(e) = connection(stream, owner, node, held).await {
+                    tracing::debug!(error = %e, "control connection ended");
+                }
+            });
+        }
+    });
+    Ok(Control { path: path.to_owned(), task })
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    owner: u32,
+    node: Node,
+    held: Arc<Mutex<HashMap<String, Held>>>,
+) -> anyhow::Result<()> {
+    let uid = stream.peer_cred()?.uid();
+    if uid != owner && uid != 0 {
+        let line = json!({"ok": false, "error": format!("uid {uid} may not control this node")});
+        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        return Ok(());
+    }
+    let (read, mut write) = stream.split();
+    let mut lines = BufReader::new(read.take(MAX_LINE));
+    let mut line = String::new();
+    while lines.read_line(&mut line).await? > 0 {
+        let answer = match serde_json::from_str::<Value>(&line) {
+            Ok(request) => handle(&node, &held, &request)
+                .await
+                .unwrap_or_else(|e| json!({"ok": false, "error": format!("{e:#}")})),
+            Err(e) => json!({"ok": false, "error": format!("not a JSON request: {e}")}),
+        };
+        write.write_all(format!("{answer}\n").as_bytes()).await?;
+        line.clear();
+    }
+    Ok(())
+}
+
+async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value) -> anyhow::Result<Value> {
+    let prune = |held: &mut HashMap<String, Held>| {
+        let now = Instant::now();
+        held.retain(|_, h| h.until > now);
+    };
+    match request["op"].as_str() {
+        Some("place") => {
+            let task: TaskRequest = serde_json::from_value(request["task"].clone()).context("bad task")?;
+            let spec = task.to_spec()?;
+            {
+                let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                prune(&mut held);
+                if held.contains_key(&spec.id) {
+                    bail!("task {} is already placed; release it first", spec.id);
+                }
+                if held.len() >= MAX_HELD {
+                    bail!("{MAX_HELD} placements held; release some first");
+                }
+            }
+            let ranking = node.rank(&spec).await?;
+            let placement = node.place(spec).await?;
+            let mut out = placement_json(&placement);
+            out["ok"] = json!(true);
+            out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());
+            let until = Instant::now() + placement.lease;
+            if let Ok(mut held) = held.lock() {
+                held.insert(placement.task.clone(), Held { placement, until });
+            }
+            Ok(out)
+        }
+        Some(op @ ("release" | "renew")) => {
+            let id = request["task"].as_str().context("which task?")?.to_owned();
+            let placement = {
+                let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+                prune(&mut held);
+                let Some(h) = held.get(&id) else { bail!("no live placement of task {id}") };
+                h.placement.clone()
+            };
+            if op == "release" {
+                if let Ok(mut held) = held.lock() {
+                    held.remove(&id);
+                }
+                node.release(&placement).await?;
+                Ok(json!({"ok": true, "task": id, "released": placement.nodes.len()}))
+            } else {
+                let left = node.renew(&placement).await?;
+                if let Ok(mut held) = held.lock() {
+                    if let Some(h) = held.get_mut(&id) {
+                        h.until = Instant::now() + left;
+                    }
+                }
+                Ok(json!({"ok": true, "task": id, "expires_in_ms": left.as_millis() as u64}))
+            }
+        }
+        Some("list") => {
+            let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            prune(&mut held);
+            let list: Vec<Value> = held.values().map(|h| placement_json(&h.placement)).collect();
+            Ok(json!({"ok": true, "placements": list}))
+        }
+        _ => bail!("unknown op (use place, release, renew or list)"),
+    }
+}
+
+/// Sends one request to the endpoint at `path` and returns its answer; an answer with
+/// `ok: false` becomes an error.
+pub async fn call(path: &Path, request: &Value) -> anyhow::Result<Value> {
+    let mut stream = UnixStream::connect(path).await.with_context(|| {
+        format!("cannot reach the node's control socket {} (is it running with --control?)", path.display())
+    })?;
+    stream.write_all(format!("{request}\n").as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new((&mut stream).take(16 << 20)).read_line(&mut line).await?;
+    let answer: Value = serde_json::from_str(&line).context("the node's answer is not JSON")?;
+    if answer["ok"] != json!(true) {
+        bail!("{}", answer["error"].as_str().unwrap_or("the node refused"));
+    }
+    Ok(answer)
+}

@@ -1,0 +1,149 @@
+//! `swarm-node place | release | renew | placements`: place tasks through a running
+//! node's control socket (`swarm-node run --control PATH`), release or renew them, and
+//! list what it holds.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::control::{call, TaskRequest};
+
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The node's control socket (`swarm-node run --control PATH`).
+    #[arg(long, value_name = "PATH", default_value = "swarm-node.sock")]
+    pub control: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlaceArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// The task's id (1-64 printable characters, unique among this node's placements).
+    #[arg(long)]
+    id: String,
+    /// GPUs on each node.
+    #[arg(long, default_value_t = 1)]
+    gpus: u16,
+    /// Nodes: 1 for a single task, k for a gang.
+    #[arg(long, default_value_t = 1)]
+    nodes: u16,
+    /// Memory each GPU must have, MiB.
+    #[arg(long, default_value_t = 0)]
+    min_memory_mib: u64,
+    /// Allowed GPU model (repeatable; case-insensitive), e.g. H100.
+    #[arg(long)]
+    model: Vec<String>,
+    /// Label each node must carry, key=value (repeatable).
+    #[arg(long)]
+    label: Vec<String>,
+    /// Largest round trip from this node to each node.
+    #[arg(long, value_parser = crate::parse_duration)]
+    max_rtt: Option<Duration>,
+    /// Largest loss ratio (0-1) from this node to each node.
+    #[arg(long)]
+    max_loss: Option<f64>,
+    /// Largest jitter from this node to each node.
+    #[arg(long, value_parser = crate::parse_duration)]
+    max_jitter: Option<Duration>,
+    /// Smallest throughput from this node to each node, Mbit/s (needs a packet-train measurement).
+    #[arg(long)]
+    min_throughput_mbps: Option<f64>,
+    /// Largest round trip between two gang members.
+    #[arg(long, value_parser = crate::parse_duration)]
+    member_max_rtt: Option<Duration>,
+    /// Largest loss ratio between two gang members.
+    #[arg(long)]
+    member_max_loss: Option<f64>,
+    /// Largest jitter between two gang members.
+    #[arg(long, value_parser = crate::parse_duration)]
+    member_max_jitter: Option<Duration>,
+    /// Smallest throughput between two gang members, Mbit/s.
+    #[arg(long)]
+    member_min_throughput_mbps: Option<f64>,
+    /// How long the leases last unless renewed (`swarm-node renew`).
+    #[arg(long, default_value = "60s", value_parser = crate::parse_duration)]
+    lease: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct TaskIdArgs {
+    #[command(flatten)]
+    control: ControlArgs,
+    /// The task's id.
+    #[arg(long)]
+    id: String,
+}
+
+fn ms(d: Option<Duration>) -> Option<f64> {
+    d.map(|d| d.as_secs_f64() * 1e3)
+}
+
+pub async fn place(args: PlaceArgs) -> anyhow::Result<()> {
+    let task = TaskRequest {
+        id: args.id,
+        gpus: args.gpus,
+        nodes: args.nodes,
+        min_memory_mib: args.min_memory_mib,
+        models: args.model,
+        labels: args.label,
+        max_rtt_ms: ms(args.max_rtt),
+        max_loss: args.max_loss,
+        max_jitter_ms: ms(args.max_jitter),
+        min_throughput_mbps: args.min_throughput_mbps,
+        member_max_rtt_ms: ms(args.member_max_rtt),
+        member_max_loss: args.member_max_loss,
+        member_max_jitter_ms: ms(args.member_max_jitter),
+        member_min_throughput_mbps: args.member_min_throughput_mbps,
+        lease_ms: args.lease.as_millis() as u64,
+    };
+    // Checked here too, so a bad flag fails before anything is sent.
+    task.to_spec()?;
+    let answer = call(&args.control.control, &json!({"op": "place", "task": task})).await?;
+    if args.control.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        return Ok(());
+    }
+    print!("{}", answer["explain"].as_str().unwrap_or(""));
+    println!("ranking (best first):");
+    for line in answer["ranking"].as_array().into_iter().flatten() {
+        println!("  {}", line.as_str().unwrap_or(""));
+    }
+    println!(
+        "leases expire in {} s unless renewed (swarm-node renew --id {})",
+        answer["lease_ms"].as_u64().unwrap_or(0) / 1000,
+        answer["task"].as_str().unwrap_or("?")
+    );
+    Ok(())
+}
+
+pub async fn release(args: TaskIdArgs, op: &str) -> anyhow::Result<()> {
+    let answer = call(&args.control.control, &json!({"op": op, "task": args.id})).await?;
+    if args.control.json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if op == "release" {
+        println!("released task {} ({} leases)", args.id, answer["released"]);
+    } else {
+        println!("renewed task {}: expires in {} ms", args.id, answer["expires_in_ms"]);
+    }
+    Ok(())
+}
+
+pub async fn placements(args: ControlArgs) -> anyhow::Result<()> {
+    let answer = call(&args.control, &json!({"op": "list"})).await?;
+    let list = answer["placements"].as_array().cloned().unwrap_or_default();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&Value::Array(list))?);
+        return Ok(());
+    }
+    for p in &list {
+        print!("{}", p["explain"].as_str().unwrap_or(""));
+    }
+    println!("{} placements held", list.len());
+    Ok(())
+}
