@@ -48,6 +48,25 @@ fn demo_json_reports_a_converged_mesh() {
         assert!(l["rtt_p99_ms"].as_f64().unwrap() < 1000.0);
         assert_ne!(l["sla_latency"], "?", "latency is judged (20 round trips): {l}");
     }
+    // Node 0 placed a batch: every task but the impossible one, each where it fits.
+    let placements = v["placements"].as_array().unwrap();
+    assert_eq!(placements.len(), 7);
+    let by = |task: &str| placements.iter().find(|p| p["task"] == task).unwrap().clone();
+    let node_of = |peer: &serde_json::Value| nodes.iter().position(|n| n["id"] == *peer).unwrap();
+    let h100 = by("train-h100");
+    assert_eq!(node_of(&h100["nodes"][0]["peer"]), 0, "only node 0 has H100s: {h100}");
+    assert_eq!(h100["nodes"][0]["gpus"].as_array().unwrap().len(), 4);
+    assert_eq!(node_of(&by("us-east")["nodes"][0]["peer"]), 1, "node 1 is the us-east node with GPUs");
+    for gang in ["gang-2x2", "gang-3x1"] {
+        let g = by(gang);
+        let members: std::collections::HashSet<usize> =
+            g["nodes"].as_array().unwrap().iter().map(|m| node_of(&m["peer"])).collect();
+        assert_eq!(members.len(), g["nodes"].as_array().unwrap().len(), "distinct members: {g}");
+        assert!(g["worst_member_rtt_ms"].as_f64().unwrap() < 50.0, "{g}");
+    }
+    let h200 = by("h200");
+    assert!(h200["error"].as_str().unwrap().contains("no node can take task h200"), "{h200}");
+    assert_eq!(v["leases_released"], 9, "4 singles + 2 + 3 gang members, all released");
 }
 
 #[test]

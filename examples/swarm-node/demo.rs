@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::{Args, ValueEnum};
+use swarm::core::place::{Placement, TaskSpec};
 use swarm::net::mesh::{Convergence, LocalMesh, MeshTransport};
 use swarm::{Node, PeerId};
 use tokio::task::JoinHandle;
@@ -63,9 +64,12 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
     }
     let links = mesh.nodes[0].links().await?;
+    // Node 0 places a batch of tasks and gangs on the mesh, from its own view.
+    let placed = place_batch(&mesh.nodes[0], n).await;
+    let released = release_batch(&mesh, &placed).await?;
 
     if args.json {
-        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links).await?;
+        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links, &placed, released).await?;
     } else {
         let view = mesh.nodes[0].cluster().await?;
         let connected = mesh.nodes[0].connected_peers().await?;
@@ -87,6 +91,24 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         }
         let total: usize = tunnels_up.iter().sum();
         println!("{total} of {} tunnel ends up after {tunnels_ms} ms", n * (n - 1));
+        println!();
+        println!("placement from node 0 (its own view; leases over /swarm/lease/1, no coordinator):");
+        for p in &placed {
+            match &p.result {
+                Ok(placement) => {
+                    println!(
+                        "{} [{}] placed in {:.1} ms, {} attempt(s):",
+                        p.name, p.what, p.ms, placement.attempts
+                    );
+                    for line in placement.explain().lines() {
+                        println!("    {line}");
+                    }
+                }
+                Err(e) => println!("{} [{}] not placed in {:.1} ms: {e}", p.name, p.what, p.ms),
+            }
+        }
+        let ok = placed.iter().filter(|p| p.result.is_ok()).count();
+        println!("{ok} of {} placed; all {released} leases released, none left on any node", placed.len());
     }
     let stopping = Instant::now();
     mesh.shutdown().await;
@@ -103,7 +125,79 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     if rtts.iter().any(|(_, r)| r.is_none()) {
         bail!("a datagram over a tunnel went unanswered");
     }
+    if let Some(p) = placed.iter().find(|p| p.expect_ok != p.result.is_ok()) {
+        bail!("task {} placed: {}, expected {}", p.name, p.result.is_ok(), p.expect_ok);
+    }
     Ok(())
+}
+
+/// One task of the demo's batch and what became of it.
+pub struct Placed {
+    name: &'static str,
+    what: &'static str,
+    expect_ok: bool,
+    ms: f64,
+    result: Result<Placement, swarm::NodeError>,
+}
+
+/// The batch: single tasks with model, memory, label and RTT constraints, two gangs with
+/// member limits, and one task nothing can take. GPUs per node follow
+/// `swarm::net::mesh::INVENTORIES` (node 0: 8 x H100, node 1: 4 x A100 80 GB in us-east,
+/// node 2: 3 GPUs, ...), and every lease is held until the batch ends, so the order is
+/// chosen to fit any mesh of 3 or more nodes.
+async fn place_batch(node: &Node, nodes: usize) -> Vec<Placed> {
+    let ms = |x: u64| Some(Duration::from_millis(x));
+    let gangs = nodes >= 3;
+    let mut batch: Vec<(&'static str, &'static str, bool, TaskSpec)> = Vec::new();
+    let mut t = TaskSpec::new("train-h100", 4);
+    t.gpu_models = vec!["H100".into()];
+    batch.push(("train-h100", "4 x H100", true, t));
+    let mut t = TaskSpec::new("us-east", 1);
+    t.labels = vec![swarm::core::record::Label::parse("region=us-east").unwrap_or_else(|_| unreachable!())];
+    batch.push(("us-east", "1 GPU labelled region=us-east", true, t));
+    let mut t = TaskSpec::new("finetune-a100", 2);
+    t.gpu_models = vec!["A100".into()];
+    t.min_gpu_memory_mib = 80 * 1024;
+    batch.push(("finetune-a100", "2 x A100 with 80 GB", true, t));
+    let mut t = TaskSpec::new("gang-2x2", 2);
+    t.nodes = 2;
+    t.member_limits.max_rtt = ms(50);
+    batch.push(("gang-2x2", "gang of 2 nodes x 2 GPUs, members < 50 ms apart", gangs, t));
+    let mut t = TaskSpec::new("gang-3x1", 1);
+    t.nodes = 3;
+    t.member_limits.max_rtt = ms(50);
+    batch.push(("gang-3x1", "gang of 3 nodes x 1 GPU, members < 50 ms apart", gangs, t));
+    let mut t = TaskSpec::new("infer-1", 1);
+    t.origin_limits.max_rtt = ms(50);
+    batch.push(("infer-1", "1 GPU, RTT to node 0 < 50 ms", true, t));
+    let mut t = TaskSpec::new("h200", 1);
+    t.gpu_models = vec!["H200".into()];
+    batch.push(("h200", "1 x H200: no node has one", false, t));
+    let mut out = Vec::new();
+    for (name, what, expect_ok, task) in batch {
+        let started = Instant::now();
+        let result = node.place(task).await;
+        out.push(Placed { name, what, expect_ok, ms: started.elapsed().as_secs_f64() * 1e3, result });
+    }
+    out
+}
+
+/// Releases every placement and checks no node holds a lease after; the leases released.
+async fn release_batch(mesh: &LocalMesh, placed: &[Placed]) -> anyhow::Result<usize> {
+    let mut released = 0;
+    for p in placed {
+        if let Ok(placement) = &p.result {
+            mesh.nodes[0].release(placement).await?;
+            released += placement.nodes.len();
+        }
+    }
+    for node in &mesh.nodes {
+        let left = node.leases().await?;
+        if !left.is_empty() {
+            bail!("{} still holds {} leases after release", node.peer_id(), left.len());
+        }
+    }
+    Ok(released)
 }
 
 /// Datagrams sent to each peer to measure the tunnel's round trip.
@@ -199,6 +293,8 @@ async fn print_json(
     tunnels_ms: u64,
     rtts: &[(PeerId, Option<Duration>)],
     links: &[swarm::net::LinkReport],
+    placed: &[Placed],
+    released: usize,
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
@@ -220,8 +316,21 @@ async fn print_json(
             })
         })
         .collect();
+    let placements: Vec<_> = placed
+        .iter()
+        .map(|p| match &p.result {
+            Ok(placement) => {
+                let mut v = crate::control::placement_json(placement);
+                v["ms"] = serde_json::json!(p.ms);
+                v
+            }
+            Err(e) => serde_json::json!({"task": p.name, "error": e.to_string(), "ms": p.ms}),
+        })
+        .collect();
     let summary = serde_json::json!({
         "namespace": "demo",
+        "placements": placements,
+        "leases_released": released,
         "nodes": nodes,
         "converged": result.converged,
         "converge_ms": result.elapsed.as_millis() as u64,

@@ -3,9 +3,9 @@
 //! answers to [`Submission::on_reply`], and calls `next` again.
 //!
 //! - A single task goes to one node chosen by the power of `d` choices: `d` nodes drawn
-//!   at random from the best `pool` feasible ones, the best-ranked of them asked. Many
-//!   submitters reading the same (stale) view then spread over the best nodes instead of
-//!   all asking the first one.
+//!   at random from the best `pool` feasible ones that score within `tolerance` of the
+//!   best, the best-ranked of them asked. Many submitters reading the same (stale) view
+//!   then spread over the near-best nodes instead of all asking the first one.
 //! - A gang's members (from [`choose_gang`]) are asked together; unless all grant, the
 //!   granted leases are released and the refusers left out of the next choice: a gang is
 //!   reserved all or nothing.
@@ -30,7 +30,7 @@ use crate::time::UnixMillis;
 use crate::view::ClusterSnapshot;
 
 /// How a submission chooses and retries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SubmitConfig {
     /// `d`: candidates drawn per single-task attempt.
     pub choices: usize,
@@ -38,11 +38,14 @@ pub struct SubmitConfig {
     pub pool: usize,
     /// Rounds of reservations at most.
     pub max_attempts: u32,
+    /// Only nodes scoring within this share of the best remaining one are drawn, so
+    /// spreading never costs more than this much score.
+    pub tolerance: f64,
 }
 
 impl Default for SubmitConfig {
     fn default() -> Self {
-        Self { choices: 2, pool: 8, max_attempts: 8 }
+        Self { choices: 2, pool: 8, max_attempts: 8, tolerance: 0.05 }
     }
 }
 
@@ -344,7 +347,9 @@ impl Submission {
             if left.is_empty() {
                 return Err(if self.attempts == 0 { self.infeasible(view) } else { self.exhausted() });
             }
-            let pool = left.len().min(self.config.pool.max(1));
+            let floor = left[0].score * (1.0 - self.config.tolerance);
+            let near = left.iter().take_while(|s| s.score >= floor).count().max(1);
+            let pool = near.min(self.config.pool.max(1));
             let mut best = pool - 1;
             for _ in 0..self.config.choices.max(1) {
                 best = best.min((self.rng.next_u64() % pool as u64) as usize);
@@ -502,7 +507,7 @@ mod tests {
     }
 
     fn one_choice() -> SubmitConfig {
-        SubmitConfig { choices: 1, pool: 1, max_attempts: 8 }
+        SubmitConfig { choices: 1, pool: 1, max_attempts: 8, tolerance: 0.05 }
     }
 
     #[test]
@@ -531,15 +536,23 @@ mod tests {
         let v = view();
         let ranking =
             rank(&v, &id(1), &TaskSpec::new("t", 1), &HashMap::new(), NOW, &ScoreWeights::default());
-        let mut first = HashSet::new();
-        for seed in 0..32 {
-            let mut sub =
-                Submission::new(TaskSpec::new("t", 1), ranking.clone(), SubmitConfig::default(), seed)
-                    .unwrap();
-            let Step::Reserve { peers, .. } = sub.next(&v, NOW) else { panic!() };
-            first.insert(peers[0]);
+        let first = |config: SubmitConfig| {
+            let mut asked = HashSet::new();
+            for seed in 0..32 {
+                let mut sub = Submission::new(TaskSpec::new("t", 1), ranking.clone(), config, seed).unwrap();
+                let Step::Reserve { peers, .. } = sub.next(&v, NOW) else { panic!() };
+                asked.insert(peers[0]);
+            }
+            asked
+        };
+        let any = first(SubmitConfig { tolerance: 1.0, ..SubmitConfig::default() });
+        assert!(any.len() >= 3, "32 submitters all asked {any:?}");
+        // With the default tolerance only nodes within 5 % of the best are drawn.
+        let best = ranking.feasible[0].score;
+        for peer in first(SubmitConfig::default()) {
+            let s = ranking.feasible.iter().find(|s| s.peer == peer).unwrap().score;
+            assert!(s >= best * 0.95, "{s} vs {best}");
         }
-        assert!(first.len() >= 3, "32 submitters all asked {first:?}");
     }
 
     #[test]
