@@ -69,7 +69,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let released = release_batch(&mesh, &placed).await?;
 
     if args.json {
-        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links, &placed, released).await?;
+        print_json(&mesh, &result, &tunnels_up, tunnels_ms, &rtts, &links, (&placed, released)).await?;
     } else {
         let view = mesh.nodes[0].cluster().await?;
         let connected = mesh.nodes[0].connected_peers().await?;
@@ -293,8 +293,7 @@ async fn print_json(
     tunnels_ms: u64,
     rtts: &[(PeerId, Option<Duration>)],
     links: &[swarm::net::LinkReport],
-    placed: &[Placed],
-    released: usize,
+    (placed, released): (&[Placed], usize),
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
