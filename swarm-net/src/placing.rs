@@ -12,9 +12,10 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
 use swarm_core::place::{
-    leased_in, rank, Lease, Placement, Ranking, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
+    leased_in, Lease, PlacementIndex, Placement, Ranking, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
 };
 
+use swarm_core::link::index::LinkIndex;
 use swarm_core::view::ClusterSnapshot;
 
 use crate::driver::wall_clock;
@@ -34,12 +35,12 @@ impl Node {
     /// ([`Node::renew`]); [`Node::release`] ends them.
     pub async fn place_with(&self, task: TaskSpec, config: SubmitConfig) -> Result<Placement, NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
-        let (view, ranking) = self.ranked(&task).await?;
+        let (_view, links, ranking) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
         loop {
-            match submission.next(&view, wall_clock()) {
+            match submission.next(&links) {
                 Step::Reserve { peers, release } => {
                     self.release_all(&release).await;
                     let asks = peers.iter().map(|p| self.lease_request(*p, request.clone()));
@@ -60,22 +61,23 @@ impl Node {
     /// node): the feasible ones best first, and why each other one is rejected.
     /// [`Ranking::explain`] prints it.
     pub async fn rank(&self, task: &TaskSpec) -> Result<Ranking, NodeError> {
-        Ok(self.ranked(task).await?.1)
+        Ok(self.ranked(task).await?.2)
     }
 
-    async fn ranked(&self, task: &TaskSpec) -> Result<(ClusterSnapshot, Ranking), NodeError> {
+    async fn ranked(&self, task: &TaskSpec) -> Result<(ClusterSnapshot, LinkIndex, Ranking), NodeError> {
         let view = self.cluster().await?;
-        let now = wall_clock();
+        let links = LinkIndex::new(&view, wall_clock());
         // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
         let mut leased = leased_in(&view);
         let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
         leased.insert(self.peer_id(), own);
         let weights = ScoreWeights::default();
-        let mut ranking = rank(&view, &self.peer_id(), task, &leased, now, &weights);
+        let origin = self.peer_id();
+        let mut ranking = PlacementIndex::with_links(&view, &links, &origin, &leased).rank(task, &weights);
         if ranking.feasible.len() < usize::from(task.nodes) {
             // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
             // that fit but for advertised leases are asked too, after the others.
-            let all = rank(&view, &self.peer_id(), task, &HashMap::new(), now, &weights);
+            let all = PlacementIndex::with_links(&view, &links, &origin, &HashMap::new()).rank(task, &weights);
             let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
             let extra: Vec<_> = all
                 .feasible
@@ -87,7 +89,7 @@ impl Node {
                 ranking.rejected = all.rejected;
             }
         }
-        Ok((view, ranking))
+        Ok((view, links, ranking))
     }
 
     /// Extends every lease of `placement` by its lease length; the earliest expiry among

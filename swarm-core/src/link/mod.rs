@@ -12,6 +12,7 @@
 //! - [`emulator`]: a seeded link emulator for the deterministic simulator.
 
 pub mod emulator;
+pub mod index;
 mod monitor;
 pub mod probe;
 mod sla;

@@ -166,7 +166,7 @@ fn summaries(r: &NodeRecord) -> Option<LinkSummaries> {
 }
 
 /// How old a summary in `record` is at `now`.
-fn age(record: &NodeRecord, s: &LinkSummary, now: UnixMillis) -> Duration {
+pub(crate) fn age(record: &NodeRecord, s: &LinkSummary, now: UnixMillis) -> Duration {
     record.timestamp.age(now) + Duration::from_millis(u64::from(s.age_ms))
 }
 
@@ -176,12 +176,15 @@ fn measured(view: &impl Records, by: &PeerId, of: &PeerId, now: UnixMillis) -> O
     Some(LinkAnswer::Measured { by: *by, summary: s, age: age(record, &s, now) })
 }
 
+/// Whether `s`, in `record`, shows a handshake confirmed within [`CONFIRMED_WITHIN`].
+pub(crate) fn handshake_fresh(record: &NodeRecord, s: &LinkSummary, now: UnixMillis) -> bool {
+    record.timestamp.age(now) + Duration::from_secs(u64::from(s.handshake_age_s)) <= CONFIRMED_WITHIN
+}
+
 /// Whether some record shows a handshake with `peer` confirmed within
 /// [`CONFIRMED_WITHIN`]: its own (with anyone), or anyone's with it.
 fn confirmed(view: &impl Records, peer: &PeerId, now: UnixMillis) -> bool {
-    let fresh = |record: &NodeRecord, s: &LinkSummary| {
-        record.timestamp.age(now) + Duration::from_secs(u64::from(s.handshake_age_s)) <= CONFIRMED_WITHIN
-    };
+    let fresh = |record: &NodeRecord, s: &LinkSummary| handshake_fresh(record, s, now);
     let own = view.record(peer).and_then(|r| summaries(r).map(|s| s.links.iter().any(|l| fresh(r, l))));
     own.unwrap_or(false)
         || view
@@ -190,8 +193,21 @@ fn confirmed(view: &impl Records, peer: &PeerId, now: UnixMillis) -> bool {
 }
 
 fn link_between(view: &impl Records, a: &PeerId, b: &PeerId, now: UnixMillis) -> Option<LinkAnswer> {
-    let ab = measured(view, a, b, now);
-    let ba = measured(view, b, a, now);
+    combine(measured(view, a, b, now), measured(view, b, a, now), || {
+        if !(confirmed(view, a, now) && confirmed(view, b, now)) {
+            return None;
+        }
+        Some((summaries(view.record(a)?)?.coordinate?, summaries(view.record(b)?)?.coordinate?))
+    })
+}
+
+/// The fresher of the two ends' measurements, else an estimate from the two coordinates
+/// `estimate` gives (when both ends are confirmed).
+pub(crate) fn combine(
+    ab: Option<LinkAnswer>,
+    ba: Option<LinkAnswer>,
+    estimate: impl FnOnce() -> Option<(Coordinate, Coordinate)>,
+) -> Option<LinkAnswer> {
     let fresher = match (ab, ba) {
         (Some(LinkAnswer::Measured { age: x, .. }), Some(LinkAnswer::Measured { age: y, .. })) => {
             if x <= y {
@@ -205,11 +221,7 @@ fn link_between(view: &impl Records, a: &PeerId, b: &PeerId, now: UnixMillis) ->
     if fresher.is_some() {
         return fresher;
     }
-    if !(confirmed(view, a, now) && confirmed(view, b, now)) {
-        return None;
-    }
-    let ca = summaries(view.record(a)?)?.coordinate?;
-    let cb = summaries(view.record(b)?)?.coordinate?;
+    let (ca, cb) = estimate()?;
     Some(LinkAnswer::Estimated { rtt_ms: ca.distance_ms(&cb), error: ca.error.max(cb.error) })
 }
 
@@ -309,6 +321,16 @@ pub(crate) mod tests {
         assert_eq!(snapshot.link_between(&c, &d, later), None);
         assert!(snapshot.link_between(&a, &b, later).is_some());
         assert_eq!(snapshot.link_between(&a, &id(9), NOW), None, "an unknown node");
+        // The index answers exactly what the snapshot answers, for every pair.
+        for when in [NOW, later] {
+            let index = crate::link::index::LinkIndex::new(&snapshot, when);
+            for x in [1, 2, 3, 4, 5, 6, 9] {
+                for y in [1, 2, 3, 4, 5, 6, 9] {
+                    let (x, y) = (id(x), id(y));
+                    assert_eq!(index.link_between(&x, &y), snapshot.link_between(&x, &y, when), "{x} {y}");
+                }
+            }
+        }
     }
 
     #[test]

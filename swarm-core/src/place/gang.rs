@@ -7,9 +7,8 @@ use libp2p_identity::PeerId;
 
 use super::score::{check_limits, Ranking, Rejection, Scored};
 use super::task::TaskSpec;
+use crate::link::index::LinkIndex;
 use crate::link::summary::LinkAnswer;
-use crate::time::UnixMillis;
-use crate::view::ClusterSnapshot;
 
 /// Starting nodes tried.
 const STARTS: usize = 16;
@@ -52,15 +51,9 @@ pub enum GangError {
 }
 
 /// The member link between `a` and `b`, checked: its RTT, or why it fails.
-fn pair(
-    view: &ClusterSnapshot,
-    task: &TaskSpec,
-    a: &PeerId,
-    b: &PeerId,
-    now: UnixMillis,
-) -> Result<f64, Rejection> {
+fn pair(links: &LinkIndex, task: &TaskSpec, a: &PeerId, b: &PeerId) -> Result<f64, Rejection> {
     let l = &task.member_limits;
-    match view.link_between(a, b, now) {
+    match links.link_between(a, b) {
         Some(LinkAnswer::Measured { summary, .. }) => {
             let rtt = f64::from(summary.rtt_p50_us) / 1e3;
             check_limits(l, rtt, Some(&summary)).map(|()| rtt)
@@ -79,12 +72,7 @@ fn pair(
 }
 
 /// Chooses `task.nodes` members among `ranking.feasible`. See the module docs.
-pub fn choose_gang(
-    view: &ClusterSnapshot,
-    ranking: &Ranking,
-    task: &TaskSpec,
-    now: UnixMillis,
-) -> Result<Gang, GangError> {
+pub fn choose_gang(links: &LinkIndex, ranking: &Ranking, task: &TaskSpec) -> Result<Gang, GangError> {
     let k = usize::from(task.nodes);
     let cands = &ranking.feasible;
     if cands.len() < k {
@@ -106,7 +94,7 @@ pub fn choose_gang(
             let mut ok = true;
             let mut local_worst = worst;
             for &m in &chosen {
-                match pair(view, task, &cands[m].peer, &cands[j].peer, now) {
+                match pair(links, task, &cands[m].peer, &cands[j].peer) {
                     Ok(rtt) => {
                         if rtt.is_finite() {
                             local_worst = local_worst.max(rtt);

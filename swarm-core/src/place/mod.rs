@@ -13,14 +13,17 @@
 
 pub mod advert;
 pub mod gang;
+mod index;
 pub mod lease;
 pub mod score;
+pub mod sim;
 pub mod submit;
 mod task;
 pub mod wire;
 
 pub use advert::{leased_in, LeasedGpus};
 pub use gang::{choose_gang, Gang, GangError};
+pub use index::PlacementIndex;
 pub use lease::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, Refusal};
 pub use score::{rank, Ranking, Rejection, ScoreWeights, Scored};
 pub use submit::{PlaceError, PlacedNode, Placement, Reply, Step, Submission, SubmitConfig};

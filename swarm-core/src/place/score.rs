@@ -15,7 +15,7 @@ use std::fmt::Write as _;
 use libp2p_identity::PeerId;
 
 use super::task::{LinkLimits, TaskSpec};
-use crate::link::summary::{LinkAnswer, LinkSummary};
+use crate::link::summary::LinkSummary;
 use crate::time::UnixMillis;
 use crate::view::ClusterSnapshot;
 
@@ -202,22 +202,6 @@ impl Ranking {
     }
 }
 
-/// The link from the origin to `peer` as the scorer sees it: (rtt ms, measured summary).
-fn origin_link(
-    view: &ClusterSnapshot,
-    origin: &PeerId,
-    peer: &PeerId,
-    now: UnixMillis,
-) -> Option<(f64, Option<LinkSummary>)> {
-    if origin == peer {
-        return Some((0.0, None));
-    }
-    match view.link_between(origin, peer, now)? {
-        LinkAnswer::Measured { summary, .. } => Some((f64::from(summary.rtt_p50_us) / 1e3, Some(summary))),
-        LinkAnswer::Estimated { rtt_ms, .. } => Some((rtt_ms, None)),
-    }
-}
-
 /// Checks one link (its RTT, and its measured summary if any) against `l`.
 pub(crate) fn check_limits(
     l: &LinkLimits,
@@ -256,7 +240,8 @@ pub(crate) fn check_limits(
 
 /// Ranks every node of `view` for `task` submitted at `origin`. `leased` lists, per node,
 /// GPU indices known to be leased (by the node's own report); GPUs busier than
-/// `weights.busy_pct` count as taken too.
+/// `weights.busy_pct` count as taken too. For many tasks on one view, build a
+/// [`PlacementIndex`](super::PlacementIndex) once instead.
 pub fn rank(
     view: &ClusterSnapshot,
     origin: &PeerId,
@@ -265,64 +250,7 @@ pub fn rank(
     now: UnixMillis,
     weights: &ScoreWeights,
 ) -> Ranking {
-    let mut ranking = Ranking::default();
-    for entry in &view.entries {
-        let r = &entry.record;
-        let peer = r.peer_id;
-        let taken = leased.get(&peer).map(Vec::as_slice).unwrap_or_default();
-        let eligible: Vec<&crate::gpu::GpuDevice> = r
-            .gpus
-            .devices
-            .iter()
-            .filter(|d| {
-                task.gpu_fits(d) && d.utilization_pct <= weights.busy_pct && !taken.contains(&d.index)
-            })
-            .collect();
-        if eligible.len() < usize::from(task.gpus_per_node) {
-            ranking.rejected.push((
-                peer,
-                Rejection::Gpus { eligible: eligible.len() as u32, wanted: task.gpus_per_node },
-            ));
-            continue;
-        }
-        if let Some(label) = task.missing_label(r) {
-            let text = format!("{}={}", label.key.as_str(), label.value.as_str());
-            ranking.rejected.push((peer, Rejection::Label(text)));
-            continue;
-        }
-        let Some((rtt_ms, summary)) = origin_link(view, origin, &peer, now) else {
-            ranking.rejected.push((peer, Rejection::NotConfirmed));
-            continue;
-        };
-        let is_origin = peer == *origin;
-        let checked =
-            if is_origin { Ok(()) } else { check_limits(&task.origin_limits, rtt_ms, summary.as_ref()) };
-        if let Err(why) = checked {
-            ranking.rejected.push((peer, why));
-            continue;
-        }
-        let measured = is_origin || summary.is_some();
-        let degraded = summary.is_some_and(|s| s.degraded != 0);
-        let total = r.gpus.devices.len().max(1) as f64;
-        let capacity = eligible.len() as f64 / total;
-        let idle = 1.0
-            - eligible.iter().map(|d| f64::from(d.utilization_pct)).sum::<f64>()
-                / eligible.len().max(1) as f64
-                / 100.0;
-        let mut link = 1.0 / (1.0 + rtt_ms / 10.0);
-        if !measured {
-            link *= 1.0 - weights.estimate_penalty;
-        }
-        let mut score = weights.capacity * capacity + weights.idleness * idle + weights.link * link;
-        if degraded {
-            score *= 1.0 - weights.degraded_penalty;
-        }
-        let mut gpus: Vec<u32> = eligible.iter().map(|d| d.index).collect();
-        gpus.sort_unstable();
-        ranking.feasible.push(Scored { peer, score, gpus, rtt_ms, measured, degraded });
-    }
-    ranking.feasible.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.peer.cmp(&b.peer)));
-    ranking
+    super::PlacementIndex::new(view, origin, leased, now).rank(task, weights)
 }
 
 #[cfg(test)]
@@ -472,13 +400,14 @@ pub(crate) mod tests {
 
     #[test]
     fn gangs_respect_pairwise_limits() {
+        use crate::link::index::LinkIndex;
         use crate::place::gang::{choose_gang, GangError};
         let v = view();
         let mut task = TaskSpec::new("gang", 1);
         task.nodes = 3;
         task.member_limits.max_rtt = Some(Duration::from_millis(20));
         let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
-        let gang = choose_gang(&v, &r, &task, NOW).unwrap();
+        let gang = choose_gang(&LinkIndex::new(&v, NOW), &r, &task).unwrap();
         let mut members: Vec<PeerId> = gang.members.iter().map(|m| m.peer).collect();
         members.sort();
         let mut want = vec![id(1), id(2), id(4)];
@@ -488,12 +417,12 @@ pub(crate) mod tests {
         // Four members cannot all be within 20 ms of each other.
         task.nodes = 4;
         let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
-        let err = choose_gang(&v, &r, &task, NOW).unwrap_err();
+        let err = choose_gang(&LinkIndex::new(&v, NOW), &r, &task).unwrap_err();
         assert!(matches!(err, GangError::Limits { largest: 3, .. }), "{err}");
         assert!(err.to_string().contains("rtt"), "{err}");
         task.nodes = 9;
         assert!(matches!(
-            choose_gang(&v, &r, &task, NOW),
+            choose_gang(&LinkIndex::new(&v, NOW), &r, &task),
             Err(GangError::NotEnough { feasible: 4, wanted: 9 })
         ));
     }

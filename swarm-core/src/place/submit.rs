@@ -26,8 +26,7 @@ use super::score::{Ranking, Rejection, Scored};
 use super::task::{TaskError, TaskSpec};
 use super::wire::{GpuDemand, LeaseRequest};
 use crate::bounded::{BoundedString, BoundedVec};
-use crate::time::UnixMillis;
-use crate::view::ClusterSnapshot;
+use crate::link::index::LinkIndex;
 
 /// How a submission chooses and retries.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -291,7 +290,7 @@ impl Submission {
 
     /// The next step; call it first, then after each round's answers. A node of the
     /// round that has not answered counts as failed.
-    pub fn next(&mut self, view: &ClusterSnapshot, now: UnixMillis) -> Step {
+    pub fn next(&mut self, links: &LinkIndex) -> Step {
         let mut release = Vec::new();
         if !self.round.is_empty() {
             let round = std::mem::take(&mut self.round);
@@ -320,7 +319,7 @@ impl Submission {
                 return Step::Failed { error: self.exhausted(), release };
             }
         }
-        match self.choose(view, now) {
+        match self.choose(links) {
             Ok(chosen) => {
                 self.attempts += 1;
                 let peers = chosen.iter().map(|s| s.peer).collect();
@@ -340,12 +339,12 @@ impl Submission {
     }
 
     /// The nodes of the next round, or why there are none.
-    fn choose(&mut self, view: &ClusterSnapshot, now: UnixMillis) -> Result<Vec<Scored>, PlaceError> {
+    fn choose(&mut self, links: &LinkIndex) -> Result<Vec<Scored>, PlaceError> {
         let left: Vec<&Scored> =
             self.ranking.feasible.iter().filter(|s| !self.excluded.contains(&s.peer)).collect();
         if self.task.nodes == 1 {
             if left.is_empty() {
-                return Err(if self.attempts == 0 { self.infeasible(view) } else { self.exhausted() });
+                return Err(if self.attempts == 0 { self.infeasible(links.len()) } else { self.exhausted() });
             }
             let floor = left[0].score * (1.0 - self.config.tolerance);
             let near = left.iter().take_while(|s| s.score >= floor).count().max(1);
@@ -357,23 +356,23 @@ impl Submission {
             return Ok(vec![left[best].clone()]);
         }
         let filtered = Ranking { feasible: left.into_iter().cloned().collect(), rejected: Vec::new() };
-        match choose_gang(view, &filtered, &self.task, now) {
+        match choose_gang(links, &filtered, &self.task) {
             Ok(gang) => {
                 self.worst_member_rtt_ms = Some(gang.worst_rtt_ms);
                 Ok(gang.members)
             }
             Err(_) if self.attempts > 0 => Err(self.exhausted()),
             Err(GangError::NotEnough { .. }) if !self.ranking.rejected.is_empty() => {
-                Err(self.infeasible(view))
+                Err(self.infeasible(links.len()))
             }
             Err(error) => Err(PlaceError::Gang { task: self.task.id.clone(), error }),
         }
     }
 
-    fn infeasible(&self, view: &ClusterSnapshot) -> PlaceError {
+    fn infeasible(&self, considered: usize) -> PlaceError {
         PlaceError::Infeasible {
             task: self.task.id.clone(),
-            considered: view.len(),
+            considered,
             rejected_by: self.ranking.rejected_by(),
             nearest: self.ranking.nearest().cloned().map(Box::new),
         }
@@ -410,7 +409,9 @@ mod tests {
     use crate::place::lease::{LeaseConfig, LeaseTable};
     use crate::place::score::tests::{id, view};
     use crate::place::score::{rank, ScoreWeights};
+    use crate::link::index::LinkIndex;
     use crate::record::tests::NOW;
+    use crate::view::ClusterSnapshot;
     use std::collections::HashMap;
     use std::time::Instant;
 
@@ -488,7 +489,7 @@ mod tests {
             let ranking = rank(view, &origin, &task, &HashMap::new(), NOW, &ScoreWeights::default());
             let mut sub = Submission::new(task.clone(), ranking, config, 7)?;
             loop {
-                match sub.next(view, NOW) {
+                match sub.next(&LinkIndex::new(view, NOW)) {
                     Step::Reserve { peers, release } => {
                         self.release(&release, origin);
                         for p in peers {
@@ -540,7 +541,7 @@ mod tests {
             let mut asked = HashSet::new();
             for seed in 0..32 {
                 let mut sub = Submission::new(TaskSpec::new("t", 1), ranking.clone(), config, seed).unwrap();
-                let Step::Reserve { peers, .. } = sub.next(&v, NOW) else { panic!() };
+                let Step::Reserve { peers, .. } = sub.next(&LinkIndex::new(&v, NOW)) else { panic!() };
                 asked.insert(peers[0]);
             }
             asked

@@ -1,0 +1,261 @@
+//! A synthetic swarm for placement benchmarks and tests (seeded, deterministic):
+//! regions at known places on a map, nodes with heterogeneous GPUs and background load,
+//! link summaries and Vivaldi coordinates in their records as the network would gossip
+//! them, and the true round trip of every pair for an oracle to compare against.
+//!
+//! - A region's centre lies on a 2-D map in milliseconds; nodes sit within 2 ms of it,
+//!   each with an access delay (its height) of 0.2-2 ms. The true round trip of a pair
+//!   is their distance plus both heights, times a per-pair factor of 0.9-1.1 (routes are
+//!   not straight lines).
+//! - Every node gossips `links_per_node` measured links (three quarters in its own
+//!   region) with the true median ± 3 %, and a coordinate off the truth by up to 1 ms
+//!   per axis (what a converged Vivaldi gives; see `link::vivaldi`).
+//! - GPUs: 1, 2, 4 or 8 of H100 80 GB, A100 80 GB, A100 40 GB, L40S 48 GB or RTX 4090
+//!   24 GB; `background_load` of them are busy (95-100 %), the rest 0-40 %.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use libp2p_identity::{Keypair, PeerId};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::bounded::{BoundedString, BoundedVec};
+use crate::gpu::{ComputeCapability, GpuDevice, GpuSnapshot};
+use crate::identity::{SignedTunnelRecord, TunnelPublicKey, TunnelRecord};
+use crate::link::summary::{LinkSummaries, LinkSummary};
+use crate::link::vivaldi::Coordinate;
+use crate::record::{Label, Namespace, NodeRecord};
+use crate::time::UnixMillis;
+use crate::view::{ClusterSnapshot, ViewEntry};
+
+/// The shape of a synthetic swarm.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimConfig {
+    /// Nodes.
+    pub nodes: usize,
+    /// Regions (at most 12).
+    pub regions: usize,
+    /// Measured links each node gossips (at most 64).
+    pub links_per_node: usize,
+    /// Share of GPUs busy with work outside the swarm.
+    pub background_load: f64,
+    /// How old the view is: records were published this long before `now`.
+    pub staleness: Duration,
+    /// The seed.
+    pub seed: u64,
+}
+
+impl SimConfig {
+    /// `nodes` nodes in 8 regions, 16 links each, 30 % background load, 1 s stale.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        Self {
+            nodes,
+            regions: 8,
+            links_per_node: 16,
+            background_load: 0.3,
+            staleness: Duration::from_secs(1),
+            seed,
+        }
+    }
+}
+
+/// Region centres on the map, ms: four continents of two or three regions each.
+const CENTRES: [(f64, f64); 12] = [
+    (0.0, 0.0),
+    (8.0, 3.0),
+    (4.0, 10.0),
+    (70.0, 5.0),
+    (78.0, 12.0),
+    (140.0, 40.0),
+    (150.0, 30.0),
+    (60.0, 90.0),
+    (15.0, -12.0),
+    (85.0, -4.0),
+    (145.0, 48.0),
+    (66.0, 98.0),
+];
+
+/// GPU kinds: model, MiB, compute capability.
+const KINDS: [(&str, u64, (u8, u8)); 5] = [
+    ("H100", 81_920, (9, 0)),
+    ("A100", 81_920, (8, 0)),
+    ("A100", 40_960, (8, 0)),
+    ("L40S", 49_152, (8, 9)),
+    ("RTX4090", 24_576, (8, 9)),
+];
+
+/// One node as it truly is.
+#[derive(Debug, Clone)]
+pub struct SimNode {
+    /// Its id.
+    pub peer: PeerId,
+    /// Its region.
+    pub region: usize,
+    /// Its place on the map, ms.
+    pub pos: (f64, f64),
+    /// Its access delay, ms.
+    pub height: f64,
+    /// Its GPUs (utilization is the background load).
+    pub gpus: Vec<GpuDevice>,
+}
+
+/// A synthetic swarm: the truth, and one view of it as gossip delivers it.
+#[derive(Debug, Clone)]
+pub struct SimCluster {
+    /// The nodes, in the view's order (sorted by peer id).
+    pub nodes: Vec<SimNode>,
+    /// The records every node holds (the same for all).
+    pub view: ClusterSnapshot,
+    /// The time the view is judged at.
+    pub now: UnixMillis,
+    seed: u64,
+}
+
+fn pair_factor(seed: u64, a: usize, b: usize) -> f64 {
+    let (x, y) = if a < b { (a, b) } else { (b, a) };
+    let mut h = seed ^ (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    h ^= h >> 33;
+    0.9 + 0.2 * ((h >> 11) as f64 / (1u64 << 53) as f64)
+}
+
+fn unit(rng: &mut StdRng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl SimCluster {
+    /// Builds the swarm `config` describes.
+    pub fn new(config: &SimConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(config.seed);
+        let regions = config.regions.clamp(1, CENTRES.len());
+        let now = UnixMillis(1_800_000_000_000);
+        let published = UnixMillis(now.0 - config.staleness.as_millis() as u64);
+        let namespace = Namespace::new("sim").unwrap_or_else(|_| unreachable!("a valid name"));
+        // Truth first; sorted by peer id as a view is.
+        let mut nodes: Vec<(SimNode, Keypair)> = (0..config.nodes)
+            .map(|i| {
+                let mut secret = [0u8; 32];
+                secret[..8].copy_from_slice(&config.seed.to_le_bytes());
+                secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+                let key = Keypair::ed25519_from_bytes(&mut secret).unwrap_or_else(|_| unreachable!("32 bytes"));
+                let region = i % regions;
+                let (cx, cy) = CENTRES[region];
+                let pos = (cx + 4.0 * unit(&mut rng) - 2.0, cy + 4.0 * unit(&mut rng) - 2.0);
+                let height = 0.2 + 1.8 * unit(&mut rng);
+                let count = [1, 2, 2, 4, 4, 8][(rng.next_u32() % 6) as usize];
+                let (model, mib, (major, minor)) = KINDS[(rng.next_u32() % KINDS.len() as u32) as usize];
+                let gpus = (0..count)
+                    .map(|g| GpuDevice {
+                        index: g,
+                        model: BoundedString::try_new(model).unwrap_or_default(),
+                        memory_total_mib: mib,
+                        memory_used_mib: 0,
+                        utilization_pct: if unit(&mut rng) < config.background_load {
+                            95 + (rng.next_u32() % 6) as u8
+                        } else {
+                            (rng.next_u32() % 41) as u8
+                        },
+                        compute_capability: Some(ComputeCapability { major, minor }),
+                    })
+                    .collect();
+                (SimNode { peer: key.public().to_peer_id(), region, pos, height, gpus }, key)
+            })
+            .collect();
+        nodes.sort_by_key(|(n, _)| n.peer);
+        let mut cluster = Self {
+            nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
+            view: ClusterSnapshot {
+                local: nodes.first().map_or_else(|| Keypair::ed25519_from_bytes([0; 32]).map(|k| k.public().to_peer_id()).unwrap_or_else(|_| unreachable!()), |(n, _)| n.peer),
+                entries: Vec::new(),
+            },
+            now,
+            seed: config.seed,
+        };
+        let by_region: Vec<Vec<usize>> =
+            (0..regions).map(|r| (0..config.nodes).filter(|&i| cluster.nodes[i].region == r).collect()).collect();
+        #[allow(clippy::disallowed_methods)] // a synthetic view's local timestamps
+        let instant = Instant::now();
+        for (i, (node, key)) in nodes.iter().enumerate() {
+            let mut links = Vec::new();
+            let want = config.links_per_node.min(64).min(config.nodes.saturating_sub(1));
+            let mut tries = 0;
+            while links.len() < want && tries < want * 20 {
+                tries += 1;
+                let near = links.len() * 4 < want * 3;
+                let pool = if near { &by_region[node.region] } else { &by_region[(rng.next_u32() as usize) % regions] };
+                let j = pool[(rng.next_u32() as usize) % pool.len()];
+                if j == i || links.iter().any(|l: &LinkSummary| l.peer == cluster.nodes[j].peer) {
+                    continue;
+                }
+                let rtt = cluster.true_rtt(i, j) * (0.97 + 0.06 * unit(&mut rng));
+                links.push(LinkSummary {
+                    peer: cluster.nodes[j].peer,
+                    rtt_p50_us: (rtt * 1e3) as u32,
+                    rtt_p99_us: (rtt * 1.2e3) as u32,
+                    rtt_samples: 50,
+                    jitter_us: 100 + rng.next_u32() % 1900,
+                    loss_ppm: Some(rng.next_u32() % 200),
+                    loss_packets: 20_000,
+                    rx_kbps: 1_000,
+                    tx_kbps: 1_000,
+                    capacity_kbps: Some(if near { 10_000_000 } else { 1_000_000 }),
+                    handshake_age_s: 5,
+                    age_ms: 500,
+                    degraded: 0,
+                });
+            }
+            let off = |rng: &mut StdRng| 2.0 * unit(rng) - 1.0;
+            let coordinate = Coordinate {
+                vector: [node.pos.0 + off(&mut rng), node.pos.1 + off(&mut rng), 0.0, 0.0],
+                height: node.height,
+                error: 0.1,
+            };
+            let summaries =
+                LinkSummaries { coordinate: Some(coordinate), links: BoundedVec::try_from_vec(links).unwrap_or_default() };
+            let tunnel = TunnelRecord {
+                peer_id: node.peer,
+                tunnel_pubkey: TunnelPublicKey([i as u8; 32]),
+                udp_endpoints: BoundedVec::try_from_vec(vec![SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
+                    51820,
+                ))])
+                .unwrap_or_default(),
+                issued_at: published,
+            };
+            let Ok(signed) = SignedTunnelRecord::sign(&tunnel, key) else { continue };
+            let label = Label::parse(&format!("region=r{}", node.region)).ok().into_iter().collect();
+            let record = NodeRecord {
+                peer_id: node.peer,
+                namespace: namespace.clone(),
+                seq: 1,
+                timestamp: published,
+                refresh_ms: 5000,
+                gpus: GpuSnapshot { devices: BoundedVec::try_from_vec(node.gpus.clone()).unwrap_or_default() },
+                cpu_cores: 64,
+                memory_bytes: 512 << 30,
+                labels: BoundedVec::try_from_vec(label).unwrap_or_default(),
+                tunnel: signed,
+                extensions: summaries.to_extension().ok().into_iter().collect::<Vec<_>>().try_into().unwrap_or_default(),
+            };
+            cluster.view.entries.push(ViewEntry { record, tunnel, received_at: instant, expires_at: instant, local: false });
+        }
+        cluster
+    }
+
+    /// The true round trip between nodes `a` and `b` (positions in [`Self::nodes`]), ms.
+    pub fn true_rtt(&self, a: usize, b: usize) -> f64 {
+        if a == b {
+            return 0.0;
+        }
+        let (na, nb) = (&self.nodes[a], &self.nodes[b]);
+        let d = ((na.pos.0 - nb.pos.0).powi(2) + (na.pos.1 - nb.pos.1).powi(2)).sqrt();
+        (d + na.height + nb.height) * pair_factor(self.seed, a, b)
+    }
+
+    /// The view as `origin` holds it.
+    pub fn view_of(&self, origin: usize) -> ClusterSnapshot {
+        ClusterSnapshot { local: self.nodes[origin].peer, entries: self.view.entries.clone() }
+    }
+}
