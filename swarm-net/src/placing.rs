@@ -12,7 +12,8 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
 use swarm_core::place::{
-    leased_in, Lease, PlacementIndex, Placement, Ranking, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
+    leased_in, Lease, Placement, PlacementIndex, Ranking, Reply, ScoreWeights, Step, Submission,
+    SubmitConfig, TaskSpec,
 };
 
 use swarm_core::link::index::LinkIndex;
@@ -77,7 +78,8 @@ impl Node {
         if ranking.feasible.len() < usize::from(task.nodes) {
             // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
             // that fit but for advertised leases are asked too, after the others.
-            let all = PlacementIndex::with_links(&view, &links, &origin, &HashMap::new()).rank(task, &weights);
+            let all =
+                PlacementIndex::with_links(&view, &links, &origin, &HashMap::new()).rank(task, &weights);
             let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
             let extra: Vec<_> = all
                 .feasible

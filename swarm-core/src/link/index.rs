@@ -50,9 +50,14 @@ impl LinkIndex {
                 }
             }
             // The first summary of a peer wins, as a linear search would find it.
-            links.sort_by(|a, b| a.0.peer.cmp(&b.0.peer));
+            links.sort_by_key(|l| l.0.peer);
             links.dedup_by(|later, first| later.0.peer == first.0.peer);
-            nodes.push(Indexed { peer: r.peer_id, coordinate: s.and_then(|s| s.coordinate), links, confirmed });
+            nodes.push(Indexed {
+                peer: r.peer_id,
+                coordinate: s.and_then(|s| s.coordinate),
+                links,
+                confirmed,
+            });
         }
         for peer in confirmed_peers {
             if let Some(&i) = pos.get(&peer) {

@@ -123,7 +123,9 @@ impl<'v> PlacementIndex<'v> {
                 Some((0.0, None))
             } else {
                 at.and_then(|o| links.link_between_at(o, i)).map(|answer| match answer {
-                    LinkAnswer::Measured { summary, .. } => (f64::from(summary.rtt_p50_us) / 1e3, Some(summary)),
+                    LinkAnswer::Measured { summary, .. } => {
+                        (f64::from(summary.rtt_p50_us) / 1e3, Some(summary))
+                    }
                     LinkAnswer::Estimated { rtt_ms, .. } => (rtt_ms, None),
                 })
             };
@@ -146,7 +148,9 @@ impl<'v> PlacementIndex<'v> {
     fn allowed_models(&self, task: &TaskSpec) -> Vec<bool> {
         self.models
             .iter()
-            .map(|m| task.gpu_models.is_empty() || task.gpu_models.iter().any(|w| w.trim().eq_ignore_ascii_case(m)))
+            .map(|m| {
+                task.gpu_models.is_empty() || task.gpu_models.iter().any(|w| w.trim().eq_ignore_ascii_case(m))
+            })
             .collect()
     }
 
@@ -178,7 +182,9 @@ impl<'v> PlacementIndex<'v> {
         }
         let record = &self.view.entries[i].record;
         if !task.labels.is_empty() {
-            if let Some(k) = task.labels.iter().position(|want| !record.labels.iter().any(|have| have == want)) {
+            if let Some(k) =
+                task.labels.iter().position(|want| !record.labels.iter().any(|have| have == want))
+            {
                 return Err(Fail::Label(k));
             }
         }
@@ -191,7 +197,7 @@ impl<'v> PlacementIndex<'v> {
         let degraded = summary.is_some_and(|s| s.degraded != 0);
         let capacity = f64::from(eligible) / slots.len().max(1) as f64;
         let idle = 1.0 - f64::from(util) / f64::from(eligible.max(1)) / 100.0;
-        let mut link = 1.0 / (1.0 + rtt_ms / 10.0);
+        let mut link = 1.0 / (1.0 + rtt_ms / w.link_scale_ms.max(1e-3));
         if !measured {
             link *= 1.0 - w.estimate_penalty;
         }

@@ -26,8 +26,10 @@ pub struct ScoreWeights {
     pub capacity: f64,
     /// Weight of idleness (100 % − mean utilization of the eligible GPUs).
     pub idleness: f64,
-    /// Weight of the link to the origin (1 / (1 + RTT / 10 ms)).
+    /// Weight of the link to the origin (1 / (1 + RTT / `link_scale_ms`)).
     pub link: f64,
+    /// The round trip that halves the link's score, ms.
+    pub link_scale_ms: f64,
     /// Share of the link score an estimated link loses.
     pub estimate_penalty: f64,
     /// Share of the whole score a link with a degraded SLA loses.
@@ -39,9 +41,10 @@ pub struct ScoreWeights {
 impl Default for ScoreWeights {
     fn default() -> Self {
         Self {
-            capacity: 0.3,
-            idleness: 0.2,
-            link: 0.5,
+            capacity: 0.1,
+            idleness: 0.1,
+            link: 0.8,
+            link_scale_ms: 1.0,
             estimate_penalty: 0.2,
             degraded_penalty: 0.5,
             busy_pct: 90,

@@ -8,10 +8,14 @@
 //!   is their distance plus both heights, times a per-pair factor of 0.9-1.1 (routes are
 //!   not straight lines).
 //! - Every node gossips `links_per_node` measured links (three quarters in its own
-//!   region) with the true median ± 3 %, and a coordinate off the truth by up to 1 ms
-//!   per axis (what a converged Vivaldi gives; see `link::vivaldi`).
+//!   region) with the true median ± 3 %, and a coordinate off the truth by up to 0.25 ms
+//!   per axis (a converged Vivaldi's median error is about 5 %; see `link::vivaldi`).
 //! - GPUs: 1, 2, 4 or 8 of H100 80 GB, A100 80 GB, A100 40 GB, L40S 48 GB or RTX 4090
 //!   24 GB; `background_load` of them are busy (95-100 %), the rest 0-40 %.
+
+mod mix;
+
+pub use mix::{run_mix, MixConfig, MixOutcome, Policy};
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
@@ -114,7 +118,9 @@ pub struct SimCluster {
 
 fn pair_factor(seed: u64, a: usize, b: usize) -> f64 {
     let (x, y) = if a < b { (a, b) } else { (b, a) };
-    let mut h = seed ^ (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let mut h = seed
+        ^ (x as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        ^ (y as u64).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
     h ^= h >> 33;
     h = h.wrapping_mul(0xFF51_AFD7_ED55_8CCD);
     h ^= h >> 33;
@@ -139,7 +145,8 @@ impl SimCluster {
                 let mut secret = [0u8; 32];
                 secret[..8].copy_from_slice(&config.seed.to_le_bytes());
                 secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-                let key = Keypair::ed25519_from_bytes(&mut secret).unwrap_or_else(|_| unreachable!("32 bytes"));
+                let key =
+                    Keypair::ed25519_from_bytes(&mut secret).unwrap_or_else(|_| unreachable!("32 bytes"));
                 let region = i % regions;
                 let (cx, cy) = CENTRES[region];
                 let pos = (cx + 4.0 * unit(&mut rng) - 2.0, cy + 4.0 * unit(&mut rng) - 2.0);
@@ -167,14 +174,22 @@ impl SimCluster {
         let mut cluster = Self {
             nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
             view: ClusterSnapshot {
-                local: nodes.first().map_or_else(|| Keypair::ed25519_from_bytes([0; 32]).map(|k| k.public().to_peer_id()).unwrap_or_else(|_| unreachable!()), |(n, _)| n.peer),
+                local: nodes.first().map_or_else(
+                    || {
+                        Keypair::ed25519_from_bytes([0; 32])
+                            .map(|k| k.public().to_peer_id())
+                            .unwrap_or_else(|_| unreachable!())
+                    },
+                    |(n, _)| n.peer,
+                ),
                 entries: Vec::new(),
             },
             now,
             seed: config.seed,
         };
-        let by_region: Vec<Vec<usize>> =
-            (0..regions).map(|r| (0..config.nodes).filter(|&i| cluster.nodes[i].region == r).collect()).collect();
+        let by_region: Vec<Vec<usize>> = (0..regions)
+            .map(|r| (0..config.nodes).filter(|&i| cluster.nodes[i].region == r).collect())
+            .collect();
         #[allow(clippy::disallowed_methods)] // a synthetic view's local timestamps
         let instant = Instant::now();
         for (i, (node, key)) in nodes.iter().enumerate() {
@@ -184,7 +199,11 @@ impl SimCluster {
             while links.len() < want && tries < want * 20 {
                 tries += 1;
                 let near = links.len() * 4 < want * 3;
-                let pool = if near { &by_region[node.region] } else { &by_region[(rng.next_u32() as usize) % regions] };
+                let pool = if near {
+                    &by_region[node.region]
+                } else {
+                    &by_region[(rng.next_u32() as usize) % regions]
+                };
                 let j = pool[(rng.next_u32() as usize) % pool.len()];
                 if j == i || links.iter().any(|l: &LinkSummary| l.peer == cluster.nodes[j].peer) {
                     continue;
@@ -206,14 +225,16 @@ impl SimCluster {
                     degraded: 0,
                 });
             }
-            let off = |rng: &mut StdRng| 2.0 * unit(rng) - 1.0;
+            let off = |rng: &mut StdRng| 0.5 * unit(rng) - 0.25;
             let coordinate = Coordinate {
                 vector: [node.pos.0 + off(&mut rng), node.pos.1 + off(&mut rng), 0.0, 0.0],
                 height: node.height,
                 error: 0.1,
             };
-            let summaries =
-                LinkSummaries { coordinate: Some(coordinate), links: BoundedVec::try_from_vec(links).unwrap_or_default() };
+            let summaries = LinkSummaries {
+                coordinate: Some(coordinate),
+                links: BoundedVec::try_from_vec(links).unwrap_or_default(),
+            };
             let tunnel = TunnelRecord {
                 peer_id: node.peer,
                 tunnel_pubkey: TunnelPublicKey([i as u8; 32]),
@@ -232,14 +253,28 @@ impl SimCluster {
                 seq: 1,
                 timestamp: published,
                 refresh_ms: 5000,
-                gpus: GpuSnapshot { devices: BoundedVec::try_from_vec(node.gpus.clone()).unwrap_or_default() },
+                gpus: GpuSnapshot {
+                    devices: BoundedVec::try_from_vec(node.gpus.clone()).unwrap_or_default(),
+                },
                 cpu_cores: 64,
                 memory_bytes: 512 << 30,
                 labels: BoundedVec::try_from_vec(label).unwrap_or_default(),
                 tunnel: signed,
-                extensions: summaries.to_extension().ok().into_iter().collect::<Vec<_>>().try_into().unwrap_or_default(),
+                extensions: summaries
+                    .to_extension()
+                    .ok()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+                    .try_into()
+                    .unwrap_or_default(),
             };
-            cluster.view.entries.push(ViewEntry { record, tunnel, received_at: instant, expires_at: instant, local: false });
+            cluster.view.entries.push(ViewEntry {
+                record,
+                tunnel,
+                received_at: instant,
+                expires_at: instant,
+                local: false,
+            });
         }
         cluster
     }
@@ -257,5 +292,123 @@ impl SimCluster {
     /// The view as `origin` holds it.
     pub fn view_of(&self, origin: usize) -> ClusterSnapshot {
         ClusterSnapshot { local: self.nodes[origin].peer, entries: self.view.entries.clone() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::index::LinkIndex;
+    use crate::place::{choose_gang, PlacementIndex, ScoreWeights, TaskSpec};
+    use std::collections::HashMap;
+
+    fn tasks() -> Vec<TaskSpec> {
+        let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4), TaskSpec::new("eight", 8)];
+        let mut t = TaskSpec::new("h100-near", 2);
+        t.gpu_models = vec!["h100".into()];
+        t.origin_limits.max_rtt = Some(Duration::from_millis(20));
+        out.push(t);
+        let mut t = TaskSpec::new("labelled", 1);
+        t.labels = vec![Label::parse("region=r3").unwrap()];
+        t.min_gpu_memory_mib = 40_000;
+        out.push(t);
+        out
+    }
+
+    #[test]
+    fn the_top_pick_is_the_head_of_the_full_ranking() {
+        let cluster = SimCluster::new(&SimConfig::new(300, 1));
+        let w = ScoreWeights::default();
+        let leased: HashMap<PeerId, Vec<u32>> =
+            cluster.nodes.iter().step_by(7).map(|n| (n.peer, vec![0])).collect();
+        for origin in [0, 17, 299] {
+            let index = PlacementIndex::new(&cluster.view, &cluster.nodes[origin].peer, &leased, cluster.now);
+            for task in tasks() {
+                let full = index.rank(&task, &w);
+                assert_eq!(full.feasible.len() + full.rejected.len(), 300);
+                let top = index.top(&task, &w, 12);
+                let n = full.feasible.len().min(12);
+                assert_eq!(top, full.feasible[..n].to_vec(), "{}", task.id);
+                // The index ranks exactly as the plain function does.
+                assert_eq!(
+                    full,
+                    crate::place::rank(
+                        &cluster.view,
+                        &cluster.nodes[origin].peer,
+                        &task,
+                        &leased,
+                        cluster.now,
+                        &w
+                    )
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn gangs_in_a_simulated_topology_meet_their_pairwise_limits() {
+        let cluster = SimCluster::new(&SimConfig::new(1000, 2));
+        let links = LinkIndex::new(&cluster.view, cluster.now);
+        let w = ScoreWeights::default();
+        let pos: HashMap<PeerId, usize> =
+            cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
+        let (mut formed, mut worst_truth) = (0, 0.0f64);
+        for (origin, limit_ms, k) in [(0, 10, 4), (5, 10, 8), (123, 25, 6), (999, 5, 3), (42, 60, 16)] {
+            let mut task = TaskSpec::new("gang", 1);
+            task.nodes = k;
+            task.member_limits.max_rtt = Some(Duration::from_millis(limit_ms));
+            let index = PlacementIndex::with_links(
+                &cluster.view,
+                &links,
+                &cluster.nodes[origin].peer,
+                &HashMap::new(),
+            );
+            let ranking = index.rank(&task, &w);
+            let gang = choose_gang(&links, &ranking, &task).unwrap();
+            assert_eq!(gang.members.len(), usize::from(k));
+            formed += 1;
+            for (x, a) in gang.members.iter().enumerate() {
+                for b in &gang.members[x + 1..] {
+                    assert_ne!(a.peer, b.peer);
+                    let known = match links.link_between(&a.peer, &b.peer).unwrap() {
+                        crate::link::summary::LinkAnswer::Measured { summary, .. } => {
+                            f64::from(summary.rtt_p50_us) / 1e3
+                        }
+                        crate::link::summary::LinkAnswer::Estimated { rtt_ms, .. } => rtt_ms,
+                    };
+                    assert!(known <= f64::from(limit_ms as u32), "{known} ms > {limit_ms} ms");
+                    let truth = cluster.true_rtt(pos[&a.peer], pos[&b.peer]);
+                    worst_truth = worst_truth.max(truth / f64::from(limit_ms as u32));
+                }
+            }
+        }
+        println!("{formed} gangs; worst true member RTT / limit: {worst_truth:.3}");
+        // What the swarm knows meets the limits; the truth is off only by measurement and
+        // coordinate error.
+        assert!(worst_truth < 1.25, "{worst_truth}");
+        // Sixteen members within 1 ms of each other do not exist: a clear error.
+        let mut task = TaskSpec::new("tight", 1);
+        task.nodes = 16;
+        task.member_limits.max_rtt = Some(Duration::from_millis(1));
+        let index =
+            PlacementIndex::with_links(&cluster.view, &links, &cluster.nodes[0].peer, &HashMap::new());
+        let err = choose_gang(&links, &index.rank(&task, &w), &task).unwrap_err();
+        assert!(err.to_string().contains("member link limits"), "{err}");
+    }
+
+    #[test]
+    fn a_contended_job_mix_never_double_books_and_tracks_the_oracle() {
+        let cluster = SimCluster::new(&SimConfig::new(200, 3));
+        let mix = MixConfig::new(600, 0.8, 4);
+        let swarm = run_mix(&cluster, &mix, Policy::Swarm);
+        let oracle = run_mix(&cluster, &mix, Policy::Oracle);
+        println!("swarm  {swarm:?}\noracle {oracle:?}");
+        assert_eq!(swarm.double_booked + oracle.double_booked, 0);
+        assert_eq!(swarm.placed + swarm.gave_up, 600);
+        assert!(swarm.placed as f64 >= 0.95 * oracle.placed as f64, "{} vs {}", swarm.placed, oracle.placed);
+        // A sanity bound at this small size (25 nodes a region); the goal (5 %) is judged
+        // at 1 000 and 10 000 nodes by `cargo bench --bench placement`.
+        assert!(swarm.mean_completion_s <= 1.05 * oracle.mean_completion_s);
+        assert!(swarm.mean_origin_rtt_ms <= 2.0 * oracle.mean_origin_rtt_ms);
     }
 }

@@ -406,10 +406,10 @@ impl Submission {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::index::LinkIndex;
     use crate::place::lease::{LeaseConfig, LeaseTable};
     use crate::place::score::tests::{id, view};
     use crate::place::score::{rank, ScoreWeights};
-    use crate::link::index::LinkIndex;
     use crate::record::tests::NOW;
     use crate::view::ClusterSnapshot;
     use std::collections::HashMap;

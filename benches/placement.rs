@@ -1,0 +1,144 @@
+//! Placement on synthetic swarms of 1 000 and 10 000 nodes (`swarm::core::place::sim`:
+//! 8 regions at known RTTs, heterogeneous GPUs, 30 % background load, views 1 s stale).
+//!
+//! Printed first: the decision time's distribution (p50 / p99 over many picks), what
+//! building the indexes costs, placement quality against an oracle that sees the true
+//! state, and success under contention. Then criterion: one pick, one full ranking,
+//! one gang choice, one origin index, at each size.
+//!
+//! `SWARM_BENCH_QUICK=1` skips the 10 000-node job mix (the slowest part).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods, missing_docs)]
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use swarm::core::link::index::LinkIndex;
+use swarm::core::place::sim::{run_mix, MixConfig, Policy, SimCluster, SimConfig};
+use swarm::core::place::{choose_gang, PlacementIndex, ScoreWeights, SubmitConfig, TaskSpec};
+use swarm::core::record::Label;
+
+/// The task kinds picks are timed on.
+fn tasks() -> Vec<TaskSpec> {
+    let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4)];
+    let mut t = TaskSpec::new("h100-near", 2);
+    t.gpu_models = vec!["H100".into()];
+    t.origin_limits.max_rtt = Some(Duration::from_millis(30));
+    out.push(t);
+    let mut t = TaskSpec::new("region", 1);
+    t.labels = vec![Label::parse("region=r2").unwrap()];
+    t.min_gpu_memory_mib = 40_000;
+    out.push(t);
+    out
+}
+
+fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort_unstable();
+    samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)]
+}
+
+fn figures(n: usize, jobs: usize, mix: bool) {
+    let started = Instant::now();
+    let cluster = SimCluster::new(&SimConfig::new(n, 7));
+    println!("\n== {n} nodes (built in {:.1} s) ==", started.elapsed().as_secs_f64());
+    let t = Instant::now();
+    let links = LinkIndex::new(&cluster.view, cluster.now);
+    println!("link index (once per view change): {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
+    let w = ScoreWeights::default();
+    let k = SubmitConfig::default().pool + SubmitConfig::default().max_attempts as usize;
+    let (mut index_t, mut pick_t) = (Vec::new(), Vec::new());
+    let tasks = tasks();
+    for round in 0..200 {
+        let origin = &cluster.nodes[(round * 7919) % n].peer;
+        let t = Instant::now();
+        let index = PlacementIndex::with_links(&cluster.view, &links, origin, &HashMap::new());
+        index_t.push(t.elapsed());
+        for task in &tasks {
+            for _ in 0..5 {
+                let t = Instant::now();
+                black_box(index.top(task, &w, k));
+                pick_t.push(t.elapsed());
+            }
+        }
+    }
+    println!(
+        "origin index (once per view change and origin): p50 {:.2} ms, p99 {:.2} ms",
+        quantile(&mut index_t, 0.5).as_secs_f64() * 1e3,
+        quantile(&mut index_t, 0.99).as_secs_f64() * 1e3
+    );
+    println!(
+        "decision (pick the best {k} for a task): p50 {:.1} us, p99 {:.1} us over {} picks",
+        quantile(&mut pick_t, 0.5).as_secs_f64() * 1e6,
+        quantile(&mut pick_t, 0.99).as_secs_f64() * 1e6,
+        pick_t.len()
+    );
+    if !mix {
+        return;
+    }
+    let oracle = run_mix(&cluster, &MixConfig::new(jobs, 0.8, 11), Policy::Oracle);
+    let t = Instant::now();
+    let swarm = run_mix(&cluster, &MixConfig::new(jobs, 0.8, 11), Policy::Swarm);
+    let pct = |a: f64, b: f64| 100.0 * (a / b - 1.0);
+    println!(
+        "quality, {jobs} jobs at 80 % load (swarm vs oracle): mean origin RTT {:.3} vs {:.3} ms ({:+.1} %), \
+         mean completion {:.2} vs {:.2} s ({:+.1} %), placed {} vs {} [{:.0} s]",
+        swarm.mean_origin_rtt_ms,
+        oracle.mean_origin_rtt_ms,
+        pct(swarm.mean_origin_rtt_ms, oracle.mean_origin_rtt_ms),
+        swarm.mean_completion_s,
+        oracle.mean_completion_s,
+        pct(swarm.mean_completion_s, oracle.mean_completion_s),
+        swarm.placed,
+        oracle.placed,
+        t.elapsed().as_secs_f64()
+    );
+    for load in [0.5, 0.9, 1.2] {
+        let s = run_mix(&cluster, &MixConfig::new(jobs, load, 13), Policy::Swarm);
+        let o = run_mix(&cluster, &MixConfig::new(jobs, load, 13), Policy::Oracle);
+        println!(
+            "contention, load {:.0} %: swarm placed {:.1} % (oracle {:.1} %), {:.1} % at the first try, \
+             {:.3} refusals per try, {:.3} lease rounds per placed job, double bookings {}",
+            load * 100.0,
+            100.0 * s.placed as f64 / jobs as f64,
+            100.0 * o.placed as f64 / jobs as f64,
+            100.0 * s.placed_first_try as f64 / jobs as f64,
+            s.refusals as f64 / s.tries.max(1) as f64,
+            s.mean_attempts,
+            s.double_booked
+        );
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let quick = std::env::var_os("SWARM_BENCH_QUICK").is_some();
+    figures(1000, 3000, true);
+    figures(10_000, 10_000, !quick);
+    let w = ScoreWeights::default();
+    for n in [1000, 10_000] {
+        let cluster = SimCluster::new(&SimConfig::new(n, 7));
+        let links = LinkIndex::new(&cluster.view, cluster.now);
+        let origin = cluster.nodes[0].peer;
+        let index = PlacementIndex::with_links(&cluster.view, &links, &origin, &HashMap::new());
+        let one = TaskSpec::new("one", 1);
+        c.bench_function(&format!("place/pick/{n}"), |b| b.iter(|| black_box(index.top(&one, &w, 16))));
+        c.bench_function(&format!("place/rank/{n}"), |b| b.iter(|| black_box(index.rank(&one, &w))));
+        c.bench_function(&format!("place/origin_index/{n}"), |b| {
+            b.iter(|| black_box(PlacementIndex::with_links(&cluster.view, &links, &origin, &HashMap::new())))
+        });
+        let mut gang = TaskSpec::new("gang", 1);
+        gang.nodes = 8;
+        gang.member_limits.max_rtt = Some(Duration::from_millis(10));
+        let ranking = index.rank(&gang, &w);
+        c.bench_function(&format!("place/gang8/{n}"), |b| {
+            b.iter(|| black_box(choose_gang(&links, &ranking, &gang).unwrap()))
+        });
+    }
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(3));
+    targets = bench
+}
+criterion_main!(benches);

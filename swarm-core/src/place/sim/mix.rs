@@ -1,0 +1,345 @@
+//! A synthetic job mix on a [`SimCluster`], placed by swarm's way (each origin's view of
+//! leases about a second stale, [`PlacementIndex`] and [`Submission`] against every
+//! node's own [`LeaseTable`]) or by an oracle that sees the true free GPUs and true
+//! round trips and takes the nearest node that fits. Discrete events in simulated time.
+//!
+//! - Jobs arrive as a Poisson process at a random origin, want 1, 2, 4 or 8 GPUs (1 most
+//!   often) for an exponential duration, and a fifth of them limit the origin RTT to
+//!   30 ms. The arrival rate offers `load` times the swarm's free GPU capacity.
+//! - A job's completion time: waiting for capacity (a job nothing takes tries again
+//!   every `retry`, up to `max_wait`), the placement's round trips, moving its input
+//!   from the origin (a 4 MiB TCP window: 32 Mbit per RTT, at most 10 Gbit/s), and its
+//!   run.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::time::{Duration, Instant};
+
+use libp2p_identity::PeerId;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::{unit, SimCluster};
+use crate::link::index::LinkIndex;
+use crate::place::lease::{LeaseConfig, LeaseId, LeaseTable};
+use crate::place::score::{Ranking, ScoreWeights};
+use crate::place::submit::{Reply, Step, Submission, SubmitConfig};
+use crate::place::task::TaskSpec;
+use crate::place::PlacementIndex;
+
+/// The job mix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MixConfig {
+    /// Jobs.
+    pub jobs: usize,
+    /// Offered load: GPU-seconds asked per second over the free GPUs.
+    pub load: f64,
+    /// Mean run time.
+    pub mean_duration: Duration,
+    /// Input moved from the origin to the node, MB.
+    pub input_mb: f64,
+    /// How long a job nothing takes waits before trying again.
+    pub retry: Duration,
+    /// A job not placed by then gives up.
+    pub max_wait: Duration,
+    /// The seed of the arrivals.
+    pub seed: u64,
+    /// How swarm scores.
+    pub weights: ScoreWeights,
+    /// How swarm submits.
+    pub submit: SubmitConfig,
+}
+
+impl MixConfig {
+    /// `jobs` jobs at `load`, 60 s mean run, 1 GB input, retry every 5 s for 5 min.
+    pub fn new(jobs: usize, load: f64, seed: u64) -> Self {
+        Self {
+            jobs,
+            load,
+            mean_duration: Duration::from_secs(60),
+            input_mb: 1000.0,
+            retry: Duration::from_secs(5),
+            max_wait: Duration::from_secs(300),
+            seed,
+            weights: ScoreWeights::default(),
+            submit: SubmitConfig::default(),
+        }
+    }
+}
+
+/// Who places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Policy {
+    /// Each origin from its stale view, through leases.
+    Swarm,
+    /// Sees the truth, takes the nearest node that fits.
+    Oracle,
+}
+
+/// What a run gave.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct MixOutcome {
+    /// Jobs placed.
+    pub placed: usize,
+    /// Jobs that gave up.
+    pub gave_up: usize,
+    /// Jobs placed at their first try (no wait).
+    pub placed_first_try: usize,
+    /// Mean true round trip from origin to node of the placed jobs, ms.
+    pub mean_origin_rtt_ms: f64,
+    /// Mean completion time of the placed jobs, s.
+    pub mean_completion_s: f64,
+    /// Placement tries (a job nothing takes tries again after `retry`).
+    pub tries: usize,
+    /// Reservations refused by nodes (their view was stale).
+    pub refusals: usize,
+    /// Lease rounds per placed job.
+    pub mean_attempts: f64,
+    /// GPUs granted twice at one moment (must stay 0).
+    pub double_booked: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Job {
+    origin: usize,
+    gpus: u16,
+    duration: f64,
+    max_rtt: Option<Duration>,
+    arrival: f64,
+}
+
+/// A simulated time, ordered totally.
+#[derive(Debug, Clone, Copy)]
+struct At(f64);
+impl PartialEq for At {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o).is_eq()
+    }
+}
+impl Eq for At {}
+impl PartialOrd for At {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for At {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+/// Leased GPUs per node.
+type Leased = HashMap<PeerId, Vec<u32>>;
+
+/// What the swarm advertises: leased GPUs per node, refreshed each second (`fresh`, as
+/// of `at`), read a second late (`stale`).
+#[derive(Default)]
+struct Adverts {
+    at: f64,
+    stale: Leased,
+    fresh: Leased,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Event {
+    /// Job `n` tries to get placed.
+    Try(usize),
+    /// Job on node `node` ends; release its lease.
+    End { node: usize, lease: u64, holder: usize },
+}
+
+fn jobs(cluster: &SimCluster, mix: &MixConfig, weights: &ScoreWeights) -> Vec<Job> {
+    let mut rng = StdRng::seed_from_u64(mix.seed);
+    let free: usize = cluster
+        .nodes
+        .iter()
+        .map(|n| n.gpus.iter().filter(|g| g.utilization_pct <= weights.busy_pct).count())
+        .sum();
+    let sizes = [1u16, 1, 1, 1, 2, 2, 4, 8];
+    let mean_gpus = sizes.iter().map(|&s| f64::from(s)).sum::<f64>() / sizes.len() as f64;
+    let mean = mix.mean_duration.as_secs_f64();
+    let rate = mix.load * free as f64 / (mean_gpus * mean);
+    let mut t = 0.0;
+    (0..mix.jobs)
+        .map(|_| {
+            t += -(1.0 - unit(&mut rng)).ln() / rate.max(1e-9);
+            Job {
+                origin: (rng.next_u64() % cluster.nodes.len() as u64) as usize,
+                gpus: sizes[(rng.next_u32() as usize) % sizes.len()],
+                duration: (-(1.0 - unit(&mut rng)).ln() * mean).clamp(mean / 20.0, mean * 10.0),
+                max_rtt: (rng.next_u32() % 5 == 0).then_some(Duration::from_millis(30)),
+                arrival: t,
+            }
+        })
+        .collect()
+}
+
+/// Seconds to move `mb` megabytes over a path of `rtt_ms`.
+fn transfer_s(mb: f64, rtt_ms: f64) -> f64 {
+    let mbps = (32.0 / (rtt_ms.max(0.05) / 1e3)).min(10_000.0);
+    mb * 8.0 / mbps
+}
+
+/// Runs `mix` on `cluster` placed by `policy`.
+pub fn run_mix(cluster: &SimCluster, mix: &MixConfig, policy: Policy) -> MixOutcome {
+    let weights = mix.weights;
+    let jobs = jobs(cluster, mix, &weights);
+    let n = cluster.nodes.len();
+    #[allow(clippy::disallowed_methods)] // the simulation's epoch; time is simulated from here
+    let epoch = Instant::now();
+    let at = |t: f64| epoch + Duration::from_secs_f64(t);
+    let config = LeaseConfig {
+        max_lease: Duration::from_secs(24 * 3600),
+        max_per_holder: 1 << 20,
+        ..LeaseConfig::default()
+    };
+    let mut tables: Vec<LeaseTable> = (0..n).map(|_| LeaseTable::new_first_start(epoch, config)).collect();
+    let eligible: Vec<Vec<u32>> = cluster
+        .nodes
+        .iter()
+        .map(|node| {
+            node.gpus.iter().filter(|g| g.utilization_pct <= weights.busy_pct).map(|g| g.index).collect()
+        })
+        .collect();
+    let pos: HashMap<PeerId, usize> = cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
+    let links = LinkIndex::new(&cluster.view, cluster.now);
+    let mut adverts = Adverts::default();
+    let mut queue: BinaryHeap<Reverse<(At, Event)>> =
+        jobs.iter().enumerate().map(|(k, j)| Reverse((At(j.arrival), Event::Try(k)))).collect();
+    let mut out = MixOutcome::default();
+    let (mut rtt_sum, mut completion_sum, mut attempts_sum) = (0.0, 0.0, 0u64);
+    let mut held = vec![0u32; n];
+    while let Some(Reverse((At(t), event))) = queue.pop() {
+        let now = at(t);
+        let k = match event {
+            Event::End { node, lease, holder } => {
+                let _ = tables[node].release(now, LeaseId(lease), &cluster.nodes[holder].peer);
+                held[node] = tables[node].held().count() as u32;
+                continue;
+            }
+            Event::Try(k) => k,
+        };
+        let job = &jobs[k];
+        out.tries += 1;
+        while adverts.at + 1.0 <= t {
+            adverts.at += 1.0;
+            let fresh = (0..n)
+                .filter(|&i| held[i] > 0)
+                .map(|i| (cluster.nodes[i].peer, tables[i].held().collect()))
+                .collect();
+            adverts.stale = std::mem::replace(&mut adverts.fresh, fresh);
+        }
+        let mut task = TaskSpec::new(format!("job-{k}"), job.gpus);
+        task.origin_limits.max_rtt = job.max_rtt;
+        task.lease = Duration::from_secs(24 * 3600);
+        let holder = cluster.nodes[job.origin].peer;
+        let mut placed: Option<(usize, u64, f64, u32)> = None;
+        match policy {
+            Policy::Oracle => {
+                let best = (0..n)
+                    .filter(|&i| {
+                        let free = eligible[i].iter().filter(|g| !tables[i].held().any(|h| h == **g)).count();
+                        free >= usize::from(job.gpus)
+                            && job
+                                .max_rtt
+                                .is_none_or(|m| cluster.true_rtt(job.origin, i) <= m.as_secs_f64() * 1e3)
+                    })
+                    .min_by(|&a, &b| {
+                        cluster.true_rtt(job.origin, a).total_cmp(&cluster.true_rtt(job.origin, b))
+                    });
+                if let Some(i) = best {
+                    if let Ok(l) = tables[i].reserve(
+                        now,
+                        holder,
+                        &task.id,
+                        &eligible[i],
+                        u32::from(job.gpus),
+                        task.lease,
+                    ) {
+                        placed = Some((i, l.id.0, cluster.true_rtt(job.origin, i), 1));
+                    }
+                }
+            }
+            Policy::Swarm => {
+                let index = PlacementIndex::with_links(&cluster.view, &links, &holder, &adverts.stale);
+                let submit = mix.submit;
+                let top = index.top(&task, &weights, submit.pool + submit.max_attempts as usize);
+                let ranking = Ranking { feasible: top, rejected: Vec::new() };
+                if let Ok(mut sub) = Submission::new(task.clone(), ranking, submit, mix.seed ^ k as u64) {
+                    let mut rounds_rtt = 0.0;
+                    loop {
+                        match sub.next(&links) {
+                            Step::Reserve { peers, release } => {
+                                for (p, lease) in release {
+                                    let _ = tables[pos[&p]].release(now, LeaseId(lease), &holder);
+                                }
+                                for p in peers {
+                                    let i = pos[&p];
+                                    rounds_rtt += cluster.true_rtt(job.origin, i);
+                                    let reply = match tables[i].reserve(
+                                        now,
+                                        holder,
+                                        &task.id,
+                                        &eligible[i],
+                                        u32::from(job.gpus),
+                                        task.lease,
+                                    ) {
+                                        Ok(l) => Reply::Granted {
+                                            lease: l.id.0,
+                                            gpus: l.gpus,
+                                            expires_in: task.lease,
+                                        },
+                                        Err(e) => {
+                                            out.refusals += 1;
+                                            Reply::Rejected { reason: e.to_string(), free_now: 0 }
+                                        }
+                                    };
+                                    sub.on_reply(p, reply);
+                                }
+                            }
+                            Step::Done(p) => {
+                                let i = pos[&p.nodes[0].peer];
+                                placed = Some((i, p.nodes[0].lease, rounds_rtt, p.attempts));
+                                break;
+                            }
+                            Step::Failed { release, .. } => {
+                                for (p, lease) in release {
+                                    let _ = tables[pos[&p]].release(now, LeaseId(lease), &holder);
+                                }
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        match placed {
+            Some((i, lease, rounds_rtt_ms, attempts)) => {
+                held[i] = tables[i].held().count() as u32;
+                if held[i] as usize > eligible[i].len() {
+                    out.double_booked += 1;
+                }
+                let rtt = cluster.true_rtt(job.origin, i);
+                let start = t + rounds_rtt_ms / 1e3;
+                let end = start + transfer_s(mix.input_mb, rtt) + job.duration;
+                out.placed += 1;
+                if t == job.arrival {
+                    out.placed_first_try += 1;
+                }
+                rtt_sum += rtt;
+                completion_sum += end - job.arrival;
+                attempts_sum += u64::from(attempts);
+                queue.push(Reverse((At(end), Event::End { node: i, lease, holder: job.origin })));
+            }
+            None if t - job.arrival + mix.retry.as_secs_f64() <= mix.max_wait.as_secs_f64() => {
+                queue.push(Reverse((At(t + mix.retry.as_secs_f64()), Event::Try(k))));
+            }
+            None => out.gave_up += 1,
+        }
+    }
+    let placed = out.placed.max(1) as f64;
+    out.mean_origin_rtt_ms = rtt_sum / placed;
+    out.mean_completion_s = completion_sum / placed;
+    out.mean_attempts = attempts_sum as f64 / placed;
+    out
+}
