@@ -78,7 +78,7 @@ impl core::fmt::Display for Namespace {
 }
 
 /// A `key=value` label such as `region=eu-west`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Label {
     /// The key.
     pub key: BoundedString<MAX_LABEL_KEY_LEN>,

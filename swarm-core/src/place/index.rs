@@ -14,21 +14,44 @@ use super::score::{check_limits, Ranking, Rejection, ScoreWeights, Scored};
 use super::task::TaskSpec;
 use crate::link::index::LinkIndex;
 use crate::link::summary::{LinkAnswer, LinkSummary};
+use crate::record::Label;
 use crate::time::UnixMillis;
 use crate::view::ClusterSnapshot;
 
 #[derive(Debug, Clone, Copy)]
 struct GpuSlot {
+    /// MiB, saturated at 4 TiB.
+    memory_mib: u32,
     index: u32,
-    memory_mib: u64,
-    cc: Option<(u8, u8)>,
+    /// Compute capability as `major << 8 | minor`; [`NO_CC`]: unknown.
+    cc: u16,
+    model: u16,
     util: u8,
     taken: bool,
-    model: u16,
 }
 
-/// The link from the origin to a node: round trip (ms) and its measured summary.
-type OriginLink = Option<(f64, Option<LinkSummary>)>;
+const NO_CC: u16 = u16::MAX;
+const NONE: u32 = u32::MAX;
+
+/// What a pick reads of one node, compact so a scan of 10 000 stays in cache.
+#[derive(Debug, Clone, Copy)]
+struct NodeSlot {
+    /// Its GPUs: `gpus[gpu_start..gpu_start + gpu_count]`.
+    gpu_start: u32,
+    /// Its labels: `labels[label_start..label_start + label_count]`.
+    label_start: u32,
+    /// Round trip to the origin, ms; NaN: no measured link and no estimate.
+    rtt_ms: f32,
+    /// The measured summary of that link in `summaries`, or [`NONE`].
+    summary: u32,
+    /// Its position in the view's entries.
+    pos: u32,
+    gpu_count: u8,
+    label_count: u8,
+    /// GPUs no lease holds, at most 255: fewer than a task wants rejects the node
+    /// without reading its GPUs.
+    untaken: u8,
+}
 
 /// See the module docs.
 #[derive(Debug, Clone)]
@@ -36,11 +59,19 @@ pub struct PlacementIndex<'v> {
     view: &'v ClusterSnapshot,
     links: Cow<'v, LinkIndex>,
     origin: PeerId,
-    to_origin: Vec<OriginLink>,
+    /// Nearest to the origin first (no link last), laid out in that order so a scan
+    /// reads memory in sequence.
+    nodes: Vec<NodeSlot>,
+    /// A view position's place in `nodes`.
+    slot_of: Vec<u32>,
+    /// Per interned label: the places in `nodes` of the nodes carrying it, nearest first.
+    label_nodes: Vec<Vec<u32>>,
     gpus: Vec<GpuSlot>,
-    /// Per node: its GPUs in `gpus`.
-    spans: Vec<(u32, u32)>,
-    /// Interned model names, lower case.
+    summaries: Vec<LinkSummary>,
+    /// Interned label ids of every node, by [`NodeSlot::label_start`].
+    labels: Vec<u32>,
+    label_ids: HashMap<Label, u32>,
+    /// Interned model names.
     models: Vec<String>,
 }
 
@@ -50,6 +81,22 @@ enum Fail {
     Label(usize),
     NotConfirmed,
     Link(Rejection),
+}
+
+/// A task's models and labels, resolved against the index's interned ones.
+struct Wanted {
+    models: Vec<bool>,
+    labels: Vec<Option<u32>>,
+}
+
+/// The per-node arrays while they are built.
+struct Parts {
+    nodes: Vec<NodeSlot>,
+    gpus: Vec<GpuSlot>,
+    summaries: Vec<LinkSummary>,
+    labels: Vec<u32>,
+    label_ids: HashMap<Label, u32>,
+    models: Vec<String>,
 }
 
 /// A feasible node before its GPU list is made.
@@ -92,46 +139,107 @@ impl<'v> PlacementIndex<'v> {
         leased: &HashMap<PeerId, Vec<u32>>,
     ) -> Self {
         let at = links.position(origin);
-        let mut models: Vec<String> = Vec::new();
-        let mut gpus = Vec::new();
-        let mut spans = Vec::with_capacity(view.entries.len());
-        let mut to_origin = Vec::with_capacity(view.entries.len());
+        let n = view.entries.len();
+        let mut this = Parts {
+            nodes: Vec::with_capacity(n),
+            gpus: Vec::with_capacity(n * 4),
+            summaries: Vec::new(),
+            labels: Vec::with_capacity(n),
+            label_ids: HashMap::new(),
+            models: Vec::new(),
+        };
         for (i, e) in view.entries.iter().enumerate() {
             let r = &e.record;
-            let taken = leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default();
-            let start = gpus.len() as u32;
+            let taken = if leased.is_empty() {
+                &[][..]
+            } else {
+                leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default()
+            };
+            let start = this.gpus.len() as u32;
             for d in r.gpus.devices.iter() {
-                let name = d.model.as_str().to_ascii_lowercase();
-                let model = match models.iter().position(|m| *m == name) {
+                let name = d.model.as_str();
+                let model = match this.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
                     Some(m) => m,
                     None => {
-                        models.push(name);
-                        models.len() - 1
+                        this.models.push(name.to_owned());
+                        this.models.len() - 1
                     }
                 };
-                gpus.push(GpuSlot {
+                this.gpus.push(GpuSlot {
+                    memory_mib: u32::try_from(d.memory_total_mib).unwrap_or(u32::MAX),
                     index: d.index,
-                    memory_mib: d.memory_total_mib,
-                    cc: d.compute_capability.map(|c| (c.major, c.minor)),
+                    cc: d.compute_capability.map_or(NO_CC, |c| u16::from(c.major) << 8 | u16::from(c.minor)),
+                    model: u16::try_from(model).unwrap_or(u16::MAX),
                     util: d.utilization_pct,
                     taken: taken.contains(&d.index),
-                    model: u16::try_from(model).unwrap_or(u16::MAX),
                 });
             }
-            spans.push((start, gpus.len() as u32));
-            let link = if r.peer_id == *origin {
-                Some((0.0, None))
-            } else {
-                at.and_then(|o| links.link_between_at(o, i)).map(|answer| match answer {
-                    LinkAnswer::Measured { summary, .. } => {
-                        (f64::from(summary.rtt_p50_us) / 1e3, Some(summary))
+            let label_start = this.labels.len() as u32;
+            for l in r.labels.iter() {
+                let next = this.label_ids.len() as u32;
+                let id = *this.label_ids.entry(l.clone()).or_insert(next);
+                this.labels.push(id);
+            }
+            let (mut rtt_ms, mut summary) = (f32::NAN, NONE);
+            if r.peer_id == *origin {
+                rtt_ms = 0.0;
+            } else if let Some(answer) = at.and_then(|o| links.link_between_at(o, i)) {
+                match answer {
+                    LinkAnswer::Measured { summary: s, .. } => {
+                        rtt_ms = s.rtt_p50_us as f32 / 1e3;
+                        summary = this.summaries.len() as u32;
+                        this.summaries.push(s);
                     }
-                    LinkAnswer::Estimated { rtt_ms, .. } => (rtt_ms, None),
-                })
-            };
-            to_origin.push(link);
+                    LinkAnswer::Estimated { rtt_ms: e, .. } => rtt_ms = e as f32,
+                }
+            }
+            let mine = &this.gpus[start as usize..];
+            this.nodes.push(NodeSlot {
+                pos: i as u32,
+                gpu_start: start,
+                label_start,
+                rtt_ms,
+                summary,
+                gpu_count: u8::try_from(mine.len()).unwrap_or(u8::MAX),
+                label_count: u8::try_from(this.labels.len() - label_start as usize).unwrap_or(u8::MAX),
+                untaken: u8::try_from(mine.iter().filter(|g| !g.taken).count()).unwrap_or(u8::MAX),
+            });
         }
-        Self { view, links, origin: *origin, to_origin, gpus, spans, models }
+        let Parts { nodes: unsorted, gpus: unsorted_gpus, summaries, labels, label_ids, models } = this;
+        let mut order: Vec<u32> = (0..unsorted.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (x, y) = (unsorted[a as usize].rtt_ms, unsorted[b as usize].rtt_ms);
+            x.is_nan().cmp(&y.is_nan()).then(x.total_cmp(&y))
+        });
+        let mut nodes = Vec::with_capacity(unsorted.len());
+        let mut gpus = Vec::with_capacity(unsorted_gpus.len());
+        let mut slot_of = vec![0u32; unsorted.len()];
+        let mut label_nodes = vec![Vec::new(); label_ids.len()];
+        for (place, &pos) in order.iter().enumerate() {
+            let mut node = unsorted[pos as usize];
+            let start = node.gpu_start as usize;
+            node.gpu_start = gpus.len() as u32;
+            gpus.extend_from_slice(&unsorted_gpus[start..start + usize::from(node.gpu_count)]);
+            let first = node.label_start as usize;
+            for &id in &labels[first..first + usize::from(node.label_count)] {
+                label_nodes[id as usize].push(place as u32);
+            }
+            slot_of[pos as usize] = place as u32;
+            nodes.push(node);
+        }
+        Self {
+            view,
+            links,
+            origin: *origin,
+            nodes,
+            slot_of,
+            label_nodes,
+            gpus,
+            summaries,
+            labels,
+            label_ids,
+            models,
+        }
     }
 
     /// The decoded links, for pairwise checks (gangs).
@@ -144,6 +252,10 @@ impl<'v> PlacementIndex<'v> {
         self.view
     }
 
+    fn wanted(&self, task: &TaskSpec) -> Wanted {
+        Wanted { models: self.allowed_models(task), labels: self.wanted_labels(task) }
+    }
+
     /// Which interned models the task allows (all when it names none).
     fn allowed_models(&self, task: &TaskSpec) -> Vec<bool> {
         self.models
@@ -154,25 +266,42 @@ impl<'v> PlacementIndex<'v> {
             .collect()
     }
 
+    /// The interned id of each of the task's labels (`None`: no node has it).
+    fn wanted_labels(&self, task: &TaskSpec) -> Vec<Option<u32>> {
+        task.labels.iter().map(|l| self.label_ids.get(l).copied()).collect()
+    }
+
     fn eligible(&self, g: &GpuSlot, task: &TaskSpec, allowed: &[bool], busy: u8) -> bool {
-        let cc = match (task.min_compute_capability, g.cc) {
-            (None, _) => true,
-            (Some(min), Some(have)) => have >= (min.major, min.minor),
-            (Some(_), None) => false,
+        let cc = match task.min_compute_capability {
+            None => true,
+            Some(min) => g.cc != NO_CC && g.cc >= (u16::from(min.major) << 8 | u16::from(min.minor)),
         };
         !g.taken
             && g.util <= busy
-            && g.memory_mib >= task.min_gpu_memory_mib
+            && u64::from(g.memory_mib) >= task.min_gpu_memory_mib
             && cc
             && allowed.get(usize::from(g.model)).copied().unwrap_or(false)
     }
 
-    fn evaluate(&self, i: usize, task: &TaskSpec, w: &ScoreWeights, allowed: &[bool]) -> Result<Cand, Fail> {
-        let (start, end) = self.spans[i];
-        let slots = &self.gpus[start as usize..end as usize];
+    fn gpu_slots(&self, node: &NodeSlot) -> &[GpuSlot] {
+        let start = node.gpu_start as usize;
+        &self.gpus[start..start + usize::from(node.gpu_count)]
+    }
+
+    fn evaluate(&self, i: usize, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Result<Cand, Fail> {
+        let node = &self.nodes[i];
+        if u16::from(node.untaken) < task.gpus_per_node && node.untaken < u8::MAX {
+            return Err(Fail::Gpus(
+                self.gpu_slots(node)
+                    .iter()
+                    .filter(|g| self.eligible(g, task, &want.models, w.busy_pct))
+                    .count() as u32,
+            ));
+        }
+        let slots = self.gpu_slots(node);
         let (mut eligible, mut util) = (0u32, 0u32);
         for g in slots {
-            if self.eligible(g, task, allowed, w.busy_pct) {
+            if self.eligible(g, task, &want.models, w.busy_pct) {
                 eligible += 1;
                 util += u32::from(g.util);
             }
@@ -180,18 +309,23 @@ impl<'v> PlacementIndex<'v> {
         if eligible < u32::from(task.gpus_per_node) {
             return Err(Fail::Gpus(eligible));
         }
-        let record = &self.view.entries[i].record;
-        if !task.labels.is_empty() {
-            if let Some(k) =
-                task.labels.iter().position(|want| !record.labels.iter().any(|have| have == want))
-            {
+        if !want.labels.is_empty() {
+            let start = node.label_start as usize;
+            let have = &self.labels[start..start + usize::from(node.label_count)];
+            if let Some(k) = want.labels.iter().position(|id| id.is_none_or(|id| !have.contains(&id))) {
                 return Err(Fail::Label(k));
             }
         }
-        let Some((rtt_ms, summary)) = self.to_origin[i] else { return Err(Fail::NotConfirmed) };
-        let is_origin = record.peer_id == self.origin;
+        let rtt_ms = f64::from(node.rtt_ms);
+        if rtt_ms.is_nan() {
+            return Err(Fail::NotConfirmed);
+        }
+        let summary = (node.summary != NONE).then(|| &self.summaries[node.summary as usize]);
+        let is_origin = rtt_ms == 0.0
+            && summary.is_none()
+            && self.view.entries[node.pos as usize].record.peer_id == self.origin;
         if !is_origin {
-            check_limits(&task.origin_limits, rtt_ms, summary.as_ref()).map_err(Fail::Link)?;
+            check_limits(&task.origin_limits, rtt_ms, summary).map_err(Fail::Link)?;
         }
         let measured = is_origin || summary.is_some();
         let degraded = summary.is_some_and(|s| s.degraded != 0);
@@ -208,16 +342,16 @@ impl<'v> PlacementIndex<'v> {
         Ok(Cand { node: i, score, rtt_ms, measured, degraded })
     }
 
-    fn scored(&self, c: Cand, task: &TaskSpec, w: &ScoreWeights, allowed: &[bool]) -> Scored {
-        let (start, end) = self.spans[c.node];
-        let mut gpus: Vec<u32> = self.gpus[start as usize..end as usize]
+    fn scored(&self, c: Cand, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Scored {
+        let mut gpus: Vec<u32> = self
+            .gpu_slots(&self.nodes[c.node])
             .iter()
-            .filter(|g| self.eligible(g, task, allowed, w.busy_pct))
+            .filter(|g| self.eligible(g, task, &want.models, w.busy_pct))
             .map(|g| g.index)
             .collect();
         gpus.sort_unstable();
         Scored {
-            peer: self.view.entries[c.node].record.peer_id,
+            peer: self.view.entries[self.nodes[c.node].pos as usize].record.peer_id,
             score: c.score,
             gpus,
             rtt_ms: c.rtt_ms,
@@ -227,19 +361,20 @@ impl<'v> PlacementIndex<'v> {
     }
 
     fn better(&self, a: &Cand, b: &Cand) -> bool {
-        let peer = |c: &Cand| &self.view.entries[c.node].record.peer_id;
+        let peer = |c: &Cand| &self.view.entries[self.nodes[c.node].pos as usize].record.peer_id;
         a.score > b.score || (a.score == b.score && peer(a) < peer(b))
     }
 
     /// Every node: the feasible ones best first (ties by peer id), the others with the
     /// constraint they fail.
     pub fn rank(&self, task: &TaskSpec, w: &ScoreWeights) -> Ranking {
-        let allowed = self.allowed_models(task);
+        let want = self.wanted(task);
         let mut ranking = Ranking::default();
-        for i in 0..self.spans.len() {
-            let peer = self.view.entries[i].record.peer_id;
-            match self.evaluate(i, task, w, &allowed) {
-                Ok(c) => ranking.feasible.push(self.scored(c, task, w, &allowed)),
+        for (pos, &i) in self.slot_of.iter().enumerate() {
+            let i = i as usize;
+            let peer = self.view.entries[pos].record.peer_id;
+            match self.evaluate(i, task, w, &want) {
+                Ok(c) => ranking.feasible.push(self.scored(c, task, w, &want)),
                 Err(fail) => {
                     let why = match fail {
                         Fail::Gpus(eligible) => Rejection::Gpus { eligible, wanted: task.gpus_per_node },
@@ -259,12 +394,31 @@ impl<'v> PlacementIndex<'v> {
     }
 
     /// The `k` best feasible nodes, best first: the head of [`Self::rank`]'s feasible
-    /// list, without its work for the rest.
+    /// list, without its work for the rest. Nodes are read nearest first, and the scan
+    /// stops once no farther node could score above the k-th best (a node's score is
+    /// at most capacity + idleness + the link part of its round trip).
     pub fn top(&self, task: &TaskSpec, w: &ScoreWeights, k: usize) -> Vec<Scored> {
-        let allowed = self.allowed_models(task);
+        let want = self.wanted(task);
         let mut best: Vec<Cand> = Vec::with_capacity(k + 1);
-        for i in 0..self.spans.len() {
-            let Ok(c) = self.evaluate(i, task, w, &allowed) else { continue };
+        let gain = (1.0 - w.estimate_penalty).max(1.0) * (1.0 - w.degraded_penalty).max(1.0);
+        let ceiling = w.capacity.max(0.0) + w.idleness.max(0.0);
+        // A labelled task reads only the nodes with its first label.
+        let all = 0..self.nodes.len() as u32;
+        let places: Box<dyn Iterator<Item = u32> + '_> = match want.labels.first() {
+            None => Box::new(all),
+            Some(None) => Box::new(std::iter::empty()),
+            Some(Some(id)) => Box::new(self.label_nodes[*id as usize].iter().copied()),
+        };
+        for i in places {
+            let i = i as usize;
+            if k > 0 && best.len() == k {
+                let rtt = f64::from(self.nodes[i].rtt_ms);
+                let bound = (ceiling + w.link.max(0.0) / (1.0 + rtt / w.link_scale_ms.max(1e-3))) * gain;
+                if rtt.is_nan() || bound < best[k - 1].score {
+                    break;
+                }
+            }
+            let Ok(c) = self.evaluate(i, task, w, &want) else { continue };
             if best.len() == k && best.last().is_some_and(|last| !self.better(&c, last)) {
                 continue;
             }
@@ -272,6 +426,6 @@ impl<'v> PlacementIndex<'v> {
             best.insert(at, c);
             best.truncate(k);
         }
-        best.into_iter().map(|c| self.scored(c, task, w, &allowed)).collect()
+        best.into_iter().map(|c| self.scored(c, task, w, &want)).collect()
     }
 }
