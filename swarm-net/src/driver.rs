@@ -314,7 +314,10 @@ impl Driver {
     fn handle_gpu_sample(&mut self, sample: GpuSnapshot) {
         match self.gpu_filter.handle_sample(Instant::now(), &sample) {
             GpuChange::Quiet => {}
-            GpuChange::Usage => self.publisher.set_gpus(sample),
+            GpuChange::Usage => {
+                self.leases.set_devices(sample.devices.to_vec());
+                self.publisher.set_gpus(sample);
+            }
             GpuChange::Inventory { before, after } => {
                 self.leases.set_devices(sample.devices.to_vec());
                 tracing::warn!(before, after, "GPU inventory changed");

@@ -13,7 +13,7 @@ use libp2p::{PeerId, StreamProtocol};
 use swarm_core::bounded::{BoundedString, BoundedVec};
 use swarm_core::gpu::GpuDevice;
 use swarm_core::place::wire::{LeaseRequest, LeaseResponse, MAX_LEASE_MESSAGE};
-use swarm_core::place::{Lease, LeaseConfig, LeaseId, LeaseTable, LeasedGpus};
+use swarm_core::place::{Lease, LeaseConfig, LeaseId, LeaseTable, LeasedGpus, ScoreWeights};
 use tokio::sync::oneshot;
 
 use crate::node::NodeError;
@@ -170,8 +170,15 @@ impl Leases {
         self.expire(now);
         match request {
             LeaseRequest::Reserve { task, demand, ttl_ms } => {
-                let eligible: Vec<u32> =
-                    self.devices.iter().filter(|d| demand.fits(d)).map(|d| d.index).collect();
+                // A GPU busy with work outside the swarm is not offered (as submitters
+                // judge it: `ScoreWeights::busy_pct`).
+                let busy = ScoreWeights::default().busy_pct;
+                let eligible: Vec<u32> = self
+                    .devices
+                    .iter()
+                    .filter(|d| demand.fits(d) && d.utilization_pct <= busy)
+                    .map(|d| d.index)
+                    .collect();
                 let ttl = Duration::from_millis(u64::from(ttl_ms));
                 match self.table.reserve(now, holder, &task, &eligible, u32::from(demand.count), ttl) {
                     Ok(lease) => {
