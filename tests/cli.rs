@@ -243,7 +243,13 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     let mut body = String::new();
     std::io::Read::read_to_string(&mut http, &mut body).unwrap();
-    for name in ["swarm_link_rtt_seconds", "swarm_tunnel_up", "swarm_tunnel_bytes_total", "# EOF"] {
+    for name in [
+        "swarm_link_rtt_seconds",
+        "swarm_tunnel_up",
+        "swarm_tunnel_bytes_total",
+        "swarm_leases_total{outcome=\"granted\"}",
+        "# EOF",
+    ] {
         assert!(body.contains(name), "{name} in /metrics: {body}");
     }
 

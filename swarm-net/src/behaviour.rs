@@ -37,7 +37,11 @@ pub struct BehaviourError {
 }
 
 impl Behaviour {
-    pub(crate) fn new(key: &Keypair, config: &NodeConfig) -> Result<Self, BehaviourError> {
+    pub(crate) fn new(
+        key: &Keypair,
+        config: &NodeConfig,
+        lease_codec: crate::lease::LeaseCodec,
+    ) -> Result<Self, BehaviourError> {
         let peer_id = key.public().to_peer_id();
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established_incoming(Some(config.max_inbound))
@@ -70,7 +74,7 @@ impl Behaviour {
             kad,
             gossipsub,
             mdns: mdns(config, peer_id)?,
-            lease: crate::lease::behaviour(),
+            lease: crate::lease::behaviour(lease_codec),
         })
     }
 }

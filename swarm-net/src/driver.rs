@@ -32,7 +32,7 @@ use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bandwidth_totals, bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, multiaddr_ip};
 use crate::identity::NodeIdentity;
-use crate::lease::Leases;
+use crate::lease::{LeaseCodec, Leases};
 
 mod gossip;
 mod leases;
@@ -116,7 +116,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     gpu_filter.handle_sample(Instant::now(), &gpus);
 
     let mut registry = Registry::default();
-    let mut swarm = build_swarm(&identity, &config, &mut registry)?;
+    let lease_codec = LeaseCodec::default();
+    let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec)?;
     let peer_id = *swarm.local_peer_id();
     let tunnel_sockets = bind_tunnel_sockets(&config)?;
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
@@ -147,7 +148,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
 
     let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_CAPACITY);
     let (event_tx, event_rx) = mpsc::channel(config.event_capacity);
-    let leases = Leases::new(peer_id, Instant::now(), config.leases, restarted, gpus.devices.to_vec());
+    let leases =
+        Leases::new(peer_id, Instant::now(), config.leases, restarted, gpus.devices.to_vec(), &lease_codec);
     let content = LocalContent {
         gpus,
         cpu_cores: host_cpu_cores(),
@@ -210,6 +212,7 @@ fn build_swarm(
     identity: &NodeIdentity,
     config: &NodeConfig,
     registry: &mut Registry,
+    lease_codec: &LeaseCodec,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
@@ -219,7 +222,8 @@ fn build_swarm(
         .with_quic()
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key| {
-            Behaviour::new(key, config).map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+            Behaviour::new(key, config, lease_codec.clone())
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| net_err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
@@ -533,7 +537,7 @@ impl Driver {
             bytes_out,
             dataplane: self.dataplane.stats,
             tunnel_drops: self.dataplane.drops(),
-            leases: self.leases.stats,
+            leases: self.leases.stats(),
             ..self.stats.clone()
         }
     }

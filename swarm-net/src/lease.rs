@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
@@ -24,9 +26,12 @@ pub(crate) const LEASE_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/le
 pub(crate) const LEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Frames each message as a big-endian u16 length and the codec's bytes, at most
-/// [`MAX_LEASE_MESSAGE`]; anything else is `InvalidData` and the stream is dropped.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LeaseCodec;
+/// [`MAX_LEASE_MESSAGE`]; anything else is `InvalidData`, the stream is dropped and
+/// `malformed` counts it (libp2p reports no event for a request that fails to read).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct LeaseCodec {
+    pub(crate) malformed: Arc<AtomicU64>,
+}
 
 async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
@@ -61,7 +66,14 @@ impl request_response::Codec for LeaseCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<LeaseRequest> {
-        LeaseRequest::decode(&read_frame(io).await?).map_err(invalid)
+        let request = match read_frame(io).await {
+            Ok(bytes) => LeaseRequest::decode(&bytes).map_err(invalid),
+            Err(e) => Err(e),
+        };
+        if request.is_err() {
+            self.malformed.fetch_add(1, Ordering::Relaxed);
+        }
+        request
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -94,9 +106,9 @@ impl request_response::Codec for LeaseCodec {
 /// The behaviour carrying the protocol.
 pub(crate) type LeaseBehaviour = request_response::Behaviour<LeaseCodec>;
 
-pub(crate) fn behaviour() -> LeaseBehaviour {
+pub(crate) fn behaviour(codec: LeaseCodec) -> LeaseBehaviour {
     request_response::Behaviour::with_codec(
-        LeaseCodec,
+        codec,
         [(LEASE_PROTOCOL, request_response::ProtocolSupport::Full)],
         request_response::Config::default().with_request_timeout(LEASE_TIMEOUT),
     )
@@ -117,7 +129,10 @@ pub struct LeaseStats {
     pub expired: u64,
     /// Renewals or releases of unknown leases, or of someone else's.
     pub failed: u64,
-    /// Inbound requests that failed (bad bytes, timeouts, closed streams).
+    /// Inbound requests that did not decode (cut short, oversized, malformed): dropped
+    /// unanswered.
+    pub malformed: u64,
+    /// Inbound requests whose answer could not be sent (timeouts, closed streams).
     pub inbound_failures: u64,
 }
 
@@ -129,7 +144,8 @@ pub(crate) struct Leases {
     table: LeaseTable,
     devices: Vec<GpuDevice>,
     waiting: HashMap<OutboundRequestId, (PeerId, LeaseWaiter)>,
-    pub(crate) stats: LeaseStats,
+    stats: LeaseStats,
+    malformed: Arc<AtomicU64>,
 }
 
 fn text<const N: usize>(s: &str) -> BoundedString<N> {
@@ -150,10 +166,26 @@ impl Leases {
         config: LeaseConfig,
         restarted: bool,
         devices: Vec<GpuDevice>,
+        codec: &LeaseCodec,
     ) -> Self {
         let table =
             if restarted { LeaseTable::new(now, config) } else { LeaseTable::new_first_start(now, config) };
-        Self { local, table, devices, waiting: HashMap::new(), stats: LeaseStats::default() }
+        Self {
+            local,
+            table,
+            devices,
+            waiting: HashMap::new(),
+            stats: LeaseStats::default(),
+            malformed: codec.malformed.clone(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> LeaseStats {
+        LeaseStats { malformed: self.malformed.load(Ordering::Relaxed), ..self.stats }
+    }
+
+    pub(crate) fn inbound_failed(&mut self) {
+        self.stats.inbound_failures += 1;
     }
 
     pub(crate) fn set_devices(&mut self, devices: Vec<GpuDevice>) {

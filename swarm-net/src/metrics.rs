@@ -227,6 +227,20 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
     totals.get_or_create(&g("datagrams_overflow")).inc_by(stats.dataplane.datagrams_overflow);
     totals.get_or_create(&g("udp_in")).inc_by(stats.dataplane.udp_in);
     totals.get_or_create(&g("udp_out")).inc_by(stats.dataplane.udp_out);
+    let leases = counter(registry, "leases", "Lease requests this node answered, by outcome");
+    let l = &stats.leases;
+    for (outcome, n) in [
+        ("granted", l.granted),
+        ("refused", l.refused),
+        ("renewed", l.renewed),
+        ("released", l.released),
+        ("expired", l.expired),
+        ("failed", l.failed),
+        ("malformed", l.malformed),
+        ("inbound_failures", l.inbound_failures),
+    ] {
+        leases.get_or_create(&vec![("outcome", outcome.to_owned())]).inc_by(n);
+    }
 }
 
 fn ms(d: Option<Duration>) -> serde_json::Value {

@@ -148,3 +148,140 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
     assert_eq!(reasons.len() as u64, expected, "{reasons:?}");
     node.shutdown().await;
 }
+
+/// Sends raw bytes as lease requests and reads whatever comes back.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        use futures::AsyncReadExt as _;
+        let mut out = Vec::new();
+        io.take(8192).read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> std::io::Result<()> {
+        use futures::AsyncWriteExt as _;
+        io.write_all(&req).await?;
+        io.close().await
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Malformed and oversized lease requests are refused without harm and counted; a
+/// well-formed one from the same peer is answered; nobody releases another's lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_lease_requests_are_refused_and_counted() {
+    use libp2p::request_response::{self, ProtocolSupport};
+    use swarm_core::place::wire::{GpuDemand, LeaseRequest, LeaseResponse};
+    let (node, _events) = start(builder("hostile-lease")).await;
+    let addr = first_addr(&node).await;
+    let mallory = Keypair::generate_ed25519();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(mallory.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|_| {
+            request_response::Behaviour::<RawCodec>::new(
+                [(libp2p::StreamProtocol::new("/swarm/lease/1"), ProtocolSupport::Outbound)],
+                request_response::Config::default().with_request_timeout(Duration::from_secs(5)),
+            )
+        })
+        .unwrap()
+        .build();
+    swarm.dial(addr.clone()).unwrap();
+    let peer = node.peer_id();
+    let frame = |body: &[u8]| {
+        let mut f = (body.len() as u16).to_be_bytes().to_vec();
+        f.extend_from_slice(body);
+        f
+    };
+    let reserve = LeaseRequest::Reserve {
+        task: swarm_core::bounded::BoundedString::try_new("mallory").unwrap(),
+        demand: GpuDemand {
+            count: 1,
+            min_memory_mib: 0,
+            min_compute_capability: None,
+            models: BoundedVec::new(),
+        },
+        ttl_ms: 10_000,
+    };
+    let mut bomb = vec![0xFF, 0xFF];
+    bomb.extend(std::iter::repeat_n(0u8, 100));
+    let requests = vec![
+        frame(b"hello"),                                                // garbage
+        bomb,                                                           // a length past the 4 KiB cap
+        vec![0x00],                                                     // a truncated length
+        frame(&[0x10, 0x01, 0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F]),       // a length bomb inside
+        frame(&reserve.encode().unwrap()),                              // well formed
+        frame(&LeaseRequest::Release { lease: 999 }.encode().unwrap()), // nobody's lease
+    ];
+    let mut answers: Vec<Option<Vec<u8>>> = vec![None; requests.len()];
+    let mut ids = Vec::new();
+    let mut sent = false;
+    let mut done = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while done < requests.len() {
+        let ev =
+            tokio::time::timeout_at(deadline, swarm.select_next_some()).await.expect("answers or failures");
+        match ev {
+            SwarmEvent::ConnectionEstablished { .. } if !sent => {
+                sent = true;
+                for r in &requests {
+                    ids.push(swarm.behaviour_mut().send_request(&peer, r.clone()));
+                }
+            }
+            SwarmEvent::Behaviour(request_response::Event::Message {
+                message: request_response::Message::Response { request_id, response },
+                ..
+            }) => {
+                let k = ids.iter().position(|i| *i == request_id).unwrap();
+                answers[k] = Some(response);
+                done += 1;
+            }
+            SwarmEvent::Behaviour(request_response::Event::OutboundFailure { .. }) => done += 1,
+            _ => {}
+        }
+    }
+    for bad in &answers[..4] {
+        assert!(bad.as_ref().is_none_or(|b| b.is_empty()), "no answer to a malformed request: {bad:?}");
+    }
+    let body = |k: usize| LeaseResponse::decode(&answers[k].as_ref().expect("answered")[2..]).unwrap();
+    assert!(matches!(body(4), LeaseResponse::Granted { .. }), "{:?}", body(4));
+    assert!(matches!(body(5), LeaseResponse::Failed { .. }), "{:?}", body(5));
+    let stats = node.stats().await.unwrap();
+    assert_eq!(stats.leases.malformed, 4, "{:?}", stats.leases);
+    assert_eq!((stats.leases.granted, stats.leases.failed), (1, 1), "{:?}", stats.leases);
+    assert_eq!(node.leases().await.unwrap().len(), 1);
+    node.shutdown().await;
+}

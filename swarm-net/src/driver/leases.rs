@@ -45,7 +45,7 @@ impl Driver {
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound lease request failed");
-                self.leases.stats.inbound_failures += 1;
+                self.leases.inbound_failed();
             }
             request_response::Event::ResponseSent { .. } => {}
         }
