@@ -18,6 +18,7 @@ use swarm_core::bounded::BoundedVec;
 use swarm_core::codec;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
 use swarm_core::identity::MAX_UDP_ENDPOINTS;
+use swarm_core::link::index::LinkIndex;
 use swarm_core::link::vivaldi::Coordinate;
 use swarm_core::publish::{LocalContent, RecordPublisher};
 use swarm_core::time::UnixMillis;
@@ -81,6 +82,23 @@ pub(crate) struct Driver {
     coordinate: Coordinate,
     next_link_gossip: Instant,
     leases: Leases,
+    /// Bumped by every change of the view, for the placement cache.
+    view_changes: u64,
+    placement_view: Option<PlacementView>,
+}
+
+/// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
+/// when the view changed but at most as often as [`placement_view_max_age`] allows.
+struct PlacementView {
+    built: Instant,
+    changes: u64,
+    shared: crate::node::SharedView,
+}
+
+/// How stale the placement view may get while the view changes: 0.1 ms per record,
+/// at most 1 s (so a large swarm re-decodes its summaries once a second at most).
+fn placement_view_max_age(records: usize) -> Duration {
+    Duration::from_micros(100 * records as u64).min(Duration::from_secs(1))
 }
 
 pub(crate) struct Spawned {
@@ -193,6 +211,8 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
         coordinate: Coordinate::default(),
         next_link_gossip: Instant::now() + LINK_GOSSIP_INTERVAL,
         leases,
+        view_changes: 0,
+        placement_view: None,
         config,
     };
     driver.wait_for_listeners(listeners).await?;
@@ -391,6 +411,7 @@ impl Driver {
         let local = *self.swarm.local_peer_id();
         self.publisher.set_swarm_size(self.view.len());
         while let Some(event) = self.view.poll_event() {
+            self.view_changes += 1;
             match event {
                 ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}
                 ViewEvent::Inserted { peer } => {
@@ -471,6 +492,9 @@ impl Driver {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.view.snapshot());
             }
+            Command::PlacementView(reply) => {
+                let _ = reply.send(self.placement_view());
+            }
             Command::RecordCount(reply) => {
                 let _ = reply.send(self.view.len());
             }
@@ -512,6 +536,22 @@ impl Driver {
                 let _ = reply.send(self.leases.leases());
             }
             Command::Shutdown => {}
+        }
+    }
+
+    fn placement_view(&mut self) -> crate::node::SharedView {
+        let now = Instant::now();
+        let max_age = placement_view_max_age(self.view.len());
+        match &self.placement_view {
+            Some(p) if p.changes == self.view_changes || now < p.built + max_age => p.shared.clone(),
+            _ => {
+                let snapshot = self.view.snapshot();
+                let links = LinkIndex::new(&snapshot, wall_clock());
+                let shared = std::sync::Arc::new((snapshot, links));
+                self.placement_view =
+                    Some(PlacementView { built: now, changes: self.view_changes, shared: shared.clone() });
+                shared
+            }
         }
     }
 

@@ -266,10 +266,14 @@ pub enum NodeError {
     },
 }
 
+/// A snapshot of the view and its decoded links, shared between placements.
+pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::LinkIndex)>;
+
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     Snapshot(oneshot::Sender<ClusterSnapshot>),
+    PlacementView(oneshot::Sender<SharedView>),
     Stats(oneshot::Sender<NodeStats>),
     RecordCount(oneshot::Sender<usize>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),

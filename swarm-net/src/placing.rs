@@ -16,11 +16,7 @@ use swarm_core::place::{
     SubmitConfig, TaskSpec,
 };
 
-use swarm_core::link::index::LinkIndex;
-use swarm_core::view::ClusterSnapshot;
-
-use crate::driver::wall_clock;
-use crate::node::{Command, Node, NodeError};
+use crate::node::{Command, Node, NodeError, SharedView};
 
 impl Node {
     /// Places `task` with the default [`SubmitConfig`]. See [`Node::place_with`].
@@ -36,12 +32,12 @@ impl Node {
     /// ([`Node::renew`]); [`Node::release`] ends them.
     pub async fn place_with(&self, task: TaskSpec, config: SubmitConfig) -> Result<Placement, NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
-        let (_view, links, ranking) = self.ranked(&task).await?;
+        let (shared, ranking) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
         loop {
-            match submission.next(&links) {
+            match submission.next(&shared.1) {
                 Step::Reserve { peers, release } => {
                     self.release_all(&release).await;
                     let asks = peers.iter().map(|p| self.lease_request(*p, request.clone()));
@@ -62,24 +58,23 @@ impl Node {
     /// node): the feasible ones best first, and why each other one is rejected.
     /// [`Ranking::explain`] prints it.
     pub async fn rank(&self, task: &TaskSpec) -> Result<Ranking, NodeError> {
-        Ok(self.ranked(task).await?.2)
+        Ok(self.ranked(task).await?.1)
     }
 
-    async fn ranked(&self, task: &TaskSpec) -> Result<(ClusterSnapshot, LinkIndex, Ranking), NodeError> {
-        let view = self.cluster().await?;
-        let links = LinkIndex::new(&view, wall_clock());
+    async fn ranked(&self, task: &TaskSpec) -> Result<(SharedView, Ranking), NodeError> {
+        let shared = self.ask(Command::PlacementView).await?;
+        let (view, links) = &*shared;
         // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
-        let mut leased = leased_in(&view);
+        let mut leased = leased_in(view);
         let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
         leased.insert(self.peer_id(), own);
         let weights = ScoreWeights::default();
         let origin = self.peer_id();
-        let mut ranking = PlacementIndex::with_links(&view, &links, &origin, &leased).rank(task, &weights);
+        let mut ranking = PlacementIndex::with_links(view, links, &origin, &leased).rank(task, &weights);
         if ranking.feasible.len() < usize::from(task.nodes) {
             // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
             // that fit but for advertised leases are asked too, after the others.
-            let all =
-                PlacementIndex::with_links(&view, &links, &origin, &HashMap::new()).rank(task, &weights);
+            let all = PlacementIndex::with_links(view, links, &origin, &HashMap::new()).rank(task, &weights);
             let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
             let extra: Vec<_> = all
                 .feasible
@@ -91,7 +86,7 @@ impl Node {
                 ranking.rejected = all.rejected;
             }
         }
-        Ok((view, links, ranking))
+        Ok((shared.clone(), ranking))
     }
 
     /// Extends every lease of `placement` by its lease length; the earliest expiry among
