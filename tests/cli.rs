@@ -79,10 +79,31 @@ fn bad_flags_are_clear_errors() {
         (&["run", "--listen", "not-an-address"], "not-an-address"),
         (&["fly"], "fly"),
         (&["links", "--metrics", "nowhere"], "nowhere"),
+        (&["place", "--id", "t", "--gpus", "many"], "many"),
+        (&["place", "--id", "t", "--max-rtt", "soon"], "soon"),
+        (&["place"], "--id"),
     ];
     for (args, needle) in cases {
         let out = run(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn bad_task_specs_are_clear_errors_before_anything_is_sent() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["place", "--id", "a b"], "printable"),
+        (&["place", "--id", "t", "--nodes", "0"], "1 to 64 nodes"),
+        (&["place", "--id", "t", "--max-loss", "2"], "loss must lie between 0 and 1"),
+        (&["place", "--id", "t", "--member-max-rtt", "5ms"], "need a gang"),
+        (&["place", "--id", "t", "--label", "novalue"], "novalue"),
+        (&["release", "--id", "t", "--control", "/nonexistent/swarm.sock"], "is it running with --control"),
+    ];
+    for (args, needle) in cases {
+        let out = run(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
