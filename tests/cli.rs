@@ -439,3 +439,44 @@ fn run_nodes_in_two_namespaces_tunnel_across_a_veth_pair() {
         assert!(guard.0.wait().unwrap().success());
     }
 }
+
+/// Only the node's own user (and root) may use its control socket: even with the
+/// socket's mode opened up, another uid is refused by its peer credentials.
+#[test]
+#[ignore = "needs root (runs a client as uid 65534); `.ci/run` runs it as root with --include-ignored"]
+fn the_control_socket_serves_only_its_owner() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A copy of the program that uid 65534 can reach and run.
+    let bin = dir.path().join("swarm-node");
+    std::fs::copy(swarm_node().get_program(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let sock = dir.path().join("n.sock");
+    let key = dir.path().join("n.key");
+    let (_node, rx) = spawn_node(&[
+        "run",
+        "--identity",
+        key.to_str().unwrap(),
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--gpus",
+        "none",
+        "--control",
+        sock.to_str().unwrap(),
+    ]);
+    wait_line(&rx, |l| l.starts_with("control socket"));
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new(&bin)
+        .uid(65534)
+        .gid(65534)
+        .args(["placements", "--control", sock.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("uid 65534 may not control this node"), "{err}");
+    let mine = run(&["placements", "--control", sock.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&mine.stdout).contains("0 placements held"));
+}

@@ -167,6 +167,11 @@ async fn connection(
     if uid != owner && uid != 0 {
         let line = json!({"ok": false, "error": format!("uid {uid} may not control this node")});
         stream.write_all(format!("{line}\n").as_bytes()).await?;
+        stream.shutdown().await?;
+        // Take what it sent (bounded, briefly) so closing does not reset the refusal away.
+        let mut sink = Vec::new();
+        let mut limited = (&mut stream).take(MAX_LINE);
+        let _ = tokio::time::timeout(Duration::from_secs(1), limited.read_to_end(&mut sink)).await;
         return Ok(());
     }
     let (read, mut write) = stream.split();
@@ -255,9 +260,15 @@ pub async fn call(path: &Path, request: &Value) -> anyhow::Result<Value> {
     let mut stream = UnixStream::connect(path).await.with_context(|| {
         format!("cannot reach the node's control socket {} (is it running with --control?)", path.display())
     })?;
-    stream.write_all(format!("{request}\n").as_bytes()).await?;
+    // A refusal may come before the request is read (the socket then closes): read the
+    // answer even when writing failed.
+    let written = stream.write_all(format!("{request}\n").as_bytes()).await;
     let mut line = String::new();
     BufReader::new((&mut stream).take(16 << 20)).read_line(&mut line).await?;
+    if line.is_empty() {
+        written?;
+        bail!("the node closed the connection without an answer");
+    }
     let answer: Value = serde_json::from_str(&line).context("the node's answer is not JSON")?;
     if answer["ok"] != json!(true) {
         bail!("{}", answer["error"].as_str().unwrap_or("the node refused"));
