@@ -88,6 +88,47 @@ pub fn tunnel_record(data: &[u8]) {
 }
 
 /// A responder (with one known peer and a live session) fed datagrams built from
+/// Lease messages and adverts from the network: every prefix-framed message is decoded
+/// as a request (applied to one node's table of four GPUs, by one of two holders), as a
+/// response and as an advert. No GPU is ever held twice, or held outside the four.
+pub fn lease_messages(data: &[u8]) {
+    use crate::place::wire::{LeaseRequest, LeaseResponse};
+    use crate::place::{LeaseConfig, LeaseId, LeaseTable, LeasedGpus};
+    #[allow(clippy::disallowed_methods)]
+    let t0 = Instant::now();
+    let mut table = LeaseTable::new_first_start(t0, LeaseConfig::default());
+    let mut rest = data;
+    let mut step = 0u64;
+    while let Some((&head, tail)) = rest.split_first() {
+        let len = usize::from(head >> 1).min(tail.len());
+        let (msg, next) = tail.split_at(len);
+        let holder = author(head & 1);
+        step += 1;
+        let now = t0 + Duration::from_millis(step * 7919);
+        let _ = LeaseResponse::decode(msg);
+        let _ = crate::codec::decode::<LeasedGpus>(msg, 512);
+        match LeaseRequest::decode(msg) {
+            Ok(LeaseRequest::Reserve { task, demand, ttl_ms }) => {
+                let ttl = Duration::from_millis(u64::from(ttl_ms));
+                let _ = table.reserve(now, holder, &task, &[0, 1, 2, 3], u32::from(demand.count), ttl);
+            }
+            Ok(LeaseRequest::Renew { lease, ttl_ms }) => {
+                let _ = table.renew(now, LeaseId(lease), &holder, Duration::from_millis(u64::from(ttl_ms)));
+            }
+            Ok(LeaseRequest::Release { lease }) => {
+                let _ = table.release(now, LeaseId(lease), &holder);
+            }
+            Err(_) => {}
+        }
+        let mut held: Vec<u32> = table.held().collect();
+        let n = held.len();
+        held.sort_unstable();
+        held.dedup();
+        assert!(held.len() == n && held.iter().all(|g| *g < 4), "{held:?}");
+        rest = next;
+    }
+}
+
 /// `data`: raw bytes, or genuine initiations and data packets from its peer with bytes
 /// flipped, with time moving on. Checks that nothing panics, that an unauthenticated
 /// datagram gets no answer but a cookie reply, and that memory stays bounded.
@@ -211,6 +252,35 @@ mod tests {
     }
 
     /// Seeds: valid records (which the targets must accept) and a few broken ones.
+    /// Two holders reserve, one renews and releases, one releases another's lease.
+    fn lease_seed() -> Vec<u8> {
+        use crate::place::wire::{GpuDemand, LeaseRequest};
+        let reserve = |count| LeaseRequest::Reserve {
+            task: crate::bounded::BoundedString::try_new("t").unwrap(),
+            demand: GpuDemand {
+                count,
+                min_memory_mib: 0,
+                min_compute_capability: None,
+                models: crate::bounded::BoundedVec::new(),
+            },
+            ttl_ms: 60_000,
+        };
+        let mut out = Vec::new();
+        for (holder, req) in [
+            (0u8, reserve(2)),
+            (1, reserve(3)),
+            (1, reserve(2)),
+            (0, LeaseRequest::Renew { lease: 1, ttl_ms: 1000 }),
+            (1, LeaseRequest::Release { lease: 1 }),
+            (0, LeaseRequest::Release { lease: 1 }),
+        ] {
+            let bytes = req.encode().unwrap();
+            out.push(((bytes.len() as u8) << 1) | holder);
+            out.extend_from_slice(&bytes);
+        }
+        out
+    }
+
     fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         let good = codec::encode(&seed_record(1, 7), MAX_RECORD_SIZE).unwrap();
         let mut view_msgs = Vec::new();
@@ -246,6 +316,7 @@ mod tests {
                 vec![1, 2 | (8 << 2), 1, 2, 3, 4, 5, 6, 7, 8, 3 | (30 << 2), 1 | (2 << 2), 9, 0xFF],
             ),
             ("tunnel_responder", "raw".into(), [&[32u8 << 2][..], &[4, 0, 0, 0], &[0; 28]].concat()),
+            ("lease_messages", "reserve_renew_release".into(), lease_seed()),
         ]
     }
 
@@ -269,6 +340,7 @@ mod tests {
             ("tunnel_record", tunnel_record),
             ("tunnel_wire", tunnel_wire),
             ("tunnel_responder", tunnel_responder),
+            ("lease_messages", lease_messages),
         ] {
             let dir = corpus_dir(target);
             for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
