@@ -147,6 +147,8 @@ pub struct NodeBuilder {
     pub(crate) tunnel_gso: bool,
     pub(crate) tunnel_endpoints: Vec<std::net::SocketAddr>,
     pub(crate) leases: swarm_core::place::LeaseConfig,
+    /// Whether `lease_restart_grace` was called.
+    pub(crate) grace_set: bool,
 }
 
 impl NodeBuilder {
@@ -178,6 +180,7 @@ impl NodeBuilder {
             tunnel_gso: true,
             tunnel_endpoints: Vec::new(),
             leases: swarm_core::place::LeaseConfig::default(),
+            grace_set: false,
         }
     }
 
@@ -342,9 +345,11 @@ impl NodeBuilder {
     /// How long a node that restarts with its keys from an existing identity file
     /// refuses new leases: leases are held in memory only, so it waits out those it
     /// may have granted before (see `swarm_core::place::LeaseTable`). Default: the
-    /// longest lease. A node with fresh keys has nothing outstanding and never waits.
+    /// longest lease. A node with fresh keys has nothing outstanding and never waits; a
+    /// node given its keys by [`Self::identity`] waits only when this is set.
     pub fn lease_restart_grace(mut self, grace: Duration) -> Self {
         self.leases.restart_grace = grace;
+        self.grace_set = true;
         self
     }
 

@@ -114,7 +114,7 @@ pub(crate) async fn spawn(builder: NodeBuilder, config: NodeConfig) -> Result<Sp
     // Keys from an earlier run: this node may have granted leases it no longer knows.
     let restarted = match &builder.identity {
         IdentitySource::Ephemeral => false,
-        IdentitySource::Keys(_) => true,
+        IdentitySource::Keys(_) => builder.grace_set,
         IdentitySource::File(path) => path.exists(),
     };
     let identity = match builder.identity {
