@@ -175,8 +175,9 @@ async fn a_gang_is_reserved_whole_on_distinct_nodes() {
     shutdown_all(&nodes).await;
 }
 
-/// 8 submitters place 512 tasks (1-4 GPUs each, 8 in flight per submitter: about three
-/// times the 56 GPUs of the 32 nodes) and hold each for a few ms; a refused task retries. Every grant is checked against a ledger of GPUs
+/// 8 submitters place 512 tasks (1-4 GPUs each, a quarter of them gangs of two nodes, 8
+/// in flight per submitter: about three times the 56 GPUs of the 32 nodes) and hold each
+/// for a few ms; a refused task retries. Every grant is checked against a ledger of GPUs
 /// held right now: a GPU granted while the ledger holds it is a double booking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_submitters_never_double_book() {
@@ -198,9 +199,12 @@ async fn concurrent_submitters_never_double_book() {
                 for t in 0..8 {
                     let k = 1 + ((s as u64 * 31 + w * 7 + t) % 4) as u16;
                     let id = format!("s{s}-w{w}-t{t}");
+                    // One task in four is a gang of two nodes, reserved all or nothing.
+                    let members = if (w + t) % 4 == 0 { 2 } else { 1 };
                     // A refused task waits for capacity and tries again, as a job queue would.
                     let p = loop {
-                        match node.place(task(&id, k, Duration::from_secs(30))).await {
+                        let spec = TaskSpec { nodes: members, ..task(&id, k, Duration::from_secs(30)) };
+                        match node.place(spec).await {
                             Ok(p) => break p,
                             Err(NodeError::Place(_)) if refused < 10_000 => {
                                 refused += 1;
@@ -211,6 +215,9 @@ async fn concurrent_submitters_never_double_book() {
                     };
                     {
                         let mut held = ledger.lock().unwrap();
+                        assert_eq!(p.nodes.len(), usize::from(members), "{id}: all or nothing");
+                        let distinct: HashSet<PeerId> = p.peers().into_iter().collect();
+                        assert_eq!(distinct.len(), p.nodes.len(), "{id}: distinct members");
                         for n in &p.nodes {
                             assert_eq!(n.gpus.len(), usize::from(k));
                             for g in &n.gpus {
@@ -245,7 +252,7 @@ async fn concurrent_submitters_never_double_book() {
         placed += p;
         refused += r;
     }
-    println!("512 tasks placed; {refused} placements refused for want of capacity and retried");
+    println!("512 tasks (128 gangs) placed; {refused} placements refused for want of capacity and retried");
     assert_eq!(placed, 8 * 8 * 8, "every task was placed in the end");
     for n in &nodes {
         assert!(n.leases().await.unwrap().is_empty(), "every lease released");
