@@ -170,6 +170,9 @@ impl Leases {
     ) -> Self {
         let table =
             if restarted { LeaseTable::new(now, config) } else { LeaseTable::new_first_start(now, config) };
+        // Lease numbers start at this run's start time (ms << 16), above any number an
+        // earlier run of this node handed out unless it granted 65 536 leases a ms.
+        let table = table.with_first_id(crate::driver::wall_clock().0 << 16);
         Self {
             local,
             table,

@@ -112,6 +112,13 @@ impl LeaseTable {
         Self { config, holders: BTreeMap::new(), leases: BTreeMap::new(), next_id: 1, accepting_from: now }
     }
 
+    /// Numbers leases from `first` on (from 1 by default). A node numbers each run from
+    /// its start time, so a lease number from an earlier run is not reused by a later one.
+    pub fn with_first_id(mut self, first: u64) -> Self {
+        self.next_id = first.max(1);
+        self
+    }
+
     /// Grants `wanted` GPUs among `eligible` (indices that meet the task's needs) to
     /// `holder` for `ttl`, or says why not and how many are free.
     pub fn reserve(
@@ -141,7 +148,7 @@ impl LeaseTable {
         }
         free.truncate(wanted as usize);
         let id = LeaseId(self.next_id);
-        self.next_id += 1;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
         for g in &free {
             self.holders.insert(*g, id);
         }
