@@ -6,9 +6,10 @@
 //!   at random from the best `pool` feasible ones that score within `tolerance` of the
 //!   best, the best-ranked of them asked. Many submitters reading the same (stale) view
 //!   then spread over the near-best nodes instead of all asking the first one.
-//! - A gang's members (from [`choose_gang`]) are asked together; unless all grant, the
-//!   granted leases are released and the refusers left out of the next choice: a gang is
-//!   reserved all or nothing.
+//! - A gang's members (from [`choose_gang`], on scores each lowered by a random share of
+//!   up to `tolerance`, so concurrent gangs spread too) are asked together; unless all
+//!   grant, the granted leases are released and the refusers left out of the next
+//!   choice: a gang is reserved all or nothing.
 //! - A node that refuses or does not answer is not asked again for this task. After
 //!   `max_attempts` rounds the submission fails with the last refusal; leases granted in
 //!   a failed round are always handed back for release.
@@ -355,11 +356,24 @@ impl Submission {
             }
             return Ok(vec![left[best].clone()]);
         }
-        let filtered = Ranking { feasible: left.into_iter().cloned().collect(), rejected: Vec::new() };
+        // Each score is lowered by a random share of up to `tolerance` for the choice
+        // only, so concurrent submitters of gangs spread over near-equal nodes too.
+        let mut jittered: Vec<Scored> = left.iter().map(|s| (*s).clone()).collect();
+        for s in &mut jittered {
+            let u = (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            s.score *= 1.0 - self.config.tolerance.clamp(0.0, 1.0) * u;
+        }
+        jittered.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.peer.cmp(&b.peer)));
+        let filtered = Ranking { feasible: jittered, rejected: Vec::new() };
         match choose_gang(links, &filtered, &self.task) {
             Ok(gang) => {
                 self.worst_member_rtt_ms = Some(gang.worst_rtt_ms);
-                Ok(gang.members)
+                // Report the members with their true scores.
+                Ok(gang
+                    .members
+                    .iter()
+                    .filter_map(|m| left.iter().find(|s| s.peer == m.peer).map(|s| (*s).clone()))
+                    .collect())
             }
             Err(_) if self.attempts > 0 => Err(self.exhausted()),
             Err(GangError::NotEnough { .. }) if !self.ranking.rejected.is_empty() => {
@@ -554,6 +568,28 @@ mod tests {
             let s = ranking.feasible.iter().find(|s| s.peer == peer).unwrap().score;
             assert!(s >= best * 0.95, "{s} vs {best}");
         }
+    }
+
+    #[test]
+    fn gang_submitters_spread_within_the_tolerance() {
+        let v = view();
+        let mut task = TaskSpec::new("g", 1);
+        task.nodes = 2;
+        let ranking = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
+        let links = LinkIndex::new(&v, NOW);
+        let sets = |tolerance: f64| {
+            let mut sets = HashSet::new();
+            for seed in 0..32 {
+                let config = SubmitConfig { tolerance, ..SubmitConfig::default() };
+                let mut sub = Submission::new(task.clone(), ranking.clone(), config, seed).unwrap();
+                let Step::Reserve { mut peers, .. } = sub.next(&links) else { panic!() };
+                peers.sort();
+                sets.insert(peers);
+            }
+            sets
+        };
+        assert_eq!(sets(0.0).len(), 1, "no tolerance: one choice");
+        assert!(sets(1.0).len() >= 2, "{:?}", sets(1.0));
     }
 
     #[test]
