@@ -51,6 +51,9 @@ pub enum Refusal {
     /// The lease asked for is longer than this node grants.
     #[error("leases last at most {0:?}")]
     TooLong(Duration),
+    /// The lease asked for is shorter than the shortest a node grants.
+    #[error("leases last at least {0:?}")]
+    TooShort(Duration),
     /// The holder already has this many leases.
     #[error("at most {0} leases per holder")]
     TooMany(usize),
@@ -136,6 +139,9 @@ impl LeaseTable {
         }
         if ttl > self.config.max_lease {
             return Err(Refusal::TooLong(self.config.max_lease));
+        }
+        if ttl < super::task::MIN_LEASE {
+            return Err(Refusal::TooShort(super::task::MIN_LEASE));
         }
         if self.leases.values().filter(|l| l.holder == holder).count() >= self.config.max_per_holder {
             return Err(Refusal::TooMany(self.config.max_per_holder));
@@ -280,6 +286,10 @@ mod tests {
         assert_eq!(
             t.reserve(later, peer(1), "a", &[1], 1, Duration::from_secs(601)),
             Err(Refusal::TooLong(Duration::from_secs(600)))
+        );
+        assert_eq!(
+            t.reserve(later, peer(1), "a", &[1], 1, Duration::ZERO),
+            Err(Refusal::TooShort(Duration::from_secs(1)))
         );
     }
 
