@@ -40,7 +40,7 @@ fn quantile(samples: &mut [Duration], q: f64) -> Duration {
 
 fn figures(n: usize, jobs: usize, mix: bool, contention: bool) {
     let started = Instant::now();
-    let cluster = SimCluster::new(&SimConfig::new(n, 7));
+    let cluster = SimCluster::new(&SimConfig::new(n, 7), Instant::now());
     println!("\n== {n} nodes (built in {:.1} s) ==", started.elapsed().as_secs_f64());
     let t = Instant::now();
     let links = LinkIndex::new(&cluster.view, cluster.now);
@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     figures(10_000, 2000, !quick, false);
     let w = ScoreWeights::default();
     for n in [1000, 10_000] {
-        let cluster = SimCluster::new(&SimConfig::new(n, 7));
+        let cluster = SimCluster::new(&SimConfig::new(n, 7), Instant::now());
         let links = LinkIndex::new(&cluster.view, cluster.now);
         let origin = cluster.nodes[0].peer;
         let index = PlacementIndex::with_links(&cluster.view, &links, &origin, &HashMap::new());

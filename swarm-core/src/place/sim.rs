@@ -113,6 +113,8 @@ pub struct SimCluster {
     pub view: ClusterSnapshot,
     /// The time the view is judged at.
     pub now: UnixMillis,
+    /// The local clock's reading at `now` (the simulation's epoch).
+    pub epoch: Instant,
     seed: u64,
 }
 
@@ -132,8 +134,9 @@ fn unit(rng: &mut StdRng) -> f64 {
 }
 
 impl SimCluster {
-    /// Builds the swarm `config` describes.
-    pub fn new(config: &SimConfig) -> Self {
+    /// Builds the swarm `config` describes; `epoch` is the local clock at the view's
+    /// time (simulated time runs from it).
+    pub fn new(config: &SimConfig, epoch: Instant) -> Self {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let regions = config.regions.clamp(1, CENTRES.len());
         let now = UnixMillis(1_800_000_000_000);
@@ -185,13 +188,13 @@ impl SimCluster {
                 entries: Vec::new(),
             },
             now,
+            epoch,
             seed: config.seed,
         };
         let by_region: Vec<Vec<usize>> = (0..regions)
             .map(|r| (0..config.nodes).filter(|&i| cluster.nodes[i].region == r).collect())
             .collect();
-        #[allow(clippy::disallowed_methods)] // a synthetic view's local timestamps
-        let instant = Instant::now();
+        let instant = epoch;
         for (i, (node, key)) in nodes.iter().enumerate() {
             let mut links = Vec::new();
             let want = config.links_per_node.min(64).min(config.nodes.saturating_sub(1));
@@ -302,6 +305,11 @@ mod tests {
     use crate::place::{choose_gang, PlacementIndex, ScoreWeights, TaskSpec};
     use std::collections::HashMap;
 
+    #[allow(clippy::disallowed_methods)] // the tests' epoch
+    fn epoch() -> Instant {
+        Instant::now()
+    }
+
     fn tasks() -> Vec<TaskSpec> {
         let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4), TaskSpec::new("eight", 8)];
         let mut t = TaskSpec::new("h100-near", 2);
@@ -317,7 +325,7 @@ mod tests {
 
     #[test]
     fn the_top_pick_is_the_head_of_the_full_ranking() {
-        let cluster = SimCluster::new(&SimConfig::new(300, 1));
+        let cluster = SimCluster::new(&SimConfig::new(300, 1), epoch());
         let w = ScoreWeights::default();
         let leased: HashMap<PeerId, Vec<u32>> =
             cluster.nodes.iter().step_by(7).map(|n| (n.peer, vec![0])).collect();
@@ -347,7 +355,7 @@ mod tests {
 
     #[test]
     fn gangs_in_a_simulated_topology_meet_their_pairwise_limits() {
-        let cluster = SimCluster::new(&SimConfig::new(1000, 2));
+        let cluster = SimCluster::new(&SimConfig::new(1000, 2), epoch());
         let links = LinkIndex::new(&cluster.view, cluster.now);
         let w = ScoreWeights::default();
         let pos: HashMap<PeerId, usize> =
@@ -398,7 +406,7 @@ mod tests {
 
     #[test]
     fn a_contended_job_mix_never_double_books_and_tracks_the_oracle() {
-        let cluster = SimCluster::new(&SimConfig::new(200, 3));
+        let cluster = SimCluster::new(&SimConfig::new(200, 3), epoch());
         let mix = MixConfig::new(600, 0.8, 4);
         let swarm = run_mix(&cluster, &mix, Policy::Swarm);
         let oracle = run_mix(&cluster, &mix, Policy::Oracle);

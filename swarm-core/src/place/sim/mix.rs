@@ -180,166 +180,193 @@ fn transfer_s(mb: f64, rtt_ms: f64) -> f64 {
     mb * 8.0 / mbps
 }
 
+/// One run: every node's lease table, the adverts, and the running sums.
+struct Run<'c> {
+    cluster: &'c SimCluster,
+    mix: &'c MixConfig,
+    epoch: Instant,
+    tables: Vec<LeaseTable>,
+    /// GPUs each node offers (not busy outside the swarm).
+    eligible: Vec<Vec<u32>>,
+    pos: HashMap<PeerId, usize>,
+    links: LinkIndex,
+    adverts: Adverts,
+    /// GPUs held per node, to refresh adverts cheaply.
+    held: Vec<u32>,
+    out: MixOutcome,
+    sums: (f64, f64, u64),
+}
+
+/// A job placed: node, lease, the placement's round trips (ms), lease rounds.
+type Placed = (usize, u64, f64, u32);
+
+impl<'c> Run<'c> {
+    fn new(cluster: &'c SimCluster, mix: &'c MixConfig) -> Self {
+        let n = cluster.nodes.len();
+        let config = LeaseConfig {
+            max_lease: Duration::from_secs(24 * 3600),
+            max_per_holder: 1 << 20,
+            ..LeaseConfig::default()
+        };
+        let busy = mix.weights.busy_pct;
+        Self {
+            cluster,
+            mix,
+            epoch: cluster.epoch,
+            tables: (0..n).map(|_| LeaseTable::new_first_start(cluster.epoch, config)).collect(),
+            eligible: cluster
+                .nodes
+                .iter()
+                .map(|node| node.gpus.iter().filter(|g| g.utilization_pct <= busy).map(|g| g.index).collect())
+                .collect(),
+            pos: cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect(),
+            links: LinkIndex::new(&cluster.view, cluster.now),
+            adverts: Adverts::default(),
+            held: vec![0; n],
+            out: MixOutcome::default(),
+            sums: (0.0, 0.0, 0),
+        }
+    }
+
+    fn at(&self, t: f64) -> Instant {
+        self.epoch + Duration::from_secs_f64(t)
+    }
+
+    /// Publishes the leased GPUs each whole second; placements read the previous ones.
+    fn refresh_adverts(&mut self, t: f64) {
+        while self.adverts.at + 1.0 <= t {
+            self.adverts.at += 1.0;
+            let fresh = (0..self.tables.len())
+                .filter(|&i| self.held[i] > 0)
+                .map(|i| (self.cluster.nodes[i].peer, self.tables[i].held().collect()))
+                .collect();
+            self.adverts.stale = std::mem::replace(&mut self.adverts.fresh, fresh);
+        }
+    }
+
+    fn reserve(&mut self, now: Instant, i: usize, holder: PeerId, task: &TaskSpec) -> Reply {
+        let wanted = u32::from(task.gpus_per_node);
+        match self.tables[i].reserve(now, holder, &task.id, &self.eligible[i], wanted, task.lease) {
+            Ok(l) => Reply::Granted { lease: l.id.0, gpus: l.gpus, expires_in: task.lease },
+            Err(e) => {
+                self.out.refusals += 1;
+                Reply::Rejected { reason: e.to_string(), free_now: 0 }
+            }
+        }
+    }
+
+    fn release(&mut self, now: Instant, leases: Vec<(PeerId, u64)>, holder: &PeerId) {
+        for (p, lease) in leases {
+            let _ = self.tables[self.pos[&p]].release(now, LeaseId(lease), holder);
+        }
+    }
+
+    /// The nearest node that truly fits, reserved.
+    fn oracle(&mut self, now: Instant, job: &Job, task: &TaskSpec) -> Option<Placed> {
+        let c = self.cluster;
+        let fits = |i: usize| {
+            let free = self.eligible[i].iter().filter(|g| !self.tables[i].held().any(|h| h == **g)).count();
+            free >= usize::from(job.gpus)
+                && job.max_rtt.is_none_or(|m| c.true_rtt(job.origin, i) <= m.as_secs_f64() * 1e3)
+        };
+        let best = (0..c.nodes.len())
+            .filter(|&i| fits(i))
+            .min_by(|&a, &b| c.true_rtt(job.origin, a).total_cmp(&c.true_rtt(job.origin, b)))?;
+        match self.reserve(now, best, c.nodes[job.origin].peer, task) {
+            Reply::Granted { lease, .. } => Some((best, lease, c.true_rtt(job.origin, best), 1)),
+            _ => None,
+        }
+    }
+
+    /// As a node would: its stale view, the best few, a submission against the tables.
+    fn swarm(&mut self, now: Instant, k: usize, job: &Job, task: &TaskSpec) -> Option<Placed> {
+        let holder = self.cluster.nodes[job.origin].peer;
+        let submit = self.mix.submit;
+        let top = PlacementIndex::with_links(&self.cluster.view, &self.links, &holder, &self.adverts.stale)
+            .top(task, &self.mix.weights, submit.pool + submit.max_attempts as usize);
+        let ranking = Ranking { feasible: top, rejected: Vec::new() };
+        let mut sub = Submission::new(task.clone(), ranking, submit, self.mix.seed ^ k as u64).ok()?;
+        let mut rounds_rtt = 0.0;
+        loop {
+            match sub.next(&self.links) {
+                Step::Reserve { peers, release } => {
+                    self.release(now, release, &holder);
+                    for p in peers {
+                        let i = self.pos[&p];
+                        rounds_rtt += self.cluster.true_rtt(job.origin, i);
+                        let reply = self.reserve(now, i, holder, task);
+                        sub.on_reply(p, reply);
+                    }
+                }
+                Step::Done(p) => {
+                    return Some((self.pos[&p.nodes[0].peer], p.nodes[0].lease, rounds_rtt, p.attempts))
+                }
+                Step::Failed { release, .. } => {
+                    self.release(now, release, &holder);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// Books a placed job: its completion, and its end as an event.
+    fn placed(&mut self, t: f64, job: &Job, (i, lease, rounds_rtt_ms, attempts): Placed) -> (At, Event) {
+        self.held[i] = self.tables[i].held().count() as u32;
+        if self.held[i] as usize > self.eligible[i].len() {
+            self.out.double_booked += 1;
+        }
+        let rtt = self.cluster.true_rtt(job.origin, i);
+        let start = t + rounds_rtt_ms / 1e3;
+        let end = start + transfer_s(self.mix.input_mb, rtt) + job.duration;
+        self.out.placed += 1;
+        if t == job.arrival {
+            self.out.placed_first_try += 1;
+        }
+        self.sums.0 += rtt;
+        self.sums.1 += end - job.arrival;
+        self.sums.2 += u64::from(attempts);
+        (At(end), Event::End { node: i, lease, holder: job.origin })
+    }
+}
+
 /// Runs `mix` on `cluster` placed by `policy`.
 pub fn run_mix(cluster: &SimCluster, mix: &MixConfig, policy: Policy) -> MixOutcome {
-    let weights = mix.weights;
-    let jobs = jobs(cluster, mix, &weights);
-    let n = cluster.nodes.len();
-    #[allow(clippy::disallowed_methods)] // the simulation's epoch; time is simulated from here
-    let epoch = Instant::now();
-    let at = |t: f64| epoch + Duration::from_secs_f64(t);
-    let config = LeaseConfig {
-        max_lease: Duration::from_secs(24 * 3600),
-        max_per_holder: 1 << 20,
-        ..LeaseConfig::default()
-    };
-    let mut tables: Vec<LeaseTable> = (0..n).map(|_| LeaseTable::new_first_start(epoch, config)).collect();
-    let eligible: Vec<Vec<u32>> = cluster
-        .nodes
-        .iter()
-        .map(|node| {
-            node.gpus.iter().filter(|g| g.utilization_pct <= weights.busy_pct).map(|g| g.index).collect()
-        })
-        .collect();
-    let pos: HashMap<PeerId, usize> = cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();
-    let links = LinkIndex::new(&cluster.view, cluster.now);
-    let mut adverts = Adverts::default();
+    let jobs = jobs(cluster, mix, &mix.weights);
+    let mut run = Run::new(cluster, mix);
     let mut queue: BinaryHeap<Reverse<(At, Event)>> =
         jobs.iter().enumerate().map(|(k, j)| Reverse((At(j.arrival), Event::Try(k)))).collect();
-    let mut out = MixOutcome::default();
-    let (mut rtt_sum, mut completion_sum, mut attempts_sum) = (0.0, 0.0, 0u64);
-    let mut held = vec![0u32; n];
     while let Some(Reverse((At(t), event))) = queue.pop() {
-        let now = at(t);
+        let now = run.at(t);
         let k = match event {
             Event::End { node, lease, holder } => {
-                let _ = tables[node].release(now, LeaseId(lease), &cluster.nodes[holder].peer);
-                held[node] = tables[node].held().count() as u32;
+                let _ = run.tables[node].release(now, LeaseId(lease), &cluster.nodes[holder].peer);
+                run.held[node] = run.tables[node].held().count() as u32;
                 continue;
             }
             Event::Try(k) => k,
         };
         let job = &jobs[k];
-        out.tries += 1;
-        while adverts.at + 1.0 <= t {
-            adverts.at += 1.0;
-            let fresh = (0..n)
-                .filter(|&i| held[i] > 0)
-                .map(|i| (cluster.nodes[i].peer, tables[i].held().collect()))
-                .collect();
-            adverts.stale = std::mem::replace(&mut adverts.fresh, fresh);
-        }
+        run.out.tries += 1;
+        run.refresh_adverts(t);
         let mut task = TaskSpec::new(format!("job-{k}"), job.gpus);
         task.origin_limits.max_rtt = job.max_rtt;
         task.lease = Duration::from_secs(24 * 3600);
-        let holder = cluster.nodes[job.origin].peer;
-        let mut placed: Option<(usize, u64, f64, u32)> = None;
-        match policy {
-            Policy::Oracle => {
-                let best = (0..n)
-                    .filter(|&i| {
-                        let free = eligible[i].iter().filter(|g| !tables[i].held().any(|h| h == **g)).count();
-                        free >= usize::from(job.gpus)
-                            && job
-                                .max_rtt
-                                .is_none_or(|m| cluster.true_rtt(job.origin, i) <= m.as_secs_f64() * 1e3)
-                    })
-                    .min_by(|&a, &b| {
-                        cluster.true_rtt(job.origin, a).total_cmp(&cluster.true_rtt(job.origin, b))
-                    });
-                if let Some(i) = best {
-                    if let Ok(l) = tables[i].reserve(
-                        now,
-                        holder,
-                        &task.id,
-                        &eligible[i],
-                        u32::from(job.gpus),
-                        task.lease,
-                    ) {
-                        placed = Some((i, l.id.0, cluster.true_rtt(job.origin, i), 1));
-                    }
-                }
-            }
-            Policy::Swarm => {
-                let index = PlacementIndex::with_links(&cluster.view, &links, &holder, &adverts.stale);
-                let submit = mix.submit;
-                let top = index.top(&task, &weights, submit.pool + submit.max_attempts as usize);
-                let ranking = Ranking { feasible: top, rejected: Vec::new() };
-                if let Ok(mut sub) = Submission::new(task.clone(), ranking, submit, mix.seed ^ k as u64) {
-                    let mut rounds_rtt = 0.0;
-                    loop {
-                        match sub.next(&links) {
-                            Step::Reserve { peers, release } => {
-                                for (p, lease) in release {
-                                    let _ = tables[pos[&p]].release(now, LeaseId(lease), &holder);
-                                }
-                                for p in peers {
-                                    let i = pos[&p];
-                                    rounds_rtt += cluster.true_rtt(job.origin, i);
-                                    let reply = match tables[i].reserve(
-                                        now,
-                                        holder,
-                                        &task.id,
-                                        &eligible[i],
-                                        u32::from(job.gpus),
-                                        task.lease,
-                                    ) {
-                                        Ok(l) => Reply::Granted {
-                                            lease: l.id.0,
-                                            gpus: l.gpus,
-                                            expires_in: task.lease,
-                                        },
-                                        Err(e) => {
-                                            out.refusals += 1;
-                                            Reply::Rejected { reason: e.to_string(), free_now: 0 }
-                                        }
-                                    };
-                                    sub.on_reply(p, reply);
-                                }
-                            }
-                            Step::Done(p) => {
-                                let i = pos[&p.nodes[0].peer];
-                                placed = Some((i, p.nodes[0].lease, rounds_rtt, p.attempts));
-                                break;
-                            }
-                            Step::Failed { release, .. } => {
-                                for (p, lease) in release {
-                                    let _ = tables[pos[&p]].release(now, LeaseId(lease), &holder);
-                                }
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let placed = match policy {
+            Policy::Oracle => run.oracle(now, job, &task),
+            Policy::Swarm => run.swarm(now, k, job, &task),
+        };
         match placed {
-            Some((i, lease, rounds_rtt_ms, attempts)) => {
-                held[i] = tables[i].held().count() as u32;
-                if held[i] as usize > eligible[i].len() {
-                    out.double_booked += 1;
-                }
-                let rtt = cluster.true_rtt(job.origin, i);
-                let start = t + rounds_rtt_ms / 1e3;
-                let end = start + transfer_s(mix.input_mb, rtt) + job.duration;
-                out.placed += 1;
-                if t == job.arrival {
-                    out.placed_first_try += 1;
-                }
-                rtt_sum += rtt;
-                completion_sum += end - job.arrival;
-                attempts_sum += u64::from(attempts);
-                queue.push(Reverse((At(end), Event::End { node: i, lease, holder: job.origin })));
-            }
+            Some(p) => queue.push(Reverse(run.placed(t, job, p))),
             None if t - job.arrival + mix.retry.as_secs_f64() <= mix.max_wait.as_secs_f64() => {
                 queue.push(Reverse((At(t + mix.retry.as_secs_f64()), Event::Try(k))));
             }
-            None => out.gave_up += 1,
+            None => run.out.gave_up += 1,
         }
     }
+    let mut out = run.out;
     let placed = out.placed.max(1) as f64;
-    out.mean_origin_rtt_ms = rtt_sum / placed;
-    out.mean_completion_s = completion_sum / placed;
-    out.mean_attempts = attempts_sum as f64 / placed;
+    out.mean_origin_rtt_ms = run.sums.0 / placed;
+    out.mean_completion_s = run.sums.1 / placed;
+    out.mean_attempts = run.sums.2 as f64 / placed;
     out
 }
