@@ -12,6 +12,7 @@ use libp2p_identity::PeerId;
 
 use super::score::{check_limits, Ranking, Rejection, ScoreWeights, Scored};
 use super::task::TaskSpec;
+use crate::gpu::GpuDevice;
 use crate::link::index::LinkIndex;
 use crate::link::summary::{LinkAnswer, LinkSummary};
 use crate::record::Label;
@@ -99,6 +100,99 @@ struct Parts {
     models: Vec<String>,
 }
 
+impl Parts {
+    /// Appends a node's GPUs (models interned); where they start.
+    fn add_gpus(&mut self, devices: &[GpuDevice], taken: &[u32]) -> u32 {
+        let start = self.gpus.len() as u32;
+        for d in devices {
+            let name = d.model.as_str();
+            let model = match self.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
+                Some(m) => m,
+                None => {
+                    self.models.push(name.to_owned());
+                    self.models.len() - 1
+                }
+            };
+            self.gpus.push(GpuSlot {
+                memory_mib: u32::try_from(d.memory_total_mib).unwrap_or(u32::MAX),
+                index: d.index,
+                cc: d.compute_capability.map_or(NO_CC, |c| u16::from(c.major) << 8 | u16::from(c.minor)),
+                model: u16::try_from(model).unwrap_or(u16::MAX),
+                util: d.utilization_pct,
+                taken: taken.contains(&d.index),
+            });
+        }
+        start
+    }
+
+    /// Appends a node's labels (interned); where they start.
+    fn add_labels(&mut self, labels: &[Label]) -> u32 {
+        let start = self.labels.len() as u32;
+        for l in labels {
+            let next = self.label_ids.len() as u32;
+            let id = *self.label_ids.entry(l.clone()).or_insert(next);
+            self.labels.push(id);
+        }
+        start
+    }
+
+    /// A node's link to the origin: its round trip (NaN: none) and measured summary.
+    fn add_link(&mut self, link: Option<LinkAnswer>) -> (f32, u32) {
+        match link {
+            None => (f32::NAN, NONE),
+            Some(LinkAnswer::Estimated { rtt_ms, .. }) => (rtt_ms as f32, NONE),
+            Some(LinkAnswer::Measured { summary, .. }) => {
+                self.summaries.push(summary);
+                (summary.rtt_p50_us as f32 / 1e3, (self.summaries.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// The nodes nearest first, their GPUs laid out in that order, and the label lists.
+    fn laid_out<'v>(
+        self,
+        view: &'v ClusterSnapshot,
+        links: Cow<'v, LinkIndex>,
+        origin: PeerId,
+    ) -> PlacementIndex<'v> {
+        let Parts { nodes: unsorted, gpus: unsorted_gpus, summaries, labels, label_ids, models } = self;
+        let mut order: Vec<u32> = (0..unsorted.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            let (x, y) = (unsorted[a as usize].rtt_ms, unsorted[b as usize].rtt_ms);
+            x.is_nan().cmp(&y.is_nan()).then(x.total_cmp(&y))
+        });
+        let mut nodes = Vec::with_capacity(unsorted.len());
+        let mut gpus = Vec::with_capacity(unsorted_gpus.len());
+        let mut slot_of = vec![0u32; unsorted.len()];
+        let mut label_nodes = vec![Vec::new(); label_ids.len()];
+        for (place, &pos) in order.iter().enumerate() {
+            let mut node = unsorted[pos as usize];
+            let start = node.gpu_start as usize;
+            node.gpu_start = gpus.len() as u32;
+            gpus.extend_from_slice(&unsorted_gpus[start..start + usize::from(node.gpu_count)]);
+            let first = node.label_start as usize;
+            for &id in &labels[first..first + usize::from(node.label_count)] {
+                label_nodes[id as usize].push(place as u32);
+            }
+            slot_of[pos as usize] = place as u32;
+            nodes.push(node);
+        }
+        PlacementIndex {
+            view,
+            links,
+            origin,
+            nodes,
+            slot_of,
+            label_nodes,
+            gpus,
+            summaries,
+            labels,
+            label_ids,
+            models,
+        }
+    }
+}
+
 /// A feasible node before its GPU list is made.
 #[derive(Debug, Clone, Copy)]
 struct Cand {
@@ -140,7 +234,7 @@ impl<'v> PlacementIndex<'v> {
     ) -> Self {
         let at = links.position(origin);
         let n = view.entries.len();
-        let mut this = Parts {
+        let mut parts = Parts {
             nodes: Vec::with_capacity(n),
             gpus: Vec::with_capacity(n * 4),
             summaries: Vec::new(),
@@ -155,91 +249,26 @@ impl<'v> PlacementIndex<'v> {
             } else {
                 leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default()
             };
-            let start = this.gpus.len() as u32;
-            for d in r.gpus.devices.iter() {
-                let name = d.model.as_str();
-                let model = match this.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
-                    Some(m) => m,
-                    None => {
-                        this.models.push(name.to_owned());
-                        this.models.len() - 1
-                    }
-                };
-                this.gpus.push(GpuSlot {
-                    memory_mib: u32::try_from(d.memory_total_mib).unwrap_or(u32::MAX),
-                    index: d.index,
-                    cc: d.compute_capability.map_or(NO_CC, |c| u16::from(c.major) << 8 | u16::from(c.minor)),
-                    model: u16::try_from(model).unwrap_or(u16::MAX),
-                    util: d.utilization_pct,
-                    taken: taken.contains(&d.index),
-                });
-            }
-            let label_start = this.labels.len() as u32;
-            for l in r.labels.iter() {
-                let next = this.label_ids.len() as u32;
-                let id = *this.label_ids.entry(l.clone()).or_insert(next);
-                this.labels.push(id);
-            }
-            let (mut rtt_ms, mut summary) = (f32::NAN, NONE);
-            if r.peer_id == *origin {
-                rtt_ms = 0.0;
-            } else if let Some(answer) = at.and_then(|o| links.link_between_at(o, i)) {
-                match answer {
-                    LinkAnswer::Measured { summary: s, .. } => {
-                        rtt_ms = s.rtt_p50_us as f32 / 1e3;
-                        summary = this.summaries.len() as u32;
-                        this.summaries.push(s);
-                    }
-                    LinkAnswer::Estimated { rtt_ms: e, .. } => rtt_ms = e as f32,
-                }
-            }
-            let mine = &this.gpus[start as usize..];
-            this.nodes.push(NodeSlot {
+            let gpu_start = parts.add_gpus(&r.gpus.devices, taken);
+            let label_start = parts.add_labels(&r.labels);
+            let (rtt_ms, summary) = if r.peer_id == *origin {
+                (0.0, NONE)
+            } else {
+                parts.add_link(at.and_then(|o| links.link_between_at(o, i)))
+            };
+            let mine = &parts.gpus[gpu_start as usize..];
+            parts.nodes.push(NodeSlot {
                 pos: i as u32,
-                gpu_start: start,
+                gpu_start,
                 label_start,
                 rtt_ms,
                 summary,
                 gpu_count: u8::try_from(mine.len()).unwrap_or(u8::MAX),
-                label_count: u8::try_from(this.labels.len() - label_start as usize).unwrap_or(u8::MAX),
+                label_count: u8::try_from(parts.labels.len() - label_start as usize).unwrap_or(u8::MAX),
                 untaken: u8::try_from(mine.iter().filter(|g| !g.taken).count()).unwrap_or(u8::MAX),
             });
         }
-        let Parts { nodes: unsorted, gpus: unsorted_gpus, summaries, labels, label_ids, models } = this;
-        let mut order: Vec<u32> = (0..unsorted.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (unsorted[a as usize].rtt_ms, unsorted[b as usize].rtt_ms);
-            x.is_nan().cmp(&y.is_nan()).then(x.total_cmp(&y))
-        });
-        let mut nodes = Vec::with_capacity(unsorted.len());
-        let mut gpus = Vec::with_capacity(unsorted_gpus.len());
-        let mut slot_of = vec![0u32; unsorted.len()];
-        let mut label_nodes = vec![Vec::new(); label_ids.len()];
-        for (place, &pos) in order.iter().enumerate() {
-            let mut node = unsorted[pos as usize];
-            let start = node.gpu_start as usize;
-            node.gpu_start = gpus.len() as u32;
-            gpus.extend_from_slice(&unsorted_gpus[start..start + usize::from(node.gpu_count)]);
-            let first = node.label_start as usize;
-            for &id in &labels[first..first + usize::from(node.label_count)] {
-                label_nodes[id as usize].push(place as u32);
-            }
-            slot_of[pos as usize] = place as u32;
-            nodes.push(node);
-        }
-        Self {
-            view,
-            links,
-            origin: *origin,
-            nodes,
-            slot_of,
-            label_nodes,
-            gpus,
-            summaries,
-            labels,
-            label_ids,
-            models,
-        }
+        parts.laid_out(view, links, *origin)
     }
 
     /// The decoded links, for pairwise checks (gangs).
