@@ -129,6 +129,35 @@ fn pair_factor(seed: u64, a: usize, b: usize) -> f64 {
     0.9 + 0.2 * ((h >> 11) as f64 / (1u64 << 53) as f64)
 }
 
+/// Node `i` as it truly is, and its key.
+fn sim_node(config: &SimConfig, i: usize, regions: usize, rng: &mut StdRng) -> (SimNode, Keypair) {
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&config.seed.to_le_bytes());
+    secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
+    let key = Keypair::ed25519_from_bytes(&mut secret).unwrap_or_else(|_| unreachable!("32 bytes"));
+    let region = i % regions;
+    let (cx, cy) = CENTRES[region];
+    let pos = (cx + 4.0 * unit(rng) - 2.0, cy + 4.0 * unit(rng) - 2.0);
+    let height = 0.2 + 1.8 * unit(rng);
+    let count = [1, 2, 2, 4, 4, 8][(rng.next_u32() % 6) as usize];
+    let (model, mib, (major, minor)) = KINDS[(rng.next_u32() % KINDS.len() as u32) as usize];
+    let gpus = (0..count)
+        .map(|g| GpuDevice {
+            index: g,
+            model: BoundedString::try_new(model).unwrap_or_default(),
+            memory_total_mib: mib,
+            memory_used_mib: 0,
+            utilization_pct: if unit(rng) < config.background_load {
+                95 + (rng.next_u32() % 6) as u8
+            } else {
+                (rng.next_u32() % 41) as u8
+            },
+            compute_capability: Some(ComputeCapability { major, minor }),
+        })
+        .collect();
+    (SimNode { peer: key.public().to_peer_id(), region, pos, height, gpus }, key)
+}
+
 fn unit(rng: &mut StdRng) -> f64 {
     (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -140,53 +169,18 @@ impl SimCluster {
         let mut rng = StdRng::seed_from_u64(config.seed);
         let regions = config.regions.clamp(1, CENTRES.len());
         let now = UnixMillis(1_800_000_000_000);
-        let published = UnixMillis(now.0 - config.staleness.as_millis() as u64);
-        let namespace = Namespace::new("sim").unwrap_or_else(|_| unreachable!("a valid name"));
         // Truth first; sorted by peer id as a view is.
-        let mut nodes: Vec<(SimNode, Keypair)> = (0..config.nodes)
-            .map(|i| {
-                let mut secret = [0u8; 32];
-                secret[..8].copy_from_slice(&config.seed.to_le_bytes());
-                secret[8..16].copy_from_slice(&(i as u64).to_le_bytes());
-                let key =
-                    Keypair::ed25519_from_bytes(&mut secret).unwrap_or_else(|_| unreachable!("32 bytes"));
-                let region = i % regions;
-                let (cx, cy) = CENTRES[region];
-                let pos = (cx + 4.0 * unit(&mut rng) - 2.0, cy + 4.0 * unit(&mut rng) - 2.0);
-                let height = 0.2 + 1.8 * unit(&mut rng);
-                let count = [1, 2, 2, 4, 4, 8][(rng.next_u32() % 6) as usize];
-                let (model, mib, (major, minor)) = KINDS[(rng.next_u32() % KINDS.len() as u32) as usize];
-                let gpus = (0..count)
-                    .map(|g| GpuDevice {
-                        index: g,
-                        model: BoundedString::try_new(model).unwrap_or_default(),
-                        memory_total_mib: mib,
-                        memory_used_mib: 0,
-                        utilization_pct: if unit(&mut rng) < config.background_load {
-                            95 + (rng.next_u32() % 6) as u8
-                        } else {
-                            (rng.next_u32() % 41) as u8
-                        },
-                        compute_capability: Some(ComputeCapability { major, minor }),
-                    })
-                    .collect();
-                (SimNode { peer: key.public().to_peer_id(), region, pos, height, gpus }, key)
-            })
-            .collect();
+        let mut nodes: Vec<(SimNode, Keypair)> =
+            (0..config.nodes).map(|i| sim_node(config, i, regions, &mut rng)).collect();
         nodes.sort_by_key(|(n, _)| n.peer);
+        let local = match nodes.first() {
+            Some((n, _)) => n.peer,
+            None => Keypair::ed25519_from_bytes([0; 32])
+                .map_or_else(|_| unreachable!(), |k| k.public().to_peer_id()),
+        };
         let mut cluster = Self {
             nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
-            view: ClusterSnapshot {
-                local: nodes.first().map_or_else(
-                    || {
-                        Keypair::ed25519_from_bytes([0; 32])
-                            .map(|k| k.public().to_peer_id())
-                            .unwrap_or_else(|_| unreachable!())
-                    },
-                    |(n, _)| n.peer,
-                ),
-                entries: Vec::new(),
-            },
+            view: ClusterSnapshot { local, entries: Vec::new() },
             now,
             epoch,
             seed: config.seed,
@@ -194,40 +188,11 @@ impl SimCluster {
         let by_region: Vec<Vec<usize>> = (0..regions)
             .map(|r| (0..config.nodes).filter(|&i| cluster.nodes[i].region == r).collect())
             .collect();
-        let instant = epoch;
-        for (i, (node, key)) in nodes.iter().enumerate() {
-            let mut links = Vec::new();
+        let published = UnixMillis(now.0 - config.staleness.as_millis() as u64);
+        for (i, (_, key)) in nodes.iter().enumerate() {
             let want = config.links_per_node.min(64).min(config.nodes.saturating_sub(1));
-            let mut tries = 0;
-            while links.len() < want && tries < want * 20 {
-                tries += 1;
-                let near = links.len() * 4 < want * 3;
-                let pool = if near {
-                    &by_region[node.region]
-                } else {
-                    &by_region[(rng.next_u32() as usize) % regions]
-                };
-                let j = pool[(rng.next_u32() as usize) % pool.len()];
-                if j == i || links.iter().any(|l: &LinkSummary| l.peer == cluster.nodes[j].peer) {
-                    continue;
-                }
-                let rtt = cluster.true_rtt(i, j) * (0.97 + 0.06 * unit(&mut rng));
-                links.push(LinkSummary {
-                    peer: cluster.nodes[j].peer,
-                    rtt_p50_us: (rtt * 1e3) as u32,
-                    rtt_p99_us: (rtt * 1.2e3) as u32,
-                    rtt_samples: 50,
-                    jitter_us: 100 + rng.next_u32() % 1900,
-                    loss_ppm: Some(rng.next_u32() % 200),
-                    loss_packets: 20_000,
-                    rx_kbps: 1_000,
-                    tx_kbps: 1_000,
-                    capacity_kbps: Some(if near { 10_000_000 } else { 1_000_000 }),
-                    handshake_age_s: 5,
-                    age_ms: 500,
-                    degraded: 0,
-                });
-            }
+            let links = cluster.links_of(i, want, &by_region, &mut rng);
+            let node = &cluster.nodes[i];
             let off = |rng: &mut StdRng| 0.5 * unit(rng) - 0.25;
             let coordinate = Coordinate {
                 vector: [node.pos.0 + off(&mut rng), node.pos.1 + off(&mut rng), 0.0, 0.0],
@@ -238,48 +203,96 @@ impl SimCluster {
                 coordinate: Some(coordinate),
                 links: BoundedVec::try_from_vec(links).unwrap_or_default(),
             };
-            let tunnel = TunnelRecord {
-                peer_id: node.peer,
-                tunnel_pubkey: TunnelPublicKey([i as u8; 32]),
-                udp_endpoints: BoundedVec::try_from_vec(vec![SocketAddr::V4(SocketAddrV4::new(
-                    Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
-                    51820,
-                ))])
-                .unwrap_or_default(),
-                issued_at: published,
-            };
-            let Ok(signed) = SignedTunnelRecord::sign(&tunnel, key) else { continue };
-            let label = Label::parse(&format!("region=r{}", node.region)).ok().into_iter().collect();
-            let record = NodeRecord {
-                peer_id: node.peer,
-                namespace: namespace.clone(),
-                seq: 1,
-                timestamp: published,
-                refresh_ms: 5000,
-                gpus: GpuSnapshot {
-                    devices: BoundedVec::try_from_vec(node.gpus.clone()).unwrap_or_default(),
-                },
-                cpu_cores: 64,
-                memory_bytes: 512 << 30,
-                labels: BoundedVec::try_from_vec(label).unwrap_or_default(),
-                tunnel: signed,
-                extensions: summaries
-                    .to_extension()
-                    .ok()
-                    .into_iter()
-                    .collect::<Vec<_>>()
-                    .try_into()
-                    .unwrap_or_default(),
-            };
-            cluster.view.entries.push(ViewEntry {
-                record,
-                tunnel,
-                received_at: instant,
-                expires_at: instant,
-                local: false,
-            });
+            if let Some(entry) = cluster.entry(i, key, &summaries, published) {
+                cluster.view.entries.push(entry);
+            }
         }
         cluster
+    }
+
+    /// `want` measured links of node `i`: three quarters in its region.
+    fn links_of(
+        &self,
+        i: usize,
+        want: usize,
+        by_region: &[Vec<usize>],
+        rng: &mut StdRng,
+    ) -> Vec<LinkSummary> {
+        let mut links: Vec<LinkSummary> = Vec::new();
+        let mut tries = 0;
+        while links.len() < want && tries < want * 20 {
+            tries += 1;
+            let near = links.len() * 4 < want * 3;
+            let pool = if near {
+                &by_region[self.nodes[i].region]
+            } else {
+                &by_region[(rng.next_u32() as usize) % by_region.len()]
+            };
+            let j = pool[(rng.next_u32() as usize) % pool.len()];
+            if j == i || links.iter().any(|l| l.peer == self.nodes[j].peer) {
+                continue;
+            }
+            let rtt = self.true_rtt(i, j) * (0.97 + 0.06 * unit(rng));
+            links.push(LinkSummary {
+                peer: self.nodes[j].peer,
+                rtt_p50_us: (rtt * 1e3) as u32,
+                rtt_p99_us: (rtt * 1.2e3) as u32,
+                rtt_samples: 50,
+                jitter_us: 100 + rng.next_u32() % 1900,
+                loss_ppm: Some(rng.next_u32() % 200),
+                loss_packets: 20_000,
+                rx_kbps: 1_000,
+                tx_kbps: 1_000,
+                capacity_kbps: Some(if near { 10_000_000 } else { 1_000_000 }),
+                handshake_age_s: 5,
+                age_ms: 500,
+                degraded: 0,
+            });
+        }
+        links
+    }
+
+    /// Node `i`'s record, signed with `key`, as gossip delivers it.
+    fn entry(
+        &self,
+        i: usize,
+        key: &Keypair,
+        summaries: &LinkSummaries,
+        published: UnixMillis,
+    ) -> Option<ViewEntry> {
+        let node = &self.nodes[i];
+        let tunnel = TunnelRecord {
+            peer_id: node.peer,
+            tunnel_pubkey: TunnelPublicKey([i as u8; 32]),
+            udp_endpoints: BoundedVec::try_from_vec(vec![SocketAddr::V4(SocketAddrV4::new(
+                Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8),
+                51820,
+            ))])
+            .unwrap_or_default(),
+            issued_at: published,
+        };
+        let signed = SignedTunnelRecord::sign(&tunnel, key).ok()?;
+        let label = Label::parse(&format!("region=r{}", node.region)).ok().into_iter().collect();
+        let record = NodeRecord {
+            peer_id: node.peer,
+            namespace: Namespace::new("sim").ok()?,
+            seq: 1,
+            timestamp: published,
+            refresh_ms: 5000,
+            gpus: GpuSnapshot { devices: BoundedVec::try_from_vec(node.gpus.clone()).unwrap_or_default() },
+            cpu_cores: 64,
+            memory_bytes: 512 << 30,
+            labels: BoundedVec::try_from_vec(label).unwrap_or_default(),
+            tunnel: signed,
+            extensions: summaries
+                .to_extension()
+                .ok()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .try_into()
+                .unwrap_or_default(),
+        };
+        Some(ViewEntry { record, tunnel, received_at: self.epoch, expires_at: self.epoch, local: false })
     }
 
     /// The true round trip between nodes `a` and `b` (positions in [`Self::nodes`]), ms.
