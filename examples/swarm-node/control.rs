@@ -191,67 +191,76 @@ async fn connection(
 }
 
 async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value) -> anyhow::Result<Value> {
-    let prune = |held: &mut HashMap<String, Held>| {
-        let now = Instant::now();
-        held.retain(|_, h| h.until > now);
-    };
     match request["op"].as_str() {
-        Some("place") => {
-            let task: TaskRequest = serde_json::from_value(request["task"].clone()).context("bad task")?;
-            let spec = task.to_spec()?;
-            {
-                let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                prune(&mut held);
-                if held.contains_key(&spec.id) {
-                    bail!("task {} is already placed; release it first", spec.id);
-                }
-                if held.len() >= MAX_HELD {
-                    bail!("{MAX_HELD} placements held; release some first");
-                }
-            }
-            let ranking = node.rank(&spec).await?;
-            let placement = node.place(spec).await?;
-            let mut out = placement_json(&placement);
-            out["ok"] = json!(true);
-            out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());
-            let until = Instant::now() + placement.lease;
-            if let Ok(mut held) = held.lock() {
-                held.insert(placement.task.clone(), Held { placement, until });
-            }
-            Ok(out)
-        }
+        Some("place") => place(node, held, request).await,
         Some(op @ ("release" | "renew")) => {
             let id = request["task"].as_str().context("which task?")?.to_owned();
             let placement = {
-                let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-                prune(&mut held);
+                let held = live(held)?;
                 let Some(h) = held.get(&id) else { bail!("no live placement of task {id}") };
                 h.placement.clone()
             };
             if op == "release" {
-                if let Ok(mut held) = held.lock() {
-                    held.remove(&id);
-                }
+                live(held)?.remove(&id);
                 node.release(&placement).await?;
-                Ok(json!({"ok": true, "task": id, "released": placement.nodes.len()}))
-            } else {
-                let left = node.renew(&placement).await?;
-                if let Ok(mut held) = held.lock() {
-                    if let Some(h) = held.get_mut(&id) {
-                        h.until = Instant::now() + left;
-                    }
-                }
-                Ok(json!({"ok": true, "task": id, "expires_in_ms": left.as_millis() as u64}))
+                return Ok(json!({"ok": true, "task": id, "released": placement.nodes.len()}));
             }
+            let left = node.renew(&placement).await?;
+            if let Some(h) = live(held)?.get_mut(&id) {
+                h.until = Instant::now() + left;
+            }
+            Ok(json!({"ok": true, "task": id, "expires_in_ms": left.as_millis() as u64}))
         }
         Some("list") => {
-            let mut held = held.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-            prune(&mut held);
-            let list: Vec<Value> = held.values().map(|h| placement_json(&h.placement)).collect();
+            let list: Vec<Value> = live(held)?.values().map(|h| placement_json(&h.placement)).collect();
             Ok(json!({"ok": true, "placements": list}))
         }
         _ => bail!("unknown op (use place, release, renew or list)"),
     }
+}
+
+/// The placements held, with the expired ones dropped.
+fn live(
+    held: &Mutex<HashMap<String, Held>>,
+) -> anyhow::Result<std::sync::MutexGuard<'_, HashMap<String, Held>>> {
+    let mut held = held.lock().map_err(|_| anyhow::anyhow!("the placement table is poisoned"))?;
+    let now = Instant::now();
+    held.retain(|_, h| h.until > now);
+    Ok(held)
+}
+
+async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value) -> anyhow::Result<Value> {
+    let task: TaskRequest = serde_json::from_value(request["task"].clone()).context("bad task")?;
+    let spec = task.to_spec()?;
+    {
+        let held = live(held)?;
+        if held.contains_key(&spec.id) {
+            bail!("task {} is already placed; release it first", spec.id);
+        }
+        if held.len() >= MAX_HELD {
+            bail!("{MAX_HELD} placements held; release some first");
+        }
+    }
+    let ranking = node.rank(&spec).await?;
+    let placement = node.place(spec).await?;
+    let mut out = placement_json(&placement);
+    out["ok"] = json!(true);
+    out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());
+    let until = Instant::now() + placement.lease;
+    let duplicate = {
+        let mut held = live(held)?;
+        let duplicate = held.contains_key(&placement.task);
+        if !duplicate {
+            held.insert(placement.task.clone(), Held { placement: placement.clone(), until });
+        }
+        duplicate
+    };
+    if duplicate {
+        // Another request placed the same id meanwhile: this one gives its leases back.
+        node.release(&placement).await?;
+        bail!("task {} was placed by another request meanwhile", placement.task);
+    }
+    Ok(out)
 }
 
 /// Sends one request to the endpoint at `path` and returns its answer; an answer with

@@ -14,8 +14,8 @@ use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::{PeerId, StreamProtocol};
 use swarm_core::bounded::{BoundedString, BoundedVec};
 use swarm_core::gpu::GpuDevice;
-use swarm_core::place::wire::{LeaseRequest, LeaseResponse, MAX_LEASE_MESSAGE};
-use swarm_core::place::{Lease, LeaseConfig, LeaseId, LeaseTable, LeasedGpus, ScoreWeights};
+use swarm_core::place::wire::{GpuDemand, LeaseRequest, LeaseResponse, MAX_LEASE_MESSAGE};
+use swarm_core::place::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, LeasedGpus, ScoreWeights};
 use tokio::sync::oneshot;
 
 use crate::node::NodeError;
@@ -205,60 +205,67 @@ impl Leases {
         self.expire(now);
         match request {
             LeaseRequest::Reserve { task, demand, ttl_ms } => {
-                // A GPU busy with work outside the swarm is not offered (as submitters
-                // judge it: `ScoreWeights::busy_pct`).
-                let busy = ScoreWeights::default().busy_pct;
-                let eligible: Vec<u32> = self
-                    .devices
-                    .iter()
-                    .filter(|d| demand.fits(d) && d.utilization_pct <= busy)
-                    .map(|d| d.index)
-                    .collect();
-                let ttl = Duration::from_millis(u64::from(ttl_ms));
-                match self.table.reserve(now, holder, &task, &eligible, u32::from(demand.count), ttl) {
-                    Ok(lease) => {
-                        self.stats.granted += 1;
-                        tracing::debug!(%holder, task = %task.as_str(), lease = lease.id.0, gpus = ?lease.gpus, "lease granted");
-                        let gpus = BoundedVec::try_from_vec(lease.gpus).unwrap_or_default();
-                        (LeaseResponse::Granted { lease: lease.id.0, gpus, expires_in_ms: ttl_ms }, true)
-                    }
-                    Err(refusal) => {
-                        self.stats.refused += 1;
-                        let held: Vec<u32> = self.table.held().collect();
-                        let free_now = eligible.iter().filter(|g| !held.contains(g)).count() as u32;
-                        (LeaseResponse::Rejected { reason: text(&refusal.to_string()), free_now }, false)
-                    }
-                }
+                self.reserve(now, holder, &task, &demand, ttl_ms)
             }
-            LeaseRequest::Renew { lease, ttl_ms } => {
-                match self.table.renew(now, LeaseId(lease), &holder, Duration::from_millis(u64::from(ttl_ms)))
-                {
-                    Ok(expires) => {
-                        self.stats.renewed += 1;
-                        (
-                            LeaseResponse::Renewed {
-                                expires_in_ms: millis(expires.saturating_duration_since(now)),
-                            },
-                            false,
-                        )
-                    }
-                    Err(e) => {
-                        self.stats.failed += 1;
-                        (LeaseResponse::Failed { reason: text(&e.to_string()) }, false)
-                    }
-                }
-            }
+            LeaseRequest::Renew { lease, ttl_ms } => (self.renew(now, holder, lease, ttl_ms), false),
             LeaseRequest::Release { lease } => match self.table.release(now, LeaseId(lease), &holder) {
                 Ok(()) => {
                     self.stats.released += 1;
                     (LeaseResponse::Released, true)
                 }
-                Err(e) => {
-                    self.stats.failed += 1;
-                    (LeaseResponse::Failed { reason: text(&e.to_string()) }, false)
-                }
+                Err(e) => self.failed(&e),
             },
         }
+    }
+
+    fn reserve(
+        &mut self,
+        now: Instant,
+        holder: PeerId,
+        task: &str,
+        demand: &GpuDemand,
+        ttl_ms: u32,
+    ) -> (LeaseResponse, bool) {
+        // A GPU busy with work outside the swarm is not offered (as submitters judge it:
+        // `ScoreWeights::busy_pct`).
+        let busy = ScoreWeights::default().busy_pct;
+        let eligible: Vec<u32> = self
+            .devices
+            .iter()
+            .filter(|d| demand.fits(d) && d.utilization_pct <= busy)
+            .map(|d| d.index)
+            .collect();
+        let ttl = Duration::from_millis(u64::from(ttl_ms));
+        match self.table.reserve(now, holder, task, &eligible, u32::from(demand.count), ttl) {
+            Ok(lease) => {
+                self.stats.granted += 1;
+                tracing::debug!(%holder, task, lease = lease.id.0, gpus = ?lease.gpus, "lease granted");
+                let gpus = BoundedVec::try_from_vec(lease.gpus).unwrap_or_default();
+                (LeaseResponse::Granted { lease: lease.id.0, gpus, expires_in_ms: ttl_ms }, true)
+            }
+            Err(refusal) => {
+                self.stats.refused += 1;
+                let held: Vec<u32> = self.table.held().collect();
+                let free_now = eligible.iter().filter(|g| !held.contains(g)).count() as u32;
+                (LeaseResponse::Rejected { reason: text(&refusal.to_string()), free_now }, false)
+            }
+        }
+    }
+
+    fn renew(&mut self, now: Instant, holder: PeerId, lease: u64, ttl_ms: u32) -> LeaseResponse {
+        let ttl = Duration::from_millis(u64::from(ttl_ms));
+        match self.table.renew(now, LeaseId(lease), &holder, ttl) {
+            Ok(expires) => {
+                self.stats.renewed += 1;
+                LeaseResponse::Renewed { expires_in_ms: millis(expires.saturating_duration_since(now)) }
+            }
+            Err(e) => self.failed(&e).0,
+        }
+    }
+
+    fn failed(&mut self, e: &LeaseError) -> (LeaseResponse, bool) {
+        self.stats.failed += 1;
+        (LeaseResponse::Failed { reason: text(&e.to_string()) }, false)
     }
 
     /// Drops expired leases; whether any expired.
