@@ -127,8 +127,8 @@ impl Placement {
             let how = if n.measured { "measured" } else { "estimated" };
             let _ = writeln!(
                 out,
-                "{} -> {} GPUs {:?} lease {} (score {:.3}, RTT {:.2} ms {how})",
-                self.task, n.peer, n.gpus, n.lease, n.score, n.rtt_ms
+                "{} -> {} GPUs {:?} (score {:.3}, RTT {:.2} ms {how})",
+                self.task, n.peer, n.gpus, n.score, n.rtt_ms
             );
         }
         if let Some(w) = self.worst_member_rtt_ms.filter(|w| w.is_finite()) {
@@ -543,7 +543,7 @@ mod tests {
         assert_eq!(p.attempts, 2);
         assert_ne!(p.nodes[0].peer, id(1));
         assert_eq!(nodes.held(p.nodes[0].peer), 1);
-        assert!(p.explain().contains("lease"), "{}", p.explain());
+        assert!(p.explain().contains("GPUs [0]") && p.explain().contains("measured"), "{}", p.explain());
     }
 
     #[test]
