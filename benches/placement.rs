@@ -15,23 +15,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use swarm::core::link::index::LinkIndex;
-use swarm::core::place::sim::{run_mix, MixConfig, Policy, SimCluster, SimConfig};
+use swarm::core::place::sim::{run_mix, sample_tasks, MixConfig, Policy, SimCluster, SimConfig};
 use swarm::core::place::{choose_gang, PlacementIndex, ScoreWeights, SubmitConfig, TaskSpec};
-use swarm::core::record::Label;
-
-/// The task kinds picks are timed on.
-fn tasks() -> Vec<TaskSpec> {
-    let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4)];
-    let mut t = TaskSpec::new("h100-near", 2);
-    t.gpu_models = vec!["H100".into()];
-    t.origin_limits.max_rtt = Some(Duration::from_millis(30));
-    out.push(t);
-    let mut t = TaskSpec::new("region", 1);
-    t.labels = vec![Label::parse("region=r2").unwrap()];
-    t.min_gpu_memory_mib = 40_000;
-    out.push(t);
-    out
-}
 
 fn quantile(samples: &mut [Duration], q: f64) -> Duration {
     samples.sort_unstable();
@@ -48,7 +33,7 @@ fn figures(n: usize, jobs: usize, mix: bool, contention: bool) {
     let w = ScoreWeights::default();
     let k = SubmitConfig::default().pool + SubmitConfig::default().max_attempts as usize;
     let (mut index_t, mut pick_t) = (Vec::new(), Vec::new());
-    let tasks = tasks();
+    let tasks = sample_tasks();
     for round in 0..200 {
         let origin = &cluster.nodes[(round * 7919) % n].peer;
         let t = Instant::now();

@@ -241,8 +241,7 @@ async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value
             bail!("{MAX_HELD} placements held; release some first");
         }
     }
-    let ranking = node.rank(&spec).await?;
-    let placement = node.place(spec).await?;
+    let (placement, ranking) = node.place_explained(spec).await?;
     let mut out = placement_json(&placement);
     out["ok"] = json!(true);
     out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());

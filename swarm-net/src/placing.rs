@@ -4,7 +4,6 @@
 //! [`Node::release`] act on all its leases.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher as _;
 use std::time::Duration;
 
@@ -31,6 +30,22 @@ impl Node {
     /// leases are held by this node and expire after `task.lease` unless renewed
     /// ([`Node::renew`]); [`Node::release`] ends them.
     pub async fn place_with(&self, task: TaskSpec, config: SubmitConfig) -> Result<Placement, NodeError> {
+        Ok(self.submit(task, config, false).await?.0)
+    }
+
+    /// [`Node::place`], and the ranking the placement was chosen from (to explain it
+    /// without ranking the view a second time).
+    pub async fn place_explained(&self, task: TaskSpec) -> Result<(Placement, Ranking), NodeError> {
+        let (placement, ranking) = self.submit(task, SubmitConfig::default(), true).await?;
+        Ok((placement, ranking.unwrap_or_default()))
+    }
+
+    async fn submit(
+        &self,
+        task: TaskSpec,
+        config: SubmitConfig,
+        keep_ranking: bool,
+    ) -> Result<(Placement, Option<Ranking>), NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
         let (shared, ranking) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
@@ -45,7 +60,9 @@ impl Node {
                         submission.on_reply(*peer, reply_of(answer));
                     }
                 }
-                Step::Done(placement) => return Ok(placement),
+                Step::Done(placement) => {
+                    return Ok((placement, keep_ranking.then(|| submission.ranking().clone())));
+                }
                 Step::Failed { error, release } => {
                     self.release_all(&release).await;
                     return Err(error.into());
@@ -70,22 +87,8 @@ impl Node {
         leased.insert(self.peer_id(), own);
         let weights = ScoreWeights::default();
         let origin = self.peer_id();
-        let mut ranking = PlacementIndex::with_links(view, links, &origin, &leased).rank(task, &weights);
-        if ranking.feasible.len() < usize::from(task.nodes) {
-            // Too few free by the adverts: a stale advert may hide freed GPUs, so nodes
-            // that fit but for advertised leases are asked too, after the others.
-            let all = PlacementIndex::with_links(view, links, &origin, &HashMap::new()).rank(task, &weights);
-            let known: HashSet<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
-            let extra: Vec<_> = all
-                .feasible
-                .into_iter()
-                .filter(|s| s.peer != self.peer_id() && !known.contains(&s.peer))
-                .collect();
-            if !extra.is_empty() {
-                ranking.feasible.extend(extra);
-                ranking.rejected = all.rejected;
-            }
-        }
+        let index = PlacementIndex::with_links(view, links, &origin, &leased);
+        let ranking = index.rank_for_submission(task, &weights, &origin);
         Ok((shared.clone(), ranking))
     }
 

@@ -88,6 +88,8 @@ enum Fail {
 struct Wanted {
     models: Vec<bool>,
     labels: Vec<Option<u32>>,
+    /// Whether GPUs the adverts show leased count as taken.
+    leases: bool,
 }
 
 /// The per-node arrays while they are built.
@@ -282,7 +284,7 @@ impl<'v> PlacementIndex<'v> {
     }
 
     fn wanted(&self, task: &TaskSpec) -> Wanted {
-        Wanted { models: self.allowed_models(task), labels: self.wanted_labels(task) }
+        Wanted { models: self.allowed_models(task), labels: self.wanted_labels(task), leases: true }
     }
 
     /// Which interned models the task allows (all when it names none).
@@ -300,16 +302,16 @@ impl<'v> PlacementIndex<'v> {
         task.labels.iter().map(|l| self.label_ids.get(l).copied()).collect()
     }
 
-    fn eligible(&self, g: &GpuSlot, task: &TaskSpec, allowed: &[bool], busy: u8) -> bool {
+    fn eligible(&self, g: &GpuSlot, task: &TaskSpec, want: &Wanted, busy: u8) -> bool {
         let cc = match task.min_compute_capability {
             None => true,
             Some(min) => g.cc != NO_CC && g.cc >= (u16::from(min.major) << 8 | u16::from(min.minor)),
         };
-        !g.taken
+        !(want.leases && g.taken)
             && g.util <= busy
             && u64::from(g.memory_mib) >= task.min_gpu_memory_mib
             && cc
-            && allowed.get(usize::from(g.model)).copied().unwrap_or(false)
+            && want.models.get(usize::from(g.model)).copied().unwrap_or(false)
     }
 
     fn gpu_slots(&self, node: &NodeSlot) -> &[GpuSlot] {
@@ -319,18 +321,16 @@ impl<'v> PlacementIndex<'v> {
 
     fn evaluate(&self, i: usize, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Result<Cand, Fail> {
         let node = &self.nodes[i];
-        if u16::from(node.untaken) < task.gpus_per_node && node.untaken < u8::MAX {
+        if want.leases && u16::from(node.untaken) < task.gpus_per_node && node.untaken < u8::MAX {
             return Err(Fail::Gpus(
-                self.gpu_slots(node)
-                    .iter()
-                    .filter(|g| self.eligible(g, task, &want.models, w.busy_pct))
-                    .count() as u32,
+                self.gpu_slots(node).iter().filter(|g| self.eligible(g, task, want, w.busy_pct)).count()
+                    as u32,
             ));
         }
         let slots = self.gpu_slots(node);
         let (mut eligible, mut util) = (0u32, 0u32);
         for g in slots {
-            if self.eligible(g, task, &want.models, w.busy_pct) {
+            if self.eligible(g, task, want, w.busy_pct) {
                 eligible += 1;
                 util += u32::from(g.util);
             }
@@ -375,7 +375,7 @@ impl<'v> PlacementIndex<'v> {
         let mut gpus: Vec<u32> = self
             .gpu_slots(&self.nodes[c.node])
             .iter()
-            .filter(|g| self.eligible(g, task, &want.models, w.busy_pct))
+            .filter(|g| self.eligible(g, task, want, w.busy_pct))
             .map(|g| g.index)
             .collect();
         gpus.sort_unstable();
@@ -397,13 +397,40 @@ impl<'v> PlacementIndex<'v> {
     /// Every node: the feasible ones best first (ties by peer id), the others with the
     /// constraint they fail.
     pub fn rank(&self, task: &TaskSpec, w: &ScoreWeights) -> Ranking {
-        let want = self.wanted(task);
+        self.rank_wanting(task, w, &self.wanted(task))
+    }
+
+    /// The ranking a submission starts from: [`Self::rank`]; and when the adverts leave
+    /// fewer feasible nodes than the task needs, after those, the nodes that fit but for
+    /// advertised leases (an advert is up to a heartbeat old; the node's own table
+    /// decides), with the rejections as they stand without adverts. `exact` is a node
+    /// whose leases are known exactly (the submitter itself): it is never added.
+    pub fn rank_for_submission(&self, task: &TaskSpec, w: &ScoreWeights, exact: &PeerId) -> Ranking {
+        let mut want = self.wanted(task);
+        let mut ranking = self.rank_wanting(task, w, &want);
+        if ranking.feasible.len() >= usize::from(task.nodes) {
+            return ranking;
+        }
+        want.leases = false;
+        let all = self.rank_wanting(task, w, &want);
+        let known: Vec<PeerId> = ranking.feasible.iter().map(|s| s.peer).collect();
+        let before = ranking.feasible.len();
+        ranking
+            .feasible
+            .extend(all.feasible.into_iter().filter(|s| s.peer != *exact && !known.contains(&s.peer)));
+        if ranking.feasible.len() > before {
+            ranking.rejected = all.rejected;
+        }
+        ranking
+    }
+
+    fn rank_wanting(&self, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Ranking {
         let mut ranking = Ranking::default();
         for (pos, &i) in self.slot_of.iter().enumerate() {
             let i = i as usize;
             let peer = self.view.entries[pos].record.peer_id;
-            match self.evaluate(i, task, w, &want) {
-                Ok(c) => ranking.feasible.push(self.scored(c, task, w, &want)),
+            match self.evaluate(i, task, w, want) {
+                Ok(c) => ranking.feasible.push(self.scored(c, task, w, want)),
                 Err(fail) => {
                     let why = match fail {
                         Fail::Gpus(eligible) => Rejection::Gpus { eligible, wanted: task.gpus_per_node },
@@ -456,5 +483,31 @@ impl<'v> PlacementIndex<'v> {
             best.truncate(k);
         }
         best.into_iter().map(|c| self.scored(c, task, w, &want)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::place::score::tests::{id, view};
+    use crate::record::tests::NOW;
+
+    #[test]
+    fn stale_adverts_are_asked_last_but_never_for_the_exact_node() {
+        let v = view();
+        let mut us = TaskSpec::new("us", 1);
+        us.labels = vec![Label::parse("region=us").unwrap()];
+        // Node 3, the only one in us, advertises both its GPUs leased.
+        let leased: HashMap<PeerId, Vec<u32>> = [(id(3), vec![0, 1])].into_iter().collect();
+        let index = PlacementIndex::new(&v, &id(1), &leased, NOW);
+        let w = ScoreWeights::default();
+        assert!(index.rank(&us, &w).feasible.is_empty());
+        let r = index.rank_for_submission(&us, &w, &id(1));
+        assert_eq!(r.feasible.iter().map(|s| s.peer).collect::<Vec<_>>(), vec![id(3)]);
+        assert_eq!(r.feasible[0].gpus, vec![0, 1], "its GPUs as they stand without adverts");
+        assert!(index.rank_for_submission(&us, &w, &id(3)).feasible.is_empty(), "its own table is exact");
+        // Enough feasible by the adverts: nothing is added.
+        let any = TaskSpec::new("any", 1);
+        assert_eq!(index.rank_for_submission(&any, &w, &id(1)), index.rank(&any, &w));
     }
 }

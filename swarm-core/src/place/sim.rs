@@ -89,6 +89,22 @@ const KINDS: [(&str, u64, (u8, u8)); 5] = [
     ("RTX4090", 24_576, (8, 9)),
 ];
 
+/// The task kinds benchmarks and tests pick for: 1 and 4 GPUs of any kind, 2 × H100
+/// within 30 ms of the origin, and 1 GPU of 40 GB or more in region `r2`.
+pub fn sample_tasks() -> Vec<crate::place::TaskSpec> {
+    use crate::place::TaskSpec;
+    let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4)];
+    let mut t = TaskSpec::new("h100-near", 2);
+    t.gpu_models = vec!["H100".into()];
+    t.origin_limits.max_rtt = Some(Duration::from_millis(30));
+    out.push(t);
+    let mut t = TaskSpec::new("region", 1);
+    t.labels = Label::parse("region=r2").ok().into_iter().collect();
+    t.min_gpu_memory_mib = 40_000;
+    out.push(t);
+    out
+}
+
 /// One node as it truly is.
 #[derive(Debug, Clone)]
 pub struct SimNode {
@@ -324,15 +340,8 @@ mod tests {
     }
 
     fn tasks() -> Vec<TaskSpec> {
-        let mut out = vec![TaskSpec::new("one", 1), TaskSpec::new("four", 4), TaskSpec::new("eight", 8)];
-        let mut t = TaskSpec::new("h100-near", 2);
-        t.gpu_models = vec!["h100".into()];
-        t.origin_limits.max_rtt = Some(Duration::from_millis(20));
-        out.push(t);
-        let mut t = TaskSpec::new("labelled", 1);
-        t.labels = vec![Label::parse("region=r3").unwrap()];
-        t.min_gpu_memory_mib = 40_000;
-        out.push(t);
+        let mut out = sample_tasks();
+        out.push(TaskSpec::new("eight", 8));
         out
     }
 

@@ -261,6 +261,11 @@ impl Submission {
         &self.task
     }
 
+    /// The ranking the submission chooses from.
+    pub fn ranking(&self) -> &Ranking {
+        &self.ranking
+    }
+
     /// The reservation to send to each node of a [`Step::Reserve`].
     pub fn request(&self) -> LeaseRequest {
         let models = self

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::gpu::{ComputeCapability, GpuDevice};
-use crate::record::{Label, NodeRecord};
+use crate::record::Label;
 
 /// Nodes in one gang at most.
 pub const MAX_NODES: u16 = 64;
@@ -143,11 +143,6 @@ impl TaskSpec {
             self.min_compute_capability,
             self.gpu_models.iter().map(String::as_str),
         )
-    }
-
-    /// The first required label `record` lacks.
-    pub fn missing_label<'a>(&'a self, record: &NodeRecord) -> Option<&'a Label> {
-        self.labels.iter().find(|want| !record.labels.iter().any(|have| have == *want))
     }
 }
 
