@@ -14,7 +14,6 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use swarm::core::link::index::LinkIndex;
 use swarm::core::place::sim::{run_mix, sample_tasks, MixConfig, Policy, SimCluster, SimConfig};
 use swarm::core::place::{choose_gang, PlacementIndex, ScoreWeights, SubmitConfig, TaskSpec};
 
@@ -28,7 +27,7 @@ fn figures(n: usize, jobs: usize, mix: bool, contention: bool) {
     let cluster = SimCluster::new(&SimConfig::new(n, 7), Instant::now());
     println!("\n== {n} nodes (built in {:.1} s) ==", started.elapsed().as_secs_f64());
     let t = Instant::now();
-    let links = LinkIndex::new(&cluster.view, cluster.now);
+    let links = cluster.view.link_index(cluster.now);
     println!("link index (once per view change): {:.2} ms", t.elapsed().as_secs_f64() * 1e3);
     let w = ScoreWeights::default();
     let k = SubmitConfig::default().pool + SubmitConfig::default().max_attempts as usize;
@@ -107,7 +106,7 @@ fn bench(c: &mut Criterion) {
     let w = ScoreWeights::default();
     for n in [1000, 10_000] {
         let cluster = SimCluster::new(&SimConfig::new(n, 7), Instant::now());
-        let links = LinkIndex::new(&cluster.view, cluster.now);
+        let links = cluster.view.link_index(cluster.now);
         let origin = cluster.nodes[0].peer;
         let index = PlacementIndex::with_links(&cluster.view, &links, &origin, &HashMap::new());
         let one = TaskSpec::new("one", 1);

@@ -150,10 +150,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 Some(NodeEvent::TunnelUp { peer, endpoint }) => tracing::info!(%peer, ?endpoint, "tunnel up"),
                 Some(NodeEvent::TunnelDown { peer, reason }) => tracing::info!(%peer, reason, "tunnel down"),
                 Some(NodeEvent::LinkDegraded { peer, metric, value, target }) => {
-                    tracing::warn!(%peer, metric, value, target, "link degraded");
+                    tracing::warn!(%peer, metric = metric.as_str(), value, target, "link degraded");
                 }
                 Some(NodeEvent::LinkRecovered { peer, metric, value, target }) => {
-                    tracing::info!(%peer, metric, value, target, "link recovered");
+                    tracing::info!(%peer, metric = metric.as_str(), value, target, "link recovered");
                 }
                 Some(_) => {}
                 None => break,

@@ -87,16 +87,16 @@ pub fn tunnel_record(data: &[u8]) {
     }
 }
 
-/// A responder (with one known peer and a live session) fed datagrams built from
 /// Lease messages and adverts from the network: every prefix-framed message is decoded
-/// as a request (applied to one node's table of four GPUs, by one of two holders), as a
-/// response and as an advert. No GPU is ever held twice, or held outside the four.
+/// as a request (answered by one node's [`LeaseService`](crate::place::LeaseService) over
+/// four GPUs, for one of two holders), as a response and as an advert. No GPU is ever held twice, or held outside the four.
 pub fn lease_messages(data: &[u8]) {
     use crate::place::wire::{LeaseRequest, LeaseResponse};
-    use crate::place::{LeaseConfig, LeaseId, LeaseTable, LeasedGpus};
+    use crate::place::{LeaseConfig, LeaseService, LeaseTable, LeasedGpus};
     #[allow(clippy::disallowed_methods)]
     let t0 = Instant::now();
-    let mut table = LeaseTable::new_first_start(t0, LeaseConfig::default());
+    let devices = (0..4).map(fuzz_gpu).collect();
+    let mut service = LeaseService::new(LeaseTable::new_first_start(t0, LeaseConfig::default()), devices);
     let mut rest = data;
     let mut step = 0u64;
     while let Some((&head, tail)) = rest.split_first() {
@@ -107,25 +107,29 @@ pub fn lease_messages(data: &[u8]) {
         let now = t0 + Duration::from_millis(step * 7919);
         let _ = LeaseResponse::decode(msg);
         let _ = crate::codec::decode::<LeasedGpus>(msg, 512);
-        match LeaseRequest::decode(msg) {
-            Ok(LeaseRequest::Reserve { task, demand, ttl_ms }) => {
-                let ttl = Duration::from_millis(u64::from(ttl_ms));
-                let _ = table.reserve(now, holder, &task, &[0, 1, 2, 3], u32::from(demand.count), ttl);
-            }
-            Ok(LeaseRequest::Renew { lease, ttl_ms }) => {
-                let _ = table.renew(now, LeaseId(lease), &holder, Duration::from_millis(u64::from(ttl_ms)));
-            }
-            Ok(LeaseRequest::Release { lease }) => {
-                let _ = table.release(now, LeaseId(lease), &holder);
-            }
-            Err(_) => {}
+        if let Ok(request) = LeaseRequest::decode(msg) {
+            let _ = service.handle(now, holder, request);
         }
-        let mut held: Vec<u32> = table.held().collect();
+        while service.poll_event().is_some() {}
+        let _ = service.poll_advert();
+        let mut held: Vec<u32> = service.table().held().collect();
         let n = held.len();
         held.sort_unstable();
         held.dedup();
         assert!(held.len() == n && held.iter().all(|g| *g < 4), "{held:?}");
         rest = next;
+    }
+}
+
+/// GPU `index` of the fuzzed node: an idle 80 GB A100.
+fn fuzz_gpu(index: u32) -> crate::gpu::GpuDevice {
+    crate::gpu::GpuDevice {
+        index,
+        model: crate::bounded::BoundedString::try_new("A100").unwrap_or_default(),
+        memory_total_mib: 81_920,
+        memory_used_mib: 0,
+        utilization_pct: 0,
+        compute_capability: Some(crate::gpu::ComputeCapability { major: 8, minor: 0 }),
     }
 }
 

@@ -5,19 +5,25 @@
 //! [`ClusterView::handle_timeout`] when [`ClusterView::poll_timeout`] is due, and drain
 //! [`ClusterView::poll_event`] until it returns `None` after every call.
 //!
+//! A record's extensions (link summaries and coordinate, leased GPUs) are decoded once, as
+//! it enters the view, into its [`ViewEntry`]; readers never decode them again.
+//!
 //! Rules: the highest sequence number wins; a record expires `ttl` (or three of its
 //! publisher's heartbeats, if longer) after it was last received (local time, so clock
 //! skew between nodes does not matter); the view holds at
 //! most `max_records` records, so a flood of fresh identities cannot grow it unbounded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
 use crate::codec;
 use crate::identity::TunnelRecord;
-use crate::record::{Namespace, NodeRecord, RecordError, RecordPolicy, VerifiedRecord};
+use crate::link::index::{IndexedNode, LinkIndex};
+use crate::link::vivaldi::Coordinate;
+use crate::record::{Extensions, Namespace, NodeRecord, RecordError, RecordPolicy, VerifiedRecord};
 use crate::time::UnixMillis;
 
 /// Settings of a [`ClusterView`].
@@ -46,7 +52,7 @@ impl Default for ViewConfig {
 }
 
 /// One node's record as held in a view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ViewEntry {
     /// The record.
     pub record: NodeRecord,
@@ -58,6 +64,36 @@ pub struct ViewEntry {
     pub expires_at: Instant,
     /// Whether this is the local node's own record.
     pub local: bool,
+    /// The record's extensions, decoded when it entered the view (shared by snapshots).
+    pub extensions: Arc<Extensions>,
+}
+
+impl ViewEntry {
+    /// An entry for `record`, its extensions decoded.
+    pub fn new(
+        record: NodeRecord,
+        tunnel: TunnelRecord,
+        received_at: Instant,
+        expires_at: Instant,
+        local: bool,
+    ) -> Self {
+        let extensions = Arc::new(Extensions::decode(&record));
+        Self { record, tunnel, received_at, expires_at, local, extensions }
+    }
+
+    /// The node's gossiped network coordinate.
+    pub fn coordinate(&self) -> Option<Coordinate> {
+        self.extensions.coordinate()
+    }
+
+    /// The entry as the link index takes it.
+    fn indexed(&self) -> IndexedNode<'_> {
+        IndexedNode {
+            peer: self.record.peer_id,
+            published: self.record.timestamp,
+            summaries: self.extensions.links.as_ref(),
+        }
+    }
 }
 
 /// What happened to a view.
@@ -203,7 +239,6 @@ impl ClusterView {
         }
         let expires_at = now + self.config.ttl.max(record.refresh() * self.config.ttl_heartbeats);
         let seq = record.seq;
-        let entry = ViewEntry { record, tunnel, received_at: now, expires_at, local };
         let outcome = match self.entries.get(&peer) {
             Some(old) if old.record.seq >= seq => {
                 self.counters.stale += 1;
@@ -225,7 +260,8 @@ impl ClusterView {
         };
         self.counters.accepted += 1;
         self.expiry.insert((expires_at, peer));
-        self.entries.insert(peer, entry);
+        // Decoded once, here: every reader of the view uses the typed extensions.
+        self.entries.insert(peer, ViewEntry::new(record, tunnel, now, expires_at, local));
         outcome
     }
 
@@ -291,7 +327,7 @@ impl ClusterView {
 }
 
 /// A point-in-time copy of a [`ClusterView`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClusterSnapshot {
     /// The node that took it.
     pub local: PeerId,
@@ -319,14 +355,90 @@ impl ClusterSnapshot {
     pub fn peers(&self) -> Vec<PeerId> {
         self.entries.iter().map(|e| e.record.peer_id).collect()
     }
+
+    /// Its link summaries arranged for [`LinkIndex::link_between`], as of `now`; a
+    /// node's position in the index is its position in `entries`.
+    pub fn link_index(&self, now: UnixMillis) -> LinkIndex {
+        LinkIndex::new(self.entries.iter().map(ViewEntry::indexed), now)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bounded::BoundedVec;
     use crate::identity::tests::keypair;
+    use crate::link::summary::tests::summary;
+    use crate::link::summary::{LinkAnswer, LinkSummaries, LinkSummary};
     use crate::record::tests::{node_record, ns, NOW};
     use crate::record::MAX_RECORD_SIZE;
+
+    fn entry(seed: u8, coordinate: Option<Coordinate>, links: Vec<LinkSummary>) -> ViewEntry {
+        let key = keypair(seed);
+        let mut record = crate::record::tests::node_record(&key, 1);
+        let s = LinkSummaries { coordinate, links: BoundedVec::try_from_vec(links).unwrap() };
+        record.extensions = BoundedVec::try_from_vec(vec![s.to_extension().unwrap()]).unwrap();
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::Instant::now();
+        ViewEntry::new(record, crate::identity::tests::record_for(&key, NOW.0), now, now, false)
+    }
+
+    fn id(seed: u8) -> PeerId {
+        keypair(seed).public().to_peer_id()
+    }
+
+    fn at(ms: f64) -> Coordinate {
+        Coordinate { vector: [ms, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }
+    }
+
+    #[test]
+    fn measured_estimated_or_nothing() {
+        let (a, b, c, d, e) = (id(1), id(2), id(3), id(4), id(5));
+        let mut snapshot = ClusterSnapshot {
+            local: a,
+            entries: vec![
+                // A measured B (2 s ago) and D; B measured A (500 ms ago).
+                entry(1, Some(at(0.0)), vec![summary(b, 10, 5, 2000), summary(d, 30, 5, 0)]),
+                entry(2, Some(at(10.0)), vec![summary(a, 11, 5, 500)]),
+                // C talks to someone (a fresh handshake) but nobody measured C-D.
+                entry(3, Some(at(40.0)), vec![summary(e, 5, 10, 0)]),
+                entry(4, Some(at(30.0)), vec![]),
+                // E's only handshake, as C reports it, is 10 s old: fine. F is unknown.
+                entry(5, Some(at(50.0)), vec![]),
+            ],
+        };
+        snapshot.entries.sort_by_key(|e| e.record.peer_id);
+        let links = snapshot.link_index(NOW);
+        match links.link_between(&a, &b).unwrap() {
+            LinkAnswer::Measured { by, summary, age } => {
+                assert_eq!((by, summary.rtt_p50_us), (b, 11_000), "the fresher end wins");
+                assert_eq!(age, Duration::from_millis(500));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(links.link_between(&d, &a), Some(LinkAnswer::Measured { by, .. }) if by == a));
+        match links.link_between(&c, &d).unwrap() {
+            LinkAnswer::Estimated { rtt_ms, error } => assert_eq!((rtt_ms, error), (11.0, 0.1)),
+            other => panic!("{other:?}"),
+        }
+        // Later, every handshake is older than 180 s: no estimates, measurements stay.
+        let later = NOW.saturating_add(Duration::from_secs(200));
+        let later_links = snapshot.link_index(later);
+        assert_eq!(later_links.link_between(&c, &d), None);
+        assert!(later_links.link_between(&a, &b).is_some());
+        assert_eq!(links.link_between(&a, &id(9)), None, "an unknown node");
+        // By id and by position, the index answers alike, for every pair; unknown nodes
+        // get nothing.
+        for index in [&links, &later_links] {
+            for (i, x) in snapshot.entries.iter().enumerate() {
+                for (j, y) in snapshot.entries.iter().enumerate() {
+                    let (x, y) = (x.record.peer_id, y.record.peer_id);
+                    assert_eq!(index.link_between(&x, &y), index.link_between_at(i, j), "{x} {y}");
+                }
+                assert_eq!(index.link_between(&x.record.peer_id, &id(6)), None);
+            }
+        }
+    }
 
     fn view(local_seed: u8, config: ViewConfig) -> ClusterView {
         ClusterView::new(keypair(local_seed).public().to_peer_id(), ns(), config)

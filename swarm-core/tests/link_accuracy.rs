@@ -1,6 +1,8 @@
-//! The deterministic simulator: two nodes' tunnels and link monitors on virtual time,
-//! joined by seeded link emulators. What the monitors measure is checked against what
-//! the emulators inject, and the SLA judge's events against the injected steps.
+//! The deterministic simulator: two nodes' tunnels and link tables on virtual time,
+//! joined by seeded link emulators. Each node runs the production [`LinkTable`] (its
+//! probe and judge schedule, trains, summaries and Vivaldi update), fed as the node's
+//! data plane feeds it. What the tables measure is checked against what the emulators
+//! inject, and the SLA events against the injected steps.
 #![allow(clippy::unwrap_used, clippy::disallowed_methods)] // tests own the clock
 
 use std::cmp::Reverse;
@@ -9,10 +11,13 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use swarm_core::link::emulator::{LinkEmulator, LinkProfile};
+use swarm_core::link::summary::LinkSummaries;
 use swarm_core::link::{
-    LinkConfig, LinkMonitor, LinkStats, Metric, PassiveCounters, SlaEvent, SlaJudge, SlaPolicy,
+    LinkConfig, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, SlaEvent, SlaPolicy,
+    ThroughputError,
 };
-use swarm_core::tunnel::{FrameKind, Payload, PeerHandle, Received, TunnelConfig, Tunnels};
+use swarm_core::tunnel::{FrameKind, Payload, PeerHandle, Received, TunnelConfig, TunnelEvent, Tunnels};
+use swarm_core::PeerId;
 use x25519_dalek::{PublicKey, StaticSecret};
 
 const UNIX: Duration = Duration::from_secs(1_800_000_000);
@@ -20,12 +25,15 @@ const UNIX: Duration = Duration::from_secs(1_800_000_000);
 struct Node {
     t: Tunnels,
     peer: PeerHandle,
+    /// The other node's id, as the link table knows it.
+    other: PeerId,
     addr: SocketAddr,
-    mon: LinkMonitor,
-    judge: SlaJudge,
+    links: LinkTable,
     events: Vec<(Instant, SlaEvent)>,
-    /// The last active throughput result, bits per second.
-    throughput: Option<f64>,
+    /// Throughput tests' results, in order.
+    throughput: Vec<Result<f64, ThroughputError>>,
+    /// The summaries this node would have gossiped, with when and whether urgently.
+    gossip: Vec<(Instant, bool, LinkSummaries)>,
 }
 
 /// A datagram in flight: (arrival, tie-break sequence, receiving node, bytes).
@@ -42,12 +50,17 @@ struct Sim {
     /// Background datagrams per second, each way.
     traffic_pps: u32,
     next_traffic: Instant,
-    next_judge: Instant,
+    /// Whether each node hears the other's gossiped coordinate.
+    share_coordinates: bool,
     buf: Vec<u8>,
 }
 
 fn public(k: [u8; 32]) -> [u8; 32] {
     PublicKey::from(&StaticSecret::from(k)).to_bytes()
+}
+
+fn peer_id(i: u8) -> PeerId {
+    swarm_core::Keypair::ed25519_from_bytes([i + 1; 32]).unwrap().public().to_peer_id()
 }
 
 impl Sim {
@@ -61,11 +74,12 @@ impl Sim {
             Node {
                 t,
                 peer,
+                other: peer_id(1 - i as u8),
                 addr: addrs[i],
-                mon: LinkMonitor::new(t0, link),
-                judge: SlaJudge::new(SlaPolicy::default()),
+                links: LinkTable::new(t0, link, SlaPolicy::default()),
                 events: Vec::new(),
-                throughput: None,
+                throughput: Vec::new(),
+                gossip: Vec::new(),
             }
         });
         let links = [LinkEmulator::new(profile, seed), LinkEmulator::new(profile, seed + 1)];
@@ -78,10 +92,12 @@ impl Sim {
             seq: 0,
             traffic_pps,
             next_traffic: t0,
-            next_judge: t0,
+            share_coordinates: false,
             buf: vec![0; 2048],
         };
         sim.nodes[0].t.open(t0, sim.nodes[0].peer);
+        // As the driver flushes after every call.
+        sim.drain(0);
         sim
     }
 
@@ -106,65 +122,77 @@ impl Sim {
         }
     }
 
+    /// Sends what node `i`'s tunnels and link table have queued, and takes their events,
+    /// as the node's data plane and driver do.
     fn drain(&mut self, i: usize) {
-        while let Some(t) = self.nodes[i].t.poll_transmit(self.now, &mut self.buf) {
+        let now = self.now;
+        while let Some(t) = self.nodes[i].t.poll_transmit(now, &mut self.buf) {
             self.emit(i, t.len);
         }
-        while self.nodes[i].t.poll_event().is_some() {}
+        while let Some(f) = self.nodes[i].links.poll_transmit() {
+            let (kind, body) = (f.kind, f.body.to_vec());
+            self.send_frame(i, kind, &body);
+        }
+        let node = &mut self.nodes[i];
+        while let Some(e) = node.t.poll_event() {
+            match e {
+                TunnelEvent::HandshakeCompleted { .. } => node.links.handle_tunnel_up(now, node.other),
+                TunnelEvent::HandshakeTimedOut { .. } | TunnelEvent::KeysZeroed { .. } => {
+                    node.links.handle_tunnel_down(&node.other)
+                }
+                _ => {}
+            }
+        }
+        while let Some(e) = node.links.poll_event() {
+            match e {
+                LinkEvent::Sla { event, .. } => node.events.push((now, event)),
+                LinkEvent::Throughput { result, .. } => node.throughput.push(result),
+                _ => {}
+            }
+        }
+        if let Some(g) = node.links.poll_gossip(now) {
+            node.gossip.push((now, g.urgent, g.summaries));
+        }
     }
 
     fn deliver(&mut self, to: usize, mut bytes: Vec<u8>) {
         let now = self.now;
         let from = self.nodes[1 - to].addr;
         let node = &mut self.nodes[to];
-        let reply = match node.t.handle_datagram(now, from, &mut bytes) {
-            Ok(Received::Data { payload: Payload::Frame { kind, body }, .. }) => match kind {
-                FrameKind::PROBE => {
-                    node.mon.handle_probe(now, body).ok().map(|r| (FrameKind::PROBE_REPLY, r.to_vec()))
-                }
-                FrameKind::PROBE_REPLY => {
-                    node.mon.handle_reply(now, body).unwrap();
-                    None
-                }
-                FrameKind::TRAIN => {
-                    node.mon.handle_train_packet(now, body).unwrap();
-                    node.mon.poll_train_report().map(|r| (FrameKind::TRAIN_REPORT, r.to_vec()))
-                }
-                FrameKind::TRAIN_REPORT => {
-                    node.throughput = node.mon.handle_train_report(now, body).unwrap();
-                    None
-                }
-                _ => None,
-            },
-            _ => None,
-        };
-        if let Some((kind, body)) = reply {
-            self.send_frame(to, kind, &body);
+        if let Ok(Received::Data { payload: Payload::Frame { kind, body }, .. }) =
+            node.t.handle_datagram(now, from, &mut bytes)
+        {
+            node.links.handle_frame(now, node.other, kind, body);
         }
         self.drain(to);
     }
 
-    fn judge(&mut self) {
-        let now = self.now;
-        for n in &mut self.nodes {
-            let s = n.t.status(n.peer, now).unwrap();
-            let c = PassiveCounters::from(&s);
-            n.mon.handle_counters(now, c);
-            let stats = n.mon.snapshot(now);
-            n.judge.judge(now, &stats);
-            while let Some(e) = n.judge.poll_event() {
-                n.events.push((now, e));
-            }
-        }
-    }
-
     fn next_event(&self) -> Instant {
         let traffic = (self.traffic_pps > 0).then_some(self.next_traffic);
-        let mut t = [Some(self.next_judge), traffic];
         let wire = self.wire.peek().map(|Reverse((at, ..))| *at);
-        let cores = self.nodes.iter().flat_map(|n| [n.t.poll_timeout(), n.mon.poll_timeout()]).flatten();
-        let earliest = cores.chain(wire).chain(t.iter_mut().filter_map(|x| *x)).min();
+        let cores = self.nodes.iter().flat_map(|n| [n.t.poll_timeout(), n.links.poll_timeout()]).flatten();
+        let earliest = cores.chain(wire).chain(traffic).min();
         earliest.unwrap_or(self.now + Duration::from_secs(1))
+    }
+
+    /// Node `i`'s timers, as its data plane runs them: tunnel timers, the tunnel's
+    /// counters when the judge is due, the link table's timers.
+    fn timeout(&mut self, i: usize) {
+        let now = self.now;
+        let node = &mut self.nodes[i];
+        node.t.handle_timeout(now);
+        if node.links.counters_due(now) {
+            if let Some(s) = node.t.status(node.peer, now) {
+                node.links.handle_counters(now, &node.other, PassiveCounters::from(&s), s.last_handshake);
+            }
+        }
+        node.links.handle_timeout(now);
+        self.drain(i);
+        if self.share_coordinates {
+            let coordinate = self.nodes[i].links.coordinate();
+            let other = &mut self.nodes[1 - i];
+            other.links.handle_coordinate(peer_id(i as u8), Some(coordinate));
+        }
     }
 
     fn run_for(&mut self, d: Duration) {
@@ -180,12 +208,7 @@ impl Sim {
                 self.deliver(to, bytes);
             }
             for i in 0..2 {
-                self.nodes[i].t.handle_timeout(self.now);
-                self.nodes[i].mon.handle_timeout(self.now);
-                if let Some(probe) = self.nodes[i].mon.poll_probe(self.now) {
-                    self.send_frame(i, FrameKind::PROBE, &probe);
-                }
-                self.drain(i);
+                self.timeout(i);
             }
             if self.traffic_pps > 0 && self.now >= self.next_traffic {
                 for i in 0..2 {
@@ -193,17 +216,13 @@ impl Sim {
                 }
                 self.next_traffic += Duration::from_secs(1) / self.traffic_pps;
             }
-            if self.now >= self.next_judge {
-                self.judge();
-                self.next_judge += Duration::from_millis(200);
-            }
         }
         self.now = end;
     }
 
     fn stats(&mut self, i: usize) -> LinkStats {
-        let now = self.now;
-        self.nodes[i].mon.snapshot(now)
+        let (now, other) = (self.now, self.nodes[i].other);
+        self.nodes[i].links.report(now, &other).unwrap().0
     }
 
     fn events(&self, i: usize, metric: Metric) -> Vec<(Duration, SlaEvent)> {
@@ -352,14 +371,11 @@ fn a_packet_train_measures_the_rate_limit() {
     };
     let mut sim = Sim::new(limited, 0, LinkConfig::default(), 19);
     sim.run_for(Duration::from_millis(500));
-    let now = sim.now;
-    let train = sim.nodes[0].mon.start_train(now).unwrap();
-    for i in 0..128u16 {
-        let body = swarm_core::link::train::packet(train, i, 128, 1200);
-        sim.send_frame(0, FrameKind::TRAIN, &body);
-    }
+    let (now, other) = (sim.now, sim.nodes[0].other);
+    sim.nodes[0].links.measure(now, other).unwrap();
+    sim.drain(0);
     sim.run_for(Duration::from_secs(1));
-    let bps = sim.nodes[0].throughput.expect("the report came back");
+    let bps = *sim.nodes[0].throughput[0].as_ref().expect("the report came back");
     // The emulator serialises whole datagrams: 16 + 1216 (frame, padded) + 16 = 1248
     // bytes per 1200-byte body.
     let truth = 50e6 * 1200.0 / 1248.0;
@@ -390,4 +406,71 @@ fn reordered_packets_are_not_counted_lost() {
     assert!(loss.samples > 20_000);
     assert!(loss.value < 1e-4, "{loss:?}");
     assert!(sim.events(0, Metric::Loss).is_empty());
+}
+
+/// The table's gossip: summaries each second with the measured round trip, at once (and
+/// urgently) when a verdict changes, with the degraded bit set; the two nodes'
+/// coordinates, each moved by the other's, come to predict their round trip.
+#[test]
+fn summaries_follow_the_link_and_coordinates_learn_its_round_trip() {
+    let calm = LinkProfile { delay: Duration::from_millis(10), ..LinkProfile::default() };
+    let mut sim = Sim::new(calm, 0, LinkConfig::default(), 29);
+    sim.share_coordinates = true;
+    sim.run_for(Duration::from_secs(60));
+    let gossip = &sim.nodes[0].gossip;
+    assert!((58..=61).contains(&gossip.len()), "one a second: {}", gossip.len());
+    assert!(gossip.iter().all(|(_, urgent, _)| !urgent), "no verdict changed");
+    let (_, _, last) = gossip.last().unwrap();
+    let link = last.links.first().expect("the measured link");
+    assert_eq!(link.peer, peer_id(1));
+    assert!(within(f64::from(link.rtt_p50_us), 20_000.0, 0.05), "{link:?}");
+    assert_eq!(link.degraded, 0);
+    assert!(link.handshake_age_s < 180, "{link:?}");
+    let (a, b) = (sim.nodes[0].links.coordinate(), sim.nodes[1].links.coordinate());
+    let predicted = a.distance_ms(&b);
+    println!("coordinates predict {predicted:.2} ms for a 20 ms round trip");
+    assert!(within(predicted, 20.0, 0.25), "{predicted} {a:?} {b:?}");
+    assert_eq!(last.coordinate, Some(a));
+    // RTT 20 -> 80 ms: the breach is gossiped at once, urgently, with its bit.
+    let onset = sim.now;
+    sim.set_profile(LinkProfile { delay: Duration::from_millis(40), ..calm });
+    sim.run_for(Duration::from_secs(2));
+    let (at, urgent, s) =
+        sim.nodes[0].gossip.iter().find(|(t, u, _)| *t > onset && *u).expect("urgent gossip");
+    assert!(*urgent && *at - onset <= Duration::from_millis(480), "{:?}", *at - onset);
+    assert_eq!(s.links[0].degraded & swarm_core::link::summary::degraded::LATENCY, 1);
+}
+
+/// A throughput test ends with a figure, with a timeout when the report never comes, or
+/// at once when the tunnel goes down; a link that is down is no longer reported.
+#[test]
+fn throughput_tests_end_and_links_go_with_their_tunnel() {
+    let calm = LinkProfile { delay: Duration::from_millis(5), ..LinkProfile::default() };
+    let mut sim = Sim::new(calm, 0, LinkConfig::default(), 31);
+    sim.run_for(Duration::from_secs(2));
+    let other = sim.nodes[0].other;
+    // No report: the link drops everything after the train leaves.
+    sim.set_profile(LinkProfile { loss: 1.0, ..calm });
+    let now = sim.now;
+    sim.nodes[0].links.measure(now, other).unwrap();
+    assert!(
+        matches!(sim.nodes[0].links.measure(now, other), Err(ThroughputError::Start(_))),
+        "one at a time"
+    );
+    sim.drain(0);
+    sim.run_for(Duration::from_millis(2900));
+    assert!(sim.nodes[0].throughput.is_empty());
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.nodes[0].throughput, vec![Err(ThroughputError::Timeout)]);
+    // The tunnel goes down during the next test.
+    sim.set_profile(calm);
+    sim.run_for(Duration::from_secs(2));
+    let now = sim.now;
+    sim.nodes[0].links.measure(now, other).unwrap();
+    sim.nodes[0].links.handle_tunnel_down(&other);
+    sim.drain(0);
+    assert_eq!(sim.nodes[0].throughput[1], Err(ThroughputError::Down));
+    assert!(sim.nodes[0].links.report(now, &other).is_none());
+    assert!(sim.nodes[0].links.poll_transmit().is_none(), "the train went with the link");
+    assert_eq!(sim.nodes[0].links.measure(now, other), Err(ThroughputError::NoLink));
 }

@@ -1,5 +1,5 @@
-//! What the driver asks of the host: tunnel sockets, CPU and memory sizes, libp2p's
-//! bandwidth counters.
+//! What the driver asks of the host: tunnel sockets, CPU and memory sizes, the wall
+//! clock, libp2p's bandwidth counters.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -77,4 +77,10 @@ pub(crate) fn bandwidth_totals(registry: &Registry) -> (u64, u64) {
         }
     }
     (inbound, outbound)
+}
+
+/// Wall-clock time, the only clock a record carries.
+pub(crate) fn wall_clock() -> swarm_core::time::UnixMillis {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    swarm_core::time::UnixMillis(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }

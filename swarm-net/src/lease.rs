@@ -3,22 +3,17 @@
 //! is the sole authority over this node's GPUs; what it holds is advertised in the record
 //! ([`LeasedGpus`]) so submitters rank by what is really free.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use libp2p::request_response::{self, OutboundRequestId};
+use libp2p::request_response;
 use libp2p::{PeerId, StreamProtocol};
-use swarm_core::bounded::{BoundedString, BoundedVec};
 use swarm_core::gpu::GpuDevice;
-use swarm_core::place::wire::{GpuDemand, LeaseRequest, LeaseResponse, MAX_LEASE_MESSAGE};
-use swarm_core::place::{Lease, LeaseConfig, LeaseError, LeaseId, LeaseTable, LeasedGpus, ScoreWeights};
-use tokio::sync::oneshot;
-
-use crate::node::NodeError;
+use swarm_core::place::wire::{LeaseRequest, LeaseResponse, MAX_LEASE_MESSAGE};
+use swarm_core::place::{Lease, LeaseConfig, LeaseEvent, LeaseService, LeaseStats, LeaseTable, LeasedGpus};
 
 /// The protocol's name.
 pub(crate) const LEASE_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/lease/1");
@@ -114,200 +109,90 @@ pub(crate) fn behaviour(codec: LeaseCodec) -> LeaseBehaviour {
     )
 }
 
-/// Counters of the lease service.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LeaseStats {
-    /// Reservations granted.
-    pub granted: u64,
-    /// Reservations refused.
-    pub refused: u64,
-    /// Renewals granted.
-    pub renewed: u64,
-    /// Leases released by their holder.
-    pub released: u64,
-    /// Leases that expired unrenewed.
-    pub expired: u64,
-    /// Renewals or releases of unknown leases, or of someone else's.
-    pub failed: u64,
-    /// Inbound requests that did not decode (cut short, oversized, malformed): dropped
-    /// unanswered.
-    pub malformed: u64,
-    /// Inbound requests whose answer could not be sent (timeouts, closed streams).
-    pub inbound_failures: u64,
-}
-
-pub(crate) type LeaseWaiter = oneshot::Sender<Result<LeaseResponse, NodeError>>;
-
-/// This node's side of the protocol.
+/// This node's side of the protocol: the [`LeaseService`] that answers requests, and the
+/// transport's count of malformed ones.
 pub(crate) struct Leases {
     local: PeerId,
-    table: LeaseTable,
-    devices: Vec<GpuDevice>,
-    waiting: HashMap<OutboundRequestId, (PeerId, LeaseWaiter)>,
-    stats: LeaseStats,
+    service: LeaseService,
     malformed: Arc<AtomicU64>,
-}
-
-fn text<const N: usize>(s: &str) -> BoundedString<N> {
-    let cut: String = s.chars().take(N).collect();
-    BoundedString::try_new(&cut).unwrap_or_default()
-}
-
-fn millis(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
 impl Leases {
     /// `restarted`: whether this node may have granted leases in an earlier run (it then
-    /// waits out `config.restart_grace` before granting new ones).
+    /// waits out `config.restart_grace` before granting new ones). Lease numbers start at
+    /// `first_id` (the run's start time, so no earlier run used them).
     pub(crate) fn new(
         local: PeerId,
         now: Instant,
         config: LeaseConfig,
         restarted: bool,
+        first_id: u64,
         devices: Vec<GpuDevice>,
         codec: &LeaseCodec,
     ) -> Self {
         let table =
             if restarted { LeaseTable::new(now, config) } else { LeaseTable::new_first_start(now, config) };
-        // Lease numbers start at this run's start time (ms << 16), above any number an
-        // earlier run of this node handed out unless it granted 65 536 leases a ms.
-        let table = table.with_first_id(crate::driver::wall_clock().0 << 16);
         Self {
             local,
-            table,
-            devices,
-            waiting: HashMap::new(),
-            stats: LeaseStats::default(),
+            service: LeaseService::new(table.with_first_id(first_id), devices),
             malformed: codec.malformed.clone(),
         }
     }
 
     pub(crate) fn stats(&self) -> LeaseStats {
-        LeaseStats { malformed: self.malformed.load(Ordering::Relaxed), ..self.stats }
+        LeaseStats { malformed: self.malformed.load(Ordering::Relaxed), ..self.service.stats() }
     }
 
     pub(crate) fn inbound_failed(&mut self) {
-        self.stats.inbound_failures += 1;
+        self.service.inbound_failed();
     }
 
     pub(crate) fn set_devices(&mut self, devices: Vec<GpuDevice>) {
-        self.devices = devices;
+        self.service.set_devices(devices);
     }
 
-    /// Answers `holder`'s request. The second value: whether the leased GPUs changed.
+    /// Answers `holder`'s request; the new advert when the leased GPUs changed.
     pub(crate) fn handle_request(
         &mut self,
         now: Instant,
         holder: PeerId,
         request: LeaseRequest,
-    ) -> (LeaseResponse, bool) {
-        self.expire(now);
-        match request {
-            LeaseRequest::Reserve { task, demand, ttl_ms } => {
-                self.reserve(now, holder, &task, &demand, ttl_ms)
-            }
-            LeaseRequest::Renew { lease, ttl_ms } => (self.renew(now, holder, lease, ttl_ms), false),
-            LeaseRequest::Release { lease } => match self.table.release(now, LeaseId(lease), &holder) {
-                Ok(()) => {
-                    self.stats.released += 1;
-                    (LeaseResponse::Released, true)
+    ) -> (LeaseResponse, Option<LeasedGpus>) {
+        let response = self.service.handle(now, holder, request);
+        self.log_events();
+        (response, self.service.poll_advert())
+    }
+
+    /// Drops expired leases; the new advert when any expired.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Option<LeasedGpus> {
+        self.service.handle_timeout(now);
+        self.log_events();
+        self.service.poll_advert()
+    }
+
+    fn log_events(&mut self) {
+        while let Some(event) = self.service.poll_event() {
+            match event {
+                LeaseEvent::Granted(l) => {
+                    tracing::debug!(holder = %l.holder, task = %l.task, lease = l.id.0, gpus = ?l.gpus, "lease granted");
                 }
-                Err(e) => self.failed(&e),
-            },
-        }
-    }
-
-    fn reserve(
-        &mut self,
-        now: Instant,
-        holder: PeerId,
-        task: &str,
-        demand: &GpuDemand,
-        ttl_ms: u32,
-    ) -> (LeaseResponse, bool) {
-        // A GPU busy with work outside the swarm is not offered (as submitters judge it:
-        // `ScoreWeights::busy_pct`).
-        let busy = ScoreWeights::default().busy_pct;
-        let eligible: Vec<u32> = self
-            .devices
-            .iter()
-            .filter(|d| demand.fits(d) && d.utilization_pct <= busy)
-            .map(|d| d.index)
-            .collect();
-        let ttl = Duration::from_millis(u64::from(ttl_ms));
-        match self.table.reserve(now, holder, task, &eligible, u32::from(demand.count), ttl) {
-            Ok(lease) => {
-                self.stats.granted += 1;
-                tracing::debug!(%holder, task, lease = lease.id.0, gpus = ?lease.gpus, "lease granted");
-                let gpus = BoundedVec::try_from_vec(lease.gpus).unwrap_or_default();
-                (LeaseResponse::Granted { lease: lease.id.0, gpus, expires_in_ms: ttl_ms }, true)
-            }
-            Err(refusal) => {
-                self.stats.refused += 1;
-                let held: Vec<u32> = self.table.held().collect();
-                let free_now = eligible.iter().filter(|g| !held.contains(g)).count() as u32;
-                (LeaseResponse::Rejected { reason: text(&refusal.to_string()), free_now }, false)
+                LeaseEvent::Expired(l) => {
+                    tracing::debug!(holder = %l.holder, task = %l.task, lease = l.id.0, "lease expired");
+                }
+                _ => {}
             }
         }
-    }
-
-    fn renew(&mut self, now: Instant, holder: PeerId, lease: u64, ttl_ms: u32) -> LeaseResponse {
-        let ttl = Duration::from_millis(u64::from(ttl_ms));
-        match self.table.renew(now, LeaseId(lease), &holder, ttl) {
-            Ok(expires) => {
-                self.stats.renewed += 1;
-                LeaseResponse::Renewed { expires_in_ms: millis(expires.saturating_duration_since(now)) }
-            }
-            Err(e) => self.failed(&e).0,
-        }
-    }
-
-    fn failed(&mut self, e: &LeaseError) -> (LeaseResponse, bool) {
-        self.stats.failed += 1;
-        (LeaseResponse::Failed { reason: text(&e.to_string()) }, false)
-    }
-
-    /// Drops expired leases; whether any expired.
-    pub(crate) fn expire(&mut self, now: Instant) -> bool {
-        let gone = self.table.expire(now);
-        self.stats.expired += gone.len() as u64;
-        for lease in &gone {
-            tracing::debug!(holder = %lease.holder, task = %lease.task, lease = lease.id.0, "lease expired");
-        }
-        !gone.is_empty()
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        self.table.poll_timeout()
-    }
-
-    /// What the record advertises.
-    pub(crate) fn advert(&self) -> LeasedGpus {
-        let mut gpus: Vec<u32> = self.table.held().collect();
-        gpus.sort_unstable();
-        gpus.truncate(swarm_core::place::wire::MAX_LEASE_GPUS);
-        LeasedGpus {
-            gpus: BoundedVec::try_from_vec(gpus).unwrap_or_default(),
-            leases: self.table.leases().count() as u32,
-        }
+        self.service.poll_timeout()
     }
 
     pub(crate) fn leases(&self) -> Vec<Lease> {
-        self.table.leases().cloned().collect()
+        self.service.table().leases().cloned().collect()
     }
 
     pub(crate) fn local(&self) -> PeerId {
         self.local
-    }
-
-    pub(crate) fn wait(&mut self, id: OutboundRequestId, peer: PeerId, reply: LeaseWaiter) {
-        self.waiting.insert(id, (peer, reply));
-    }
-
-    pub(crate) fn answer(&mut self, id: OutboundRequestId, answer: Result<LeaseResponse, String>) {
-        if let Some((peer, reply)) = self.waiting.remove(&id) {
-            let _ = reply.send(answer.map_err(|detail| NodeError::Lease { peer, detail }));
-        }
     }
 }

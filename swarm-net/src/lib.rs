@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod api;
 mod behaviour;
 mod config;
 mod dataplane;
@@ -46,18 +47,15 @@ mod gpu_sampler;
 mod host;
 mod identity;
 mod lease;
-mod links;
 pub mod mesh;
-mod metrics;
-mod node;
-mod placing;
+mod serve;
 
-pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
-pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
-pub use lease::LeaseStats;
-pub use libp2p::{Multiaddr, PeerId};
-pub use links::SlaVerdict;
-pub use node::{
+pub use api::{
     DataPlaneStats, Datagram, Datagrams, LinkReport, Node, NodeError, NodeEvent, NodeEvents, NodeStats,
     TunnelStatus,
 };
+pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
+pub use libp2p::{Multiaddr, PeerId};
+pub use swarm_core::link::SlaVerdict;
+pub use swarm_core::place::LeaseStats;

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use libp2p::Multiaddr;
 use swarm_gpu::StaticProbe;
 
+use crate::api::{Node, NodeError, NodeEvents};
 use crate::config::{BuildError, NodeBuilder};
-use crate::node::{Node, NodeError, NodeEvents};
 
 /// GPU inventories handed out round-robin.
 pub const INVENTORIES: [&str; 8] = [

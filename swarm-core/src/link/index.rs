@@ -1,7 +1,7 @@
-//! [`LinkIndex`]: a snapshot's link summaries decoded once, for many queries. Building it
-//! is O(records + links); [`LinkIndex::link_between`] is then two binary searches instead
-//! of [`ClusterSnapshot::link_between`]'s decoding and scan of every record. It answers
-//! exactly what the snapshot answers (tested over every pair).
+//! [`LinkIndex`]: every node's link summaries, arranged once for many queries. Building it
+//! is O(nodes + links); [`LinkIndex::link_between`], the one answer to "what is known of
+//! the link between A and B", is then two binary searches. A view builds it from the
+//! summaries it decoded at ingest (`ClusterSnapshot::link_index`).
 
 use std::collections::HashMap;
 
@@ -10,7 +10,18 @@ use libp2p_identity::PeerId;
 use super::summary::{age, combine, handshake_fresh, LinkAnswer, LinkSummaries, LinkSummary};
 use super::vivaldi::Coordinate;
 use crate::time::UnixMillis;
-use crate::view::ClusterSnapshot;
+
+/// One node as the index takes it: its id, when its record was published, and the
+/// summaries in it.
+#[derive(Debug, Clone, Copy)]
+pub struct IndexedNode<'a> {
+    /// The node.
+    pub peer: PeerId,
+    /// When its record was published (summaries age from then).
+    pub published: UnixMillis,
+    /// Its summaries and coordinate, if it gossips any.
+    pub summaries: Option<&'a LinkSummaries>,
+}
 
 #[derive(Debug, Clone)]
 struct Indexed {
@@ -29,42 +40,36 @@ pub struct LinkIndex {
 }
 
 impl LinkIndex {
-    /// Indexes `view` as of `now` (ages and handshake freshness are judged then).
-    pub fn new(view: &ClusterSnapshot, now: UnixMillis) -> Self {
-        let mut pos = HashMap::with_capacity(view.entries.len());
-        let mut nodes = Vec::with_capacity(view.entries.len());
+    /// Indexes `nodes` as of `now` (ages and handshake freshness are judged then); a
+    /// node's position is its place in `nodes`.
+    pub fn new<'a>(nodes: impl IntoIterator<Item = IndexedNode<'a>>, now: UnixMillis) -> Self {
+        let nodes = nodes.into_iter();
+        let mut pos = HashMap::with_capacity(nodes.size_hint().0);
+        let mut indexed = Vec::with_capacity(nodes.size_hint().0);
         let mut confirmed_peers = Vec::new();
-        for (i, e) in view.entries.iter().enumerate() {
-            let r = &e.record;
-            pos.insert(r.peer_id, i as u32);
-            let s = LinkSummaries::from_record(r).ok().flatten();
+        for (i, node) in nodes.enumerate() {
+            pos.insert(node.peer, i as u32);
             let mut confirmed = false;
             let mut links = Vec::new();
-            if let Some(s) = &s {
-                for l in s.links.iter() {
-                    if handshake_fresh(r, l, now) {
-                        confirmed = true;
-                        confirmed_peers.push(l.peer);
-                    }
-                    links.push((*l, age(r, l, now)));
+            for l in node.summaries.iter().flat_map(|s| s.links.iter()) {
+                if handshake_fresh(node.published, l, now) {
+                    confirmed = true;
+                    confirmed_peers.push(l.peer);
                 }
+                links.push((*l, age(node.published, l, now)));
             }
             // The first summary of a peer wins, as a linear search would find it.
             links.sort_by_key(|l| l.0.peer);
             links.dedup_by(|later, first| later.0.peer == first.0.peer);
-            nodes.push(Indexed {
-                peer: r.peer_id,
-                coordinate: s.and_then(|s| s.coordinate),
-                links,
-                confirmed,
-            });
+            let coordinate = node.summaries.and_then(|s| s.coordinate);
+            indexed.push(Indexed { peer: node.peer, coordinate, links, confirmed });
         }
         for peer in confirmed_peers {
             if let Some(&i) = pos.get(&peer) {
-                nodes[i as usize].confirmed = true;
+                indexed[i as usize].confirmed = true;
             }
         }
-        Self { pos, nodes }
+        Self { pos, nodes: indexed }
     }
 
     /// The position of `peer` (its index in the snapshot's entries).
@@ -95,7 +100,7 @@ impl LinkIndex {
         Some(LinkAnswer::Measured { by: node.peer, summary, age })
     }
 
-    /// [`ClusterSnapshot::link_between`] for the nodes at positions `a` and `b`.
+    /// [`Self::link_between`] for the nodes at positions `a` and `b`.
     pub fn link_between_at(&self, a: usize, b: usize) -> Option<LinkAnswer> {
         if a >= self.nodes.len() || b >= self.nodes.len() {
             return None;
@@ -109,7 +114,10 @@ impl LinkIndex {
         })
     }
 
-    /// [`ClusterSnapshot::link_between`], from the index.
+    /// The link between `a` and `b`: the fresher of the two ends' measurements, else a
+    /// Vivaldi estimate when both ends have a coordinate and a handshake confirmed within
+    /// [`CONFIRMED_WITHIN`](super::summary::CONFIRMED_WITHIN) (by their own record or
+    /// anyone's), else nothing.
     pub fn link_between(&self, a: &PeerId, b: &PeerId) -> Option<LinkAnswer> {
         self.link_between_at(self.position(a)?, self.position(b)?)
     }

@@ -6,6 +6,8 @@
 //!   counters) and goodput of one link, as a [`LinkStats`] snapshot;
 //! - [`SlaJudge`]: a link against an [`SlaPolicy`] (by default the product's targets),
 //!   with the sample rules and the hysteresis that make its events trustworthy;
+//! - [`LinkTable`]: every link of a node: the probe and judge schedule, throughput
+//!   trains, the gossiped summaries and the Vivaldi update;
 //! - [`train`]: the active throughput test, a bounded packet train;
 //! - [`summary`]: link summaries and coordinates in gossip, and the A-to-B query;
 //! - [`vivaldi`]: network coordinates that estimate the round trip of unmeasured pairs;
@@ -17,9 +19,14 @@ mod monitor;
 pub mod probe;
 mod sla;
 pub mod summary;
+mod table;
 pub mod train;
 pub mod vivaldi;
 pub mod window;
 
 pub use monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, WindowStats};
 pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
+pub use table::{
+    LinkEvent, LinkGossip, LinkTable, LinkTransmit, SlaVerdict, ThroughputError, GOSSIP_INTERVAL,
+    TRAIN_PACKET, TRAIN_PACKETS,
+};

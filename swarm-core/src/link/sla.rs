@@ -55,6 +55,16 @@ impl Metric {
         }
     }
 
+    /// A value of this metric as the judge keeps it (ms for latency and jitter, a ratio
+    /// for loss, bits per second for throughput) in SI units: seconds, ratio, bits per
+    /// second.
+    pub fn to_si(self, value: f64) -> f64 {
+        match self {
+            Metric::Latency | Metric::Jitter => value / 1e3,
+            Metric::Loss | Metric::Throughput => value,
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }

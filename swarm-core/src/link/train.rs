@@ -44,11 +44,25 @@ fn be32(b: &[u8], at: usize) -> u32 {
 /// The body of train packet `index` of `count`, `size` bytes long.
 pub fn packet(train: u32, index: u16, count: u16, size: usize) -> Vec<u8> {
     let mut b = vec![0u8; size.clamp(MIN_PACKET, MAX_PACKET)];
+    emit_packet(train, index, count, &mut b);
+    b
+}
+
+/// Writes train packet `index` of `count` into `out` (as long as `out`, clamped to
+/// [`MIN_PACKET`]..=[`MAX_PACKET`]; the padding is zeros); its length. Writes nothing into
+/// an `out` shorter than [`MIN_PACKET`] and returns 0.
+pub fn emit_packet(train: u32, index: u16, count: u16, out: &mut [u8]) -> usize {
+    let len = out.len().min(MAX_PACKET);
+    if len < MIN_PACKET {
+        return 0;
+    }
+    let b = &mut out[..len];
+    b.fill(0);
     b[0] = VERSION;
     b[1..5].copy_from_slice(&train.to_be_bytes());
     b[5..7].copy_from_slice(&index.to_be_bytes());
     b[7..9].copy_from_slice(&count.to_be_bytes());
-    b
+    len
 }
 
 /// What the receiver reports of a train.

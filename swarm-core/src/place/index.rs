@@ -214,7 +214,7 @@ impl<'v> PlacementIndex<'v> {
         leased: &HashMap<PeerId, Vec<u32>>,
         now: UnixMillis,
     ) -> Self {
-        Self::build(view, Cow::Owned(LinkIndex::new(view, now)), origin, leased)
+        Self::build(view, Cow::Owned(view.link_index(now)), origin, leased)
     }
 
     /// [`Self::new`] with the view's [`LinkIndex`] already built (it does not depend on

@@ -298,7 +298,7 @@ pub(crate) mod tests {
         record.extensions = BoundedVec::try_from_vec(vec![s.to_extension().unwrap()]).unwrap();
         #[allow(clippy::disallowed_methods)]
         let now = std::time::Instant::now();
-        ViewEntry { record, tunnel: record_for(&key, NOW.0), received_at: now, expires_at: now, local: false }
+        ViewEntry::new(record, record_for(&key, NOW.0), now, now, false)
     }
 
     pub(crate) fn id(seed: u8) -> PeerId {
@@ -403,14 +403,13 @@ pub(crate) mod tests {
 
     #[test]
     fn gangs_respect_pairwise_limits() {
-        use crate::link::index::LinkIndex;
         use crate::place::gang::{choose_gang, GangError};
         let v = view();
         let mut task = TaskSpec::new("gang", 1);
         task.nodes = 3;
         task.member_limits.max_rtt = Some(Duration::from_millis(20));
         let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
-        let gang = choose_gang(&LinkIndex::new(&v, NOW), &r, &task).unwrap();
+        let gang = choose_gang(&v.link_index(NOW), &r, &task).unwrap();
         let mut members: Vec<PeerId> = gang.members.iter().map(|m| m.peer).collect();
         members.sort();
         let mut want = vec![id(1), id(2), id(4)];
@@ -420,12 +419,12 @@ pub(crate) mod tests {
         // Four members cannot all be within 20 ms of each other.
         task.nodes = 4;
         let r = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
-        let err = choose_gang(&LinkIndex::new(&v, NOW), &r, &task).unwrap_err();
+        let err = choose_gang(&v.link_index(NOW), &r, &task).unwrap_err();
         assert!(matches!(err, GangError::Limits { largest: 3, .. }), "{err}");
         assert!(err.to_string().contains("rtt"), "{err}");
         task.nodes = 9;
         assert!(matches!(
-            choose_gang(&LinkIndex::new(&v, NOW), &r, &task),
+            choose_gang(&v.link_index(NOW), &r, &task),
             Err(GangError::NotEnough { feasible: 4, wanted: 9 })
         ));
     }

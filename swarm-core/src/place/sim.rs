@@ -308,7 +308,7 @@ impl SimCluster {
                 .try_into()
                 .unwrap_or_default(),
         };
-        Some(ViewEntry { record, tunnel, received_at: self.epoch, expires_at: self.epoch, local: false })
+        Some(ViewEntry::new(record, tunnel, self.epoch, self.epoch, false))
     }
 
     /// The true round trip between nodes `a` and `b` (positions in [`Self::nodes`]), ms.
@@ -330,7 +330,6 @@ impl SimCluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::index::LinkIndex;
     use crate::place::{choose_gang, PlacementIndex, ScoreWeights, TaskSpec};
     use std::collections::HashMap;
 
@@ -378,7 +377,7 @@ mod tests {
     #[test]
     fn gangs_in_a_simulated_topology_meet_their_pairwise_limits() {
         let cluster = SimCluster::new(&SimConfig::new(1000, 2), epoch());
-        let links = LinkIndex::new(&cluster.view, cluster.now);
+        let links = cluster.view.link_index(cluster.now);
         let w = ScoreWeights::default();
         let pos: HashMap<PeerId, usize> =
             cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect();

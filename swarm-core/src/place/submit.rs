@@ -25,8 +25,7 @@ use rand::{Rng, SeedableRng};
 use super::gang::{choose_gang, GangError};
 use super::score::{Ranking, Rejection, Scored};
 use super::task::{TaskError, TaskSpec};
-use super::wire::{GpuDemand, LeaseRequest};
-use crate::bounded::{BoundedString, BoundedVec};
+use super::wire::{LeaseRequest, LeaseResponse};
 use crate::link::index::LinkIndex;
 
 /// How a submission chooses and retries.
@@ -70,6 +69,23 @@ pub enum Reply {
     },
     /// No answer: unreachable, timed out, or an answer that makes no sense.
     Failed(String),
+}
+
+impl From<LeaseResponse> for Reply {
+    /// A node's answer to a reservation; anything but a grant or a refusal makes no sense.
+    fn from(response: LeaseResponse) -> Self {
+        match response {
+            LeaseResponse::Granted { lease, gpus, expires_in_ms } => Reply::Granted {
+                lease,
+                gpus: gpus.into_inner(),
+                expires_in: Duration::from_millis(u64::from(expires_in_ms)),
+            },
+            LeaseResponse::Rejected { reason, free_now } => {
+                Reply::Rejected { reason: reason.as_str().to_owned(), free_now }
+            }
+            other => Reply::Failed(format!("unexpected answer {other:?}")),
+        }
+    }
 }
 
 /// One node of a placement.
@@ -268,23 +284,7 @@ impl Submission {
 
     /// The reservation to send to each node of a [`Step::Reserve`].
     pub fn request(&self) -> LeaseRequest {
-        let models = self
-            .task
-            .gpu_models
-            .iter()
-            .filter_map(|m| BoundedString::try_new(m.trim()).ok())
-            .take(8)
-            .collect::<Vec<_>>();
-        LeaseRequest::Reserve {
-            task: BoundedString::try_new(&self.task.id).unwrap_or_default(),
-            demand: GpuDemand {
-                count: self.task.gpus_per_node,
-                min_memory_mib: self.task.min_gpu_memory_mib,
-                min_compute_capability: self.task.min_compute_capability,
-                models: BoundedVec::try_from_vec(models).unwrap_or_default(),
-            },
-            ttl_ms: u32::try_from(self.task.lease.as_millis()).unwrap_or(u32::MAX),
-        }
+        self.task.reserve_request()
     }
 
     /// Records `peer`'s answer to the round in flight (others are ignored).
@@ -425,7 +425,6 @@ impl Submission {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::index::LinkIndex;
     use crate::place::lease::{LeaseConfig, LeaseTable};
     use crate::place::score::tests::{id, view};
     use crate::place::score::{rank, ScoreWeights};
@@ -508,7 +507,7 @@ mod tests {
             let ranking = rank(view, &origin, &task, &HashMap::new(), NOW, &ScoreWeights::default());
             let mut sub = Submission::new(task.clone(), ranking, config, 7)?;
             loop {
-                match sub.next(&LinkIndex::new(view, NOW)) {
+                match sub.next(&view.link_index(NOW)) {
                     Step::Reserve { peers, release } => {
                         self.release(&release, origin);
                         for p in peers {
@@ -560,7 +559,7 @@ mod tests {
             let mut asked = HashSet::new();
             for seed in 0..32 {
                 let mut sub = Submission::new(TaskSpec::new("t", 1), ranking.clone(), config, seed).unwrap();
-                let Step::Reserve { peers, .. } = sub.next(&LinkIndex::new(&v, NOW)) else { panic!() };
+                let Step::Reserve { peers, .. } = sub.next(&v.link_index(NOW)) else { panic!() };
                 asked.insert(peers[0]);
             }
             asked
@@ -581,7 +580,7 @@ mod tests {
         let mut task = TaskSpec::new("g", 1);
         task.nodes = 2;
         let ranking = rank(&v, &id(1), &task, &HashMap::new(), NOW, &ScoreWeights::default());
-        let links = LinkIndex::new(&v, NOW);
+        let links = v.link_index(NOW);
         let sets = |tolerance: f64| {
             let mut sets = HashSet::new();
             for seed in 0..32 {

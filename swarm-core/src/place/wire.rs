@@ -9,8 +9,7 @@ use crate::gpu::ComputeCapability;
 
 /// Largest lease message.
 pub const MAX_LEASE_MESSAGE: usize = 4096;
-/// GPUs named in one message at most.
-pub const MAX_LEASE_GPUS: usize = 64;
+pub use crate::record::ext::MAX_LEASE_GPUS;
 
 /// What a reservation asks of each GPU.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

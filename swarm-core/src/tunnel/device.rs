@@ -31,9 +31,12 @@ use super::session::{SealError, Session};
 use super::wire::{Message, TRANSPORT_HEADER_LEN};
 use handshake::LoadMeter;
 use peer::{sendable, Control, Peer};
+use sessions::Slot;
+use timers::Timer;
 
 mod handshake;
 mod peer;
+mod sessions;
 mod timers;
 
 /// A peer of a [`Tunnels`]. Handles of removed peers are never reused.
@@ -312,7 +315,7 @@ impl Tunnels {
     pub fn remove_peer(&mut self, h: PeerHandle) -> bool {
         let Some(peer) = slot_mut(&mut self.slots, h) else { return false };
         let public = peer.public;
-        let sessions = [peer.current.take(), peer.previous.take(), peer.older.take(), peer.next.take()];
+        let sessions = peer.sessions.take_all();
         let initiation = peer.initiation.take();
         for s in sessions {
             retire(&mut self.by_index, s);
@@ -457,23 +460,14 @@ impl Tunnels {
         let Some(&h) = self.by_index.get(&receiver) else {
             return Err(self.count(None, DropReason::UnknownIndex));
         };
-        let timers = self.config.timers;
-        let persistent = self.config.persistent_keepalive;
+        let reject_after = self.config.timers.reject_after_time;
         let len = datagram.len() as u64;
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownIndex) };
-        let (session, is_next) = if peer.current.as_ref().is_some_and(|s| s.local_index == receiver) {
-            (peer.current.as_mut(), false)
-        } else if peer.previous.as_ref().is_some_and(|s| s.local_index == receiver) {
-            (peer.previous.as_mut(), false)
-        } else if peer.older.as_ref().is_some_and(|s| s.local_index == receiver) {
-            (peer.older.as_mut(), false)
-        } else if peer.next.as_ref().is_some_and(|s| s.local_index == receiver) {
-            (peer.next.as_mut(), true)
-        } else {
-            (None, false)
+        let Some(slot) = peer.sessions.find(receiver) else {
+            return Err(self.count(Some(h), DropReason::UnknownIndex));
         };
-        let Some(session) = session else { return Err(self.count(Some(h), DropReason::UnknownIndex)) };
-        if now.saturating_duration_since(session.created) >= timers.reject_after_time {
+        let Some(session) = peer.sessions.get_mut(slot) else { return Err(DropReason::UnknownIndex) };
+        if now.saturating_duration_since(session.created) >= reject_after {
             return Err(self.count(Some(h), DropReason::SessionExpired));
         }
         let (settled, lost) = (session.settled, session.lost);
@@ -485,50 +479,58 @@ impl Tunnels {
         // highest, as received or lost; a late packet before that fills its gap.
         peer.counters.rx_settled += session.settled - settled;
         peer.counters.rx_lost += session.lost - lost;
-        let mut completed = false;
-        let mut older = None;
-        if is_next {
-            older = peer.older.take();
-            peer.older = peer.previous.take();
-            peer.previous = peer.current.take();
-            peer.current = peer.next.take();
-            peer.last_handshake = Some(now);
-            peer.zero_at = Some(now + timers.reject_after_time * 3);
-            peer.counters.handshakes += 1;
-            if !peer.queue.is_empty() && !peer.in_flush {
-                peer.in_flush = true;
-                self.flush.push_back(h);
-            }
-            completed = true;
-        }
         peer.counters.rx_bytes += len;
         peer.counters.rx_packets += 1;
-        peer.new_handshake_at = None;
+        if slot == Slot::Next {
+            self.confirm_next(now, h);
+        }
         let payload = classify(plain);
-        if !matches!(payload, Ok(Payload::Keepalive)) && peer.keepalive_at.is_none() {
-            peer.keepalive_at = Some(now + timers.keepalive_timeout);
+        self.after_receive(now, h, src, !matches!(payload, Ok(Payload::Keepalive)));
+        match payload {
+            Ok(payload) => Ok(Received::Data { peer: h, payload }),
+            Err(_) => Err(self.count(Some(h), DropReason::BadPayload)),
         }
+    }
+
+    /// The initiator's first data packet on the responder's `next` session: it becomes
+    /// current, and whatever waited for it is flushed.
+    fn confirm_next(&mut self, now: Instant, h: PeerHandle) {
+        let reject_after = self.config.timers.reject_after_time;
+        let Some(peer) = slot_mut(&mut self.slots, h) else { return };
+        let dropped = peer.sessions.confirm_next();
+        peer.last_handshake = Some(now);
+        peer.deadlines.set(Timer::Zero, now + reject_after * 3);
+        peer.counters.handshakes += 1;
+        if !peer.queue.is_empty() && !peer.in_flush {
+            peer.in_flush = true;
+            self.flush.push_back(h);
+        }
+        retire(&mut self.by_index, dropped);
+        self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: false });
+    }
+
+    /// Timers after an authenticated packet (`data`: not a keepalive), roaming, and a
+    /// new handshake when the initiator's session nears its end.
+    fn after_receive(&mut self, now: Instant, h: PeerHandle, src: SocketAddr, data: bool) {
+        let timers = self.config.timers;
+        let persistent = self.config.persistent_keepalive;
+        let Some(peer) = slot_mut(&mut self.slots, h) else { return };
+        peer.deadlines.stop(Timer::NewHandshake);
+        if data && !peer.deadlines.is_set(Timer::Keepalive) {
+            peer.deadlines.set(Timer::Keepalive, now + timers.keepalive_timeout);
+        }
+        let renew_after =
+            timers.reject_after_time.saturating_sub(timers.keepalive_timeout + timers.rekey_timeout);
         let renew = peer.initiation.is_none()
-            && peer.current.as_ref().is_some_and(|s| {
-                s.initiator
-                    && now.saturating_duration_since(s.created)
-                        >= timers
-                            .reject_after_time
-                            .saturating_sub(timers.keepalive_timeout + timers.rekey_timeout)
-            });
+            && peer
+                .sessions
+                .current()
+                .is_some_and(|s| s.initiator && now.saturating_duration_since(s.created) >= renew_after);
         let deadline = peer.deadline(&timers, persistent);
-        retire(&mut self.by_index, older);
-        if completed {
-            self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: false });
-        }
         self.roam(h, src);
         self.wake_at(deadline);
         if renew {
             self.initiate(now, h, false);
-        }
-        match payload {
-            Ok(payload) => Ok(Received::Data { peer: h, payload }),
-            Err(_) => Err(self.count(Some(h), DropReason::BadPayload)),
         }
     }
 
@@ -624,7 +626,7 @@ impl Tunnels {
         let persistent = self.config.persistent_keepalive;
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(SendError::UnknownPeer) };
         let Some(destination) = peer.endpoint else { return Err(SendError::NoEndpoint) };
-        let Some(session) = peer.current.as_mut().filter(|s| sendable(s, now, &timers)) else {
+        let Some(session) = peer.sessions.current_mut().filter(|s| sendable(s, now, &timers)) else {
             return Err(SendError::QueueFull);
         };
         let len = match session.seal(parts, out) {
@@ -636,12 +638,12 @@ impl Tunnels {
             || (session.initiator
                 && now.saturating_duration_since(session.created) >= timers.rekey_after_time);
         peer.last_sent = Some(now);
-        peer.keepalive_at = None;
+        peer.deadlines.stop(Timer::Keepalive);
         peer.counters.tx_bytes += len as u64;
         peer.counters.tx_packets += 1;
         let data = parts.iter().any(|p| !p.is_empty());
-        if data && peer.new_handshake_at.is_none() {
-            peer.new_handshake_at = Some(now + timers.keepalive_timeout + timers.rekey_timeout);
+        if data && !peer.deadlines.is_set(Timer::NewHandshake) {
+            peer.deadlines.set(Timer::NewHandshake, now + timers.keepalive_timeout + timers.rekey_timeout);
         }
         let deadline = peer.deadline(&timers, persistent);
         let rekey = rekey && peer.initiation.is_none();

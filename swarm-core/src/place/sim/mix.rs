@@ -1,6 +1,6 @@
 //! A synthetic job mix on a [`SimCluster`], placed by swarm's way (each origin's view of
 //! leases about a second stale, [`PlacementIndex`] and [`Submission`] against every
-//! node's own [`LeaseTable`]) or by an oracle that sees the true free GPUs and true
+//! node's own [`LeaseService`], the one the node runs) or by an oracle that sees the true free GPUs and true
 //! round trips and takes the nearest node that fits. Discrete events in simulated time.
 //!
 //! - Jobs arrive as a Poisson process at a random origin, want 1, 2, 4 or 8 GPUs (1 most
@@ -21,10 +21,12 @@ use rand::{Rng, SeedableRng};
 
 use super::{unit, SimCluster};
 use crate::link::index::LinkIndex;
-use crate::place::lease::{LeaseConfig, LeaseId, LeaseTable};
+use crate::place::lease::{LeaseConfig, LeaseTable};
 use crate::place::score::{Ranking, ScoreWeights};
+use crate::place::service::LeaseService;
 use crate::place::submit::{Reply, Step, Submission, SubmitConfig};
 use crate::place::task::TaskSpec;
+use crate::place::wire::LeaseRequest;
 use crate::place::PlacementIndex;
 
 /// The job mix.
@@ -185,8 +187,9 @@ struct Run<'c> {
     cluster: &'c SimCluster,
     mix: &'c MixConfig,
     epoch: Instant,
-    tables: Vec<LeaseTable>,
-    /// GPUs each node offers (not busy outside the swarm).
+    /// Each node's lease service, as the node runs it.
+    services: Vec<LeaseService>,
+    /// GPUs each node offers (not busy outside the swarm), for the oracle.
     eligible: Vec<Vec<u32>>,
     pos: HashMap<PeerId, usize>,
     links: LinkIndex,
@@ -213,14 +216,20 @@ impl<'c> Run<'c> {
             cluster,
             mix,
             epoch: cluster.epoch,
-            tables: (0..n).map(|_| LeaseTable::new_first_start(cluster.epoch, config)).collect(),
+            services: cluster
+                .nodes
+                .iter()
+                .map(|node| {
+                    LeaseService::new(LeaseTable::new_first_start(cluster.epoch, config), node.gpus.clone())
+                })
+                .collect(),
             eligible: cluster
                 .nodes
                 .iter()
                 .map(|node| node.gpus.iter().filter(|g| g.utilization_pct <= busy).map(|g| g.index).collect())
                 .collect(),
             pos: cluster.nodes.iter().enumerate().map(|(i, n)| (n.peer, i)).collect(),
-            links: LinkIndex::new(&cluster.view, cluster.now),
+            links: cluster.view.link_index(cluster.now),
             adverts: Adverts::default(),
             held: vec![0; n],
             out: MixOutcome::default(),
@@ -236,28 +245,25 @@ impl<'c> Run<'c> {
     fn refresh_adverts(&mut self, t: f64) {
         while self.adverts.at + 1.0 <= t {
             self.adverts.at += 1.0;
-            let fresh = (0..self.tables.len())
+            let fresh = (0..self.services.len())
                 .filter(|&i| self.held[i] > 0)
-                .map(|i| (self.cluster.nodes[i].peer, self.tables[i].held().collect()))
+                .map(|i| (self.cluster.nodes[i].peer, self.services[i].table().held().collect()))
                 .collect();
             self.adverts.stale = std::mem::replace(&mut self.adverts.fresh, fresh);
         }
     }
 
     fn reserve(&mut self, now: Instant, i: usize, holder: PeerId, task: &TaskSpec) -> Reply {
-        let wanted = u32::from(task.gpus_per_node);
-        match self.tables[i].reserve(now, holder, &task.id, &self.eligible[i], wanted, task.lease) {
-            Ok(l) => Reply::Granted { lease: l.id.0, gpus: l.gpus, expires_in: task.lease },
-            Err(e) => {
-                self.out.refusals += 1;
-                Reply::Rejected { reason: e.to_string(), free_now: 0 }
-            }
+        let reply = Reply::from(self.services[i].handle(now, holder, task.reserve_request()));
+        if matches!(reply, Reply::Rejected { .. }) {
+            self.out.refusals += 1;
         }
+        reply
     }
 
     fn release(&mut self, now: Instant, leases: Vec<(PeerId, u64)>, holder: &PeerId) {
         for (p, lease) in leases {
-            let _ = self.tables[self.pos[&p]].release(now, LeaseId(lease), holder);
+            let _ = self.services[self.pos[&p]].handle(now, *holder, LeaseRequest::Release { lease });
         }
     }
 
@@ -265,7 +271,10 @@ impl<'c> Run<'c> {
     fn oracle(&mut self, now: Instant, job: &Job, task: &TaskSpec) -> Option<Placed> {
         let c = self.cluster;
         let fits = |i: usize| {
-            let free = self.eligible[i].iter().filter(|g| !self.tables[i].held().any(|h| h == **g)).count();
+            let free = self.eligible[i]
+                .iter()
+                .filter(|g| !self.services[i].table().held().any(|h| h == **g))
+                .count();
             free >= usize::from(job.gpus)
                 && job.max_rtt.is_none_or(|m| c.true_rtt(job.origin, i) <= m.as_secs_f64() * 1e3)
         };
@@ -311,7 +320,7 @@ impl<'c> Run<'c> {
 
     /// Books a placed job: its completion, and its end as an event.
     fn placed(&mut self, t: f64, job: &Job, (i, lease, rounds_rtt_ms, attempts): Placed) -> (At, Event) {
-        self.held[i] = self.tables[i].held().count() as u32;
+        self.held[i] = self.services[i].table().held().count() as u32;
         if self.held[i] as usize > self.eligible[i].len() {
             self.out.double_booked += 1;
         }
@@ -339,8 +348,12 @@ pub fn run_mix(cluster: &SimCluster, mix: &MixConfig, policy: Policy) -> MixOutc
         let now = run.at(t);
         let k = match event {
             Event::End { node, lease, holder } => {
-                let _ = run.tables[node].release(now, LeaseId(lease), &cluster.nodes[holder].peer);
-                run.held[node] = run.tables[node].held().count() as u32;
+                let _ = run.services[node].handle(
+                    now,
+                    cluster.nodes[holder].peer,
+                    LeaseRequest::Release { lease },
+                );
+                run.held[node] = run.services[node].table().held().count() as u32;
                 continue;
             }
             Event::Try(k) => k,

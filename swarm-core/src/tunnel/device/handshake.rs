@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
+use snow::HandshakeState;
 use zeroize::Zeroizing;
 
 use super::super::session::Session;
@@ -15,6 +16,7 @@ use super::super::wire::{
     TYPE_RESPONSE,
 };
 use super::peer::{Control, PendingInitiation};
+use super::timers::Timer;
 use super::{new_index, retire, slot_mut, DropReason, PeerHandle, Received, TunnelEvent, Tunnels};
 
 /// Handshake messages in one second, to tell whether the node is under load.
@@ -58,8 +60,8 @@ impl Tunnels {
             }
         }
         peer.attempts_since.get_or_insert(now);
-        peer.retry_at = Some(now + timers.rekey_timeout + jitter);
-        let retry_at = peer.retry_at;
+        peer.deadlines.set(Timer::Retry, now + timers.rekey_timeout + jitter);
+        let retry_at = peer.deadlines.get(Timer::Retry);
         let Some(destination) = peer.endpoint else {
             self.count(Some(h), DropReason::NoEndpoint);
             self.wake_at(retry_at);
@@ -85,7 +87,7 @@ impl Tunnels {
         peer.last_sent_timestamp = Some(ts);
         peer.initiation = Some(PendingInitiation { state, local_index: local, sent_at: now });
         peer.last_sent = Some(now);
-        peer.keepalive_at = None;
+        peer.deadlines.stop(Timer::Keepalive);
         peer.counters.tx_bytes += INITIATION_LEN as u64;
         peer.counters.tx_packets += 1;
         self.push_control(Control::Handshake { destination, peer: Some(h), len: INITIATION_LEN, bytes });
@@ -136,14 +138,15 @@ impl Tunnels {
         }
     }
 
-    pub(super) fn on_initiation(
+    /// Admits an initiation and reads it: the responder's state, the known peer it comes
+    /// from, its timestamp (newer than the last, and not part of a flood).
+    fn read_initiation(
         &mut self,
         now: Instant,
         src: SocketAddr,
-        m: Initiation<'_>,
-    ) -> Result<Received<'static>, DropReason> {
-        let sender = m.sender();
-        self.admit(now, src, m.bytes(), 116, sender)?;
+        m: &Initiation<'_>,
+    ) -> Result<(HandshakeState, PeerHandle, Tai64N), DropReason> {
+        self.admit(now, src, m.bytes(), 116, m.sender())?;
         let mut seed = [0u8; 32];
         self.rng.fill_bytes(&mut seed);
         let Ok(mut state) = self.noise.responder(seed) else {
@@ -168,6 +171,17 @@ impl Tunnels {
         {
             return Err(self.count(Some(h), DropReason::InitiationFlood));
         }
+        Ok((state, h, ts))
+    }
+
+    pub(super) fn on_initiation(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        m: Initiation<'_>,
+    ) -> Result<Received<'static>, DropReason> {
+        let sender = m.sender();
+        let (mut state, h, ts) = self.read_initiation(now, src, &m)?;
         let local = new_index(&mut self.rng, &mut self.by_index, h);
         let mut bytes = [0u8; INITIATION_LEN];
         bytes[0] = TYPE_RESPONSE;
@@ -177,15 +191,16 @@ impl Tunnels {
             self.by_index.remove(&local);
             return Err(self.count(Some(h), DropReason::HandshakeFailed));
         }
+        let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownPeer) };
         peer.jar.stamp(now, &peer.mac1_key, &mut bytes[..RESPONSE_LEN]);
         let (i2r, r2i) = state.dangerously_get_raw_split();
         let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
         let session = Session::new(local, sender, &r2i, &i2r, now, false);
-        let old = peer.next.replace(session);
+        let old = peer.sessions.set_next(session);
         peer.last_timestamp = Some(ts);
         peer.last_initiation_at = Some(now);
         peer.last_sent = Some(now);
-        peer.keepalive_at = None;
+        peer.deadlines.stop(Timer::Keepalive);
         peer.counters.tx_bytes += RESPONSE_LEN as u64;
         peer.counters.tx_packets += 1;
         peer.counters.rx_bytes += INITIATION_LEN as u64;
@@ -222,17 +237,15 @@ impl Tunnels {
         let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
         peer.initiation = None;
         let session = Session::new(receiver, sender, &i2r, &r2i, now, true);
-        let older = peer.older.take();
-        peer.older = peer.previous.take();
-        peer.previous = peer.current.replace(session);
+        let older = peer.sessions.install(session);
         peer.attempts_since = None;
-        peer.retry_at = None;
+        peer.deadlines.stop(Timer::Retry);
         peer.last_handshake = Some(now);
-        peer.zero_at = Some(now + timers.reject_after_time * 3);
+        peer.deadlines.set(Timer::Zero, now + timers.reject_after_time * 3);
         peer.counters.handshakes += 1;
         peer.counters.rx_bytes += RESPONSE_LEN as u64;
         peer.counters.rx_packets += 1;
-        peer.new_handshake_at = None;
+        peer.deadlines.stop(Timer::NewHandshake);
         let has_queue = !peer.queue.is_empty();
         if has_queue && !peer.in_flush {
             peer.in_flush = true;

@@ -1,5 +1,5 @@
-//! One remote peer's state inside [`super::Tunnels`]: its sessions (previous, current,
-//! next), its pending initiation, cookie, queue, timers and counters.
+//! One remote peer's state inside [`super::Tunnels`]: its [`Sessions`], its pending
+//! initiation, cookie, queue, [`TimerTable`] and counters.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -13,6 +13,8 @@ use super::super::replay::REJECT_AFTER_MESSAGES;
 use super::super::session::Session;
 use super::super::tai64n::Tai64N;
 use super::super::wire::INITIATION_LEN;
+use super::sessions::Sessions;
+use super::timers::TimerTable;
 use super::{DropCounts, PeerHandle, Timers};
 
 pub(super) struct PendingInitiation {
@@ -38,13 +40,7 @@ pub(super) struct Peer {
     pub(super) cookie_key: [u8; 32],
     pub(super) endpoint: Option<SocketAddr>,
     pub(super) initiation: Option<PendingInitiation>,
-    pub(super) current: Option<Session>,
-    pub(super) previous: Option<Session>,
-    /// The session before `previous`: when both sides rekey at once, each promotes two
-    /// sessions in a row, and packets still in flight on the oldest must not be lost.
-    pub(super) older: Option<Session>,
-    /// The responder's new session, until the initiator's first data packet confirms it.
-    pub(super) next: Option<Session>,
+    pub(super) sessions: Sessions,
     pub(super) last_timestamp: Option<Tai64N>,
     pub(super) last_sent_timestamp: Option<Tai64N>,
     pub(super) last_initiation_at: Option<Instant>,
@@ -52,10 +48,7 @@ pub(super) struct Peer {
     pub(super) queue: VecDeque<Vec<u8>>,
     pub(super) in_flush: bool,
     pub(super) attempts_since: Option<Instant>,
-    pub(super) retry_at: Option<Instant>,
-    pub(super) keepalive_at: Option<Instant>,
-    pub(super) new_handshake_at: Option<Instant>,
-    pub(super) zero_at: Option<Instant>,
+    pub(super) deadlines: TimerTable,
     pub(super) last_sent: Option<Instant>,
     pub(super) last_handshake: Option<Instant>,
     pub(super) counters: Counters,
@@ -70,10 +63,7 @@ impl Peer {
             cookie_key: cookie_key(&public),
             endpoint,
             initiation: None,
-            current: None,
-            previous: None,
-            older: None,
-            next: None,
+            sessions: Sessions::default(),
             last_timestamp: None,
             last_sent_timestamp: None,
             last_initiation_at: None,
@@ -81,10 +71,7 @@ impl Peer {
             queue: VecDeque::new(),
             in_flush: false,
             attempts_since: None,
-            retry_at: None,
-            keepalive_at: None,
-            new_handshake_at: None,
-            zero_at: None,
+            deadlines: TimerTable::default(),
             last_sent: None,
             last_handshake: None,
             counters: Counters::default(),
@@ -93,23 +80,16 @@ impl Peer {
     }
 
     pub(super) fn usable(&self, now: Instant, timers: &Timers) -> bool {
-        self.current.as_ref().is_some_and(|s| sendable(s, now, timers))
+        self.sessions.current().is_some_and(|s| sendable(s, now, timers))
     }
 
     pub(super) fn deadline(&self, timers: &Timers, persistent: Option<Duration>) -> Option<Instant> {
-        let sessions = [&self.current, &self.previous, &self.older, &self.next]
-            .into_iter()
-            .flatten()
-            .map(|s| s.created + timers.reject_after_time);
-        let persistent = match (persistent, self.current.is_some()) {
+        let sessions = self.sessions.created().map(|t| t + timers.reject_after_time);
+        let persistent = match (persistent, self.sessions.current().is_some()) {
             (Some(iv), true) => self.last_sent.map(|t| t + iv),
             _ => None,
         };
-        [self.retry_at, self.keepalive_at, self.new_handshake_at, self.zero_at, persistent]
-            .into_iter()
-            .flatten()
-            .chain(sessions)
-            .min()
+        self.deadlines.next().into_iter().chain(persistent).chain(sessions).min()
     }
 }
 

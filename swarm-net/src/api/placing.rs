@@ -15,7 +15,7 @@ use swarm_core::place::{
     SubmitConfig, TaskSpec,
 };
 
-use crate::node::{Command, Node, NodeError, SharedView};
+use super::{Command, Node, NodeError, SharedView};
 
 impl Node {
     /// Places `task` with the default [`SubmitConfig`]. See [`Node::place_with`].
@@ -171,16 +171,5 @@ fn refused(peer: PeerId, lease: u64, answer: &LeaseResponse) -> NodeError {
 }
 
 fn reply_of(answer: Result<LeaseResponse, NodeError>) -> Reply {
-    match answer {
-        Ok(LeaseResponse::Granted { lease, gpus, expires_in_ms }) => Reply::Granted {
-            lease,
-            gpus: gpus.into_inner(),
-            expires_in: Duration::from_millis(u64::from(expires_in_ms)),
-        },
-        Ok(LeaseResponse::Rejected { reason, free_now }) => {
-            Reply::Rejected { reason: reason.as_str().to_owned(), free_now }
-        }
-        Ok(other) => Reply::Failed(format!("unexpected answer {other:?}")),
-        Err(e) => Reply::Failed(e.to_string()),
-    }
+    answer.map_or_else(|e| Reply::Failed(e.to_string()), Reply::from)
 }

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::node::{Command, LinkReport, NodeStats, TunnelStatus};
+use crate::api::{Command, LinkReport, NodeStats, TunnelStatus};
 
 type Labels = Vec<(&'static str, String)>;
 type GaugeF = Family<Labels, Gauge<f64, AtomicU64>>;

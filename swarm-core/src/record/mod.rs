@@ -12,6 +12,9 @@ use crate::gpu::{GpuSnapshot, GpuSnapshotError};
 use crate::identity::{SignedTunnelRecord, TunnelRecord, TunnelRecordError, TunnelRecordPolicy};
 use crate::time::UnixMillis;
 
+pub mod ext;
+pub use ext::{Extensions, LeasedGpus};
+
 /// Longest namespace name.
 pub const MAX_NAMESPACE_LEN: usize = 64;
 /// Most labels on one record.

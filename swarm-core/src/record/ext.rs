@@ -1,0 +1,149 @@
+//! The record extensions swarm itself writes, typed: link summaries and the coordinate
+//! (kind 1, [`LinkSummaries`]) and leased GPUs (kind 2, [`LeasedGpus`]). A view decodes
+//! them once, when a record enters it ([`Extensions::decode`]); readers use the typed
+//! values and never the bytes.
+
+use serde::{Deserialize, Serialize};
+
+use super::{NodeRecord, RecordExtension, MAX_EXTENSION_SIZE};
+use crate::bounded::{BoundedBytes, BoundedVec};
+use crate::codec::{self, WireMessage};
+use crate::link::summary::{LinkSummaries, SummaryError, EXTENSION_KIND as LINKS_KIND};
+use crate::link::vivaldi::Coordinate;
+
+/// The record extension kind of leased GPUs.
+pub const LEASED_KIND: u16 = 2;
+/// GPUs named in one lease message or advert at most.
+pub const MAX_LEASE_GPUS: usize = 64;
+/// Largest advert body.
+const MAX_LEASED_BODY: usize = 512;
+
+/// The leased-GPUs extension body: GPU indices held by live leases, and how many leases
+/// hold them. Advisory only: the node's lease table decides; a stale advert costs a
+/// rejected reservation, never a double booking.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LeasedGpus {
+    /// GPU indices leased now.
+    pub gpus: BoundedVec<u32, MAX_LEASE_GPUS>,
+    /// Live leases.
+    pub leases: u32,
+}
+
+impl WireMessage for LeasedGpus {
+    const KIND: u8 = 0x12;
+    const VERSION: u8 = 1;
+}
+
+impl LeasedGpus {
+    /// The record extension carrying this.
+    pub fn to_extension(&self) -> Option<RecordExtension> {
+        let bytes = codec::encode(self, MAX_LEASED_BODY).ok()?;
+        Some(RecordExtension { kind: LEASED_KIND, version: 1, body: BoundedBytes::try_from_vec(bytes).ok()? })
+    }
+
+    /// What `record` advertises; nothing when it carries no (readable) advert.
+    pub fn from_record(record: &NodeRecord) -> Option<Self> {
+        let ext = record.extension(LEASED_KIND).filter(|e| e.version == 1)?;
+        codec::decode(&ext.body, MAX_LEASED_BODY).ok()
+    }
+}
+
+impl LinkSummaries {
+    /// The record extension carrying these summaries.
+    pub fn to_extension(&self) -> Result<RecordExtension, SummaryError> {
+        let bytes = codec::encode(self, MAX_EXTENSION_SIZE).map_err(|_| SummaryError::TooLarge)?;
+        let body = BoundedBytes::try_from_vec(bytes).map_err(|_| SummaryError::TooLarge)?;
+        Ok(RecordExtension { kind: LINKS_KIND, version: 1, body })
+    }
+
+    /// The summaries in `record`, checked; `Ok(None)` when it carries none (or a version
+    /// this node does not read).
+    pub fn from_record(record: &NodeRecord) -> Result<Option<Self>, SummaryError> {
+        let Some(ext) = record.extension(LINKS_KIND).filter(|e| e.version == 1) else { return Ok(None) };
+        let s: Self = codec::decode(&ext.body, MAX_EXTENSION_SIZE)?;
+        if let Some(c) = &s.coordinate {
+            c.validate().map_err(|_| SummaryError::Coordinate)?;
+        }
+        Ok(Some(s))
+    }
+}
+
+/// A record's extensions, decoded once. An extension that does not decode reads as
+/// absent, as a node skips kinds it does not know.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extensions {
+    /// The node's link summaries and coordinate.
+    pub links: Option<LinkSummaries>,
+    /// The GPUs it has leased out.
+    pub leased: Option<LeasedGpus>,
+}
+
+impl Extensions {
+    /// Decodes the extensions of `record`.
+    pub fn decode(record: &NodeRecord) -> Self {
+        Self {
+            links: LinkSummaries::from_record(record).ok().flatten(),
+            leased: LeasedGpus::from_record(record),
+        }
+    }
+
+    /// The node's network coordinate, if it gossips one.
+    pub fn coordinate(&self) -> Option<Coordinate> {
+        self.links.as_ref().and_then(|l| l.coordinate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::tests::keypair;
+    use crate::link::summary::tests::summary;
+    use crate::link::summary::{LinkSummary, MAX_LINKS};
+    use crate::record::tests::node_record;
+    use libp2p_identity::PeerId;
+
+    fn id(seed: u8) -> PeerId {
+        keypair(seed).public().to_peer_id()
+    }
+
+    fn at(ms: f64) -> Coordinate {
+        Coordinate { vector: [ms, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }
+    }
+
+    #[test]
+    fn adverts_round_trip_and_garbage_reads_as_none() {
+        let mut record = node_record(&keypair(1), 1);
+        assert_eq!(LeasedGpus::from_record(&record), None);
+        let advert = LeasedGpus { gpus: BoundedVec::try_from_vec(vec![0, 3]).unwrap(), leases: 2 };
+        record.extensions = BoundedVec::try_from_vec(vec![advert.to_extension().unwrap()]).unwrap();
+        assert_eq!(LeasedGpus::from_record(&record), Some(advert.clone()));
+        assert_eq!(Extensions::decode(&record), Extensions { links: None, leased: Some(advert) });
+        let junk = RecordExtension {
+            kind: LEASED_KIND,
+            version: 1,
+            body: BoundedBytes::try_from_vec(vec![0xFF; 9]).unwrap(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![junk]).unwrap();
+        assert_eq!(LeasedGpus::from_record(&record), None);
+        assert_eq!(Extensions::decode(&record), Extensions::default());
+    }
+
+    #[test]
+    fn a_full_summary_is_small_and_bounded() {
+        let links: Vec<LinkSummary> = (0..64).map(|i| summary(id(i as u8 + 10), 20 + i, 30, 100)).collect();
+        let s = LinkSummaries { coordinate: Some(at(12.5)), links: BoundedVec::try_from_vec(links).unwrap() };
+        let ext = s.to_extension().unwrap();
+        println!("link summaries of 64 peers: {} bytes", ext.body.len());
+        assert!(ext.body.len() < 4096, "{}", ext.body.len());
+        let too_many: Vec<LinkSummary> = (0..65).map(|i| summary(id(i as u8 + 10), 20, 30, 100)).collect();
+        assert!(BoundedVec::<LinkSummary, MAX_LINKS>::try_from_vec(too_many).is_err());
+        // A hostile coordinate is refused on reading.
+        let mut record = node_record(&keypair(1), 1);
+        let bad = LinkSummaries {
+            coordinate: Some(Coordinate { height: f64::NAN, ..at(1.0) }),
+            links: BoundedVec::new(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![bad.to_extension().unwrap()]).unwrap();
+        assert_eq!(LinkSummaries::from_record(&record), Err(SummaryError::Coordinate));
+    }
+}

@@ -1,0 +1,38 @@
+//! What a [`Node`](super::Node) call asks of the driver task, with the oneshot its answer
+//! goes back on.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use libp2p::{Multiaddr, PeerId};
+use swarm_core::view::ClusterSnapshot;
+use tokio::sync::oneshot;
+
+use super::{LinkReport, NodeError, NodeStats, TunnelStatus};
+
+/// A snapshot of the view and its decoded links, shared between placements.
+pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::LinkIndex)>;
+
+pub(crate) enum Command {
+    ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    Snapshot(oneshot::Sender<ClusterSnapshot>),
+    PlacementView(oneshot::Sender<SharedView>),
+    Stats(oneshot::Sender<NodeStats>),
+    RecordCount(oneshot::Sender<usize>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    OpenTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
+    CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
+    Tunnels(oneshot::Sender<Vec<TunnelStatus>>),
+    Links(oneshot::Sender<Vec<LinkReport>>),
+    LinkBetween(PeerId, PeerId, oneshot::Sender<Option<swarm_core::link::summary::LinkAnswer>>),
+    MeasureThroughput(PeerId, oneshot::Sender<Result<f64, NodeError>>),
+    ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
+    Lease(
+        PeerId,
+        swarm_core::place::wire::LeaseRequest,
+        oneshot::Sender<Result<swarm_core::place::wire::LeaseResponse, NodeError>>,
+    ),
+    Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
+    Shutdown,
+}

@@ -1,0 +1,131 @@
+//! What a node reports: its events and its counters.
+
+use std::net::SocketAddr;
+
+use libp2p::{Multiaddr, PeerId};
+use swarm_core::link::Metric;
+use swarm_core::place::LeaseStats;
+use swarm_core::view::GossipCounters;
+
+use crate::dataplane::DataPlaneStats;
+
+/// Something that happened on a node.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum NodeEvent {
+    /// The node listens on a new address.
+    Listening {
+        /// The address.
+        addr: Multiaddr,
+    },
+    /// A member of this namespace became known (by identify or by its record).
+    PeerDiscovered {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A member is no longer known: no record and no connection.
+    PeerLost {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// A peer's record entered the view or was replaced by a newer one.
+    RecordUpdated {
+        /// The peer.
+        peer: PeerId,
+        /// Its sequence number.
+        seq: u64,
+    },
+    /// A peer's record expired.
+    RecordExpired {
+        /// The peer.
+        peer: PeerId,
+    },
+    /// This node's GPUs appeared or disappeared (a driver reset, an Xid error, a GPU
+    /// off the bus); the new inventory is published at once.
+    GpuInventoryChanged {
+        /// Devices before.
+        before: usize,
+        /// Devices now.
+        after: usize,
+    },
+    /// A tunnel to the peer carries data (its first handshake, or the first after it
+    /// went down; rekeys every two minutes raise no event).
+    TunnelUp {
+        /// The peer.
+        peer: PeerId,
+        /// Where its packets go.
+        endpoint: Option<SocketAddr>,
+    },
+    /// A tunnel stopped: its handshake gave up after 90 s, or it sat idle until its keys
+    /// were erased.
+    TunnelDown {
+        /// The peer.
+        peer: PeerId,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A peer's authenticated packets come from a new address (roaming).
+    TunnelEndpointChanged {
+        /// The peer.
+        peer: PeerId,
+        /// The new address.
+        endpoint: SocketAddr,
+    },
+    /// A link passed an SLA target (see `swarm_core::link::SlaPolicy`).
+    LinkDegraded {
+        /// The peer at the other end.
+        peer: PeerId,
+        /// Latency, jitter, loss or throughput.
+        metric: Metric,
+        /// Its value in SI units: seconds for latency and jitter, a ratio for loss, bits
+        /// per second for throughput.
+        value: f64,
+        /// The target, in the same unit.
+        target: f64,
+    },
+    /// A degraded link metric came back within its recovery margin and stayed there.
+    LinkRecovered {
+        /// The peer.
+        peer: PeerId,
+        /// The metric.
+        metric: Metric,
+        /// Its value, in SI units (see [`NodeEvent::LinkDegraded`]).
+        value: f64,
+        /// The target, in the same unit.
+        target: f64,
+    },
+    /// A record was refused and its sender penalised.
+    RecordRejected {
+        /// The peer that forwarded it.
+        from: PeerId,
+        /// Why, as a stable short name.
+        reason: &'static str,
+    },
+}
+
+/// Counters of a running node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    /// Peers with at least one open connection.
+    pub connected_peers: usize,
+    /// Records in the view, the local one included.
+    pub records: usize,
+    /// What the view accepted and refused.
+    pub gossip: GossipCounters,
+    /// Records this node published.
+    pub published: u64,
+    /// Publications that found no subscribed peer or failed otherwise.
+    pub publish_failures: u64,
+    /// Events dropped because the event stream was full.
+    pub events_dropped: u64,
+    /// Bytes received over all libp2p connections.
+    pub bytes_in: u64,
+    /// Bytes sent over all libp2p connections.
+    pub bytes_out: u64,
+    /// The tunnel socket and its datagrams.
+    pub dataplane: DataPlaneStats,
+    /// Tunnel packets dropped, by reason (see `swarm_core::tunnel::DropReason`).
+    pub tunnel_drops: Vec<(&'static str, u64)>,
+    /// The lease service: what this node granted, refused, renewed, released.
+    pub leases: LeaseStats,
+}

@@ -1,0 +1,233 @@
+//! The public face of a running node: a cheap cloneable [`Node`] handle whose calls travel
+//! to the driver task with a oneshot reply, and a bounded stream of [`NodeEvent`]s.
+//!
+//! - [`event`]: what a node reports ([`NodeEvent`], [`NodeStats`]);
+//! - [`error`]: why a call failed ([`NodeError`]);
+//! - `command`: what a call asks of the driver;
+//! - `placing`: placing tasks ([`Node::place`]) over the lease protocol.
+
+mod command;
+mod error;
+mod event;
+mod placing;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use std::net::SocketAddr;
+
+use futures::Stream;
+use libp2p::{Multiaddr, PeerId};
+use swarm_core::view::ClusterSnapshot;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::task::JoinHandle;
+
+pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus};
+pub(crate) use command::{Command, SharedView};
+pub use error::NodeError;
+pub use event::{NodeEvent, NodeStats};
+
+/// Application datagrams received over the node's tunnels; see [`Node::datagrams`].
+/// Bounded: when the reader falls behind, datagrams are dropped and counted in
+/// [`DataPlaneStats::datagrams_overflow`].
+#[derive(Debug)]
+pub struct Datagrams {
+    rx: mpsc::Receiver<Datagram>,
+}
+
+impl Datagrams {
+    /// The next datagram, or `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<Datagram> {
+        self.rx.recv().await
+    }
+
+    /// Up to `limit` datagrams at once (at least one, unless the node stopped).
+    pub async fn next_batch(&mut self, into: &mut Vec<Datagram>, limit: usize) -> usize {
+        self.rx.recv_many(into, limit).await
+    }
+}
+
+impl Stream for Datagrams {
+    type Item = Datagram;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Datagram>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+/// A handle to a running node. Clones share the node; dropping every clone, or calling
+/// [`Node::shutdown`], stops it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    peer_id: PeerId,
+    commands: mpsc::Sender<Command>,
+    outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
+    datagrams: Arc<std::sync::Mutex<Option<Datagrams>>>,
+    driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// The node's events. Bounded: when the reader falls behind, new events are dropped and
+/// counted in [`NodeStats::events_dropped`]; the node never waits for the reader.
+#[derive(Debug)]
+pub struct NodeEvents {
+    rx: mpsc::Receiver<NodeEvent>,
+}
+
+impl NodeEvents {
+    pub(crate) fn new(rx: mpsc::Receiver<NodeEvent>) -> Self {
+        Self { rx }
+    }
+
+    /// The next event, or `None` once the node has stopped.
+    pub async fn next(&mut self) -> Option<NodeEvent> {
+        self.rx.recv().await
+    }
+}
+
+impl Stream for NodeEvents {
+    type Item = NodeEvent;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<NodeEvent>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Node {
+    /// The handle of a node whose driver was just spawned.
+    pub(crate) fn new(
+        peer_id: PeerId,
+        commands: mpsc::Sender<Command>,
+        outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
+        datagrams: mpsc::Receiver<Datagram>,
+        driver: JoinHandle<()>,
+    ) -> Self {
+        Self {
+            peer_id,
+            commands,
+            outgoing,
+            datagrams: Arc::new(std::sync::Mutex::new(Some(Datagrams { rx: datagrams }))),
+            driver: Arc::new(Mutex::new(Some(driver))),
+        }
+    }
+}
+
+impl Node {
+    /// This node's id.
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    pub(crate) async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(make(tx)).await.map_err(|_| NodeError::Shutdown)?;
+        rx.await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// The addresses the node listens on, each ending in `/p2p/<id>`.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        self.ask(Command::ListenAddrs).await
+    }
+
+    /// Peers with an open connection.
+    pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NodeError> {
+        self.ask(Command::ConnectedPeers).await
+    }
+
+    /// A copy of the cluster view.
+    pub async fn cluster(&self) -> Result<ClusterSnapshot, NodeError> {
+        self.ask(Command::Snapshot).await
+    }
+
+    /// How many records the cluster view holds, its own included. Cheaper than
+    /// [`Node::cluster`].
+    pub async fn record_count(&self) -> Result<usize, NodeError> {
+        self.ask(Command::RecordCount).await
+    }
+
+    /// The node's counters.
+    pub async fn stats(&self) -> Result<NodeStats, NodeError> {
+        self.ask(Command::Stats).await
+    }
+
+    /// Dials `addr`.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
+        self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Starts a tunnel handshake with `peer` unless its tunnel is up or opening. The
+    /// peer must have a verified tunnel record in the view; [`NodeEvent::TunnelUp`]
+    /// follows when the tunnel carries data.
+    pub async fn open_tunnel(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|tx| Command::OpenTunnel(peer, tx)).await?
+    }
+
+    /// Closes the tunnel to `peer` and erases its keys; a later datagram or
+    /// [`Node::open_tunnel`] opens a new one.
+    pub async fn close_tunnel(&self, peer: PeerId) -> Result<(), NodeError> {
+        self.ask(|tx| Command::CloseTunnel(peer, tx)).await?
+    }
+
+    /// The state of every tunnel.
+    pub async fn tunnels(&self) -> Result<Vec<TunnelStatus>, NodeError> {
+        self.ask(Command::Tunnels).await
+    }
+
+    /// What is measured about each link with a live tunnel, and its SLA verdicts.
+    pub async fn links(&self) -> Result<Vec<LinkReport>, NodeError> {
+        self.ask(Command::Links).await
+    }
+
+    /// The link between any two nodes, from the gossiped link summaries: measured by
+    /// one end (and how old), or a Vivaldi estimate when both ends had a handshake
+    /// confirmed in the last 180 s, or `None`.
+    pub async fn link_between(
+        &self,
+        a: PeerId,
+        b: PeerId,
+    ) -> Result<Option<swarm_core::link::summary::LinkAnswer>, NodeError> {
+        self.ask(|tx| Command::LinkBetween(a, b, tx)).await
+    }
+
+    /// Measures the throughput of the link to `peer` with a bounded packet train (128 x
+    /// 1200 bytes, at most one per second per link): bits per second of payload. The
+    /// result also feeds the link's throughput SLA for 10 minutes.
+    pub async fn measure_throughput(&self, peer: PeerId) -> Result<f64, NodeError> {
+        self.ask(|tx| Command::MeasureThroughput(peer, tx)).await?
+    }
+
+    /// Serves the node's metrics over HTTP on `addr` until the node stops: `GET /metrics`
+    /// (OpenMetrics: links, SLA verdicts, tunnels, gossip) and `GET /links` (JSON).
+    /// Returns the bound address (useful with port 0). Bind it to loopback unless a
+    /// scraper elsewhere needs it: it has no authentication.
+    pub async fn serve_metrics(&self, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+        self.ask(|tx| Command::ServeMetrics(addr, tx)).await?
+    }
+
+    /// Sends an application datagram to `peer` over its tunnel, opening the tunnel if
+    /// needed. Like UDP, delivery is not guaranteed; this waits only for room in the
+    /// node's send queue. Datagrams to peers without a verified tunnel record, or
+    /// larger than 65 000 bytes, are dropped and counted in [`NodeStats::dataplane`].
+    pub async fn send_datagram(&self, peer: PeerId, data: Vec<u8>) -> Result<(), NodeError> {
+        self.outgoing.send((peer, data)).await.map_err(|_| NodeError::Shutdown)
+    }
+
+    /// The receiver of application datagrams. There is one per node: the first call
+    /// takes it, later calls get `None`.
+    pub fn datagrams(&self) -> Option<Datagrams> {
+        self.datagrams.lock().ok()?.take()
+    }
+
+    /// Stops the node and waits until its task, sockets and connections are gone.
+    /// Calling it again, or from a clone, is harmless.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown).await;
+        let join = self.driver.lock().await.take();
+        if let Some(join) = join {
+            if let Err(e) = join.await {
+                tracing::error!(error = %e, "node driver task failed");
+            }
+        }
+    }
+}

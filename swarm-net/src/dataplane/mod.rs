@@ -1,0 +1,505 @@
+//! The data plane (data-flow stages 3 to 5): the tunnel sockets ([`socket`]), the
+//! sans-IO [`Tunnels`] (WireGuard) and [`LinkTable`] (probes, SLA, summaries). A datagram
+//! goes socket -> tunnels -> either the application's inbox or the link table; what the
+//! link table wants sent goes back through the tunnels to the socket. Owned by the
+//! node's driver task; it decides nothing about the protocol, reads no clock (every
+//! method takes `now`), and reports in its own [`DataPlaneEvent`]s.
+//!
+//! Peers come only from the cluster view: a tunnel key is added when a peer's record —
+//! whose tunnel record was signature-checked against its `PeerId` — enters the view, and
+//! removed when it expires. Tunnels open lazily on the first datagram, and eagerly to the
+//! first `eager_tunnels` peers.
+
+mod report;
+mod socket;
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use quinn_udp::RecvMeta;
+use swarm_core::identity::TunnelRecord;
+use swarm_core::link::vivaldi::Coordinate;
+use swarm_core::link::{
+    LinkConfig, LinkEvent, LinkGossip, LinkTable, PassiveCounters, SlaPolicy, ThroughputError,
+};
+use swarm_core::tunnel::{
+    FrameKind, Payload, PeerHandle, Received, SendError, TunnelConfig, TunnelEvent, Tunnels,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+pub use report::{DataPlaneStats, Datagram, LinkReport, TunnelStatus};
+use socket::{SendFailure, Sockets, BATCH, RX_BUF};
+
+/// The largest datagram the tunnel sends: an application datagram of `max_datagram`
+/// bytes, its frame header, padding and WireGuard's overhead.
+const TX_BUF: usize = 65_535;
+/// Most bytes in one GSO send: a UDP datagram's payload limit (65 535 less the IPv6 and
+/// UDP headers), rounded down.
+const GSO_MAX_BYTES: usize = 64_000;
+/// A swarm frame's header.
+const FRAME_ROOM: usize = swarm_core::tunnel::frame::FRAME_HEADER_LEN;
+
+/// What the data plane saw happen, for the driver to pass on.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum DataPlaneEvent {
+    /// A tunnel carries data (its first handshake, or the first after it went down).
+    TunnelUp { peer: PeerId, endpoint: Option<SocketAddr> },
+    /// A tunnel stopped.
+    TunnelDown { peer: PeerId, reason: &'static str },
+    /// A peer's authenticated packets come from a new address.
+    EndpointChanged { peer: PeerId, endpoint: SocketAddr },
+    /// A link's SLA verdict changed, or a throughput test ended.
+    Link(LinkEvent),
+}
+
+/// Why a throughput test did not start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum MeasureError {
+    /// The peer has no verified tunnel record.
+    UnknownPeer,
+    /// The link table refused.
+    Link(ThroughputError),
+}
+
+/// Settings of a [`DataPlane`], from the node's configuration.
+pub(crate) struct DataPlaneConfig {
+    pub(crate) tunnel: TunnelConfig,
+    pub(crate) buffer_bytes: usize,
+    pub(crate) eager: usize,
+    pub(crate) gso: bool,
+}
+
+struct Known {
+    handle: PeerHandle,
+    key: [u8; 32],
+    up: bool,
+}
+
+pub(crate) struct DataPlane {
+    sockets: Sockets,
+    tunnels: Tunnels,
+    links: LinkTable,
+    peers: HashMap<PeerId, Known>,
+    by_handle: HashMap<PeerHandle, PeerId>,
+    rx: Vec<u8>,
+    tx: Vec<u8>,
+    inbox: mpsc::Sender<Datagram>,
+    eager: usize,
+    gso: bool,
+    events: VecDeque<DataPlaneEvent>,
+    pub(crate) stats: DataPlaneStats,
+}
+
+impl DataPlane {
+    /// `unix`: wall-clock time at `now` (for handshake timestamps); `seed`: randomness for
+    /// the tunnels' indices and cookie secrets.
+    pub(crate) fn new(
+        now: Instant,
+        unix: Duration,
+        seed: [u8; 32],
+        sockets: Vec<UdpSocket>,
+        private_key: [u8; 32],
+        config: DataPlaneConfig,
+        inbox: mpsc::Sender<Datagram>,
+    ) -> io::Result<Self> {
+        let (sockets, granted) = Sockets::new(sockets, config.buffer_bytes)?;
+        let stats = DataPlaneStats {
+            recv_buffer: granted.recv_buffer,
+            send_buffer: granted.send_buffer,
+            max_gso_segments: granted.max_gso_segments,
+            gro_segments: granted.gro_segments,
+            ..DataPlaneStats::default()
+        };
+        tracing::debug!(gso = stats.max_gso_segments, gro = stats.gro_segments, "tunnel socket offloads");
+        Ok(Self {
+            sockets,
+            tunnels: Tunnels::new(private_key, config.tunnel, now, unix, seed),
+            links: LinkTable::new(now, LinkConfig::default(), SlaPolicy::default()),
+            peers: HashMap::new(),
+            by_handle: HashMap::new(),
+            rx: vec![0; RX_BUF * BATCH],
+            tx: vec![0; TX_BUF],
+            inbox,
+            eager: config.eager,
+            gso: config.gso,
+            events: VecDeque::new(),
+            stats,
+        })
+    }
+
+    /// The bound address of each socket.
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.sockets.local_addrs()
+    }
+
+    /// Waits until a socket has something to read; says which.
+    pub(crate) async fn readable(&self) -> io::Result<usize> {
+        self.sockets.readable().await
+    }
+
+    /// The endpoint of `record` to use: one of a family we have a socket for, IPv4
+    /// first, loopback preferred when our socket of that family is on loopback.
+    fn pick_endpoint(&self, record: &TunnelRecord) -> Option<SocketAddr> {
+        let mut candidates: Vec<(bool, bool, SocketAddr)> = record
+            .udp_endpoints
+            .iter()
+            .filter_map(|e| {
+                let local = self.sockets.local_addr_for(e)?;
+                Some((e.is_ipv6(), e.ip().is_loopback() != local.ip().is_loopback(), *e))
+            })
+            .collect();
+        candidates.sort();
+        candidates.first().map(|c| c.2)
+    }
+
+    /// A peer's verified tunnel record (and its gossiped coordinate) entered the view or
+    /// changed.
+    pub(crate) fn peer_record(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        record: &TunnelRecord,
+        coordinate: Option<Coordinate>,
+    ) {
+        self.links.handle_coordinate(peer, coordinate);
+        let key = record.tunnel_pubkey.0;
+        let endpoint = self.pick_endpoint(record);
+        if let Some(known) = self.peers.get(&peer) {
+            if known.key == key {
+                // Keep a known endpoint (it may have roamed: authenticated packets know
+                // better than a record); take the record's when there is none yet.
+                let handle = known.handle;
+                let has_endpoint = self.tunnels.status(handle, now).is_some_and(|s| s.endpoint.is_some());
+                if let (false, Some(e)) = (has_endpoint, endpoint) {
+                    self.tunnels.set_endpoint(handle, e);
+                }
+                return;
+            }
+            self.forget(&peer);
+        }
+        let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
+        self.peers.insert(peer, Known { handle, key, up: false });
+        self.by_handle.insert(handle, peer);
+        if self.peers.len() <= self.eager {
+            self.tunnels.open(now, handle);
+        }
+    }
+
+    /// A peer's record expired: its tunnel closes and its keys are erased.
+    pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
+        self.forget(peer);
+        self.links.handle_coordinate(*peer, None);
+    }
+
+    /// Drops the peer's tunnel and link; the known peer, if it was known.
+    fn forget(&mut self, peer: &PeerId) -> Option<Known> {
+        let known = self.peers.remove(peer)?;
+        self.links.handle_tunnel_down(peer);
+        self.tunnels.remove_peer(known.handle);
+        self.by_handle.remove(&known.handle);
+        self.drain_links();
+        Some(known)
+    }
+
+    pub(crate) fn open(&mut self, now: Instant, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.get(peer) else { return false };
+        self.tunnels.open(now, known.handle);
+        true
+    }
+
+    /// Closes a tunnel: erases its sessions; the peer stays known, and the next datagram
+    /// or `open` starts a new handshake.
+    pub(crate) fn close(&mut self, now: Instant, peer: &PeerId) -> bool {
+        let endpoint = self.peers.get(peer).and_then(|k| self.tunnels.status(k.handle, now)?.endpoint);
+        let Some(known) = self.forget(peer) else { return false };
+        if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
+            self.peers.insert(*peer, Known { handle, key: known.key, up: false });
+            self.by_handle.insert(handle, *peer);
+        }
+        true
+    }
+
+    pub(crate) fn status(&self, now: Instant) -> Vec<TunnelStatus> {
+        let mut out: Vec<TunnelStatus> = self
+            .peers
+            .iter()
+            .filter_map(|(peer, known)| {
+                let s = self.tunnels.status(known.handle, now)?;
+                Some(TunnelStatus {
+                    peer: *peer,
+                    endpoint: s.endpoint,
+                    established: s.established,
+                    handshake_in_progress: s.handshake_in_progress,
+                    last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
+                    handshakes: s.handshakes,
+                    tx_bytes: s.tx_bytes,
+                    rx_bytes: s.rx_bytes,
+                    tx_packets: s.tx_packets,
+                    rx_packets: s.rx_packets,
+                    queued: s.queued,
+                    drops: s.drops.nonzero().map(|(r, n)| (r.as_str(), n)).collect(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|s| s.peer);
+        out
+    }
+
+    /// Drops by reason over the whole data plane.
+    pub(crate) fn drops(&self) -> Vec<(&'static str, u64)> {
+        self.tunnels.drops().nonzero().map(|(r, n)| (r.as_str(), n)).collect()
+    }
+
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+        [self.tunnels.poll_timeout(), self.links.poll_timeout()].into_iter().flatten().min()
+    }
+
+    /// Tunnel timers, then the links: their counters when the judge is due, probes,
+    /// judgements.
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.tunnels.handle_timeout(now);
+        if self.links.counters_due(now) {
+            for (peer, known) in &self.peers {
+                if let Some(s) = self.tunnels.status(known.handle, now) {
+                    self.links.handle_counters(now, peer, PassiveCounters::from(&s), s.last_handshake);
+                }
+            }
+        }
+        self.links.handle_timeout(now);
+        self.drain_links();
+    }
+
+    /// Summaries and coordinate for the record, when due.
+    pub(crate) fn poll_gossip(&mut self, now: Instant) -> Option<LinkGossip> {
+        self.links.poll_gossip(now)
+    }
+
+    /// Starts a throughput test to `peer`; its result comes as a [`DataPlaneEvent::Link`].
+    pub(crate) fn measure_throughput(&mut self, now: Instant, peer: &PeerId) -> Result<(), MeasureError> {
+        if !self.peers.contains_key(peer) {
+            return Err(MeasureError::UnknownPeer);
+        }
+        self.links.measure(now, *peer).map_err(MeasureError::Link)
+    }
+
+    /// Measurements and SLA verdicts of every measured link.
+    pub(crate) fn link_reports(&mut self, now: Instant) -> Vec<LinkReport> {
+        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        let mut out: Vec<LinkReport> = peers
+            .into_iter()
+            .filter_map(|peer| {
+                let (stats, sla) = self.links.report(now, &peer)?;
+                Some(LinkReport { peer, stats, sla })
+            })
+            .collect();
+        out.sort_by_key(|r| r.peer);
+        out
+    }
+
+    /// Reads one batch from the socket of `family` into the tunnels; whether the socket
+    /// had anything. The driver calls it a bounded number of times per turn, so that a
+    /// flood cannot starve the rest of the node, and with a fresh `now` each time.
+    pub(crate) fn handle_readable(&mut self, now: Instant, family: usize) -> bool {
+        let mut meta = [RecvMeta::default(); BATCH];
+        let n = match self.sockets.recv(family, &mut self.rx, &mut meta) {
+            Ok(n) => n,
+            Err(e) => {
+                self.stats.socket_errors += 1;
+                tracing::debug!(error = %e, "tunnel socket receive failed");
+                return false;
+            }
+        };
+        for (i, m) in meta.iter().enumerate().take(n) {
+            let stride = m.stride.max(1);
+            let base = i * RX_BUF;
+            let mut at = 0;
+            while at < m.len {
+                let end = (at + stride).min(m.len);
+                self.handle_one(now, m.addr, base + at, base + end);
+                at = end;
+            }
+        }
+        n > 0
+    }
+
+    fn handle_one(&mut self, now: Instant, src: SocketAddr, start: usize, end: usize) {
+        self.stats.udp_in += 1;
+        let datagram = &mut self.rx[start..end];
+        // IP packets (from stock WireGuard peers) and keepalives: nothing for the
+        // application.
+        let Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) =
+            self.tunnels.handle_datagram(now, src, datagram)
+        else {
+            return;
+        };
+        let Some(peer) = self.by_handle.get(&peer).copied() else { return };
+        if kind != FrameKind::DATAGRAM {
+            return self.links.handle_frame(now, peer, kind, body);
+        }
+        match self.inbox.try_send(Datagram { peer, data: body.to_vec() }) {
+            Ok(()) => self.stats.datagrams_delivered += 1,
+            Err(_) => self.stats.datagrams_overflow += 1,
+        }
+    }
+
+    /// Seals and sends application datagrams. Consecutive datagrams of one size to one
+    /// endpoint leave in one GSO send (one system call for up to 64 KiB) where the
+    /// kernel supports it.
+    pub(crate) async fn send_datagrams(&mut self, now: Instant, batch: &mut Vec<(PeerId, Vec<u8>)>) {
+        let max_segments = if self.gso { self.stats.max_gso_segments.max(1) } else { 1 };
+        let mut gso = GsoBatch::default();
+        for (peer, data) in batch.drain(..) {
+            let Some(known) = self.peers.get(&peer) else {
+                self.stats.datagrams_unroutable += 1;
+                continue;
+            };
+            let handle = known.handle;
+            let room = data.len() + swarm_core::tunnel::OVERHEAD + FRAME_ROOM;
+            if gso.segments > 0 && gso.filled + room > GSO_MAX_BYTES {
+                self.send_batch(&mut gso).await;
+            }
+            let t = match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[gso.filled..]) {
+                Ok(Some(t)) => t,
+                Ok(None) => continue,
+                Err(SendError::NoEndpoint | SendError::UnknownPeer) => {
+                    self.stats.datagrams_unroutable += 1;
+                    continue;
+                }
+                Err(_) => {
+                    self.stats.datagrams_refused += 1;
+                    continue;
+                }
+            };
+            if gso.segments > 0 && !gso.joins(t.destination, t.len, max_segments) {
+                // Send the batch, then move this datagram to the front.
+                let filled = gso.filled;
+                self.send_batch(&mut gso).await;
+                self.tx.copy_within(filled..filled + t.len, 0);
+            }
+            if gso.push(t.destination, t.len) {
+                // A shorter datagram must be the last of its batch.
+                self.send_batch(&mut gso).await;
+            }
+        }
+        self.send_batch(&mut gso).await;
+    }
+
+    async fn send_batch(&mut self, gso: &mut GsoBatch) {
+        if let (Some(d), true) = (gso.destination.take(), gso.segments > 0) {
+            self.send(d, gso.filled, gso.segment, gso.segments).await;
+        }
+        (gso.filled, gso.segments) = (0, 0);
+    }
+
+    /// Sends whatever the tunnels and the links have queued (handshakes, keepalives,
+    /// payloads that waited, probes, trains) and turns the tunnels' events into
+    /// [`DataPlaneEvent`]s.
+    pub(crate) async fn flush(&mut self, now: Instant) {
+        while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
+            self.send(t.destination, t.len, t.len, 1).await;
+        }
+        while let Some(f) = self.links.poll_transmit() {
+            let Some(known) = self.peers.get(&f.peer) else { continue };
+            let sealed = self.tunnels.send_frame(now, known.handle, f.kind, f.body, &mut self.tx);
+            if let Ok(Some(t)) = sealed {
+                self.send(t.destination, t.len, t.len, 1).await;
+            }
+        }
+        while let Some(event) = self.tunnels.poll_event() {
+            self.on_tunnel_event(now, event);
+        }
+        self.drain_links();
+    }
+
+    /// The next event; drain until `None` after every call.
+    pub(crate) fn poll_event(&mut self) -> Option<DataPlaneEvent> {
+        self.events.pop_front()
+    }
+
+    fn drain_links(&mut self) {
+        while let Some(e) = self.links.poll_event() {
+            self.events.push_back(DataPlaneEvent::Link(e));
+        }
+    }
+
+    fn on_tunnel_event(&mut self, now: Instant, event: TunnelEvent) {
+        let handle = match event {
+            TunnelEvent::HandshakeCompleted { peer, .. }
+            | TunnelEvent::HandshakeTimedOut { peer }
+            | TunnelEvent::EndpointChanged { peer, .. }
+            | TunnelEvent::KeysZeroed { peer } => peer,
+            _ => return,
+        };
+        let Some(peer) = self.by_handle.get(&handle).copied() else { return };
+        let Some(known) = self.peers.get_mut(&peer) else { return };
+        let event = match event {
+            TunnelEvent::HandshakeCompleted { .. } => {
+                self.links.handle_tunnel_up(now, peer);
+                if known.up {
+                    return;
+                }
+                known.up = true;
+                let endpoint = self.tunnels.status(handle, now).and_then(|s| s.endpoint);
+                DataPlaneEvent::TunnelUp { peer, endpoint }
+            }
+            TunnelEvent::HandshakeTimedOut { .. } | TunnelEvent::KeysZeroed { .. } => {
+                known.up = false;
+                self.links.handle_tunnel_down(&peer);
+                let reason = match event {
+                    TunnelEvent::HandshakeTimedOut { .. } => "handshake timed out",
+                    _ => "idle: keys erased",
+                };
+                DataPlaneEvent::TunnelDown { peer, reason }
+            }
+            TunnelEvent::EndpointChanged { endpoint, .. } => {
+                DataPlaneEvent::EndpointChanged { peer, endpoint }
+            }
+            _ => return,
+        };
+        self.events.push_back(event);
+    }
+
+    /// Sends `tx[..len]`: `segments` datagrams of `segment` bytes (the last may be
+    /// shorter).
+    async fn send(&mut self, destination: SocketAddr, len: usize, segment: usize, segments: usize) {
+        match self.sockets.send(destination, &self.tx[..len], segment, segments).await {
+            Ok(()) => self.stats.udp_out += segments as u64,
+            Err(SendFailure::NoSocket | SendFailure::Stalled | SendFailure::Refused) => {
+                self.stats.socket_errors += 1;
+            }
+        }
+    }
+}
+
+/// Datagrams sealed into the send buffer, waiting to leave in one GSO send:
+/// `tx[..filled]`, `segments` datagrams of `segment` bytes to `destination`.
+#[derive(Debug, Default)]
+struct GsoBatch {
+    filled: usize,
+    segments: usize,
+    segment: usize,
+    destination: Option<SocketAddr>,
+}
+
+impl GsoBatch {
+    /// Whether a datagram of `len` bytes to `destination` may join the batch.
+    fn joins(&self, destination: SocketAddr, len: usize, max_segments: usize) -> bool {
+        self.destination == Some(destination) && len <= self.segment && self.segments < max_segments
+    }
+
+    /// Adds a datagram sealed at `tx[filled..]`; whether it was shorter than the batch's
+    /// segments (it must then be the last).
+    fn push(&mut self, destination: SocketAddr, len: usize) -> bool {
+        if self.segments == 0 {
+            self.destination = Some(destination);
+            self.segment = len;
+        }
+        self.filled += len;
+        self.segments += 1;
+        len < self.segment
+    }
+}

@@ -1,0 +1,84 @@
+//! What the data plane reports: its counters, each tunnel's state, each link's
+//! measurements, and the application datagrams it delivers.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use libp2p::PeerId;
+use swarm_core::link::{LinkStats, SlaVerdict};
+
+/// Counters of the data plane.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DataPlaneStats {
+    /// UDP datagrams received.
+    pub udp_in: u64,
+    /// UDP datagrams sent.
+    pub udp_out: u64,
+    /// Application datagrams delivered to the reader.
+    pub datagrams_delivered: u64,
+    /// Application datagrams dropped because the reader fell behind.
+    pub datagrams_overflow: u64,
+    /// Application datagrams for peers without a verified tunnel record.
+    pub datagrams_unroutable: u64,
+    /// Application datagrams refused by the tunnel (queue full, too large).
+    pub datagrams_refused: u64,
+    /// Socket errors other than a full buffer.
+    pub socket_errors: u64,
+    /// Receive buffer the kernel granted, bytes.
+    pub recv_buffer: usize,
+    /// Send buffer the kernel granted, bytes.
+    pub send_buffer: usize,
+    /// Largest GSO batch the socket supports (1: none).
+    pub max_gso_segments: usize,
+    /// Datagrams one GRO read can hold (1: none).
+    pub gro_segments: usize,
+}
+
+/// An application datagram received over a tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Datagram {
+    /// Who sent it (authenticated by the tunnel).
+    pub peer: PeerId,
+    /// Its bytes.
+    pub data: Vec<u8>,
+}
+
+/// What is measured about the link to one peer, and how it stands against the SLA.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkReport {
+    /// The peer.
+    pub peer: PeerId,
+    /// Round trips, jitter, loss and goodput over the short and long windows.
+    pub stats: LinkStats,
+    /// The verdict on each metric.
+    pub sla: Vec<SlaVerdict>,
+}
+
+/// The state of one tunnel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TunnelStatus {
+    /// The peer.
+    pub peer: PeerId,
+    /// Where its packets go.
+    pub endpoint: Option<SocketAddr>,
+    /// Whether a session carries data now.
+    pub established: bool,
+    /// Whether a handshake of ours awaits its answer.
+    pub handshake_in_progress: bool,
+    /// How long ago the session in use was established.
+    pub last_handshake: Option<Duration>,
+    /// Completed handshakes (the first and every rekey).
+    pub handshakes: u64,
+    /// Bytes sent, whole UDP datagrams.
+    pub tx_bytes: u64,
+    /// Bytes received and authenticated, whole UDP datagrams.
+    pub rx_bytes: u64,
+    /// Datagrams sent.
+    pub tx_packets: u64,
+    /// Datagrams received and authenticated.
+    pub rx_packets: u64,
+    /// Datagrams waiting for the handshake.
+    pub queued: usize,
+    /// Packets of this peer dropped, by reason.
+    pub drops: Vec<(&'static str, u64)>,
+}

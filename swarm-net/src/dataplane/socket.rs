@@ -1,0 +1,173 @@
+//! The tunnel's UDP sockets (data-flow stage 3, the I/O half): one per address family,
+//! read and written in batches with quinn-udp (GRO and GSO where the kernel has them,
+//! plain `recvmmsg`/`sendmsg` where not). Bytes only: what they mean is the tunnels'.
+
+use std::io::{self, IoSliceMut};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use quinn_udp::{RecvMeta, UdpSocketState};
+use tokio::io::Interest;
+use tokio::net::UdpSocket;
+
+/// Datagrams read per system call, at most.
+pub(super) const BATCH: usize = 16;
+/// Room for one received buffer: with GRO, several datagrams of one flow arrive as one.
+pub(super) const RX_BUF: usize = 64 * 1024;
+
+/// One socket and quinn-udp's state for it.
+struct Sock {
+    socket: UdpSocket,
+    state: UdpSocketState,
+}
+
+/// What the kernel granted the sockets (the smallest over both families).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Granted {
+    pub(super) recv_buffer: usize,
+    pub(super) send_buffer: usize,
+    pub(super) max_gso_segments: usize,
+    pub(super) gro_segments: usize,
+}
+
+/// Why a send did not leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SendFailure {
+    /// No socket of the destination's family.
+    NoSocket,
+    /// The socket buffer stayed full for a second.
+    Stalled,
+    /// The kernel refused it.
+    Refused,
+}
+
+/// The IPv4 socket and the IPv6 socket (bound with `IPV6_V6ONLY`), where the node
+/// listens on that family.
+pub(super) struct Sockets {
+    slots: [Option<Sock>; 2],
+}
+
+/// Sets the socket buffers to `want` bytes and says what the kernel granted.
+fn size_buffers(state: &UdpSocketState, socket: &UdpSocket, want: usize) -> (usize, usize) {
+    let _ = state.set_recv_buffer_size(socket.into(), want);
+    let _ = state.set_send_buffer_size(socket.into(), want);
+    let recv = state.recv_buffer_size(socket.into()).unwrap_or(0);
+    let send = state.send_buffer_size(socket.into()).unwrap_or(0);
+    // Linux reports twice what it accounts for the payload; compare like with like.
+    if recv < want || send < want {
+        tracing::warn!(
+            wanted = want,
+            recv,
+            send,
+            "the kernel granted smaller UDP buffers than asked: raise net.core.rmem_max and \
+             net.core.wmem_max, or expect loss at high rates"
+        );
+    } else {
+        tracing::info!(recv, send, "tunnel socket buffers");
+    }
+    (recv, send)
+}
+
+impl Sockets {
+    /// Takes the bound sockets; asks for `buffer_bytes` of buffer on each.
+    pub(super) fn new(sockets: Vec<UdpSocket>, buffer_bytes: usize) -> io::Result<(Self, Granted)> {
+        let mut slots: [Option<Sock>; 2] = [None, None];
+        let mut granted = Granted {
+            recv_buffer: usize::MAX,
+            send_buffer: usize::MAX,
+            max_gso_segments: usize::MAX,
+            gro_segments: usize::MAX,
+        };
+        for socket in sockets {
+            let state = UdpSocketState::new((&socket).into())?;
+            let (recv, send) = size_buffers(&state, &socket, buffer_bytes);
+            granted.recv_buffer = granted.recv_buffer.min(recv);
+            granted.send_buffer = granted.send_buffer.min(send);
+            granted.max_gso_segments = granted.max_gso_segments.min(state.max_gso_segments());
+            granted.gro_segments = granted.gro_segments.min(state.gro_segments());
+            let family = usize::from(socket.local_addr()?.is_ipv6());
+            slots[family] = Some(Sock { socket, state });
+        }
+        if slots.iter().all(Option::is_none) {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no tunnel socket"));
+        }
+        Ok((Self { slots }, granted))
+    }
+
+    /// The bound address of each socket.
+    pub(super) fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.slots.iter().flatten().filter_map(|s| s.socket.local_addr().ok()).collect()
+    }
+
+    /// The bound address of the socket for `addr`'s family.
+    pub(super) fn local_addr_for(&self, addr: &SocketAddr) -> Option<SocketAddr> {
+        self.slots[usize::from(addr.is_ipv6())].as_ref()?.socket.local_addr().ok()
+    }
+
+    /// Waits until a socket has something to read; says which.
+    pub(super) async fn readable(&self) -> io::Result<usize> {
+        match &self.slots {
+            [Some(v4), Some(v6)] => tokio::select! {
+                r = v4.socket.readable() => r.map(|()| 0),
+                r = v6.socket.readable() => r.map(|()| 1),
+            },
+            [Some(v4), None] => v4.socket.readable().await.map(|()| 0),
+            [None, Some(v6)] => v6.socket.readable().await.map(|()| 1),
+            [None, None] => std::future::pending().await,
+        }
+    }
+
+    /// One batch from the socket of `family` into `rx` (chunks of [`RX_BUF`]); how many
+    /// buffers were filled, 0 when nothing was waiting.
+    pub(super) fn recv(
+        &self,
+        family: usize,
+        rx: &mut [u8],
+        meta: &mut [RecvMeta; BATCH],
+    ) -> io::Result<usize> {
+        let Some(sock) = self.slots.get(family).and_then(Option::as_ref) else { return Ok(0) };
+        let mut chunks = rx.chunks_mut(RX_BUF);
+        let mut bufs: [IoSliceMut<'_>; BATCH] =
+            std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
+        let state = &sock.state;
+        match sock.socket.try_io(Interest::READABLE, || state.recv((&sock.socket).into(), &mut bufs, meta)) {
+            Ok(n) => Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Sends `contents`: `segments` datagrams of `segment` bytes (the last may be
+    /// shorter), waiting for room in the socket buffer rather than dropping.
+    pub(super) async fn send(
+        &self,
+        destination: SocketAddr,
+        contents: &[u8],
+        segment: usize,
+        segments: usize,
+    ) -> Result<(), SendFailure> {
+        let transmit = quinn_udp::Transmit {
+            destination,
+            ecn: None,
+            contents,
+            segment_size: (segments > 1).then_some(segment),
+            src_ip: None,
+        };
+        let sock = self.slots[usize::from(destination.is_ipv6())].as_ref().ok_or(SendFailure::NoSocket)?;
+        loop {
+            let (state, socket) = (&sock.state, &sock.socket);
+            match socket.try_io(Interest::WRITABLE, || state.send(socket.into(), &transmit)) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if tokio::time::timeout(Duration::from_secs(1), socket.writable()).await.is_err() {
+                        return Err(SendFailure::Stalled);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, %destination, "tunnel send failed");
+                    return Err(SendFailure::Refused);
+                }
+            }
+        }
+    }
+}

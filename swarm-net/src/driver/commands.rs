@@ -1,0 +1,139 @@
+//! The [`Node`](crate::Node) handle's calls: each [`Command`] answered on its oneshot.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use libp2p::PeerId;
+use swarm_core::link::summary::LinkAnswer;
+
+use super::{placement_view_max_age, Driver, PlacementView};
+use crate::api::{Command, NodeError, NodeStats, SharedView};
+use crate::host::{bandwidth_totals, wall_clock};
+
+impl Driver {
+    pub(super) fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Dial(addr, reply) => {
+                let result = self
+                    .swarm
+                    .dial(addr.clone())
+                    .map_err(|e| NodeError::Dial { addr, detail: e.to_string() });
+                let _ = reply.send(result);
+            }
+            Command::OpenTunnel(peer, reply) => {
+                let ok = self.dataplane.open(Instant::now(), &peer);
+                let _ = reply.send(if ok { Ok(()) } else { Err(NodeError::NoTunnel(peer)) });
+            }
+            Command::CloseTunnel(peer, reply) => {
+                let ok = self.dataplane.close(Instant::now(), &peer);
+                let _ = reply.send(if ok { Ok(()) } else { Err(NodeError::NoTunnel(peer)) });
+            }
+            Command::MeasureThroughput(peer, reply) => self.measure_throughput(Instant::now(), peer, reply),
+            Command::ServeMetrics(addr, reply) => {
+                let _ = reply.send(self.serve_metrics(addr));
+            }
+            Command::Lease(peer, request, reply) => self.lease_request(peer, request, reply),
+            Command::Shutdown => {}
+            query => self.answer_query(query),
+        }
+    }
+
+    /// Calls that only read the node's state.
+    fn answer_query(&mut self, query: Command) {
+        match query {
+            Command::ListenAddrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::ConnectedPeers(reply) => {
+                let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::Snapshot(reply) => {
+                let _ = reply.send(self.view.snapshot());
+            }
+            Command::PlacementView(reply) => {
+                let _ = reply.send(self.placement_view());
+            }
+            Command::RecordCount(reply) => {
+                let _ = reply.send(self.view.len());
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Tunnels(reply) => {
+                let _ = reply.send(self.dataplane.status(Instant::now()));
+            }
+            Command::Links(reply) => {
+                let _ = reply.send(self.dataplane.link_reports(Instant::now()));
+            }
+            Command::LinkBetween(a, b, reply) => {
+                let _ = reply.send(self.link_between(&a, &b));
+            }
+            Command::Leases(reply) => {
+                let _ = reply.send(self.leases.leases());
+            }
+            _ => {}
+        }
+    }
+
+    /// The link between `a` and `b`, from the placement view's index (rebuilt when it is
+    /// older than a second); a measurement's age counts to now.
+    fn link_between(&mut self, a: &PeerId, b: &PeerId) -> Option<LinkAnswer> {
+        let now = Instant::now();
+        if self.placement_view.as_ref().is_some_and(|p| now >= p.built + Duration::from_secs(1)) {
+            self.placement_view = None;
+        }
+        let shared = self.placement_view();
+        let built = self.placement_view.as_ref().map_or(now, |p| p.built);
+        match shared.1.link_between(a, b)? {
+            LinkAnswer::Measured { by, summary, age } => {
+                Some(LinkAnswer::Measured { by, summary, age: age + now.saturating_duration_since(built) })
+            }
+            estimated => Some(estimated),
+        }
+    }
+
+    fn placement_view(&mut self) -> SharedView {
+        let now = Instant::now();
+        let max_age = placement_view_max_age(self.view.len());
+        match &self.placement_view {
+            Some(p) if p.changes == self.view_changes || now < p.built + max_age => p.shared.clone(),
+            _ => {
+                let snapshot = self.view.snapshot();
+                let links = snapshot.link_index(wall_clock());
+                let shared = Arc::new((snapshot, links));
+                self.placement_view =
+                    Some(PlacementView { built: now, changes: self.view_changes, shared: shared.clone() });
+                shared
+            }
+        }
+    }
+
+    /// Binds the metrics endpoint and runs it beside the driver (aborted with it).
+    fn serve_metrics(&mut self, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
+        let err = |e: std::io::Error| NodeError::Metrics { addr, detail: e.to_string() };
+        let listener = std::net::TcpListener::bind(addr).map_err(err)?;
+        listener.set_nonblocking(true).map_err(err)?;
+        let bound = listener.local_addr().map_err(err)?;
+        let listener = tokio::net::TcpListener::from_std(listener).map_err(err)?;
+        self.metrics_tasks
+            .push(tokio::spawn(crate::serve::metrics::serve(listener, self.weak_commands.clone())));
+        tracing::info!(%bound, "serving metrics");
+        Ok(bound)
+    }
+
+    fn stats(&self) -> NodeStats {
+        let (bytes_in, bytes_out) = bandwidth_totals(&self.registry);
+        NodeStats {
+            connected_peers: self.swarm.connected_peers().count(),
+            records: self.view.len(),
+            gossip: self.view.counters().clone(),
+            bytes_in,
+            bytes_out,
+            dataplane: self.dataplane.stats,
+            tunnel_drops: self.dataplane.drops(),
+            leases: self.leases.stats(),
+            ..self.stats.clone()
+        }
+    }
+}

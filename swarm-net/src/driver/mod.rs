@@ -1,0 +1,218 @@
+//! The one task per node (STYLE.md 3): it owns the libp2p swarm, the data plane and the
+//! sans-IO cores, and moves bytes and events between them. Protocol decisions live in
+//! `swarm-core` ([`ClusterView`], [`RecordPublisher`], the link table and the lease
+//! service) and in [`DiscoverySchedule`]; the inner modules report in their own types,
+//! and only this module maps them to the public [`NodeEvent`] and [`NodeError`].
+//!
+//! - [`start`]: building the node (keys, GPUs, swarm, sockets, listeners);
+//! - [`swarm`]: libp2p's events (gossip, identify, Kademlia, connections);
+//! - [`records`]: the local record out, the view's changes in;
+//! - [`tunnels`]: the data plane's events and link gossip;
+//! - [`leases`]: the lease protocol's glue;
+//! - [`commands`]: the [`Node`] handle's calls.
+
+mod commands;
+mod leases;
+mod records;
+mod start;
+mod swarm;
+mod tunnels;
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use libp2p::request_response::OutboundRequestId;
+use libp2p::{gossipsub, kad, Multiaddr, PeerId, Swarm};
+use prometheus_client::registry::Registry;
+use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuSnapshot};
+use swarm_core::place::wire::LeaseResponse;
+use swarm_core::publish::RecordPublisher;
+use swarm_core::view::ClusterView;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::api::{Command, Node, NodeError, NodeEvent, NodeEvents, NodeStats, SharedView};
+use crate::behaviour::Behaviour;
+use crate::config::{BuildError, NodeBuilder, NodeConfig};
+use crate::dataplane::DataPlane;
+use crate::discovery::DiscoverySchedule;
+use crate::lease::Leases;
+
+/// Application datagrams sealed per turn of the loop, at most.
+const SEND_BATCH: usize = 64;
+/// Receive batches handled per turn of the loop, so that a flood cannot starve the rest
+/// of the node (the loop comes back at once while the socket stays readable).
+const READS_PER_TURN: usize = 8;
+
+/// A caller waiting for a peer's answer to a lease request.
+type LeaseWaiter = oneshot::Sender<Result<LeaseResponse, NodeError>>;
+/// A caller waiting for a throughput test's figure.
+type ThroughputWaiter = oneshot::Sender<Result<f64, NodeError>>;
+
+pub(crate) struct Driver {
+    swarm: Swarm<Behaviour>,
+    config: NodeConfig,
+    topic: gossipsub::IdentTopic,
+    view: ClusterView,
+    publisher: RecordPublisher,
+    discovery: DiscoverySchedule,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    listen_addrs: Vec<Multiaddr>,
+    /// Namespace members known by identify or by their record.
+    members: HashSet<PeerId>,
+    /// Connected peers that identified as members of our namespace.
+    identified: HashSet<PeerId>,
+    /// Members we are dialing, so a burst of discoveries does not overshoot `target_peers`.
+    dialing: HashSet<PeerId>,
+    dataplane: DataPlane,
+    outgoing: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    outgoing_open: bool,
+    registry: Registry,
+    stats: NodeStats,
+    gpu_samples: mpsc::Receiver<GpuSnapshot>,
+    gpu_sampler: JoinHandle<()>,
+    gpu_filter: GpuChangeFilter,
+    /// What the metrics endpoint talks to the driver through, without keeping it alive.
+    weak_commands: mpsc::WeakSender<Command>,
+    metrics_tasks: Vec<JoinHandle<()>>,
+    leases: Leases,
+    /// Our lease requests to peers, waiting for their answer.
+    lease_waiters: HashMap<OutboundRequestId, (PeerId, LeaseWaiter)>,
+    /// Throughput tests waiting for their figure.
+    throughput_waiters: HashMap<PeerId, ThroughputWaiter>,
+    /// Bumped by every change of the view, for the placement cache.
+    view_changes: u64,
+    placement_view: Option<PlacementView>,
+}
+
+/// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
+/// when the view changed but at most as often as [`placement_view_max_age`] allows.
+struct PlacementView {
+    built: Instant,
+    changes: u64,
+    shared: SharedView,
+}
+
+/// How stale the placement view may get while the view changes: 0.1 ms per record,
+/// at most 1 s (so a large swarm re-decodes its summaries once a second at most).
+fn placement_view_max_age(records: usize) -> Duration {
+    Duration::from_micros(100 * records as u64).min(Duration::from_secs(1))
+}
+
+impl NodeBuilder {
+    /// Starts the node on the current tokio runtime. Returns once every listen address
+    /// is bound, so [`Node::listen_addrs`] is complete.
+    pub async fn start(self) -> Result<(Node, NodeEvents), BuildError> {
+        let config = self.config()?;
+        start::spawn(self, config).await
+    }
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut batch = Vec::with_capacity(SEND_BATCH);
+        loop {
+            self.flush(Instant::now()).await;
+            let deadline = self.next_deadline();
+            tokio::select! {
+                command = self.commands.recv() => match command {
+                    None | Some(Command::Shutdown) => break,
+                    Some(command) => self.handle_command(command),
+                },
+                Ok(family) = self.dataplane.readable() => {
+                    for _ in 0..READS_PER_TURN {
+                        if !self.dataplane.handle_readable(Instant::now(), family) {
+                            break;
+                        }
+                    }
+                    // Let the datagram reader (often on this thread) run before the next
+                    // batch, so a flood fills the socket buffer rather than the inbox.
+                    tokio::task::yield_now().await;
+                }
+                n = self.outgoing.recv_many(&mut batch, SEND_BATCH), if self.outgoing_open => {
+                    if n == 0 {
+                        self.outgoing_open = false;
+                    }
+                    self.dataplane.send_datagrams(Instant::now(), &mut batch).await;
+                }
+                event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                Some(sample) = self.gpu_samples.recv() => self.handle_gpu_sample(sample),
+                _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
+            }
+        }
+        tracing::debug!(peer_id = %self.swarm.local_peer_id(), "node driver stopped");
+        // Dropping `self` closes every listener, connection and socket.
+    }
+
+    /// Publishes what is due, sends what the data plane has queued, and passes the
+    /// cores' events on.
+    async fn flush(&mut self, now: Instant) {
+        self.flush_records(now);
+        self.dataplane.flush(now).await;
+        self.flush_dataplane(now);
+    }
+
+    fn handle_gpu_sample(&mut self, sample: GpuSnapshot) {
+        match self.gpu_filter.handle_sample(Instant::now(), &sample) {
+            GpuChange::Quiet => {}
+            GpuChange::Usage => {
+                self.leases.set_devices(sample.devices.to_vec());
+                self.publisher.set_gpus(sample);
+            }
+            GpuChange::Inventory { before, after } => {
+                self.leases.set_devices(sample.devices.to_vec());
+                tracing::warn!(before, after, "GPU inventory changed");
+                self.publisher.set_gpus(sample);
+                self.emit(NodeEvent::GpuInventoryChanged { before, after });
+            }
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        [
+            self.view.poll_timeout(),
+            self.publisher.poll_timeout(),
+            self.discovery.poll_timeout(),
+            self.dataplane.poll_timeout(),
+            self.leases.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .fold(far, Instant::min)
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.view.handle_timeout(now);
+        self.dataplane.handle_timeout(now);
+        let advert = self.leases.handle_timeout(now);
+        self.advertise_leases(advert);
+        let due = self.discovery.handle_timeout(now);
+        if due.lookup {
+            let key = kad::RecordKey::new(&self.config.namespace.provider_key());
+            self.swarm.behaviour_mut().kad.get_providers(key);
+        }
+        if due.walk {
+            self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
+        }
+    }
+
+    fn emit(&mut self, event: NodeEvent) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.events.try_send(event) {
+            self.stats.events_dropped += 1;
+        }
+    }
+}
+
+impl Drop for Driver {
+    /// The sampler would stop at its next tick on its own (its channel closes); stop it
+    /// now, on every path out, a failed start included.
+    fn drop(&mut self) {
+        self.gpu_sampler.abort();
+        for task in &self.metrics_tasks {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,298 @@
+//! Building a node: its keys, its GPUs, the libp2p swarm, the tunnel sockets, the cores;
+//! then the listeners are awaited and the bootstrap peers dialed before the driver task
+//! starts.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures::StreamExt as _;
+use libp2p::core::transport::ListenerId;
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::SwarmEvent;
+use libp2p::{kad, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
+use prometheus_client::registry::Registry;
+use swarm_core::bounded::BoundedVec;
+use swarm_core::gpu::{GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
+use swarm_core::publish::{LocalContent, RecordPublisher};
+use swarm_core::view::ClusterView;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::Driver;
+use crate::api::{Command, Node, NodeEvent, NodeEvents, NodeStats};
+use crate::behaviour::{records_topic, Behaviour};
+use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+use crate::dataplane::{DataPlane, DataPlaneConfig};
+use crate::discovery::DiscoverySchedule;
+use crate::gpu_sampler;
+use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
+use crate::identity::NodeIdentity;
+use crate::lease::{LeaseCodec, Leases};
+
+/// How long `start` waits for the listeners to come up.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Capacity of the command channel.
+const COMMAND_CAPACITY: usize = 64;
+/// Application datagrams waiting to be sealed and sent.
+const OUTGOING_CAPACITY: usize = 1024;
+
+/// The node's keys, and whether an earlier run of them may have granted leases.
+async fn identity(source: IdentitySource, grace_set: bool) -> Result<(NodeIdentity, bool), BuildError> {
+    let restarted = match &source {
+        IdentitySource::Ephemeral => false,
+        IdentitySource::Keys(_) => grace_set,
+        IdentitySource::File(path) => path.exists(),
+    };
+    let identity = match source {
+        IdentitySource::Ephemeral => NodeIdentity::generate(),
+        IdentitySource::Keys(keys) => *keys,
+        IdentitySource::File(path) => {
+            tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&path))
+                .await
+                .map_err(|e| BuildError::Network(e.to_string()))??
+        }
+    };
+    Ok((identity, restarted))
+}
+
+/// The data plane on fresh tunnel sockets; application datagrams go to `inbox`.
+fn dataplane(
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    inbox: mpsc::Sender<crate::api::Datagram>,
+) -> Result<DataPlane, BuildError> {
+    let sockets = bind_tunnel_sockets(config)?;
+    let settings = DataPlaneConfig {
+        tunnel: config.tunnel.clone(),
+        buffer_bytes: config.tunnel_buffer_bytes,
+        eager: config.eager_tunnels,
+        gso: config.tunnel_gso,
+    };
+    let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    DataPlane::new(Instant::now(), unix, rand::random(), sockets, *identity.tunnel_secret(), settings, inbox)
+        .map_err(BuildError::TunnelSocket)
+}
+
+/// What the local record says of this node, before the first publication.
+fn local_content(
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    gpus: GpuSnapshot,
+) -> Result<LocalContent, BuildError> {
+    Ok(LocalContent {
+        gpus,
+        cpu_cores: host_cpu_cores(),
+        memory_bytes: host_memory_bytes(),
+        labels: BoundedVec::try_from_vec(config.labels.clone())
+            .map_err(|e| BuildError::TooManyLabels { count: e.len, max: e.max })?,
+        tunnel_pubkey: identity.tunnel_public_key(),
+        udp_endpoints: BoundedVec::new(),
+        extensions: BoundedVec::new(),
+    })
+}
+
+/// What a driver is made of, besides the state it starts empty.
+struct Parts {
+    swarm: Swarm<Behaviour>,
+    config: NodeConfig,
+    publisher: RecordPublisher,
+    dataplane: DataPlane,
+    leases: Leases,
+    registry: Registry,
+    commands: mpsc::Receiver<Command>,
+    weak_commands: mpsc::WeakSender<Command>,
+    events: mpsc::Sender<NodeEvent>,
+    outgoing: mpsc::Receiver<(PeerId, Vec<u8>)>,
+    gpu_samples: mpsc::Receiver<GpuSnapshot>,
+    gpu_sampler: JoinHandle<()>,
+    gpu_filter: GpuChangeFilter,
+}
+
+pub(super) async fn spawn(
+    builder: NodeBuilder,
+    config: NodeConfig,
+) -> Result<(Node, NodeEvents), BuildError> {
+    let (identity, restarted) = identity(builder.identity, builder.grace_set).await?;
+    let probe = builder.probe.clone();
+    let gpus = tokio::task::spawn_blocking(move || probe.sample())
+        .await
+        .map_err(|e| BuildError::Network(e.to_string()))??;
+    let mut gpu_filter = GpuChangeFilter::new(GpuChangePolicy::default());
+    gpu_filter.handle_sample(Instant::now(), &gpus);
+    let mut registry = Registry::default();
+    let lease_codec = LeaseCodec::default();
+    let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec)?;
+    let peer_id = *swarm.local_peer_id();
+    let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
+    let dataplane = dataplane(&identity, &config, datagram_tx)?;
+    let listeners = listen(&mut swarm, &config)?;
+    // Lease numbers start at this run's start time (ms << 16), above any number an
+    // earlier run of this node handed out unless it granted 65 536 leases a ms.
+    let first_lease = wall_clock().0 << 16;
+    let devices = gpus.devices.to_vec();
+    let leases =
+        Leases::new(peer_id, Instant::now(), config.leases, restarted, first_lease, devices, &lease_codec);
+    let content = local_content(&identity, &config, gpus)?;
+    let publisher = RecordPublisher::new(
+        identity.keypair.clone(),
+        config.namespace.clone(),
+        content,
+        config.publish,
+        wall_clock().0,
+    );
+
+    let (cmd_tx, commands) = mpsc::channel(COMMAND_CAPACITY);
+    let (events, event_rx) = mpsc::channel(config.event_capacity);
+    let (outgoing_tx, outgoing) = mpsc::channel(OUTGOING_CAPACITY);
+    let (gpu_samples, gpu_sampler) = gpu_sampler::spawn(builder.probe.clone(), builder.gpu_sample_interval);
+    let parts = Parts {
+        swarm,
+        config,
+        publisher,
+        dataplane,
+        leases,
+        registry,
+        commands,
+        weak_commands: cmd_tx.downgrade(),
+        events,
+        outgoing,
+        gpu_samples,
+        gpu_sampler,
+        gpu_filter,
+    };
+    let mut driver = Driver::new(parts);
+    driver.wait_for_listeners(listeners).await?;
+    driver.dial_bootstrap();
+    let join = tokio::spawn(driver.run());
+    Ok((Node::new(peer_id, cmd_tx, outgoing_tx, datagram_rx, join), NodeEvents::new(event_rx)))
+}
+
+fn build_swarm(
+    identity: &NodeIdentity,
+    config: &NodeConfig,
+    registry: &mut Registry,
+    lease_codec: &LeaseCodec,
+) -> Result<Swarm<Behaviour>, BuildError> {
+    let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
+        .map_err(|e| net_err(&e))?
+        .with_quic()
+        .with_bandwidth_metrics(registry)
+        .with_behaviour(|key| {
+            Behaviour::new(key, config, lease_codec.clone())
+                .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
+        })
+        .map_err(|e| net_err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+/// Starts every listener and subscribes to the records topic.
+fn listen(
+    swarm: &mut Swarm<Behaviour>,
+    config: &NodeConfig,
+) -> Result<Vec<(ListenerId, Multiaddr)>, BuildError> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let id = swarm
+            .listen_on(addr.clone())
+            .map_err(|e| BuildError::Listen { addr: addr.clone(), detail: e.to_string() })?;
+        listeners.push((id, addr.clone()));
+    }
+    let topic = records_topic(&config.namespace);
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| BuildError::Network(e.to_string()))?;
+    if !config.listen.is_empty() {
+        swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
+    }
+    Ok(listeners)
+}
+
+impl Driver {
+    fn new(p: Parts) -> Self {
+        let peer_id = *p.swarm.local_peer_id();
+        Self {
+            view: ClusterView::new(peer_id, p.config.namespace.clone(), p.config.view),
+            discovery: DiscoverySchedule::new(p.config.discovery_interval_max, p.config.random_walk_interval),
+            topic: records_topic(&p.config.namespace),
+            swarm: p.swarm,
+            publisher: p.publisher,
+            commands: p.commands,
+            events: p.events,
+            listen_addrs: Vec::new(),
+            members: HashSet::new(),
+            identified: HashSet::new(),
+            dialing: HashSet::new(),
+            dataplane: p.dataplane,
+            outgoing: p.outgoing,
+            outgoing_open: true,
+            registry: p.registry,
+            stats: NodeStats::default(),
+            gpu_samples: p.gpu_samples,
+            gpu_sampler: p.gpu_sampler,
+            gpu_filter: p.gpu_filter,
+            weak_commands: p.weak_commands,
+            metrics_tasks: Vec::new(),
+            leases: p.leases,
+            lease_waiters: HashMap::new(),
+            throughput_waiters: HashMap::new(),
+            view_changes: 0,
+            placement_view: None,
+            config: p.config,
+        }
+    }
+
+    /// Runs the swarm until every listener has an address, so `start` can return them.
+    async fn wait_for_listeners(
+        &mut self,
+        mut pending: Vec<(ListenerId, Multiaddr)>,
+    ) -> Result<(), BuildError> {
+        let deadline = tokio::time::Instant::now() + LISTEN_TIMEOUT;
+        while !pending.is_empty() {
+            let Ok(event) = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await else {
+                let (_, addr) = pending.swap_remove(0);
+                return Err(BuildError::Listen { addr, detail: "timed out".to_owned() });
+            };
+            if let Some(e) = listen_failure(&pending, &event) {
+                return Err(e);
+            }
+            if let SwarmEvent::NewListenAddr { listener_id, .. } = &event {
+                pending.retain(|(id, _)| id != listener_id);
+            }
+            self.handle_swarm_event(event);
+        }
+        Ok(())
+    }
+
+    fn dial_bootstrap(&mut self) {
+        for addr in self.config.bootstrap.clone() {
+            if let Some(Protocol::P2p(peer)) = addr.iter().last() {
+                let mut bare = addr.clone();
+                bare.pop();
+                self.swarm.behaviour_mut().kad.add_address(&peer, bare);
+            }
+            if let Err(e) = self.swarm.dial(addr.clone()) {
+                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            }
+        }
+    }
+}
+
+/// The error of a pending listener that `event` says closed or failed.
+fn listen_failure<E>(pending: &[(ListenerId, Multiaddr)], event: &SwarmEvent<E>) -> Option<BuildError> {
+    let (listener_id, detail) = match event {
+        SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+            let detail = match reason {
+                Err(e) => e.to_string(),
+                Ok(()) => "closed".to_owned(),
+            };
+            (listener_id, detail)
+        }
+        SwarmEvent::ListenerError { listener_id, error } => (listener_id, error.to_string()),
+        _ => return None,
+    };
+    let (_, addr) = pending.iter().find(|(id, _)| id == listener_id)?;
+    Some(BuildError::Listen { addr: addr.clone(), detail })
+}

@@ -1,0 +1,184 @@
+//! libp2p's events (data-flow stages 1 and 6): gossip into the view, identify and
+//! Kademlia into discovery, connections into the member set; and the tunnel endpoints
+//! the local record announces, from the listen addresses.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use libp2p::gossipsub::{self, MessageAcceptance};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::SwarmEvent;
+use libp2p::{identify, kad, PeerId};
+use swarm_core::bounded::BoundedVec;
+use swarm_core::identity::MAX_UDP_ENDPOINTS;
+use swarm_core::view::Ingest;
+
+use super::Driver;
+use crate::api::NodeEvent;
+use crate::behaviour::{BehaviourEvent, KAD_PROTOCOL};
+use crate::host::{multiaddr_ip, wall_clock};
+
+impl Driver {
+    pub(super) fn handle_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.handle_identify(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
+            #[cfg(feature = "mdns")]
+            SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
+                for (peer, addr) in found {
+                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    self.dial_member(peer);
+                }
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.clone().with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(addr = %full, "listening");
+                if !self.listen_addrs.contains(&full) {
+                    self.listen_addrs.push(full.clone());
+                }
+                self.update_tunnel_endpoints();
+                self.emit(NodeEvent::Listening { addr: full });
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                self.listen_addrs.retain(|a| *a != full);
+                self.update_tunnel_endpoints();
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.dialing.remove(&peer_id);
+            }
+            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
+                self.identified.remove(&peer_id);
+                self.member_maybe_lost(peer_id);
+            }
+            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
+                tracing::debug!(?peer_id, %error, "dial failed");
+                if let Some(peer) = peer_id {
+                    self.dialing.remove(&peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_gossip(&mut self, event: gossipsub::Event) {
+        match event {
+            gossipsub::Event::Message { propagation_source, message_id, message } => {
+                let acceptance = if message.topic != self.topic.hash() {
+                    MessageAcceptance::Reject
+                } else {
+                    let now = Instant::now();
+                    match self.view.handle_gossip(now, wall_clock(), message.source.as_ref(), &message.data) {
+                        Ok(Ingest::Inserted | Ingest::Updated) => MessageAcceptance::Accept,
+                        Ok(Ingest::Stale | Ingest::Full) => MessageAcceptance::Ignore,
+                        Err(e) => {
+                            tracing::debug!(from = %propagation_source, error = %e, "record rejected");
+                            self.emit(NodeEvent::RecordRejected {
+                                from: propagation_source,
+                                reason: e.reason(),
+                            });
+                            MessageAcceptance::Reject
+                        }
+                    }
+                };
+                self.swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    acceptance,
+                );
+            }
+            gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
+                tracing::trace!(peer = %peer_id, "peer subscribed to our records");
+                self.publisher.on_subscriber(self.stats.published);
+            }
+            _ => {}
+        }
+    }
+
+    fn handle_identify(&mut self, event: identify::Event) {
+        let identify::Event::Received { peer_id, info, .. } = event else { return };
+        if info.protocols.contains(&KAD_PROTOCOL) {
+            for addr in info.listen_addrs {
+                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        if info.protocol_version == self.config.namespace.identify_protocol() {
+            self.identified.insert(peer_id);
+            self.member_found(peer_id);
+        }
+    }
+
+    fn handle_kad(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { .. } if self.discovery.on_routing_peer(Instant::now()) => {
+                let key = kad::RecordKey::new(&self.config.namespace.provider_key());
+                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
+                    tracing::warn!(error = %e, "cannot announce namespace membership");
+                }
+                // No explicit bootstrap: Kademlia bootstraps by itself while its routing
+                // table holds fewer than k peers, and then every 5 minutes.
+            }
+            kad::Event::OutboundQueryProgressed {
+                result:
+                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
+                ..
+            } => {
+                for peer in providers {
+                    self.dial_member(peer);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Dials a namespace member we are not connected to, up to `target_peers`.
+    fn dial_member(&mut self, peer: PeerId) {
+        if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
+            return;
+        }
+        if self.swarm.connected_peers().count() + self.dialing.len() >= self.config.target_peers {
+            return;
+        }
+        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        match self.swarm.dial(opts) {
+            Ok(()) => {
+                self.dialing.insert(peer);
+            }
+            Err(e) => tracing::trace!(%peer, error = %e, "not dialing member"),
+        }
+    }
+
+    /// The tunnel record lists each tunnel socket at every IP of its family we listen
+    /// on (or at its own address, when bound to one).
+    fn update_tunnel_endpoints(&mut self) {
+        if !self.config.tunnel_endpoints.is_empty() {
+            if let Ok(endpoints) = BoundedVec::try_from_vec(self.config.tunnel_endpoints.clone()) {
+                self.publisher.set_udp_endpoints(endpoints);
+            }
+            return;
+        }
+        let mut endpoints = Vec::new();
+        for bound in self.dataplane.local_addrs() {
+            if bound.ip().is_unspecified() {
+                endpoints.extend(
+                    self.listen_addrs
+                        .iter()
+                        .filter_map(multiaddr_ip)
+                        .filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == bound.is_ipv6())
+                        .map(|ip| SocketAddr::new(ip, bound.port())),
+                );
+            } else {
+                endpoints.push(bound);
+            }
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        endpoints.truncate(MAX_UDP_ENDPOINTS);
+        if let Ok(endpoints) = BoundedVec::try_from_vec(endpoints) {
+            self.publisher.set_udp_endpoints(endpoints);
+        }
+    }
+}

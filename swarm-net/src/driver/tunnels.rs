@@ -1,0 +1,78 @@
+//! The data plane's events, mapped to the node's: tunnels up and down, roaming, SLA
+//! verdicts (in SI units), throughput figures to their waiting callers; and the link
+//! summaries the data plane has due, into the local record.
+
+use std::time::Instant;
+
+use libp2p::PeerId;
+use swarm_core::link::{LinkEvent, SlaEvent};
+
+use super::{Driver, ThroughputWaiter};
+use crate::api::{NodeError, NodeEvent};
+use crate::dataplane::{DataPlaneEvent, MeasureError};
+
+impl Driver {
+    /// Passes the data plane's events on and puts due link summaries into the record.
+    pub(super) fn flush_dataplane(&mut self, now: Instant) {
+        while let Some(event) = self.dataplane.poll_event() {
+            match event {
+                DataPlaneEvent::TunnelUp { peer, endpoint } => {
+                    self.emit(NodeEvent::TunnelUp { peer, endpoint })
+                }
+                DataPlaneEvent::TunnelDown { peer, reason } => {
+                    self.emit(NodeEvent::TunnelDown { peer, reason })
+                }
+                DataPlaneEvent::EndpointChanged { peer, endpoint } => {
+                    self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
+                }
+                DataPlaneEvent::Link(e) => self.on_link_event(e),
+            }
+        }
+        if let Some(gossip) = self.dataplane.poll_gossip(now) {
+            match gossip.summaries.to_extension() {
+                Ok(ext) => {
+                    let _ = self.publisher.set_extension_quiet(ext);
+                }
+                Err(e) => tracing::debug!(error = %e, "link summaries not gossiped"),
+            }
+            if gossip.urgent {
+                // An SLA verdict changed: the swarm hears it now, not at the heartbeat.
+                self.publisher.request_publish();
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Sla { peer, event: SlaEvent::Degraded { metric, value, target } } => {
+                let (value, target) = (metric.to_si(value), metric.to_si(target));
+                self.emit(NodeEvent::LinkDegraded { peer, metric, value, target });
+            }
+            LinkEvent::Sla { peer, event: SlaEvent::Recovered { metric, value, target } } => {
+                let (value, target) = (metric.to_si(value), metric.to_si(target));
+                self.emit(NodeEvent::LinkRecovered { peer, metric, value, target });
+            }
+            LinkEvent::Throughput { peer, result } => {
+                if let Some(reply) = self.throughput_waiters.remove(&peer) {
+                    let _ = reply.send(result.map_err(|e| NodeError::Throughput(e.to_string())));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Starts a throughput test to `peer`; `reply` gets its figure.
+    pub(super) fn measure_throughput(&mut self, now: Instant, peer: PeerId, reply: ThroughputWaiter) {
+        match self.dataplane.measure_throughput(now, &peer) {
+            Ok(()) => {
+                self.throughput_waiters.insert(peer, reply);
+            }
+            Err(MeasureError::UnknownPeer) => {
+                let _ = reply.send(Err(NodeError::NoTunnel(peer)));
+            }
+            Err(MeasureError::Link(e)) => {
+                let _ = reply.send(Err(NodeError::Throughput(e.to_string())));
+            }
+        }
+    }
+}

@@ -1,0 +1,3 @@
+//! What a node serves beside its driver: the metrics endpoint ([`metrics`]).
+
+pub(crate) mod metrics;
