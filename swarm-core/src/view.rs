@@ -368,7 +368,7 @@ mod tests {
     use super::*;
     use crate::bounded::BoundedVec;
     use crate::identity::tests::keypair;
-    use crate::link::summary::tests::summary;
+    use crate::link::summary::tests::{at, id, summary};
     use crate::link::summary::{LinkAnswer, LinkSummaries, LinkSummary};
     use crate::record::tests::{node_record, ns, NOW};
     use crate::record::MAX_RECORD_SIZE;
@@ -381,14 +381,6 @@ mod tests {
         #[allow(clippy::disallowed_methods)]
         let now = std::time::Instant::now();
         ViewEntry::new(record, crate::identity::tests::record_for(&key, NOW.0), now, now, false)
-    }
-
-    fn id(seed: u8) -> PeerId {
-        keypair(seed).public().to_peer_id()
-    }
-
-    fn at(ms: f64) -> Coordinate {
-        Coordinate { vector: [ms, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }
     }
 
     #[test]

@@ -174,4 +174,14 @@ pub(crate) mod tests {
             degraded: 0,
         }
     }
+
+    /// The id of test node `seed`.
+    pub(crate) fn id(seed: u8) -> PeerId {
+        crate::identity::tests::keypair(seed).public().to_peer_id()
+    }
+
+    /// A coordinate `ms` along the first axis.
+    pub(crate) fn at(ms: f64) -> Coordinate {
+        Coordinate { vector: [ms, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }
+    }
 }

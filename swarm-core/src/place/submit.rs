@@ -284,7 +284,7 @@ impl Submission {
 
     /// The reservation to send to each node of a [`Step::Reserve`].
     pub fn request(&self) -> LeaseRequest {
-        self.task.reserve_request()
+        LeaseRequest::reserve(&self.task)
     }
 
     /// Records `peer`'s answer to the round in flight (others are ignored).

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use super::wire::{GpuDemand, LeaseRequest};
-use crate::bounded::{BoundedString, BoundedVec};
 use crate::gpu::{ComputeCapability, GpuDevice};
 use crate::record::Label;
 
@@ -99,26 +97,6 @@ fn check_limits(l: &LinkLimits) -> Result<(), TaskError> {
 }
 
 impl TaskSpec {
-    /// The lease request that reserves this task's GPUs on one node.
-    pub fn reserve_request(&self) -> LeaseRequest {
-        let models = self
-            .gpu_models
-            .iter()
-            .filter_map(|m| BoundedString::try_new(m.trim()).ok())
-            .take(8)
-            .collect::<Vec<_>>();
-        LeaseRequest::Reserve {
-            task: BoundedString::try_new(&self.id).unwrap_or_default(),
-            demand: GpuDemand {
-                count: self.gpus_per_node,
-                min_memory_mib: self.min_gpu_memory_mib,
-                min_compute_capability: self.min_compute_capability,
-                models: BoundedVec::try_from_vec(models).unwrap_or_default(),
-            },
-            ttl_ms: u32::try_from(self.lease.as_millis()).unwrap_or(u32::MAX),
-        }
-    }
-
     /// A single-node task of `gpus` GPUs with a one-minute lease and no other demand.
     pub fn new(id: impl Into<String>, gpus: u16) -> Self {
         Self {

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::task::TaskSpec;
 use crate::bounded::{BoundedString, BoundedVec};
 use crate::codec::{self, WireMessage};
 use crate::gpu::ComputeCapability;
@@ -93,6 +94,28 @@ pub enum LeaseResponse {
         /// Why.
         reason: BoundedString<200>,
     },
+}
+
+impl LeaseRequest {
+    /// The request that reserves `task`'s GPUs on one node.
+    pub fn reserve(task: &TaskSpec) -> Self {
+        let models = task
+            .gpu_models
+            .iter()
+            .filter_map(|m| BoundedString::try_new(m.trim()).ok())
+            .take(8)
+            .collect::<Vec<_>>();
+        LeaseRequest::Reserve {
+            task: BoundedString::try_new(&task.id).unwrap_or_default(),
+            demand: GpuDemand {
+                count: task.gpus_per_node,
+                min_memory_mib: task.min_gpu_memory_mib,
+                min_compute_capability: task.min_compute_capability,
+                models: BoundedVec::try_from_vec(models).unwrap_or_default(),
+            },
+            ttl_ms: u32::try_from(task.lease.as_millis()).unwrap_or(u32::MAX),
+        }
+    }
 }
 
 impl WireMessage for LeaseRequest {

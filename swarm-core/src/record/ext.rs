@@ -97,18 +97,9 @@ impl Extensions {
 mod tests {
     use super::*;
     use crate::identity::tests::keypair;
-    use crate::link::summary::tests::summary;
+    use crate::link::summary::tests::{at, id, summary};
     use crate::link::summary::{LinkSummary, MAX_LINKS};
     use crate::record::tests::node_record;
-    use libp2p_identity::PeerId;
-
-    fn id(seed: u8) -> PeerId {
-        keypair(seed).public().to_peer_id()
-    }
-
-    fn at(ms: f64) -> Coordinate {
-        Coordinate { vector: [ms, 0.0, 0.0, 0.0], height: 0.5, error: 0.1 }
-    }
 
     #[test]
     fn adverts_round_trip_and_garbage_reads_as_none() {

@@ -32,11 +32,12 @@ use super::wire::{Message, TRANSPORT_HEADER_LEN};
 use handshake::LoadMeter;
 use peer::{sendable, Control, Peer};
 use sessions::Slot;
-use timers::Timer;
+use timer::Timer;
 
 mod handshake;
 mod peer;
 mod sessions;
+mod timer;
 mod timers;
 
 /// A peer of a [`Tunnels`]. Handles of removed peers are never reused.

@@ -254,7 +254,7 @@ impl<'c> Run<'c> {
     }
 
     fn reserve(&mut self, now: Instant, i: usize, holder: PeerId, task: &TaskSpec) -> Reply {
-        let reply = Reply::from(self.services[i].handle(now, holder, task.reserve_request()));
+        let reply = Reply::from(self.services[i].handle(now, holder, LeaseRequest::reserve(task)));
         if matches!(reply, Reply::Rejected { .. }) {
             self.out.refusals += 1;
         }

@@ -16,7 +16,7 @@ use super::super::wire::{
     TYPE_RESPONSE,
 };
 use super::peer::{Control, PendingInitiation};
-use super::timers::Timer;
+use super::timer::Timer;
 use super::{new_index, retire, slot_mut, DropReason, PeerHandle, Received, TunnelEvent, Tunnels};
 
 /// Handshake messages in one second, to tell whether the node is under load.

@@ -14,7 +14,7 @@ use super::super::session::Session;
 use super::super::tai64n::Tai64N;
 use super::super::wire::INITIATION_LEN;
 use super::sessions::Sessions;
-use super::timers::TimerTable;
+use super::timer::TimerTable;
 use super::{DropCounts, PeerHandle, Timers};
 
 pub(super) struct PendingInitiation {
