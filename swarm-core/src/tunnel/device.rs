@@ -28,7 +28,7 @@ use super::frame::{classify, frame_header, FrameKind, Payload};
 use super::noise::NoiseFactory;
 use super::ratelimit::RateLimiter;
 use super::session::{SealError, Session};
-use super::wire::{Message, TRANSPORT_HEADER_LEN};
+use super::wire::Message;
 use handshake::LoadMeter;
 use peer::{sendable, Control, Peer};
 use sessions::Slot;
@@ -461,78 +461,32 @@ impl Tunnels {
         let Some(&h) = self.by_index.get(&receiver) else {
             return Err(self.count(None, DropReason::UnknownIndex));
         };
-        let reject_after = self.config.timers.reject_after_time;
-        let len = datagram.len() as u64;
+        let (timers, persistent) = (self.config.timers, self.config.persistent_keepalive);
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownIndex) };
-        let Some(slot) = peer.sessions.find(receiver) else {
-            return Err(self.count(Some(h), DropReason::UnknownIndex));
-        };
-        let Some(session) = peer.sessions.get_mut(slot) else { return Err(DropReason::UnknownIndex) };
-        if now.saturating_duration_since(session.created) >= reject_after {
-            return Err(self.count(Some(h), DropReason::SessionExpired));
-        }
-        let (settled, lost) = (session.settled, session.lost);
-        let plain = match session.open(counter, &mut datagram[TRANSPORT_HEADER_LEN..]) {
-            Ok(p) => p,
+        let slot = peer.sessions.find(receiver);
+        let plain = match peer.open(now, slot, counter, datagram, &timers) {
+            Ok(plain) => plain,
             Err(reason) => return Err(self.count(Some(h), reason)),
         };
-        // Passive loss: counters settle once they are REORDER_MARGIN behind the
-        // highest, as received or lost; a late packet before that fills its gap.
-        peer.counters.rx_settled += session.settled - settled;
-        peer.counters.rx_lost += session.lost - lost;
-        peer.counters.rx_bytes += len;
-        peer.counters.rx_packets += 1;
-        if slot == Slot::Next {
-            self.confirm_next(now, h);
-        }
+        let confirmed = (slot == Some(Slot::Next)).then(|| peer.confirm_next(now, &timers));
         let payload = classify(plain);
-        self.after_receive(now, h, src, !matches!(payload, Ok(Payload::Keepalive)));
-        match payload {
-            Ok(payload) => Ok(Received::Data { peer: h, payload }),
-            Err(_) => Err(self.count(Some(h), DropReason::BadPayload)),
+        let data = !matches!(payload, Ok(Payload::Keepalive));
+        let (deadline, renew) = peer.on_received(now, data, &timers, persistent);
+        if let Some((dropped, flush)) = confirmed {
+            retire(&mut self.by_index, dropped);
+            if flush {
+                self.flush.push_back(h);
+            }
+            self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: false });
         }
-    }
-
-    /// The initiator's first data packet on the responder's `next` session: it becomes
-    /// current, and whatever waited for it is flushed.
-    fn confirm_next(&mut self, now: Instant, h: PeerHandle) {
-        let reject_after = self.config.timers.reject_after_time;
-        let Some(peer) = slot_mut(&mut self.slots, h) else { return };
-        let dropped = peer.sessions.confirm_next();
-        peer.last_handshake = Some(now);
-        peer.deadlines.set(Timer::Zero, now + reject_after * 3);
-        peer.counters.handshakes += 1;
-        if !peer.queue.is_empty() && !peer.in_flush {
-            peer.in_flush = true;
-            self.flush.push_back(h);
-        }
-        retire(&mut self.by_index, dropped);
-        self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: false });
-    }
-
-    /// Timers after an authenticated packet (`data`: not a keepalive), roaming, and a
-    /// new handshake when the initiator's session nears its end.
-    fn after_receive(&mut self, now: Instant, h: PeerHandle, src: SocketAddr, data: bool) {
-        let timers = self.config.timers;
-        let persistent = self.config.persistent_keepalive;
-        let Some(peer) = slot_mut(&mut self.slots, h) else { return };
-        peer.deadlines.stop(Timer::NewHandshake);
-        if data && !peer.deadlines.is_set(Timer::Keepalive) {
-            peer.deadlines.set(Timer::Keepalive, now + timers.keepalive_timeout);
-        }
-        let renew_after =
-            timers.reject_after_time.saturating_sub(timers.keepalive_timeout + timers.rekey_timeout);
-        let renew = peer.initiation.is_none()
-            && peer
-                .sessions
-                .current()
-                .is_some_and(|s| s.initiator && now.saturating_duration_since(s.created) >= renew_after);
-        let deadline = peer.deadline(&timers, persistent);
         self.roam(h, src);
         self.wake_at(deadline);
         if renew {
             self.initiate(now, h, false);
         }
+        payload
+            .map(|payload| Received::Data { peer: h, payload })
+            .map_err(|_| self.count(Some(h), DropReason::BadPayload))
     }
 
     /// Sends an application datagram to a peer. Returns the transmit written into

@@ -12,9 +12,10 @@ use super::super::mac::{cookie_key, mac1_key};
 use super::super::replay::REJECT_AFTER_MESSAGES;
 use super::super::session::Session;
 use super::super::tai64n::Tai64N;
-use super::super::wire::INITIATION_LEN;
-use super::sessions::Sessions;
-use super::timer::TimerTable;
+use super::super::wire::{INITIATION_LEN, TRANSPORT_HEADER_LEN};
+use super::sessions::{Sessions, Slot};
+use super::timer::{Timer, TimerTable};
+use super::DropReason;
 use super::{DropCounts, PeerHandle, Timers};
 
 pub(super) struct PendingInitiation {
@@ -90,6 +91,72 @@ impl Peer {
             _ => None,
         };
         self.deadlines.next().into_iter().chain(persistent).chain(sessions).min()
+    }
+}
+
+impl Peer {
+    /// Opens a transport `datagram` on the session in `slot`: checks the session's age,
+    /// decrypts in place, counts the datagram and the counters it settled. The
+    /// plaintext, or why the datagram is dropped.
+    pub(super) fn open<'a>(
+        &mut self,
+        now: Instant,
+        slot: Option<Slot>,
+        counter: u64,
+        datagram: &'a mut [u8],
+        timers: &Timers,
+    ) -> Result<&'a mut [u8], DropReason> {
+        let len = datagram.len() as u64;
+        let session = slot.and_then(|slot| self.sessions.get_mut(slot)).ok_or(DropReason::UnknownIndex)?;
+        if now.saturating_duration_since(session.created) >= timers.reject_after_time {
+            return Err(DropReason::SessionExpired);
+        }
+        let (settled, lost) = (session.settled, session.lost);
+        let plain = session.open(counter, &mut datagram[TRANSPORT_HEADER_LEN..])?;
+        // Passive loss: counters settle once they are REORDER_MARGIN behind the
+        // highest, as received or lost; a late packet before that fills its gap.
+        self.counters.rx_settled += session.settled - settled;
+        self.counters.rx_lost += session.lost - lost;
+        self.counters.rx_bytes += len;
+        self.counters.rx_packets += 1;
+        Ok(plain)
+    }
+
+    /// The responder's `next` session is confirmed (the initiator's first data packet
+    /// came on it): it becomes current. The session that fell off the end, and whether
+    /// the payloads that waited must be flushed now.
+    pub(super) fn confirm_next(&mut self, now: Instant, timers: &Timers) -> (Option<Session>, bool) {
+        let dropped = self.sessions.confirm_next();
+        self.last_handshake = Some(now);
+        self.deadlines.set(Timer::Zero, now + timers.reject_after_time * 3);
+        self.counters.handshakes += 1;
+        let flush = !self.queue.is_empty() && !self.in_flush;
+        self.in_flush |= flush;
+        (dropped, flush)
+    }
+
+    /// Timers after an authenticated packet (`data`: not a keepalive). The next
+    /// deadline, and whether the initiator's session nears its end so that a new
+    /// handshake is due.
+    pub(super) fn on_received(
+        &mut self,
+        now: Instant,
+        data: bool,
+        timers: &Timers,
+        persistent: Option<Duration>,
+    ) -> (Option<Instant>, bool) {
+        self.deadlines.stop(Timer::NewHandshake);
+        if data && !self.deadlines.is_set(Timer::Keepalive) {
+            self.deadlines.set(Timer::Keepalive, now + timers.keepalive_timeout);
+        }
+        let renew_after =
+            timers.reject_after_time.saturating_sub(timers.keepalive_timeout + timers.rekey_timeout);
+        let renew = self.initiation.is_none()
+            && self
+                .sessions
+                .current()
+                .is_some_and(|s| s.initiator && now.saturating_duration_since(s.created) >= renew_after);
+        (self.deadline(timers, persistent), renew)
     }
 }
 
