@@ -14,7 +14,7 @@
 //! most `max_records` records, so a flood of fresh identities cannot grow it unbounded.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -77,7 +77,14 @@ impl ViewEntry {
         expires_at: Instant,
         local: bool,
     ) -> Self {
-        let extensions = Arc::new(Extensions::decode(&record));
+        // A record without extensions (most heartbeats of GPU-only nodes) shares one
+        // empty value instead of allocating its own.
+        static EMPTY: OnceLock<Arc<Extensions>> = OnceLock::new();
+        let extensions = if record.extensions.is_empty() {
+            EMPTY.get_or_init(Arc::default).clone()
+        } else {
+            Arc::new(Extensions::decode(&record))
+        };
         Self { record, tunnel, received_at, expires_at, local, extensions }
     }
 
