@@ -263,10 +263,17 @@ impl DataPlane {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.tunnels.handle_timeout(now);
         if self.links.counters_due(now) {
-            for (peer, known) in &self.peers {
-                if let Some(s) = self.tunnels.status(known.handle, now) {
-                    self.links.handle_counters(now, peer, PassiveCounters::from(&s), s.last_handshake);
-                }
+            // Only measured links: a large view knows many more peers than it has tunnels.
+            let counters: Vec<_> = self
+                .links
+                .peers()
+                .filter_map(|peer| {
+                    let s = self.tunnels.status(self.peers.get(peer)?.handle, now)?;
+                    Some((*peer, PassiveCounters::from(&s), s.last_handshake))
+                })
+                .collect();
+            for (peer, c, last_handshake) in counters {
+                self.links.handle_counters(now, &peer, c, last_handshake);
             }
         }
         self.links.handle_timeout(now);
@@ -288,7 +295,7 @@ impl DataPlane {
 
     /// Measurements and SLA verdicts of every measured link.
     pub(crate) fn link_reports(&mut self, now: Instant) -> Vec<LinkReport> {
-        let peers: Vec<PeerId> = self.peers.keys().copied().collect();
+        let peers: Vec<PeerId> = self.links.peers().filter(|p| self.peers.contains_key(p)).copied().collect();
         let mut out: Vec<LinkReport> = peers
             .into_iter()
             .filter_map(|peer| {
