@@ -12,6 +12,8 @@
 //!    labels, its signed tunnel record, and versioned extensions.
 //! 3. [`publish`] — when a node (re)publishes its own record.
 //! 4. [`view`] — the [`view::ClusterView`] built from everyone's records.
+//! 5. [`overlay`] — the mesh VPN's overlay addresses, computed from ids with no
+//!    coordinator.
 //!
 //! Every byte from the network goes through [`codec::decode`], with a size cap, and every
 //! variable-length field is a [`bounded`] type.
@@ -41,6 +43,7 @@ pub mod fuzzing;
 pub mod gpu;
 pub mod identity;
 pub mod link;
+pub mod overlay;
 pub mod place;
 pub mod publish;
 pub mod record;
