@@ -12,6 +12,8 @@
 //!   claims clash, the claim with the lower [`Ipv4Claim::rank`] keeps the address and
 //!   the other node bumps `n` ([`Ipv4Range::claim`]). Both sides reach the same verdict
 //!   from the same two records.
+//! - [`routes`]: cryptokey routing, a longest-prefix table from overlay prefixes to peers
+//!   ([`AllowedIps`]), which also checks the source of every packet a peer sends.
 
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -23,6 +25,9 @@ use blake2::Blake2sMac;
 use libp2p_identity::PeerId;
 
 use crate::record::Namespace;
+
+pub mod routes;
+pub use routes::{AllowedIps, IpPrefix, PrefixError};
 
 /// The default IPv4 range: RFC 6598 shared address space, which home routers and
 /// clouds rarely route.
