@@ -1,7 +1,10 @@
 //! The record extensions swarm itself writes, typed: link summaries and the coordinate
-//! (kind 1, [`LinkSummaries`]) and leased GPUs (kind 2, [`LeasedGpus`]). A view decodes
+//! (kind 1, [`LinkSummaries`]), leased GPUs (kind 2, [`LeasedGpus`]) and the overlay
+//! address a node claims (kind 3, [`OverlayClaim`]). A view decodes
 //! them once, when a record enters it ([`Extensions::decode`]); readers use the typed
 //! values and never the bytes.
+
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
@@ -48,6 +51,42 @@ impl LeasedGpus {
     }
 }
 
+/// The record extension kind of the overlay claim.
+pub const OVERLAY_KIND: u16 = 3;
+/// Largest overlay claim body.
+const MAX_OVERLAY_BODY: usize = 64;
+
+/// The IPv4 overlay address a node claims, signed in its record (its IPv6 address needs
+/// no claim: every node computes it from the `PeerId`). See [`crate::overlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayClaim {
+    /// The address, and which of the node's candidates it is.
+    pub ipv4: Option<(Ipv4Addr, u32)>,
+}
+
+impl WireMessage for OverlayClaim {
+    const KIND: u8 = 0x13;
+    const VERSION: u8 = 1;
+}
+
+impl OverlayClaim {
+    /// The record extension carrying this claim.
+    pub fn to_extension(&self) -> Option<RecordExtension> {
+        let bytes = codec::encode(self, MAX_OVERLAY_BODY).ok()?;
+        Some(RecordExtension {
+            kind: OVERLAY_KIND,
+            version: 1,
+            body: BoundedBytes::try_from_vec(bytes).ok()?,
+        })
+    }
+
+    /// The claim in `record`; nothing when it carries none (or none readable).
+    pub fn from_record(record: &NodeRecord) -> Option<Self> {
+        let ext = record.extension(OVERLAY_KIND).filter(|e| e.version == 1)?;
+        codec::decode(&ext.body, MAX_OVERLAY_BODY).ok()
+    }
+}
+
 impl LinkSummaries {
     /// The record extension carrying these summaries.
     pub fn to_extension(&self) -> Result<RecordExtension, SummaryError> {
@@ -76,6 +115,8 @@ pub struct Extensions {
     pub links: Option<LinkSummaries>,
     /// The GPUs it has leased out.
     pub leased: Option<LeasedGpus>,
+    /// The IPv4 overlay address it claims.
+    pub overlay: Option<OverlayClaim>,
 }
 
 impl Extensions {
@@ -84,6 +125,7 @@ impl Extensions {
         Self {
             links: LinkSummaries::from_record(record).ok().flatten(),
             leased: LeasedGpus::from_record(record),
+            overlay: OverlayClaim::from_record(record),
         }
     }
 
@@ -108,7 +150,7 @@ mod tests {
         let advert = LeasedGpus { gpus: BoundedVec::try_from_vec(vec![0, 3]).unwrap(), leases: 2 };
         record.extensions = BoundedVec::try_from_vec(vec![advert.to_extension().unwrap()]).unwrap();
         assert_eq!(LeasedGpus::from_record(&record), Some(advert.clone()));
-        assert_eq!(Extensions::decode(&record), Extensions { links: None, leased: Some(advert) });
+        assert_eq!(Extensions::decode(&record), Extensions { leased: Some(advert), ..Extensions::default() });
         let junk = RecordExtension {
             kind: LEASED_KIND,
             version: 1,
@@ -136,5 +178,25 @@ mod tests {
         };
         record.extensions = BoundedVec::try_from_vec(vec![bad.to_extension().unwrap()]).unwrap();
         assert_eq!(LinkSummaries::from_record(&record), Err(SummaryError::Coordinate));
+    }
+
+    #[test]
+    fn overlay_claims_round_trip_beside_other_extensions() {
+        let mut record = node_record(&keypair(1), 1);
+        let claim = OverlayClaim { ipv4: Some((Ipv4Addr::new(100, 64, 3, 9), 2)) };
+        let advert = LeasedGpus { gpus: BoundedVec::try_from_vec(vec![1]).unwrap(), leases: 1 };
+        record.extensions =
+            BoundedVec::try_from_vec(vec![advert.to_extension().unwrap(), claim.to_extension().unwrap()])
+                .unwrap();
+        let ext = Extensions::decode(&record);
+        assert_eq!(ext.overlay, Some(claim));
+        assert_eq!(ext.leased, Some(advert));
+        let junk = RecordExtension {
+            kind: OVERLAY_KIND,
+            version: 1,
+            body: BoundedBytes::try_from_vec(vec![9; 20]).unwrap(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![junk]).unwrap();
+        assert_eq!(OverlayClaim::from_record(&record), None);
     }
 }
