@@ -12,6 +12,8 @@
 //!   claims clash, the claim with the lower [`Ipv4Claim::rank`] keeps the address and
 //!   the other node bumps `n` ([`Ipv4Range::claim`]). Both sides reach the same verdict
 //!   from the same two records.
+//! - [`Ipv4Claimer`]: a node's own IPv4 claim, moved when outranked, and who holds
+//!   each address;
 //! - [`routes`]: cryptokey routing, a longest-prefix table from overlay prefixes to peers
 //!   ([`AllowedIps`]), which also checks the source of every packet a peer sends.
 
@@ -26,7 +28,9 @@ use libp2p_identity::PeerId;
 
 use crate::record::Namespace;
 
+mod claims;
 pub mod routes;
+pub use claims::Ipv4Claimer;
 pub use routes::{AllowedIps, IpPrefix, PrefixError};
 
 /// The default IPv4 range: RFC 6598 shared address space, which home routers and
