@@ -71,6 +71,8 @@ pub struct NodeConfig {
     pub tunnel_endpoints: Vec<std::net::SocketAddr>,
     /// How this node grants leases on its GPUs.
     pub leases: swarm_core::place::LeaseConfig,
+    /// The IPv4 overlay range this node claims an address in (`None`: no IPv4 claim).
+    pub overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
 }
 
 /// Why a node could not be configured or started.
@@ -147,6 +149,7 @@ pub struct NodeBuilder {
     pub(crate) tunnel_gso: bool,
     pub(crate) tunnel_endpoints: Vec<std::net::SocketAddr>,
     pub(crate) leases: swarm_core::place::LeaseConfig,
+    pub(crate) overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
     /// Whether `lease_restart_grace` was called.
     pub(crate) grace_set: bool,
 }
@@ -180,6 +183,7 @@ impl NodeBuilder {
             tunnel_gso: true,
             tunnel_endpoints: Vec::new(),
             leases: swarm_core::place::LeaseConfig::default(),
+            overlay_ipv4: None,
             grace_set: false,
         }
     }
@@ -334,6 +338,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Claims an IPv4 overlay address in `range` (for example
+    /// [`swarm_core::overlay::DEFAULT_IPV4_RANGE`]), announced signed in the record and
+    /// moved when a peer's claim outranks it (see [`swarm_core::overlay`]). Off by
+    /// default. Every node's IPv6 overlay address needs no claim.
+    pub fn overlay_ipv4(mut self, range: swarm_core::overlay::Ipv4Range) -> Self {
+        self.overlay_ipv4 = Some(range);
+        self
+    }
+
     /// The longest lease (and renewal) this node grants on its GPUs; 10 minutes by
     /// default. Also the restart grace unless [`Self::lease_restart_grace`] sets one.
     pub fn max_lease(mut self, max: Duration) -> Self {
@@ -441,6 +454,7 @@ impl NodeBuilder {
             tunnel_gso: self.tunnel_gso,
             tunnel_endpoints: self.tunnel_endpoints.clone(),
             leases: self.leases,
+            overlay_ipv4: self.overlay_ipv4,
         })
     }
 }

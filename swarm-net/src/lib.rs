@@ -52,7 +52,7 @@ mod serve;
 
 pub use api::{
     DataPlaneStats, Datagram, Datagrams, LinkReport, Node, NodeError, NodeEvent, NodeEvents, NodeStats,
-    TunnelStatus,
+    OverlayAddresses, TunnelStatus,
 };
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};

@@ -8,7 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use swarm_core::view::ClusterSnapshot;
 use tokio::sync::oneshot;
 
-use super::{LinkReport, NodeError, NodeStats, TunnelStatus};
+use super::{LinkReport, NodeError, NodeStats, OverlayAddresses, TunnelStatus};
 
 /// A snapshot of the view and its decoded links, shared between placements.
 pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::LinkIndex)>;
@@ -34,5 +34,6 @@ pub(crate) enum Command {
         oneshot::Sender<Result<swarm_core::place::wire::LeaseResponse, NodeError>>,
     ),
     Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
+    Overlay(PeerId, oneshot::Sender<Option<OverlayAddresses>>),
     Shutdown,
 }

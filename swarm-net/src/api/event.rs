@@ -129,3 +129,12 @@ pub struct NodeStats {
     /// The lease service: what this node granted, refused, renewed, released.
     pub leases: LeaseStats,
 }
+
+/// A node's addresses on the mesh VPN's overlay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverlayAddresses {
+    /// In the swarm's /48 unique local prefix, from the node's `PeerId`.
+    pub ipv6: std::net::Ipv6Addr,
+    /// The IPv4 address its claim holds, when it claims one.
+    pub ipv4: Option<std::net::Ipv4Addr>,
+}

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus};
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
-pub use event::{NodeEvent, NodeStats};
+pub use event::{NodeEvent, NodeStats, OverlayAddresses};
 
 /// Application datagrams received over the node's tunnels; see [`Node::datagrams`].
 /// Bounded: when the reader falls behind, datagrams are dropped and counted in
@@ -167,6 +167,21 @@ impl Node {
     /// [`Node::open_tunnel`] opens a new one.
     pub async fn close_tunnel(&self, peer: PeerId) -> Result<(), NodeError> {
         self.ask(|tx| Command::CloseTunnel(peer, tx)).await?
+    }
+
+    /// This node's overlay addresses (IPv4 only with
+    /// [`NodeBuilder::overlay_ipv4`](crate::NodeBuilder::overlay_ipv4)).
+    pub async fn overlay(&self) -> Result<OverlayAddresses, NodeError> {
+        let me = self.peer_id;
+        // The driver always answers for the node itself.
+        self.ask(|tx| Command::Overlay(me, tx)).await?.ok_or(NodeError::Shutdown)
+    }
+
+    /// The overlay addresses of `peer`, from its record; `None` when the view has no
+    /// record of it. Its IPv4 address is the one its claim holds, known when this node
+    /// claims in the same range ([`NodeBuilder::overlay_ipv4`](crate::NodeBuilder::overlay_ipv4)).
+    pub async fn overlay_of(&self, peer: PeerId) -> Result<Option<OverlayAddresses>, NodeError> {
+        self.ask(|tx| Command::Overlay(peer, tx)).await
     }
 
     /// The state of every tunnel.

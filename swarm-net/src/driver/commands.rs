@@ -72,6 +72,9 @@ impl Driver {
             Command::Leases(reply) => {
                 let _ = reply.send(self.leases.leases());
             }
+            Command::Overlay(peer, reply) => {
+                let _ = reply.send(self.overlay_addresses(&peer));
+            }
             _ => {}
         }
     }

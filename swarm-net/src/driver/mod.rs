@@ -9,10 +9,12 @@
 //! - [`records`]: the local record out, the view's changes in;
 //! - [`tunnels`]: the data plane's events and link gossip;
 //! - [`leases`]: the lease protocol's glue;
+//! - [`overlay`]: overlay addresses, the IPv4 claim;
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
 mod leases;
+mod overlay;
 mod records;
 mod start;
 mod swarm;
@@ -26,6 +28,7 @@ use libp2p::request_response::OutboundRequestId;
 use libp2p::{gossipsub, kad, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuSnapshot};
+use swarm_core::overlay::{Ipv4Claimer, OverlayV6};
 use swarm_core::place::wire::LeaseResponse;
 use swarm_core::publish::RecordPublisher;
 use swarm_core::view::ClusterView;
@@ -85,6 +88,10 @@ pub(crate) struct Driver {
     /// Bumped by every change of the view, for the placement cache.
     view_changes: u64,
     placement_view: Option<PlacementView>,
+    /// The swarm's IPv6 overlay.
+    overlay_v6: OverlayV6,
+    /// Our IPv4 claim and everyone's, when the node claims one.
+    overlay: Option<Ipv4Claimer>,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt

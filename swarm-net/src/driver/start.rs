@@ -13,6 +13,7 @@ use libp2p::{kad, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use swarm_core::bounded::BoundedVec;
 use swarm_core::gpu::{GpuChangeFilter, GpuChangePolicy, GpuSnapshot};
+use swarm_core::overlay::{Ipv4Claimer, OverlayV6};
 use swarm_core::publish::{LocalContent, RecordPublisher};
 use swarm_core::view::ClusterView;
 use tokio::sync::mpsc;
@@ -161,6 +162,7 @@ pub(super) async fn spawn(
         gpu_filter,
     };
     let mut driver = Driver::new(parts);
+    driver.publish_overlay();
     driver.wait_for_listeners(listeners).await?;
     driver.dial_bootstrap();
     let join = tokio::spawn(driver.run());
@@ -240,6 +242,8 @@ impl Driver {
             throughput_waiters: HashMap::new(),
             view_changes: 0,
             placement_view: None,
+            overlay_v6: OverlayV6::for_namespace(&p.config.namespace),
+            overlay: p.config.overlay_ipv4.map(|range| Ipv4Claimer::new(range, peer_id, 0)),
             config: p.config,
         }
     }
