@@ -146,6 +146,44 @@ pub fn tunnel_key_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Where a node with identity file `path` keeps its IPv4 overlay candidate: `path` +
+/// `.overlay`, one line `RANGE N` (so restarts keep the address a clash moved it to).
+pub fn overlay_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".overlay");
+    PathBuf::from(name)
+}
+
+/// The candidate a previous run persisted for `range`; 0 when there is none, it was for
+/// another range, or it does not parse (with a warning).
+pub(crate) fn load_overlay_candidate(path: &Path, range: &swarm_core::overlay::Ipv4Range) -> u32 {
+    let Ok(text) = std::fs::read_to_string(path) else { return 0 };
+    let parsed = text.split_once(' ').and_then(|(r, n)| {
+        let r: swarm_core::overlay::Ipv4Range = r.parse().ok()?;
+        Some((r, n.trim().parse::<u32>().ok()?))
+    });
+    match parsed {
+        Some((r, n)) if r == *range => n,
+        Some(_) => 0,
+        None => {
+            tracing::warn!(path = %path.display(), "unreadable overlay candidate file: claiming from the first candidate");
+            0
+        }
+    }
+}
+
+/// Persists candidate `n` of `range` (written to a temporary file, then renamed).
+pub(crate) fn store_overlay_candidate(
+    path: &Path,
+    range: &swarm_core::overlay::Ipv4Range,
+    n: u32,
+) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, format!("{range} {n}\n"))?;
+    std::fs::rename(&tmp, path)
+}
+
 fn parse_wg_key(bytes: &[u8]) -> Option<[u8; 32]> {
     let text = std::str::from_utf8(bytes).ok()?.trim();
     let decoded = base64::engine::general_purpose::STANDARD.decode(text).ok()?;

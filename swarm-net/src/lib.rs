@@ -55,7 +55,7 @@ pub use api::{
     OverlayAddresses, TunnelStatus,
 };
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
-pub use identity::{load_psk, tunnel_key_path, IdentityError, NodeIdentity};
+pub use identity::{load_psk, overlay_path, tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};
 pub use swarm_core::link::SlaVerdict;
 pub use swarm_core::place::LeaseStats;

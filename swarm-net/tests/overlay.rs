@@ -89,3 +89,40 @@ async fn clashing_ipv4_claims_settle_and_every_node_agrees() {
     assert_eq!(kept, 1, "one keeps {first}, the other moved: {now_a:?} {now_b:?}");
     shutdown_all(&nodes).await;
 }
+
+/// The IPv4 candidate persists beside the identity file: a node restarted with the same
+/// identity claims the same address, even one a clash had moved it to; another range,
+/// or a garbled file, starts over at the first candidate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_keeps_its_ipv4_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("node.key");
+    let file = swarm_net::overlay_path(&key);
+    let range: Ipv4Range = "10.78.0.0/16".parse().unwrap();
+    // A previous run of this identity had moved to candidate 5.
+    std::fs::write(&file, format!("{range} 5\n")).unwrap();
+    let node = |range: Ipv4Range| builder("persist").identity_file(&key).overlay_ipv4(range);
+    let (a, _ea) = start(node(range)).await;
+    let claimed = a.overlay().await.unwrap().ipv4.unwrap();
+    assert_eq!(claimed, range.candidate(&a.peer_id(), 5).addr);
+    a.shutdown().await;
+    let rewritten = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&file).is_ok_and(|t| t == format!("{range} 5\n"))
+    })
+    .await;
+    assert!(rewritten, "{:?}", std::fs::read_to_string(&file));
+
+    let (b, _eb) = start(node(range)).await;
+    assert_eq!(b.peer_id(), a.peer_id());
+    assert_eq!(b.overlay().await.unwrap().ipv4, Some(claimed), "a restart keeps the address");
+    b.shutdown().await;
+
+    let other: Ipv4Range = "10.79.0.0/16".parse().unwrap();
+    let (c, _ec) = start(node(other)).await;
+    assert_eq!(c.overlay().await.unwrap().ipv4, Some(other.candidate(&c.peer_id(), 0).addr));
+    c.shutdown().await;
+    std::fs::write(&file, "garbage").unwrap();
+    let (d, _ed) = start(node(range)).await;
+    assert_eq!(d.overlay().await.unwrap().ipv4, Some(range.candidate(&d.peer_id(), 0).addr));
+    d.shutdown().await;
+}

@@ -92,6 +92,8 @@ pub(crate) struct Driver {
     overlay_v6: OverlayV6,
     /// Our IPv4 claim and everyone's, when the node claims one.
     overlay: Option<Ipv4Claimer>,
+    /// Where our IPv4 candidate persists (beside the identity file).
+    overlay_file: Option<std::path::PathBuf>,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt

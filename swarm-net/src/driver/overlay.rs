@@ -9,6 +9,7 @@ use swarm_core::record::ext::OverlayClaim;
 
 use super::Driver;
 use crate::api::OverlayAddresses;
+use crate::identity::store_overlay_candidate;
 
 impl Driver {
     /// Feeds `peer`'s claim as its record now says (none: the record left the view).
@@ -23,6 +24,17 @@ impl Driver {
     pub(super) fn publish_overlay(&mut self) {
         let Some(claim) = self.overlay.as_mut().and_then(|c| c.poll_changed()) else { return };
         tracing::info!(addr = %claim.addr, n = claim.n, "overlay IPv4 address claimed");
+        if let (Some(path), Some(range)) =
+            (self.overlay_file.clone(), self.overlay.as_ref().map(|c| c.range()))
+        {
+            // A small write, off the driver's thread; a failure only costs the address
+            // on the next restart.
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = store_overlay_candidate(&path, &range, claim.n) {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot persist the overlay candidate");
+                }
+            });
+        }
         if let Some(ext) = (OverlayClaim { ipv4: Some((claim.addr, claim.n)) }).to_extension() {
             let _ = self.publisher.set_extension(ext);
         }

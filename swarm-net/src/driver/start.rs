@@ -3,6 +3,7 @@
 //! starts.
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
@@ -27,7 +28,7 @@ use crate::dataplane::{DataPlane, DataPlaneConfig};
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
-use crate::identity::NodeIdentity;
+use crate::identity::{load_overlay_candidate, overlay_path, NodeIdentity};
 use crate::lease::{LeaseCodec, Leases};
 
 /// How long `start` waits for the listeners to come up.
@@ -37,12 +38,20 @@ const COMMAND_CAPACITY: usize = 64;
 /// Application datagrams waiting to be sealed and sent.
 const OUTGOING_CAPACITY: usize = 1024;
 
-/// The node's keys, and whether an earlier run of them may have granted leases.
-async fn identity(source: IdentitySource, grace_set: bool) -> Result<(NodeIdentity, bool), BuildError> {
+/// The node's keys; whether an earlier run of them may have granted leases; where its
+/// IPv4 overlay candidate persists (beside an identity file).
+async fn identity(
+    source: IdentitySource,
+    grace_set: bool,
+) -> Result<(NodeIdentity, bool, Option<PathBuf>), BuildError> {
     let restarted = match &source {
         IdentitySource::Ephemeral => false,
         IdentitySource::Keys(_) => grace_set,
         IdentitySource::File(path) => path.exists(),
+    };
+    let overlay_file = match &source {
+        IdentitySource::File(path) => Some(overlay_path(path)),
+        _ => None,
     };
     let identity = match source {
         IdentitySource::Ephemeral => NodeIdentity::generate(),
@@ -53,7 +62,19 @@ async fn identity(source: IdentitySource, grace_set: bool) -> Result<(NodeIdenti
                 .map_err(|e| BuildError::Network(e.to_string()))??
         }
     };
-    Ok((identity, restarted))
+    Ok((identity, restarted, overlay_file))
+}
+
+/// The GPUs now, and the filter that judges later samples against them.
+async fn sample_gpus(
+    probe: std::sync::Arc<dyn swarm_gpu::GpuProbe>,
+) -> Result<(GpuSnapshot, GpuChangeFilter), BuildError> {
+    let gpus = tokio::task::spawn_blocking(move || probe.sample())
+        .await
+        .map_err(|e| BuildError::Network(e.to_string()))??;
+    let mut filter = GpuChangeFilter::new(GpuChangePolicy::default());
+    filter.handle_sample(Instant::now(), &gpus);
+    Ok((gpus, filter))
 }
 
 /// The data plane on fresh tunnel sockets; application datagrams go to `inbox`.
@@ -107,19 +128,16 @@ struct Parts {
     gpu_samples: mpsc::Receiver<GpuSnapshot>,
     gpu_sampler: JoinHandle<()>,
     gpu_filter: GpuChangeFilter,
+    /// Where the IPv4 overlay candidate persists, beside the identity file.
+    overlay_file: Option<PathBuf>,
 }
 
 pub(super) async fn spawn(
     builder: NodeBuilder,
     config: NodeConfig,
 ) -> Result<(Node, NodeEvents), BuildError> {
-    let (identity, restarted) = identity(builder.identity, builder.grace_set).await?;
-    let probe = builder.probe.clone();
-    let gpus = tokio::task::spawn_blocking(move || probe.sample())
-        .await
-        .map_err(|e| BuildError::Network(e.to_string()))??;
-    let mut gpu_filter = GpuChangeFilter::new(GpuChangePolicy::default());
-    gpu_filter.handle_sample(Instant::now(), &gpus);
+    let (identity, restarted, overlay_file) = identity(builder.identity, builder.grace_set).await?;
+    let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
     let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec)?;
@@ -160,6 +178,7 @@ pub(super) async fn spawn(
         gpu_samples,
         gpu_sampler,
         gpu_filter,
+        overlay_file,
     };
     let mut driver = Driver::new(parts);
     driver.publish_overlay();
@@ -243,7 +262,11 @@ impl Driver {
             view_changes: 0,
             placement_view: None,
             overlay_v6: OverlayV6::for_namespace(&p.config.namespace),
-            overlay: p.config.overlay_ipv4.map(|range| Ipv4Claimer::new(range, peer_id, 0)),
+            overlay: p.config.overlay_ipv4.map(|range| {
+                let from = p.overlay_file.as_deref().map_or(0, |f| load_overlay_candidate(f, &range));
+                Ipv4Claimer::new(range, peer_id, from)
+            }),
+            overlay_file: p.overlay_file,
             config: p.config,
         }
     }
