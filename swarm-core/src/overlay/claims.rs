@@ -117,13 +117,7 @@ impl Ipv4Claimer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn peer(i: u32) -> PeerId {
-        let mut seed = [0u8; 32];
-        seed[..4].copy_from_slice(&i.to_be_bytes());
-        seed[4] = 2;
-        libp2p_identity::Keypair::ed25519_from_bytes(seed).unwrap().public().to_peer_id()
-    }
+    use crate::overlay::tests::peer;
 
     /// Two nodes whose first candidates clash in a /24.
     fn clashing(range: &Ipv4Range) -> (PeerId, PeerId) {

@@ -253,11 +253,12 @@ pub fn keeps(a: &PeerId, claim_a: &Ipv4Claim, b: &PeerId, claim_b: &Ipv4Claim) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::collections::HashMap;
 
-    fn peer(i: u32) -> PeerId {
+    /// Test node `i`.
+    pub(crate) fn peer(i: u32) -> PeerId {
         let mut seed = [0u8; 32];
         seed[..4].copy_from_slice(&i.to_be_bytes());
         seed[4] = 1;

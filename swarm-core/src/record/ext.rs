@@ -21,6 +21,22 @@ pub const MAX_LEASE_GPUS: usize = 64;
 /// Largest advert body.
 const MAX_LEASED_BODY: usize = 512;
 
+/// `value` as extension `kind` (version 1), its body at most `max` bytes.
+fn to_extension<T: Serialize + WireMessage>(value: &T, kind: u16, max: usize) -> Option<RecordExtension> {
+    let bytes = codec::encode(value, max).ok()?;
+    Some(RecordExtension { kind, version: 1, body: BoundedBytes::try_from_vec(bytes).ok()? })
+}
+
+/// Extension `kind` (version 1) of `record`, decoded; nothing when absent or unreadable.
+fn from_extension<T: serde::de::DeserializeOwned + WireMessage>(
+    record: &NodeRecord,
+    kind: u16,
+    max: usize,
+) -> Option<T> {
+    let ext = record.extension(kind).filter(|e| e.version == 1)?;
+    codec::decode(&ext.body, max).ok()
+}
+
 /// The leased-GPUs extension body: GPU indices held by live leases, and how many leases
 /// hold them. Advisory only: the node's lease table decides; a stale advert costs a
 /// rejected reservation, never a double booking.
@@ -40,14 +56,12 @@ impl WireMessage for LeasedGpus {
 impl LeasedGpus {
     /// The record extension carrying this.
     pub fn to_extension(&self) -> Option<RecordExtension> {
-        let bytes = codec::encode(self, MAX_LEASED_BODY).ok()?;
-        Some(RecordExtension { kind: LEASED_KIND, version: 1, body: BoundedBytes::try_from_vec(bytes).ok()? })
+        to_extension(self, LEASED_KIND, MAX_LEASED_BODY)
     }
 
     /// What `record` advertises; nothing when it carries no (readable) advert.
     pub fn from_record(record: &NodeRecord) -> Option<Self> {
-        let ext = record.extension(LEASED_KIND).filter(|e| e.version == 1)?;
-        codec::decode(&ext.body, MAX_LEASED_BODY).ok()
+        from_extension(record, LEASED_KIND, MAX_LEASED_BODY)
     }
 }
 
@@ -72,18 +86,12 @@ impl WireMessage for OverlayClaim {
 impl OverlayClaim {
     /// The record extension carrying this claim.
     pub fn to_extension(&self) -> Option<RecordExtension> {
-        let bytes = codec::encode(self, MAX_OVERLAY_BODY).ok()?;
-        Some(RecordExtension {
-            kind: OVERLAY_KIND,
-            version: 1,
-            body: BoundedBytes::try_from_vec(bytes).ok()?,
-        })
+        to_extension(self, OVERLAY_KIND, MAX_OVERLAY_BODY)
     }
 
     /// The claim in `record`; nothing when it carries none (or none readable).
     pub fn from_record(record: &NodeRecord) -> Option<Self> {
-        let ext = record.extension(OVERLAY_KIND).filter(|e| e.version == 1)?;
-        codec::decode(&ext.body, MAX_OVERLAY_BODY).ok()
+        from_extension(record, OVERLAY_KIND, MAX_OVERLAY_BODY)
     }
 }
 
