@@ -48,6 +48,7 @@ pub mod place;
 pub mod publish;
 pub mod record;
 pub mod time;
+mod timer;
 pub mod tunnel;
 pub mod view;
 

@@ -416,6 +416,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(links.link_between(&d, &a), Some(LinkAnswer::Measured { by, .. }) if by == a));
+        // Asked later, a measurement is older by as much.
+        let later = NOW.saturating_add(Duration::from_secs(3));
+        assert!(matches!(
+            links.link_between_as_of(&a, &b, later),
+            Some(LinkAnswer::Measured { age, .. }) if age == Duration::from_millis(3_500)
+        ));
         match links.link_between(&c, &d).unwrap() {
             LinkAnswer::Estimated { rtt_ms, error } => assert_eq!((rtt_ms, error), (11.0, 0.1)),
             other => panic!("{other:?}"),

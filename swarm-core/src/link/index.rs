@@ -37,6 +37,8 @@ struct Indexed {
 pub struct LinkIndex {
     pos: HashMap<PeerId, u32>,
     nodes: Vec<Indexed>,
+    /// The moment ages were judged at.
+    built: UnixMillis,
 }
 
 impl LinkIndex {
@@ -69,7 +71,7 @@ impl LinkIndex {
                 indexed[i as usize].confirmed = true;
             }
         }
-        Self { pos, nodes: indexed }
+        Self { pos, nodes: indexed, built: now }
     }
 
     /// The position of `peer` (its index in the snapshot's entries).
@@ -112,6 +114,17 @@ impl LinkIndex {
             }
             Some((na.coordinate?, nb.coordinate?))
         })
+    }
+
+    /// [`Self::link_between`] asked at `now`, after the index was built: a measurement's
+    /// age counts to `now` (freshness of handshakes stays as judged at the build).
+    pub fn link_between_as_of(&self, a: &PeerId, b: &PeerId, now: UnixMillis) -> Option<LinkAnswer> {
+        match self.link_between(a, b)? {
+            LinkAnswer::Measured { by, summary, age } => {
+                Some(LinkAnswer::Measured { by, summary, age: age + self.built.age(now) })
+            }
+            estimated => Some(estimated),
+        }
     }
 
     /// The link between `a` and `b`: the fresher of the two ends' measurements, else a

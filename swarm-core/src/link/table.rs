@@ -130,23 +130,13 @@ enum Timer {
     Gossip = 1,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct TimerTable([Option<Instant>; 2]);
-
-impl TimerTable {
-    fn set(&mut self, timer: Timer, at: Instant) {
-        self.0[timer as usize] = Some(at);
-    }
-    fn get(&self, timer: Timer) -> Option<Instant> {
-        self.0[timer as usize]
-    }
-    fn is_due(&self, timer: Timer, now: Instant) -> bool {
-        self.get(timer).is_some_and(|t| t <= now)
-    }
-    fn next(&self) -> Option<Instant> {
-        self.0.iter().flatten().min().copied()
+impl From<Timer> for usize {
+    fn from(t: Timer) -> usize {
+        t as usize
     }
 }
+
+type TimerTable = crate::timer::TimerTable<Timer, 2>;
 
 /// A probe, reply or report waiting to be sent: peer, kind, length, body.
 type SmallFrame = (PeerId, FrameKind, usize, [u8; SMALL_FRAME]);
@@ -242,7 +232,7 @@ impl LinkTable {
             self.events.push_back(LinkEvent::Throughput { peer: *peer, result });
         }
         if self.links.is_empty() {
-            self.timers.0[Timer::Judge as usize] = None;
+            self.timers.stop(Timer::Judge);
         }
     }
 

@@ -82,18 +82,10 @@ impl Driver {
     /// The link between `a` and `b`, from the placement view's index (rebuilt when it is
     /// older than a second); a measurement's age counts to now.
     fn link_between(&mut self, a: &PeerId, b: &PeerId) -> Option<LinkAnswer> {
-        let now = Instant::now();
-        if self.placement_view.as_ref().is_some_and(|p| now >= p.built + Duration::from_secs(1)) {
+        if self.placement_view.as_ref().is_some_and(|p| p.built.elapsed() >= Duration::from_secs(1)) {
             self.placement_view = None;
         }
-        let shared = self.placement_view();
-        let built = self.placement_view.as_ref().map_or(now, |p| p.built);
-        match shared.1.link_between(a, b)? {
-            LinkAnswer::Measured { by, summary, age } => {
-                Some(LinkAnswer::Measured { by, summary, age: age + now.saturating_duration_since(built) })
-            }
-            estimated => Some(estimated),
-        }
+        self.placement_view().1.link_between_as_of(a, b, wall_clock())
     }
 
     fn placement_view(&mut self) -> SharedView {
