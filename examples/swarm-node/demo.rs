@@ -74,8 +74,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         let view = mesh.nodes[0].cluster().await?;
         let connected = mesh.nodes[0].connected_peers().await?;
         let tunnels = mesh.nodes[0].tunnels().await?;
+        let overlay = crate::run::overlay_of_view(&mesh.nodes[0], &view).await?;
         println!("cluster view of node 0 ({} records):", view.len());
-        print!("{}", table::peer_table(&view, &connected, &tunnels));
+        print!("{}", table::peer_table(&view, &connected, &tunnels, &overlay));
         println!();
         println!("tunnels of node 0 (WireGuard; RTT: median of {PINGS} datagrams echoed over the tunnel):");
         print!("{}", table::tunnel_table(&tunnels, &rtts));

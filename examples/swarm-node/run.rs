@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use swarm::{Multiaddr, NodeBuilder, NodeEvent};
+use swarm::core::overlay::Ipv4Range;
+use swarm::net::VpnConfig;
+use swarm::{Multiaddr, Node, NodeBuilder, NodeEvent};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::gpus::{parse_gpus, GpuChoice};
@@ -66,6 +68,30 @@ pub struct RunArgs {
     /// live in memory; this waits out any granted before). Default: --max-lease.
     #[arg(long, value_parser = crate::parse_duration)]
     lease_grace: Option<Duration>,
+    /// Join the mesh VPN: a TUN device with this node's overlay addresses, every other
+    /// node reachable at its own (needs CAP_NET_ADMIN; the device goes when the node stops).
+    #[arg(long)]
+    vpn: bool,
+    /// The VPN's device name.
+    #[arg(long, value_name = "NAME", default_value = "swarm0")]
+    vpn_dev: String,
+    /// The VPN device's MTU.
+    #[arg(long, default_value_t = swarm::net::DEFAULT_VPN_MTU)]
+    vpn_mtu: u16,
+    /// The IPv4 range nodes claim overlay addresses in, or `none` for IPv6 only.
+    #[arg(long, value_name = "CIDR|none", default_value = "100.64.0.0/10", value_parser = parse_ipv4_range)]
+    vpn_ipv4: Ipv4Choice,
+}
+
+/// `--vpn-ipv4`: a range, or none.
+#[derive(Debug, Clone)]
+pub struct Ipv4Choice(Option<Ipv4Range>);
+
+fn parse_ipv4_range(s: &str) -> Result<Ipv4Choice, String> {
+    if s == "none" {
+        return Ok(Ipv4Choice(None));
+    }
+    s.parse().map(|r| Ipv4Choice(Some(r))).map_err(|e: swarm::core::overlay::Ipv4RangeError| e.to_string())
 }
 
 fn default_listen() -> Vec<Multiaddr> {
@@ -98,8 +124,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for label in args.label {
         builder = builder.label(label);
     }
+    if args.vpn {
+        builder = builder.vpn(VpnConfig { device: args.vpn_dev.clone(), mtu: args.vpn_mtu });
+        if let Some(range) = args.vpn_ipv4.0 {
+            builder = builder.overlay_ipv4(range);
+        }
+    }
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
+    if args.vpn {
+        print_overlay(&node, &args.vpn_dev).await?;
+    }
     if let Some(addr) = args.metrics {
         let bound = node.serve_metrics(addr).await.context("cannot serve metrics")?;
         println!("metrics on http://{bound}/metrics");
@@ -132,8 +167,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let connected = node.connected_peers().await?;
                 let stats = node.stats().await?;
                 let tunnels = node.tunnels().await?;
+                let overlay = overlay_of_view(&node, &view).await?;
                 println!();
-                print!("{}", table::peer_table(&view, &connected, &tunnels));
+                print!("{}", table::peer_table(&view, &connected, &tunnels, &overlay));
                 println!(
                     "{} records, {} connected, {} tunnels up, {} published, {} rejected",
                     view.len(),
@@ -163,4 +199,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// The node's overlay addresses, as the VPN device carries them.
+async fn print_overlay(node: &Node, device: &str) -> anyhow::Result<()> {
+    let a = node.overlay().await?;
+    match a.ipv4 {
+        Some(v4) => println!("overlay {} and {v4} on {device}", a.ipv6),
+        None => println!("overlay {} on {device}", a.ipv6),
+    }
+    Ok(())
+}
+
+/// The overlay addresses of every node in `view`.
+pub async fn overlay_of_view(
+    node: &Node,
+    view: &swarm::core::view::ClusterSnapshot,
+) -> anyhow::Result<Vec<(swarm::PeerId, swarm::net::OverlayAddresses)>> {
+    let mut out = Vec::with_capacity(view.entries.len());
+    for e in &view.entries {
+        if let Some(a) = node.overlay_of(e.record.peer_id).await? {
+            out.push((e.record.peer_id, a));
+        }
+    }
+    Ok(out)
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use swarm::core::link::{Metric, SlaState};
 use swarm::core::view::ClusterSnapshot;
 use swarm::net::LinkReport;
+use swarm::net::OverlayAddresses;
 use swarm::{PeerId, TunnelStatus};
 
 /// Shortens a peer id to its last 8 characters, as libp2p logs do.
@@ -28,14 +29,28 @@ pub fn tunnel_state(t: Option<&TunnelStatus>) -> String {
     }
 }
 
-/// One row per record: who, what it has, how fresh, whether we are connected, and the
-/// state of our tunnel to it.
-pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId], tunnels: &[TunnelStatus]) -> String {
+/// A node's overlay addresses in one column: `IPv4 IPv6`, or `-`.
+pub fn overlay_column(a: Option<&OverlayAddresses>) -> String {
+    match a {
+        Some(OverlayAddresses { ipv6, ipv4: Some(v4), .. }) => format!("{v4} {ipv6}"),
+        Some(a) => a.ipv6.to_string(),
+        None => "-".to_owned(),
+    }
+}
+
+/// One row per record: who, what it has, how fresh, whether we are connected, the state
+/// of our tunnel to it, and its overlay addresses.
+pub fn peer_table(
+    view: &ClusterSnapshot,
+    connected: &[PeerId],
+    tunnels: &[TunnelStatus],
+    overlay: &[(PeerId, OverlayAddresses)],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<8} {:<22} LABELS",
-        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL", "TUNNEL ENDPOINT"
+        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<8} {:<22} {:<44} LABELS",
+        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL", "TUNNEL ENDPOINT", "OVERLAY"
     );
     for e in &view.entries {
         let peer = e.record.peer_id;
@@ -55,9 +70,10 @@ pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId], tunnels: &[Tunne
         let labels: Vec<String> =
             e.record.labels.iter().map(|l| format!("{}={}", l.key.as_str(), l.value.as_str())).collect();
         let age = e.received_at.elapsed().as_secs_f32();
+        let addrs = overlay_column(overlay.iter().find(|(p, _)| *p == peer).map(|(_, a)| a));
         let _ = writeln!(
             out,
-            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<8} {:<22} {}",
+            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<8} {:<22} {:<44} {}",
             short(&peer),
             e.record.gpus.summary(),
             e.record.cpu_cores,
@@ -66,6 +82,7 @@ pub fn peer_table(view: &ClusterSnapshot, connected: &[PeerId], tunnels: &[Tunne
             link,
             state,
             endpoint,
+            addrs,
             labels.join(",")
         );
     }

@@ -73,7 +73,32 @@ pub struct NodeConfig {
     pub leases: swarm_core::place::LeaseConfig,
     /// The IPv4 overlay range this node claims an address in (`None`: no IPv4 claim).
     pub overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
+    /// The TUN device that carries the overlay's IP packets (`None`: no VPN).
+    pub vpn: Option<VpnConfig>,
 }
+
+/// The mesh VPN's TUN device (see `docs/vpn.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VpnConfig {
+    /// The device's name; `swarm0` by default.
+    pub device: String,
+    /// The device's MTU; 1420 by default (room for WireGuard's 80 bytes of overhead
+    /// over an IPv6 underlay with a 1 500-byte MTU).
+    pub mtu: u16,
+}
+
+impl Default for VpnConfig {
+    fn default() -> Self {
+        Self { device: "swarm0".to_owned(), mtu: DEFAULT_VPN_MTU }
+    }
+}
+
+/// The TUN device's MTU unless set.
+pub const DEFAULT_VPN_MTU: u16 = 1420;
+/// The smallest TUN MTU (IPv6's minimum link MTU).
+pub const MIN_VPN_MTU: u16 = 1280;
+/// The largest TUN MTU: a jumbo frame's.
+pub const MAX_VPN_MTU: u16 = 9000;
 
 /// Why a node could not be configured or started.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +141,9 @@ pub enum BuildError {
     /// The tunnel UDP socket could not be bound.
     #[error("cannot bind the tunnel UDP socket: {0}")]
     TunnelSocket(std::io::Error),
+    /// The VPN's TUN device could not be set up.
+    #[error(transparent)]
+    Vpn(#[from] crate::dataplane::tun::TunError),
 }
 
 /// Builds a node: `NodeBuilder::new("my-swarm").listen(addr).bootstrap(addr).start().await`.
@@ -150,6 +178,7 @@ pub struct NodeBuilder {
     pub(crate) tunnel_endpoints: Vec<std::net::SocketAddr>,
     pub(crate) leases: swarm_core::place::LeaseConfig,
     pub(crate) overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
+    pub(crate) vpn: Option<VpnConfig>,
     /// Whether `lease_restart_grace` was called.
     pub(crate) grace_set: bool,
 }
@@ -184,6 +213,7 @@ impl NodeBuilder {
             tunnel_endpoints: Vec::new(),
             leases: swarm_core::place::LeaseConfig::default(),
             overlay_ipv4: None,
+            vpn: None,
             grace_set: false,
         }
     }
@@ -347,6 +377,15 @@ impl NodeBuilder {
         self
     }
 
+    /// Carries the overlay's IP packets on a TUN device (needs `CAP_NET_ADMIN`): the
+    /// node's IPv6 overlay address (and its IPv4 claim, with [`Self::overlay_ipv4`]) on
+    /// the device, the overlay's prefixes routed to it, and every packet sent to the peer
+    /// whose address it is. The device goes when the node stops.
+    pub fn vpn(mut self, vpn: VpnConfig) -> Self {
+        self.vpn = Some(vpn);
+        self
+    }
+
     /// The longest lease (and renewal) this node grants on its GPUs; 10 minutes by
     /// default. Also the restart grace unless [`Self::lease_restart_grace`] sets one.
     pub fn max_lease(mut self, max: Duration) -> Self {
@@ -424,6 +463,15 @@ impl NodeBuilder {
         if self.mdns && !cfg!(feature = "mdns") {
             return Err(BuildError::Setting("mDNS needs the `mdns` cargo feature".to_owned()));
         }
+        if let Some(vpn) = &self.vpn {
+            if !(MIN_VPN_MTU..=MAX_VPN_MTU).contains(&vpn.mtu) {
+                return Err(BuildError::Setting(format!(
+                    "the VPN MTU ({}) must lie between {MIN_VPN_MTU} and {MAX_VPN_MTU}",
+                    vpn.mtu
+                )));
+            }
+            crate::dataplane::tun::check_name(&vpn.device)?;
+        }
         let publish = PublishConfig {
             heartbeat: self.heartbeat,
             max_heartbeat: self.max_heartbeat,
@@ -455,6 +503,7 @@ impl NodeBuilder {
             tunnel_endpoints: self.tunnel_endpoints.clone(),
             leases: self.leases,
             overlay_ipv4: self.overlay_ipv4,
+            vpn: self.vpn.clone(),
         })
     }
 }

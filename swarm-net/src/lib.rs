@@ -52,9 +52,10 @@ mod serve;
 
 pub use api::{
     DataPlaneStats, Datagram, Datagrams, LinkReport, Node, NodeError, NodeEvent, NodeEvents, NodeStats,
-    OverlayAddresses, TunnelStatus,
+    OverlayAddresses, TunnelStatus, VpnDrops,
 };
-pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
+pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig, VpnConfig, DEFAULT_VPN_MTU};
+pub use dataplane::tun::{TunError, TunStats};
 pub use identity::{load_psk, overlay_path, tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};
 pub use swarm_core::link::SlaVerdict;

@@ -23,7 +23,7 @@ use swarm_core::view::ClusterSnapshot;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus};
+pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus, VpnDrops};
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
 pub use event::{NodeEvent, NodeStats, OverlayAddresses};

@@ -9,13 +9,19 @@
 //! whose tunnel record was signature-checked against its `PeerId` — enters the view, and
 //! removed when it expires. Tunnels open lazily on the first datagram, and eagerly to the
 //! first `eager_tunnels` peers.
+//!
+//! With the VPN on, IP packets read from the [`tun`] device go to the peer whose overlay
+//! address (in `routes`, longest prefix first) is their destination, opening its tunnel
+//! when needed; IP packets decrypted from a peer go to the device when their source is
+//! one of that peer's addresses, and are dropped and counted otherwise.
 
 mod report;
 mod socket;
+pub(crate) mod tun;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -25,14 +31,17 @@ use swarm_core::link::vivaldi::Coordinate;
 use swarm_core::link::{
     LinkConfig, LinkEvent, LinkGossip, LinkTable, PassiveCounters, SlaPolicy, ThroughputError,
 };
+use swarm_core::overlay::routes::endpoints;
+use swarm_core::overlay::{AllowedIps, IpPrefix};
 use swarm_core::tunnel::{
-    FrameKind, Payload, PeerHandle, Received, SendError, TunnelConfig, TunnelEvent, Tunnels,
+    FrameKind, Payload, PeerHandle, Received, SendError, Transmit, TunnelConfig, TunnelEvent, Tunnels,
 };
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-pub use report::{DataPlaneStats, Datagram, LinkReport, TunnelStatus};
+pub use report::{DataPlaneStats, Datagram, LinkReport, TunnelStatus, VpnDrops};
 use socket::{SendFailure, Sockets, BATCH, RX_BUF};
+use tun::Tun;
 
 /// The largest datagram the tunnel sends: an application datagram of `max_datagram`
 /// bytes, its frame header, padding and WireGuard's overhead.
@@ -91,6 +100,10 @@ pub(crate) struct DataPlane {
     eager: usize,
     gso: bool,
     events: VecDeque<DataPlaneEvent>,
+    /// The VPN's device, when the node has one.
+    vpn: Option<Tun>,
+    /// Which peer each overlay prefix belongs to (cryptokey routing).
+    routes: AllowedIps<PeerId>,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -127,8 +140,46 @@ impl DataPlane {
             eager: config.eager,
             gso: config.gso,
             events: VecDeque::new(),
+            vpn: None,
+            routes: AllowedIps::default(),
             stats,
         })
+    }
+
+    /// Carries IP packets between `tun` and the tunnels from now on.
+    pub(crate) fn attach_vpn(&mut self, tun: Tun) {
+        self.vpn = Some(tun);
+    }
+
+    /// The counters, the VPN device's included.
+    pub(crate) fn stats(&self) -> DataPlaneStats {
+        let mut stats = self.stats;
+        if let Some(tun) = &self.vpn {
+            stats.tun = tun.stats;
+        }
+        stats
+    }
+
+    /// The VPN device's name, when there is one.
+    pub(crate) fn vpn_device(&self) -> Option<&str> {
+        self.vpn.as_ref().map(Tun::name)
+    }
+
+    /// Moves the VPN device's IPv4 address.
+    pub(crate) fn set_vpn_ipv4(&mut self, addr: Ipv4Addr, len: u8) {
+        if let Some(tun) = &mut self.vpn {
+            if let Err(e) = tun.set_ipv4(addr, len) {
+                tracing::warn!(device = tun.name(), %addr, error = %e, "cannot move the VPN device's IPv4 address");
+            }
+        }
+    }
+
+    /// Routes `prefix` to `peer`'s tunnel (`None`: to no one).
+    pub(crate) fn route(&mut self, prefix: IpPrefix, peer: Option<PeerId>) {
+        match peer {
+            Some(peer) => self.routes.insert(prefix, peer),
+            None => self.routes.remove(&prefix),
+        };
     }
 
     /// The bound address of each socket.
@@ -192,6 +243,7 @@ impl DataPlane {
     /// A peer's record expired: its tunnel closes and its keys are erased.
     pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
         self.forget(peer);
+        self.routes.retain(|p| p != peer);
         self.links.handle_coordinate(*peer, None);
     }
 
@@ -330,20 +382,25 @@ impl DataPlane {
                 at = end;
             }
         }
+        if let Some(tun) = &mut self.vpn {
+            tun.flush();
+        }
         n > 0
     }
 
     fn handle_one(&mut self, now: Instant, src: SocketAddr, start: usize, end: usize) {
         self.stats.udp_in += 1;
         let datagram = &mut self.rx[start..end];
-        // IP packets (from stock WireGuard peers) and keepalives: nothing for the
-        // application.
-        let Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) =
-            self.tunnels.handle_datagram(now, src, datagram)
-        else {
-            return;
+        let (handle, kind, body) = match self.tunnels.handle_datagram(now, src, datagram) {
+            Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => (peer, kind, body),
+            Ok(Received::Data { peer, payload: Payload::Ipv4(packet) | Payload::Ipv6(packet) }) => {
+                let Some(peer) = self.by_handle.get(&peer) else { return };
+                return deliver_ip(&mut self.vpn, &self.routes, &mut self.stats.vpn_drops, peer, packet);
+            }
+            // Keepalives, handshakes and drops (counted by the tunnels).
+            _ => return,
         };
-        let Some(peer) = self.by_handle.get(&peer).copied() else { return };
+        let Some(peer) = self.by_handle.get(&handle).copied() else { return };
         if kind != FrameKind::DATAGRAM {
             return self.links.handle_frame(now, peer, kind, body);
         }
@@ -357,7 +414,6 @@ impl DataPlane {
     /// endpoint leave in one GSO send (one system call for up to 64 KiB) where the
     /// kernel supports it.
     pub(crate) async fn send_datagrams(&mut self, now: Instant, batch: &mut Vec<(PeerId, Vec<u8>)>) {
-        let max_segments = if self.gso { self.stats.max_gso_segments.max(1) } else { 1 };
         let mut gso = GsoBatch::default();
         for (peer, data) in batch.drain(..) {
             let Some(known) = self.peers.get(&peer) else {
@@ -365,34 +421,84 @@ impl DataPlane {
                 continue;
             };
             let handle = known.handle;
-            let room = data.len() + swarm_core::tunnel::OVERHEAD + FRAME_ROOM;
-            if gso.segments > 0 && gso.filled + room > GSO_MAX_BYTES {
-                self.send_batch(&mut gso).await;
-            }
-            let t = match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[gso.filled..]) {
-                Ok(Some(t)) => t,
-                Ok(None) => continue,
-                Err(SendError::NoEndpoint | SendError::UnknownPeer) => {
-                    self.stats.datagrams_unroutable += 1;
-                    continue;
-                }
-                Err(_) => {
-                    self.stats.datagrams_refused += 1;
-                    continue;
-                }
-            };
-            if gso.segments > 0 && !gso.joins(t.destination, t.len, max_segments) {
-                // Send the batch, then move this datagram to the front.
-                let filled = gso.filled;
-                self.send_batch(&mut gso).await;
-                self.tx.copy_within(filled..filled + t.len, 0);
-            }
-            if gso.push(t.destination, t.len) {
-                // A shorter datagram must be the last of its batch.
-                self.send_batch(&mut gso).await;
+            self.make_room(&mut gso, data.len() + FRAME_ROOM).await;
+            match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[gso.filled..]) {
+                Ok(Some(t)) => self.stage(&mut gso, t).await,
+                Ok(None) => {}
+                Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.datagrams_unroutable += 1,
+                Err(_) => self.stats.datagrams_refused += 1,
             }
         }
         self.send_batch(&mut gso).await;
+    }
+
+    /// Waits until the VPN device has packets (never, without one).
+    pub(crate) async fn vpn_readable(&self) -> io::Result<()> {
+        match &self.vpn {
+            Some(tun) => tun.readable().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Reads one batch of IP packets from the VPN device and sends each to the peer its
+    /// destination routes to, in GSO batches; whether there was anything.
+    pub(crate) async fn handle_vpn_readable(&mut self, now: Instant) -> bool {
+        let Some(tun) = &mut self.vpn else { return false };
+        let n = tun.recv();
+        let mut gso = GsoBatch::default();
+        for i in 0..n {
+            let Some(tun) = &self.vpn else { break };
+            let packet = tun.packet(i);
+            let Some(handle) = endpoints(packet)
+                .and_then(|(_, dst)| self.routes.lookup(&dst))
+                .and_then(|peer| self.peers.get(peer))
+                .map(|k| k.handle)
+            else {
+                self.stats.vpn_drops.no_route += 1;
+                continue;
+            };
+            let len = packet.len();
+            self.make_room(&mut gso, len).await;
+            let Some(tun) = &self.vpn else { break };
+            match self.tunnels.send_ip(now, handle, tun.packet(i), &mut self.tx[gso.filled..]) {
+                Ok(Some(t)) => self.stage(&mut gso, t).await,
+                Ok(None) => {}
+                Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.vpn_drops.no_route += 1,
+                Err(SendError::NotIp) => self.stats.vpn_drops.not_ip += 1,
+                Err(SendError::TooLarge(_) | SendError::BufferTooSmall) => {
+                    self.stats.vpn_drops.too_large += 1
+                }
+                Err(_) => self.stats.vpn_drops.queue_full += 1,
+            }
+        }
+        self.send_batch(&mut gso).await;
+        n > 0
+    }
+
+    /// Sends the GSO batch first when a payload of `len` bytes, sealed, would take it
+    /// past one GSO send.
+    async fn make_room(&mut self, gso: &mut GsoBatch, len: usize) {
+        let room = len + swarm_core::tunnel::OVERHEAD;
+        if gso.segments > 0 && gso.filled + room > GSO_MAX_BYTES {
+            self.send_batch(gso).await;
+        }
+    }
+
+    /// Adds a datagram just sealed at `tx[gso.filled..]` to the GSO batch, sending the
+    /// batch first when it cannot join (another destination, a longer datagram, the
+    /// socket's segment limit) and after it when it is shorter than the batch's.
+    async fn stage(&mut self, gso: &mut GsoBatch, t: Transmit) {
+        let max_segments = if self.gso { self.stats.max_gso_segments.max(1) } else { 1 };
+        if gso.segments > 0 && !gso.joins(t.destination, t.len, max_segments) {
+            // Send the batch, then move this datagram to the front.
+            let filled = gso.filled;
+            self.send_batch(gso).await;
+            self.tx.copy_within(filled..filled + t.len, 0);
+        }
+        if gso.push(t.destination, t.len) {
+            // A shorter datagram must be the last of its batch.
+            self.send_batch(gso).await;
+        }
     }
 
     async fn send_batch(&mut self, gso: &mut GsoBatch) {
@@ -479,6 +585,26 @@ impl DataPlane {
                 self.stats.socket_errors += 1;
             }
         }
+    }
+}
+
+/// Hands an IP packet decrypted from `peer` to the VPN device when its source is one of
+/// the peer's addresses; drops and counts it otherwise.
+fn deliver_ip(
+    vpn: &mut Option<Tun>,
+    routes: &AllowedIps<PeerId>,
+    drops: &mut VpnDrops,
+    peer: &PeerId,
+    packet: &[u8],
+) {
+    let Some(tun) = vpn else {
+        drops.no_device += 1;
+        return;
+    };
+    match endpoints(packet) {
+        Some((src, _)) if routes.allows(peer, &src) => tun.queue(packet),
+        Some(_) => drops.spoofed_source += 1,
+        None => drops.not_ip += 1,
     }
 }
 

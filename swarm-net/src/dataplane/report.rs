@@ -32,6 +32,41 @@ pub struct DataPlaneStats {
     pub max_gso_segments: usize,
     /// Datagrams one GRO read can hold (1: none).
     pub gro_segments: usize,
+    /// The VPN device's packets and bytes.
+    pub tun: super::tun::TunStats,
+    /// IP packets of the VPN dropped, by reason.
+    pub vpn_drops: VpnDrops,
+}
+
+/// IP packets of the VPN dropped, by reason.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VpnDrops {
+    /// From the device, to an address no peer holds (or to a peer with no endpoint).
+    pub no_route: u64,
+    /// From a peer, with a source address that is not one of the peer's.
+    pub spoofed_source: u64,
+    /// Not an IPv4 or IPv6 packet.
+    pub not_ip: u64,
+    /// Larger than a tunnel carries.
+    pub too_large: u64,
+    /// The peer's queue behind its handshake was full.
+    pub queue_full: u64,
+    /// From a peer, while this node has no VPN device.
+    pub no_device: u64,
+}
+
+impl VpnDrops {
+    /// Each reason with its count, in a fixed order (for metrics and JSON).
+    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+        [
+            ("no_route", self.no_route),
+            ("spoofed_source", self.spoofed_source),
+            ("not_ip", self.not_ip),
+            ("too_large", self.too_large),
+            ("queue_full", self.queue_full),
+            ("no_device", self.no_device),
+        ]
+    }
 }
 
 /// An application datagram received over a tunnel.

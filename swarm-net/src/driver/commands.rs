@@ -125,7 +125,7 @@ impl Driver {
             gossip: self.view.counters().clone(),
             bytes_in,
             bytes_out,
-            dataplane: self.dataplane.stats,
+            dataplane: self.dataplane.stats(),
             tunnel_drops: self.dataplane.drops(),
             leases: self.leases.stats(),
             ..self.stats.clone()

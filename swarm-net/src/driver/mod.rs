@@ -140,6 +140,13 @@ impl Driver {
                     // batch, so a flood fills the socket buffer rather than the inbox.
                     tokio::task::yield_now().await;
                 }
+                Ok(()) = self.dataplane.vpn_readable() => {
+                    for _ in 0..READS_PER_TURN {
+                        if !self.dataplane.handle_vpn_readable(Instant::now()).await {
+                            break;
+                        }
+                    }
+                }
                 n = self.outgoing.recv_many(&mut batch, SEND_BATCH), if self.outgoing_open => {
                     if n == 0 {
                         self.outgoing_open = false;

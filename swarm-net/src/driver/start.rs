@@ -181,6 +181,7 @@ pub(super) async fn spawn(
         overlay_file,
     };
     let mut driver = Driver::new(parts);
+    driver.start_vpn()?;
     driver.publish_overlay();
     driver.wait_for_listeners(listeners).await?;
     driver.dial_bootstrap();
