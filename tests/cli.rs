@@ -1,23 +1,12 @@
 //! The `swarm-node` program as a user runs it. `cargo test` builds the example first.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
 
-fn swarm_node() -> Command {
-    // target/<profile>/deps/cli-<hash> -> target/<profile>/examples/swarm-node
-    let exe = std::env::current_exe().unwrap();
-    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join("swarm-node");
-    assert!(bin.exists(), "{bin:?} is built by `cargo test`");
-    Command::new(bin)
-}
-
-fn run(args: &[&str]) -> Output {
-    swarm_node().args(args).output().unwrap()
-}
+use common::{run, spawn_in, spawn_node, swarm_node, wait_line, Veth};
 
 #[test]
 fn demo_json_reports_a_converged_mesh() {
@@ -135,54 +124,6 @@ fn bad_values_found_at_start_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("swarm.psk") && err.contains("pre-shared key"), "{err}");
-}
-
-/// Kills the child on drop, so a failing test leaves no process behind.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_node(args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
-    spawn_in(swarm_node(), args)
-}
-
-fn spawn_in(mut command: Command, args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
-    let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::sync_channel(1024);
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (Guard(child), rx)
-}
-
-/// The first line that satisfies `pred`, within 30 s; panics (with the last lines seen)
-/// otherwise.
-fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let mut seen = std::collections::VecDeque::new();
-    loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if pred(&line) => return line,
-            Ok(line) => {
-                seen.push_back(line);
-                if seen.len() > 20 {
-                    seen.pop_front();
-                }
-            }
-            Err(e) => panic!("expected output did not come ({e}); last lines: {seen:#?}"),
-        }
-    }
 }
 
 #[test]
@@ -350,53 +291,6 @@ fn gpus_reports_static_and_missing_nvml_inventories() {
         assert_eq!(v["devices"].as_array().unwrap().len(), 0);
         let log = String::from_utf8_lossy(&out.stderr);
         assert_eq!(log.matches("no NVIDIA driver").count(), 1, "{log}");
-    }
-}
-
-/// Two network namespaces joined by a veth pair (10.203.0.1 and 10.203.0.2), deleted on
-/// drop, also when the test fails.
-struct Veth {
-    a: String,
-    b: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("iproute2 is installed");
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-impl Veth {
-    fn new() -> Veth {
-        let id = std::process::id();
-        let v = Veth { a: format!("swc-a-{id}"), b: format!("swc-b-{id}") };
-        let (va, vb) = (format!("swca{id}"), format!("swcb{id}"));
-        ip(&["netns", "add", &v.a]);
-        ip(&["netns", "add", &v.b]);
-        ip(&["link", "add", &va, "type", "veth", "peer", "name", &vb]);
-        ip(&["link", "set", &va, "netns", &v.a]);
-        ip(&["link", "set", &vb, "netns", &v.b]);
-        ip(&["-n", &v.a, "addr", "add", "10.203.0.1/24", "dev", &va]);
-        ip(&["-n", &v.b, "addr", "add", "10.203.0.2/24", "dev", &vb]);
-        for (ns, dev) in [(&v.a, &va), (&v.b, &vb)] {
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        v
-    }
-
-    /// `swarm-node` inside namespace `ns`.
-    fn node(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]).arg(swarm_node().get_program());
-        c
-    }
-}
-
-impl Drop for Veth {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
     }
 }
 

@@ -299,9 +299,11 @@ async fn print_json(
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
         let addrs: Vec<String> = node.listen_addrs().await?.iter().map(ToString::to_string).collect();
+        let overlay = node.overlay().await?;
         nodes.push(serde_json::json!({
             "id": node.peer_id().to_string(),
             "addresses": addrs,
+            "overlay": {"ipv6": overlay.ipv6.to_string(), "ipv4": overlay.ipv4.map(|a| a.to_string())},
             "gpus": mesh.inventories[i],
             "records_seen": result.counts[i],
             "tunnels_up": tunnels_up[i],

@@ -160,11 +160,6 @@ impl DataPlane {
         stats
     }
 
-    /// The VPN device's name, when there is one.
-    pub(crate) fn vpn_device(&self) -> Option<&str> {
-        self.vpn.as_ref().map(Tun::name)
-    }
-
     /// Moves the VPN device's IPv4 address.
     pub(crate) fn set_vpn_ipv4(&mut self, addr: Ipv4Addr, len: u8) {
         if let Some(tun) = &mut self.vpn {

@@ -20,7 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{Command, LinkReport, NodeStats, TunnelStatus};
+use crate::api::{Command, LinkReport, NodeStats, OverlayAddresses, TunnelStatus};
 
 type Labels = Vec<(&'static str, String)>;
 type GaugeF = Family<Labels, Gauge<f64, AtomicU64>>;
@@ -83,7 +83,11 @@ async fn handle(mut stream: TcpStream, commands: &mpsc::WeakSender<Command>) -> 
         }
         "/links" => {
             let links = ask(commands, Command::Links).await.unwrap_or_default();
-            respond(&mut stream, "200 OK", "application/json", &links_json(&links)).await
+            let mut overlay = Vec::with_capacity(links.len());
+            for l in &links {
+                overlay.push(ask(commands, |tx| Command::Overlay(l.peer, tx)).await.flatten());
+            }
+            respond(&mut stream, "200 OK", "application/json", &links_json(&links, &overlay)).await
         }
         _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics or /links\n").await,
     }
@@ -112,6 +116,7 @@ async fn openmetrics(commands: &mpsc::WeakSender<Command>) -> Option<String> {
     register_links(&mut registry, &links);
     register_tunnels(&mut registry, &tunnels, &stats);
     register_node(&mut registry, &stats);
+    register_vpn(&mut registry, &stats);
     let mut text = String::new();
     encode(&mut text, &registry).ok()?;
     Some(text)
@@ -211,6 +216,24 @@ fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &N
     }
 }
 
+/// The VPN device's traffic (`in`: read from the device into the overlay; `out`:
+/// delivered from the overlay to the device) and its drops by reason.
+fn register_vpn(registry: &mut Registry, stats: &NodeStats) {
+    let packets = counter(registry, "vpn_tun_packets", "IP packets through the VPN device");
+    let bytes = counter(registry, "vpn_tun_bytes", "Bytes of IP packets through the VPN device");
+    let drops = counter(registry, "vpn_drops", "IP packets of the VPN dropped, by reason");
+    let t = &stats.dataplane.tun;
+    let dir = |d: &str| vec![("direction", d.to_owned())];
+    packets.get_or_create(&dir("in")).inc_by(t.read_packets);
+    packets.get_or_create(&dir("out")).inc_by(t.written_packets);
+    bytes.get_or_create(&dir("in")).inc_by(t.read_bytes);
+    bytes.get_or_create(&dir("out")).inc_by(t.written_bytes);
+    for (reason, n) in stats.dataplane.vpn_drops.by_reason() {
+        drops.get_or_create(&vec![("reason", reason.to_owned())]).inc_by(n);
+    }
+    drops.get_or_create(&vec![("reason", "device_error".to_owned())]).inc_by(t.errors);
+}
+
 fn register_node(registry: &mut Registry, stats: &NodeStats) {
     let node = gauge(registry, "node", "Node-wide gauges");
     let totals = counter(registry, "node_events", "Node-wide counters");
@@ -247,11 +270,21 @@ fn ms(d: Option<Duration>) -> serde_json::Value {
     d.map_or(serde_json::Value::Null, |d| serde_json::json!(d.as_secs_f64() * 1e3))
 }
 
-/// The links as JSON: what `swarm-node links` reads.
-pub(crate) fn links_json(links: &[LinkReport]) -> String {
+/// A node's overlay addresses as JSON (`null` when unknown).
+pub(crate) fn overlay_json(a: Option<&OverlayAddresses>) -> serde_json::Value {
+    a.map_or(
+        serde_json::Value::Null,
+        |a| serde_json::json!({ "ipv6": a.ipv6.to_string(), "ipv4": a.ipv4.map(|v| v.to_string()) }),
+    )
+}
+
+/// The links as JSON, each with its peer's overlay addresses (`overlay[i]` for
+/// `links[i]`): what `swarm-node links` reads.
+pub(crate) fn links_json(links: &[LinkReport], overlay: &[Option<OverlayAddresses>]) -> String {
     let rows: Vec<serde_json::Value> = links
         .iter()
-        .map(|l| {
+        .enumerate()
+        .map(|(i, l)| {
             let w = &l.stats.short;
             let sla: serde_json::Map<String, serde_json::Value> = l
                 .sla
@@ -268,6 +301,7 @@ pub(crate) fn links_json(links: &[LinkReport]) -> String {
                 .collect();
             serde_json::json!({
                 "peer": l.peer.to_string(),
+                "overlay": overlay_json(overlay.get(i).and_then(Option::as_ref)),
                 "window_s": w.window.as_secs_f64(),
                 "rtt_samples": w.rtt.map_or(0, |q| q.samples),
                 "rtt_p50_ms": ms(w.rtt.map(|q| q.p50)),

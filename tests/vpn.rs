@@ -1,0 +1,254 @@
+//! The mesh VPN as a user runs it: `swarm-node run --vpn` on hosts in network namespaces,
+//! reached with ping and TCP at their overlay addresses. Needs root, iproute2, ping and
+//! iperf3; `.ci/run` installs them and runs these with `--include-ignored`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{ip, spawn_in, swarm_node, wait_line, Guard};
+
+/// Hosts in network namespaces on one Ethernet segment (a bridge in a namespace of its
+/// own): host `i` is 10.204.0.(i+1)/24. Every namespace is deleted on drop, also when the
+/// test fails.
+struct Lan {
+    hub: String,
+    hosts: Vec<String>,
+}
+
+impl Lan {
+    fn new(n: usize) -> Lan {
+        static LANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let lans = LANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}{lans}", std::process::id());
+        let lan =
+            Lan { hub: format!("swv-hub-{id}"), hosts: (0..n).map(|i| format!("swv-{i}-{id}")).collect() };
+        ip(&["netns", "add", &lan.hub]);
+        ip(&["-n", &lan.hub, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &lan.hub, "link", "set", "br0", "up"]);
+        for (i, ns) in lan.hosts.iter().enumerate() {
+            let (h, v) = (format!("svh{i}-{id}"), format!("svn{i}-{id}"));
+            ip(&["netns", "add", ns]);
+            ip(&["link", "add", &h, "type", "veth", "peer", "name", &v]);
+            ip(&["link", "set", &h, "netns", &lan.hub]);
+            ip(&["-n", &lan.hub, "link", "set", &h, "master", "br0", "up"]);
+            ip(&["link", "set", &v, "netns", ns]);
+            ip(&["-n", ns, "addr", "add", &format!("10.204.0.{}/24", i + 1), "dev", &v]);
+            ip(&["-n", ns, "link", "set", &v, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    /// `program` run inside host `i`'s namespace.
+    fn exec(&self, i: usize, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.hosts[i], program]);
+        c
+    }
+
+    fn node(&self, i: usize) -> Command {
+        self.exec(i, swarm_node().get_program().to_str().unwrap())
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain([&self.hub]) {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A node's overlay addresses, as `run` prints them: `overlay <IPv6> and <IPv4> on <dev>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Overlay {
+    v6: String,
+    v4: String,
+}
+
+fn parse_overlay(line: &str) -> Overlay {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((f.first(), f.get(2)), (Some(&"overlay"), Some(&"and")), "{line}");
+    Overlay { v6: f[1].to_owned(), v4: f[3].to_owned() }
+}
+
+struct Running {
+    guard: Guard,
+    rx: std::sync::mpsc::Receiver<String>,
+    overlay: Overlay,
+    listen: String,
+}
+
+fn start(lan: &Lan, i: usize, key: &std::path::Path, bootstrap: Option<&str>) -> Running {
+    let listen = format!("/ip4/10.204.0.{}/tcp/4100", i + 1);
+    let mut args = vec![
+        "run",
+        "--identity",
+        key.to_str().unwrap(),
+        "--listen",
+        &listen,
+        "--refresh",
+        "500ms",
+        "--heartbeat",
+        "1s",
+        "--ttl",
+        "5s",
+        "--gpus",
+        "none",
+        "--vpn",
+    ];
+    if let Some(b) = bootstrap {
+        args.extend(["--bootstrap", b]);
+    }
+    let (guard, rx) = spawn_in(lan.node(i), &args);
+    let overlay = parse_overlay(&wait_line(&rx, |l| l.starts_with("overlay ")));
+    let listen =
+        wait_line(&rx, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+    Running { guard, rx, overlay, listen }
+}
+
+fn output(mut c: Command) -> Output {
+    c.output().unwrap()
+}
+
+/// Pings `addr` from host `i` until 3 answers come in a row, for at most 20 s (the
+/// first packets wait for the tunnel's handshake, and a peer's record may be a
+/// heartbeat late).
+fn ping(lan: &Lan, i: usize, addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = lan.exec(i, "ping");
+        c.args(["-c", "3", "-i", "0.2", "-W", "2", addr]);
+        let out = output(c);
+        if out.status.success() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "host {i} cannot ping {addr}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Sends 16 MiB over TCP from host `from` to an iperf3 server on host `to` at `addr`.
+fn tcp_transfer(lan: &Lan, to: usize, from: usize, addr: &str) {
+    let mut server = lan.exec(to, "iperf3");
+    server.args(["-s", "-1"]).stdout(std::process::Stdio::null());
+    let _server = Guard(server.spawn().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let mut client = lan.exec(from, "iperf3");
+    client.args(["-c", addr, "-n", "16M"]);
+    let out = output(client);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("receiver"), "TCP to {addr} failed: {text}");
+}
+
+fn stop(node: &mut Running) {
+    let pid = node.guard.0.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    wait_line(&node.rx, |l| l == "shutting down");
+    assert!(node.guard.0.wait().unwrap().success());
+}
+
+fn has_device(lan: &Lan, i: usize, name: &str) -> bool {
+    Command::new("ip").args(["-n", &lan.hosts[i], "link", "show", name]).output().unwrap().status.success()
+}
+
+#[test]
+#[ignore = "needs root, iproute2, ping and iperf3; `.ci/run` runs it as root with --include-ignored"]
+fn three_vpn_nodes_reach_each_other_at_their_overlay_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new(3);
+    let keys: Vec<_> = (0..3).map(|i| dir.path().join(format!("n{i}.key"))).collect();
+    let a = start(&lan, 0, &keys[0], None);
+    let b = start(&lan, 1, &keys[1], Some(&a.listen));
+    let mut c = start(&lan, 2, &keys[2], Some(&a.listen));
+    for n in [&a, &b, &c] {
+        wait_line(&n.rx, |l| l.starts_with("3 records"));
+    }
+    let overlays = [a.overlay.clone(), b.overlay.clone(), c.overlay.clone()];
+    for (i, j) in [(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)] {
+        ping(&lan, i, &overlays[j].v4);
+        ping(&lan, i, &overlays[j].v6);
+    }
+    tcp_transfer(&lan, 0, 2, &overlays[0].v4);
+    tcp_transfer(&lan, 1, 0, &overlays[1].v6);
+
+    // A second node cannot take the device name: a clear error, exit status 1, and the
+    // first node's device still works.
+    let mut second = lan.node(0);
+    second.args(["run", "--identity", dir.path().join("x.key").to_str().unwrap(), "--gpus", "none", "--vpn"]);
+    let out = output(second);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("swarm0") && err.contains("exists already"), "{err}");
+    ping(&lan, 1, &overlays[0].v4);
+
+    // A restart with the same identity keeps both addresses; the device goes with the
+    // process and comes back with it.
+    stop(&mut c);
+    assert!(!has_device(&lan, 2, "swarm0"), "the device outlived its node");
+    let c = start(&lan, 2, &keys[2], Some(&a.listen));
+    assert_eq!(c.overlay, overlays[2]);
+    ping(&lan, 0, &overlays[2].v4);
+    ping(&lan, 1, &overlays[2].v6);
+    drop((a, b, c));
+    // Killed outright, a node leaves no device either (the kernel removes it with the
+    // descriptor).
+    for i in 0..3 {
+        assert!(!has_device(&lan, i, "swarm0"), "host {i} kept its device");
+    }
+}
+
+#[test]
+#[ignore = "needs root and iproute2 (ip netns); `.ci/run` runs it as root with --include-ignored"]
+fn vpn_setup_errors_are_clear_and_leave_nothing_behind() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let lan = Lan::new(1);
+    let key = dir.path().join("n.key");
+    let key = key.to_str().unwrap();
+    let run = |extra: &[&str]| {
+        let mut c = lan.node(0);
+        c.args(["run", "--identity", key, "--gpus", "none", "--vpn"]).args(extra);
+        output(c)
+    };
+    let expect = |out: Output, words: &[&str]| {
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        for w in words {
+            assert!(err.contains(w), "{w:?} missing from: {err}");
+        }
+    };
+    // A device name Linux does not take.
+    expect(run(&["--vpn-dev", "a/b"]), &["invalid VPN device name"]);
+    // A name another device has.
+    ip(&["-n", &lan.hosts[0], "link", "add", "taken0", "type", "veth", "peer", "name", "taken1"]);
+    expect(run(&["--vpn-dev", "taken0"]), &["taken0", "exists already"]);
+    // A range the host routes elsewhere already.
+    ip(&["-n", &lan.hosts[0], "addr", "add", "100.64.0.1/10", "dev", "taken0"]);
+    ip(&["-n", &lan.hosts[0], "link", "set", "taken0", "up"]);
+    ip(&["-n", &lan.hosts[0], "link", "set", "taken1", "up"]);
+    expect(run(&[]), &["100.64.0.0/10", "taken0", "another IPv4 range"]);
+    // An MTU out of range.
+    expect(run(&["--vpn-ipv4", "none", "--vpn-mtu", "100"]), &["MTU"]);
+    assert!(!has_device(&lan, 0, "swarm0"), "a refused start left its device");
+
+    // Without CAP_NET_ADMIN (uid 65534, no capabilities).
+    let bin = dir.path().join("swarm-node");
+    std::fs::copy(swarm_node().get_program(), &bin).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = lan.exec(0, "setpriv");
+    c.args(["--reuid", "65534", "--regid", "65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(["run", "--identity", dir.path().join("u.key").to_str().unwrap(), "--gpus", "none"])
+        .args(["--vpn", "--vpn-ipv4", "none"]);
+    expect(output(c), &["CAP_NET_ADMIN"]);
+    assert!(!has_device(&lan, 0, "swarm0"));
+}
