@@ -5,8 +5,8 @@
 //! kernel's connected routes. The device is not persistent: the kernel removes it, its
 //! addresses and its routes when the descriptor closes, whatever ends the process.
 //!
-//! Reads and writes are batched into buffers allocated once; a write buffer grows only
-//! when coalescing needs it, and keeps its capacity.
+//! Reads and writes are batched into buffers allocated once (8 MiB for the writes: 128
+//! buffers, each room for a coalesced 64 KiB super-packet).
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -215,7 +215,9 @@ impl Tun {
             raw: vec![0; RAW_LEN],
             segments: (0..IDEAL_BATCH_SIZE).map(|_| vec![0; segment]).collect(),
             sizes: vec![0; IDEAL_BATCH_SIZE],
-            out: (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(HEADROOM + segment)).collect(),
+            // Each write buffer can hold a coalesced 64 KiB super-packet (tun-rs coalesces
+            // only into a buffer with that capacity, never reallocating).
+            out: (0..IDEAL_BATCH_SIZE).map(|_| Vec::with_capacity(2 * HEADROOM + 65_535)).collect(),
             queued: 0,
             gro: GROTable::default(),
             stats: TunStats::default(),
