@@ -387,6 +387,44 @@ fn a_wrong_preshared_key_never_completes() {
     assert!(!a.status(p, t0).unwrap().established);
 }
 
+/// A peer with its own pre-shared key (a stock WireGuard peer's) handshakes with that
+/// key, from either side, while the node's own key stays for everyone else; a side
+/// without it fails.
+#[test]
+fn a_per_peer_preshared_key_replaces_the_nodes() {
+    let swarm = TunnelConfig { psk: Some([7; 32]), ..TunnelConfig::default() };
+    for initiator in [0, 1] {
+        let mut n = pair_with2(swarm.clone(), TunnelConfig::default());
+        // Node 0 holds the swarm's key but gives peer 1 its own; peer 1 knows only that.
+        let (t, p) = (&mut n.s[0].t, n.s[0].peer);
+        assert!(t.set_psk(p, [9; 32]));
+        n.s[1].t = {
+            let mut t = Tunnels::new(
+                [2; 32],
+                TunnelConfig { psk: Some([9; 32]), ..TunnelConfig::default() },
+                n.now,
+                UNIX,
+                [5; 32],
+            );
+            n.s[1].peer = t.add_peer(public([1; 32]), Some(n.s[0].addr)).unwrap();
+            t
+        };
+        n.send(initiator, b"over the peer's own key").unwrap();
+        n.run_for(Duration::from_millis(50));
+        assert_eq!(
+            n.s[1 - initiator].got,
+            vec![b"over the peer's own key".to_vec()],
+            "initiator {initiator}"
+        );
+    }
+    // Without the per-peer key, node 0 uses the swarm's, and the handshake fails.
+    let mut n = pair_with2(swarm, TunnelConfig { psk: Some([9; 32]), ..TunnelConfig::default() });
+    n.send(0, b"never").unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert!(n.s[1].got.is_empty());
+    assert!(!n.s[0].t.status(n.s[0].peer, n.now).unwrap().established);
+}
+
 #[test]
 fn the_endpoint_follows_authenticated_packets() {
     let mut n = pair();

@@ -312,6 +312,14 @@ impl Tunnels {
         Ok(h)
     }
 
+    /// Gives a peer its own pre-shared key instead of the node's (a stock WireGuard peer
+    /// that must never learn the swarm's); the next handshake uses it.
+    pub fn set_psk(&mut self, h: PeerHandle, psk: [u8; 32]) -> bool {
+        let Some(peer) = slot_mut(&mut self.slots, h) else { return false };
+        peer.psk = Some(zeroize::Zeroizing::new(psk));
+        true
+    }
+
     /// Removes a peer, erasing its keys; its handle becomes invalid.
     pub fn remove_peer(&mut self, h: PeerHandle) -> bool {
         let Some(peer) = slot_mut(&mut self.slots, h) else { return false };

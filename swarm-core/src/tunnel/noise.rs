@@ -68,20 +68,28 @@ impl NoiseFactory {
         Self { params, private: Zeroizing::new(private), psk: Zeroizing::new(psk.unwrap_or([0; 32])) }
     }
 
-    fn builder(&self, seed: [u8; 32]) -> Result<Builder<'_>, snow::Error> {
+    fn builder<'a>(&'a self, seed: [u8; 32], psk: Option<&'a [u8; 32]>) -> Result<Builder<'a>, snow::Error> {
         Builder::with_resolver(self.params.clone(), Box::new(Resolver { seed }))
             .prologue(PROLOGUE)?
-            .psk(2, &self.psk)?
+            .psk(2, psk.unwrap_or(&self.psk))?
             .local_private_key(&self.private[..])
     }
 
-    /// A handshake to `remote`'s static key, as initiator.
-    pub(crate) fn initiator(&self, remote: &[u8; 32], seed: [u8; 32]) -> Result<HandshakeState, snow::Error> {
-        self.builder(seed)?.remote_public_key(remote)?.build_initiator()
+    /// A handshake to `remote`'s static key, as initiator; `psk`: the peer's own
+    /// pre-shared key, if it has one.
+    pub(crate) fn initiator(
+        &self,
+        remote: &[u8; 32],
+        seed: [u8; 32],
+        psk: Option<&[u8; 32]>,
+    ) -> Result<HandshakeState, snow::Error> {
+        self.builder(seed, psk)?.remote_public_key(remote)?.build_initiator()
     }
 
-    /// A handshake waiting for an initiation, as responder.
+    /// A handshake waiting for an initiation, as responder (with the node's pre-shared
+    /// key: a peer with its own gets it with `set_psk` once the initiation names it,
+    /// before the key is first used by the response).
     pub(crate) fn responder(&self, seed: [u8; 32]) -> Result<HandshakeState, snow::Error> {
-        self.builder(seed)?.build_responder()
+        self.builder(seed, None)?.build_responder()
     }
 }

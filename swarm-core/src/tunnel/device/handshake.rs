@@ -67,7 +67,7 @@ impl Tunnels {
             self.wake_at(retry_at);
             return;
         };
-        let Ok(mut state) = self.noise.initiator(&peer.public, seed) else { return };
+        let Ok(mut state) = self.noise.initiator(&peer.public, seed, peer.psk.as_deref()) else { return };
         if let Some(old) = peer.initiation.take() {
             self.by_index.remove(&old.local_index);
         }
@@ -164,6 +164,12 @@ impl Tunnels {
         stamp.copy_from_slice(&ts[..12]);
         let ts = Tai64N::from_bytes(stamp);
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownPeer) };
+        if let Some(psk) = &peer.psk {
+            // IKpsk2 mixes the key in only with the response, which is still to write.
+            if state.set_psk(2, &psk[..]).is_err() {
+                return Err(self.count(Some(h), DropReason::HandshakeFailed));
+            }
+        }
         if !ts.is_plausible() || peer.last_timestamp.is_some_and(|last| ts <= last) {
             return Err(self.count(Some(h), DropReason::StaleTimestamp));
         }

@@ -54,6 +54,8 @@ pub(super) struct Peer {
     pub(super) last_handshake: Option<Instant>,
     pub(super) counters: Counters,
     pub(super) drops: DropCounts,
+    /// This peer's own pre-shared key, instead of the node's (a stock WireGuard peer's).
+    pub(super) psk: Option<zeroize::Zeroizing<[u8; 32]>>,
 }
 
 impl Peer {
@@ -77,6 +79,7 @@ impl Peer {
             last_handshake: None,
             counters: Counters::default(),
             drops: DropCounts::default(),
+            psk: None,
         }
     }
 
