@@ -88,6 +88,22 @@ impl Ipv4Claimer {
         (self.holder(&claim.addr) == Some(*peer)).then_some(claim.addr)
     }
 
+    /// A claim for `claimant`, another identity this node claims for (a stock WireGuard
+    /// peer it is the gateway of: [`super::stock_peer_id`]), from its candidate `from`:
+    /// the first that nobody else holds or that it would keep, against our claim too.
+    /// Feed it back with [`Self::handle_claim`], like any claim; when
+    /// [`Self::address_of`] no longer gives it, it was outranked: claim again from `n + 1`.
+    pub fn claim_for(&self, claimant: &PeerId, from: u32) -> Option<Ipv4Claim> {
+        let ours = self.ours.map(|c| (self.local, c));
+        self.range.claim(claimant, from, |addr| {
+            let others = self.by_addr.get(addr).into_iter().flatten().filter(|p| *p != claimant);
+            others
+                .filter_map(|p| Some((*p, *self.by_peer.get(p)?)))
+                .chain(ours.filter(|(_, c)| c.addr == *addr))
+                .reduce(|a, b| if keeps(&a.0, &a.1, &b.0, &b.1) { a } else { b })
+        })
+    }
+
     /// `peer`'s record claims `claim` (`None`: no claim, or its record left the view).
     pub fn handle_claim(&mut self, peer: PeerId, claim: Option<Ipv4Claim>) {
         if peer == self.local {
@@ -118,6 +134,45 @@ impl Ipv4Claimer {
 mod tests {
     use super::*;
     use crate::overlay::tests::peer;
+
+    /// A gateway claims for its stock peers with the same rules as for itself: never an
+    /// address it holds, never one a better-ranked claim holds, and it learns when a
+    /// stock peer's claim was outranked.
+    #[test]
+    fn claims_for_stock_peers_avoid_held_addresses() {
+        let range: Ipv4Range = "10.8.0.0/24".parse().unwrap();
+        let gateway = peer(1);
+        let mut c = Ipv4Claimer::new(range, gateway, 0);
+        let ours = c.claim().unwrap();
+        let mut given = Vec::new();
+        for k in 0..6u8 {
+            let id = crate::overlay::stock_peer_id(&[k; 32]);
+            let claim = c.claim_for(&id, 0).unwrap();
+            c.handle_claim(id, Some(claim));
+            assert_eq!(c.address_of(&id), Some(claim.addr), "a fresh claim holds");
+            assert_ne!(claim.addr, ours.addr);
+            assert!(!given.contains(&claim.addr), "{k}: {claim:?} given twice");
+            given.push(claim.addr);
+        }
+        // A node's claim that outranks a stock peer's takes the address from it.
+        let id = crate::overlay::stock_peer_id(&[0; 32]);
+        let held = c.address_of(&id).unwrap();
+        let stock_claim = c.claim_for(&id, 0).unwrap();
+        assert_eq!(stock_claim.addr, held, "claiming again gives what it holds");
+        let (p, claim) = (2..10_000)
+            .map(peer)
+            .find_map(|p| {
+                (0..8)
+                    .map(|n| range.candidate(&p, n))
+                    .find(|cl| cl.addr == held && keeps(&p, cl, &id, &stock_claim))
+                    .map(|cl| (p, cl))
+            })
+            .unwrap();
+        c.handle_claim(p, Some(claim));
+        assert_eq!(c.address_of(&id), None, "the stock peer was outranked");
+        let again = c.claim_for(&id, stock_claim.n + 1).unwrap();
+        assert_ne!(again.addr, held);
+    }
 
     /// Two nodes whose first candidates clash in a /24.
     fn clashing(range: &Ipv4Range) -> (PeerId, PeerId) {

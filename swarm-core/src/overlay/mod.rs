@@ -58,6 +58,19 @@ fn first_u64(h: &[u8; 32]) -> u64 {
     u64::from_be_bytes(b)
 }
 
+/// The identity under which a stock WireGuard peer's IPv4 claim is ranked beside node
+/// claims: a `PeerId` holding a hash of its static key, which no libp2p key has (it
+/// would need a preimage of that hash).
+pub fn stock_peer_id(public_key: &[u8; 32]) -> PeerId {
+    // A multihash: code 0x12 (SHA2-256, the code PeerId takes for hashed keys), length
+    // 32, then the digest.
+    let mut bytes = [0u8; 34];
+    bytes[..2].copy_from_slice(&[0x12, 0x20]);
+    bytes[2..].copy_from_slice(&hash(b"swarm stock peer id", &[public_key]));
+    #[allow(clippy::expect_used)]
+    PeerId::from_bytes(&bytes).expect("a SHA2-256 multihash of 32 bytes is a valid PeerId")
+}
+
 /// A swarm's IPv6 overlay: its /48 unique local prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct OverlayV6 {
@@ -263,6 +276,14 @@ pub(crate) mod tests {
         seed[..4].copy_from_slice(&i.to_be_bytes());
         seed[4] = 1;
         libp2p_identity::Keypair::ed25519_from_bytes(seed).unwrap().public().to_peer_id()
+    }
+
+    #[test]
+    fn stock_peer_ids_are_stable_and_distinct() {
+        let a = stock_peer_id(&[1; 32]);
+        assert_eq!(a, stock_peer_id(&[1; 32]));
+        assert_ne!(a, stock_peer_id(&[2; 32]));
+        assert_ne!(a, peer(1));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The record extensions swarm itself writes, typed: link summaries and the coordinate
 //! (kind 1, [`LinkSummaries`]), leased GPUs (kind 2, [`LeasedGpus`]) and the overlay
-//! address a node claims (kind 3, [`OverlayClaim`]). A view decodes
+//! address a node claims (kind 3, [`OverlayClaim`]) and the stock WireGuard peers a
+//! gateway routes for (kind 4, [`StockRoutes`]). A view decodes
 //! them once, when a record enters it ([`Extensions::decode`]); readers use the typed
 //! values and never the bytes.
 
@@ -115,6 +116,49 @@ impl LinkSummaries {
     }
 }
 
+/// The record extension kind of a gateway's stock WireGuard peers.
+pub const STOCK_KIND: u16 = 4;
+/// Stock peers one gateway announces at most.
+pub const MAX_STOCK_PEERS: usize = 64;
+/// Largest stock-peers body.
+const MAX_STOCK_BODY: usize = 4096;
+
+/// A stock WireGuard peer that a gateway routes for. Its IPv6 address is computed by
+/// every node from its key ([`crate::overlay::OverlayV6::stock_peer`]); its IPv4 address
+/// is a claim the gateway makes for it, ranked as
+/// [`crate::overlay::stock_peer_id`] among node claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockRoute {
+    /// The peer's WireGuard static public key.
+    pub public_key: [u8; 32],
+    /// Its IPv4 claim: the address and which candidate it is.
+    pub ipv4: Option<(Ipv4Addr, u32)>,
+}
+
+/// The stock WireGuard peers a gateway node routes for, signed in its record.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StockRoutes {
+    /// The peers.
+    pub peers: BoundedVec<StockRoute, MAX_STOCK_PEERS>,
+}
+
+impl WireMessage for StockRoutes {
+    const KIND: u8 = 0x14;
+    const VERSION: u8 = 1;
+}
+
+impl StockRoutes {
+    /// The record extension carrying these routes.
+    pub fn to_extension(&self) -> Option<RecordExtension> {
+        to_extension(self, STOCK_KIND, MAX_STOCK_BODY)
+    }
+
+    /// The routes in `record`; nothing when it carries none (or none readable).
+    pub fn from_record(record: &NodeRecord) -> Option<Self> {
+        from_extension(record, STOCK_KIND, MAX_STOCK_BODY)
+    }
+}
+
 /// A record's extensions, decoded once. An extension that does not decode reads as
 /// absent, as a node skips kinds it does not know.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -125,6 +169,8 @@ pub struct Extensions {
     pub leased: Option<LeasedGpus>,
     /// The IPv4 overlay address it claims.
     pub overlay: Option<OverlayClaim>,
+    /// The stock WireGuard peers it is the gateway of.
+    pub stock: Option<StockRoutes>,
 }
 
 impl Extensions {
@@ -134,6 +180,7 @@ impl Extensions {
             links: LinkSummaries::from_record(record).ok().flatten(),
             leased: LeasedGpus::from_record(record),
             overlay: OverlayClaim::from_record(record),
+            stock: StockRoutes::from_record(record),
         }
     }
 
@@ -186,6 +233,27 @@ mod tests {
         };
         record.extensions = BoundedVec::try_from_vec(vec![bad.to_extension().unwrap()]).unwrap();
         assert_eq!(LinkSummaries::from_record(&record), Err(SummaryError::Coordinate));
+    }
+
+    #[test]
+    fn stock_routes_round_trip_and_garbage_reads_as_none() {
+        let mut record = node_record(&keypair(1), 1);
+        let routes = StockRoutes {
+            peers: BoundedVec::try_from_vec(vec![
+                StockRoute { public_key: [3; 32], ipv4: Some((Ipv4Addr::new(100, 64, 0, 7), 0)) },
+                StockRoute { public_key: [4; 32], ipv4: None },
+            ])
+            .unwrap(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![routes.to_extension().unwrap()]).unwrap();
+        assert_eq!(Extensions::decode(&record).stock, Some(routes));
+        let junk = RecordExtension {
+            kind: STOCK_KIND,
+            version: 1,
+            body: BoundedBytes::try_from_vec(vec![0xff; 9]).unwrap(),
+        };
+        record.extensions = BoundedVec::try_from_vec(vec![junk]).unwrap();
+        assert_eq!(Extensions::decode(&record).stock, None);
     }
 
     #[test]
