@@ -83,6 +83,16 @@ struct Running {
 }
 
 fn start(lan: &Lan, i: usize, key: &std::path::Path, bootstrap: Option<&str>) -> Running {
+    start_with(lan, i, key, bootstrap, &[])
+}
+
+fn start_with(
+    lan: &Lan,
+    i: usize,
+    key: &std::path::Path,
+    bootstrap: Option<&str>,
+    extra: &[&str],
+) -> Running {
     let listen = format!("/ip4/10.204.0.{}/tcp/4100", i + 1);
     let mut args = vec![
         "run",
@@ -103,6 +113,7 @@ fn start(lan: &Lan, i: usize, key: &std::path::Path, bootstrap: Option<&str>) ->
     if let Some(b) = bootstrap {
         args.extend(["--bootstrap", b]);
     }
+    args.extend_from_slice(extra);
     let (guard, rx) = spawn_in(lan.node(i), &args);
     let overlay = parse_overlay(&wait_line(&rx, |l| l.starts_with("overlay ")));
     let listen =
@@ -251,4 +262,158 @@ fn vpn_setup_errors_are_clear_and_leave_nothing_behind() {
         .args(["--vpn", "--vpn-ipv4", "none"]);
     expect(output(c), &["CAP_NET_ADMIN"]);
     assert!(!has_device(&lan, 0, "swarm0"));
+}
+
+/// A stock WireGuard daemon brought up by wg-quick in a namespace; taken down (and its
+/// daemon killed) on drop, also when the test fails.
+struct WgQuick {
+    ns: String,
+    conf: std::path::PathBuf,
+    pids: Vec<String>,
+}
+
+impl WgQuick {
+    fn up(lan: &Lan, i: usize, conf: &std::path::Path, implementation: &str) -> WgQuick {
+        let mut c = lan.exec(i, "wg-quick");
+        c.args(["up", conf.to_str().unwrap()])
+            .env("WG_QUICK_USERSPACE_IMPLEMENTATION", implementation)
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .env("WG_SUDO", "true")
+            .env("PATH", path_with_cargo_bin());
+        let out = output(c);
+        let mut up = WgQuick { ns: lan.hosts[i].clone(), conf: conf.to_owned(), pids: Vec::new() };
+        let mut ss = lan.exec(i, "ss");
+        ss.arg("-Huanp");
+        let text = String::from_utf8_lossy(&output(ss).stdout).into_owned();
+        up.pids = text.split("pid=").skip(1).filter_map(|s| s.split(',').next()).map(str::to_owned).collect();
+        assert!(out.status.success(), "wg-quick up: {}", String::from_utf8_lossy(&out.stderr));
+        up
+    }
+}
+
+impl Drop for WgQuick {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "wg-quick", "down", self.conf.to_str().unwrap()])
+            .env("WG_SUDO", "true")
+            .output();
+        for pid in &self.pids {
+            let _ = Command::new("kill").arg(pid).status();
+        }
+        // Wait for the daemons to go (SIGKILL after 5 s), so none outlives the test.
+        for pid in &self.pids {
+            let proc = std::path::PathBuf::from(format!("/proc/{pid}"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while proc.exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if proc.exists() {
+                let _ = Command::new("kill").args(["-KILL", pid]).status();
+            }
+        }
+    }
+}
+
+fn path_with_cargo_bin() -> String {
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    format!("{}:{home}/.cargo/bin", std::env::var("PATH").unwrap_or_default())
+}
+
+fn wg(args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write as _;
+    let mut c = Command::new("wg");
+    c.args(args).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("wireguard-tools is installed");
+    if let Some(input) = input {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A stock WireGuard peer (`implementation` under wg-quick, from the configuration `vpn
+/// add-peer` printed) reaches its gateway and, through it, another swarm node, over
+/// IPv4 and IPv6, with ping and TCP; the other node reaches it back.
+fn stock_peer_joins_through_its_gateway(implementation: &str, ifname: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new(3);
+    let sock = dir.path().join("gw.sock");
+    let (k0, k1) = (dir.path().join("n0.key"), dir.path().join("n1.key"));
+    let gw = start_with(&lan, 0, &k0, None, &["--control", sock.to_str().unwrap()]);
+    let other = start(&lan, 1, &k1, Some(&gw.listen));
+    for n in [&gw, &other] {
+        wait_line(&n.rx, |l| l.starts_with("2 records"));
+    }
+    let private = wg(&["genkey"], None);
+    let public = wg(&["pubkey"], Some(&private));
+    let out = common::run(&[
+        "vpn",
+        "add-peer",
+        "--control",
+        sock.to_str().unwrap(),
+        "--pubkey",
+        &public,
+        "--name",
+        "laptop",
+    ]);
+    let conf = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for field in [
+        "[Interface]",
+        "Address = ",
+        "MTU = 1420",
+        "[Peer]",
+        "PresharedKey = ",
+        "Endpoint = 10.204.0.1:",
+        "AllowedIPs = 100.64.0.0/10, fd",
+        "PersistentKeepalive = 25",
+    ] {
+        assert!(conf.contains(field), "{field:?} missing from:\n{conf}");
+    }
+    let addresses = conf.lines().find_map(|l| l.strip_prefix("Address = ")).unwrap().to_owned();
+    let (v4, v6) = addresses.split_once(", ").unwrap();
+    let (v4, v6) = (v4.trim_end_matches("/32").to_owned(), v6.trim_end_matches("/128").to_owned());
+    let conf = conf
+        .lines()
+        .map(
+            |l| if l.starts_with("PrivateKey = ") { format!("PrivateKey = {private}") } else { l.to_owned() },
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
+    let path = dir.path().join(format!("{ifname}.conf"));
+    std::fs::write(&path, conf + "\n").unwrap();
+    let _up = WgQuick::up(&lan, 2, &path, implementation);
+    for addr in [&gw.overlay.v4, &gw.overlay.v6, &other.overlay.v4, &other.overlay.v6] {
+        ping(&lan, 2, addr);
+    }
+    ping(&lan, 1, &v4);
+    ping(&lan, 1, &v6);
+    tcp_transfer(&lan, 1, 2, &other.overlay.v4);
+    tcp_transfer(&lan, 2, 1, &v6);
+    // The gateway lists it, with a handshake and traffic.
+    let out = common::run(&["vpn", "peers", "--control", sock.to_str().unwrap(), "--json"]);
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(peers[0]["public_key"], public.as_str());
+    assert_eq!(peers[0]["ipv4"], v4.as_str());
+    assert!(peers[0]["rx_bytes"].as_u64().unwrap() > 1 << 20, "{peers}");
+    assert!(peers[0].get("preshared_key").is_none(), "the listing shows no secret");
+    // Removed, it is unreachable.
+    let out = common::run(&["vpn", "remove-peer", "--control", sock.to_str().unwrap(), "--pubkey", &public]);
+    assert!(out.status.success());
+    let mut c = lan.exec(2, "ping");
+    c.args(["-c", "2", "-W", "1", &other.overlay.v4]);
+    assert!(!output(c).status.success(), "a removed stock peer still reaches the swarm");
+}
+
+#[test]
+#[ignore = "needs root, iproute2, ping, iperf3, wireguard-tools and wireguard-go; `.ci/run` runs it as root"]
+fn a_wireguard_go_peer_joins_through_its_gateway() {
+    stock_peer_joins_through_its_gateway("wireguard-go", "swgo");
+}
+
+#[test]
+#[ignore = "needs root, iproute2, ping, iperf3, wireguard-tools and boringtun-cli; `.ci/run` runs it as root"]
+fn a_boringtun_peer_joins_through_its_gateway() {
+    stock_peer_joins_through_its_gateway("boringtun-cli", "swbt");
 }

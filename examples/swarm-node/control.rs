@@ -211,11 +211,16 @@ async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Valu
             }
             Ok(json!({"ok": true, "task": id, "expires_in_ms": left.as_millis() as u64}))
         }
+        Some(op @ ("vpn-add-peer" | "vpn-remove-peer" | "vpn-peers")) => {
+            crate::vpn::handle(node, op, request).await
+        }
         Some("list") => {
             let list: Vec<Value> = live(held)?.values().map(|h| placement_json(&h.placement)).collect();
             Ok(json!({"ok": true, "placements": list}))
         }
-        _ => bail!("unknown op (use place, release, renew or list)"),
+        _ => {
+            bail!("unknown op (use place, release, renew, list, vpn-add-peer, vpn-remove-peer or vpn-peers)")
+        }
     }
 }
 

@@ -5,6 +5,8 @@
 //! - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
 //! - `swarm-node place` / `release` / `renew` / `placements` — place tasks through a
 //!   running node's control socket (`run --control PATH`), end or extend them, list them.
+//! - `swarm-node vpn add-peer` / `remove-peer` / `peers` — stock WireGuard peers of a
+//!   running node (`run --vpn --control PATH`), which becomes their gateway.
 //! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
 //!   every record and prints the cluster table (`--json` for a machine-readable summary).
 
@@ -15,6 +17,7 @@ mod links;
 mod place;
 mod run;
 mod table;
+mod vpn;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,6 +52,9 @@ enum Command {
     Renew(place::TaskIdArgs),
     /// List the placements a running node holds.
     Placements(place::ControlArgs),
+    /// Stock WireGuard peers of a running node (started with --vpn and --control).
+    #[command(subcommand)]
+    Vpn(vpn::VpnCommand),
 }
 
 /// Parses durations such as `500ms`, `5s`, `2m`.
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
             Command::Release(args) => place::release(args, "release").await,
             Command::Renew(args) => place::release(args, "renew").await,
             Command::Placements(args) => place::placements(args).await,
+            Command::Vpn(command) => vpn::run(command).await,
         }
     });
     match result {

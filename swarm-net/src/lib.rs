@@ -51,8 +51,8 @@ pub mod mesh;
 mod serve;
 
 pub use api::{
-    DataPlaneStats, Datagram, Datagrams, LinkReport, Node, NodeError, NodeEvent, NodeEvents, NodeStats,
-    OverlayAddresses, TunnelStatus, VpnDrops,
+    DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent, NodeEvents,
+    NodeStats, OverlayAddresses, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig, VpnConfig, DEFAULT_VPN_MTU};
 pub use dataplane::tun::{TunError, TunStats};

@@ -8,7 +8,7 @@ use libp2p::{Multiaddr, PeerId};
 use swarm_core::view::ClusterSnapshot;
 use tokio::sync::oneshot;
 
-use super::{LinkReport, NodeError, NodeStats, OverlayAddresses, TunnelStatus};
+use super::{Gateway, LinkReport, NodeError, NodeStats, OverlayAddresses, StockPeer, TunnelStatus};
 
 /// A snapshot of the view and its decoded links, shared between placements.
 pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::LinkIndex)>;
@@ -35,5 +35,8 @@ pub(crate) enum Command {
     ),
     Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
     Overlay(PeerId, oneshot::Sender<Option<OverlayAddresses>>),
+    AddStockPeer([u8; 32], String, oneshot::Sender<Result<(StockPeer, Gateway), NodeError>>),
+    RemoveStockPeer([u8; 32], oneshot::Sender<bool>),
+    StockPeers(oneshot::Sender<Vec<StockPeer>>),
     Shutdown,
 }

@@ -44,6 +44,9 @@ pub enum NodeError {
     /// A task could not be placed.
     #[error(transparent)]
     Place(#[from] swarm_core::place::PlaceError),
+    /// A VPN call could not be done (no VPN device, a full table, a bad key).
+    #[error("VPN: {0}")]
+    Vpn(String),
     /// A renewal or release was refused by a node of the placement.
     #[error("lease {lease} on {peer}: {reason}")]
     LeaseRefused {

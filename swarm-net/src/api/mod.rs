@@ -10,6 +10,7 @@ mod command;
 mod error;
 mod event;
 mod placing;
+mod vpn;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus, V
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
 pub use event::{NodeEvent, NodeStats, OverlayAddresses};
+pub use vpn::{Gateway, StockPeer};
 
 /// Application datagrams received over the node's tunnels; see [`Node::datagrams`].
 /// Bounded: when the reader falls behind, datagrams are dropped and counted in
@@ -182,6 +184,29 @@ impl Node {
     /// claims in the same range ([`NodeBuilder::overlay_ipv4`](crate::NodeBuilder::overlay_ipv4)).
     pub async fn overlay_of(&self, peer: PeerId) -> Result<Option<OverlayAddresses>, NodeError> {
         self.ask(|tx| Command::Overlay(peer, tx)).await
+    }
+
+    /// Registers a stock WireGuard peer by its public key: this node becomes its gateway
+    /// (it needs the VPN on). Gives the peer's addresses and pre-shared key, and what it
+    /// needs of the gateway: everything of a wg-quick configuration but its private key.
+    /// Registering a key again returns the same.
+    pub async fn add_stock_peer(
+        &self,
+        public_key: [u8; 32],
+        name: impl Into<String>,
+    ) -> Result<(StockPeer, Gateway), NodeError> {
+        let name = name.into();
+        self.ask(|tx| Command::AddStockPeer(public_key, name, tx)).await?
+    }
+
+    /// Removes a stock peer; whether it was one.
+    pub async fn remove_stock_peer(&self, public_key: [u8; 32]) -> Result<bool, NodeError> {
+        self.ask(|tx| Command::RemoveStockPeer(public_key, tx)).await
+    }
+
+    /// The stock WireGuard peers this node is the gateway of.
+    pub async fn stock_peers(&self) -> Result<Vec<StockPeer>, NodeError> {
+        self.ask(Command::StockPeers).await
     }
 
     /// The state of every tunnel.

@@ -86,6 +86,32 @@ struct Known {
     handle: PeerHandle,
     key: [u8; 32],
     up: bool,
+    /// A stock WireGuard peer of this gateway: IP packets only, never a swarm frame.
+    stock: bool,
+}
+
+/// IP packets a gateway forwards between a stock peer and another peer, waiting to be
+/// sealed at the next flush; their buffers are reused.
+#[derive(Default)]
+struct Forward {
+    queue: VecDeque<(PeerHandle, Vec<u8>)>,
+    spare: Vec<Vec<u8>>,
+}
+
+/// Packets waiting to be forwarded at most; more are dropped and counted.
+const MAX_FORWARD: usize = 1024;
+
+impl Forward {
+    fn push(&mut self, to: PeerHandle, packet: &[u8]) -> bool {
+        if self.queue.len() >= MAX_FORWARD {
+            return false;
+        }
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(packet);
+        self.queue.push_back((to, buf));
+        true
+    }
 }
 
 pub(crate) struct DataPlane {
@@ -104,6 +130,7 @@ pub(crate) struct DataPlane {
     vpn: Option<Tun>,
     /// Which peer each overlay prefix belongs to (cryptokey routing).
     routes: AllowedIps<PeerId>,
+    forward: Forward,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -142,6 +169,7 @@ impl DataPlane {
             events: VecDeque::new(),
             vpn: None,
             routes: AllowedIps::default(),
+            forward: Forward::default(),
             stats,
         })
     }
@@ -228,11 +256,26 @@ impl DataPlane {
             self.forget(&peer);
         }
         let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
-        self.peers.insert(peer, Known { handle, key, up: false });
+        self.peers.insert(peer, Known { handle, key, up: false, stock: false });
         self.by_handle.insert(handle, peer);
         if self.peers.len() <= self.eager {
             self.tunnels.open(now, handle);
         }
+    }
+
+    /// A stock WireGuard peer of this gateway, known as `id` in the routes: a tunnel
+    /// with its own pre-shared key, waiting for the peer's first handshake (its endpoint
+    /// comes from its authenticated packets). Whether the tunnel table took it.
+    pub(crate) fn add_stock_peer(&mut self, id: PeerId, key: [u8; 32], psk: [u8; 32]) -> bool {
+        if self.peers.get(&id).is_some_and(|k| k.key == key) {
+            return true;
+        }
+        self.forget(&id);
+        let Ok(handle) = self.tunnels.add_peer(key, None) else { return false };
+        self.tunnels.set_psk(handle, psk);
+        self.peers.insert(id, Known { handle, key, up: false, stock: true });
+        self.by_handle.insert(handle, id);
+        true
     }
 
     /// A peer's record expired: its tunnel closes and its keys are erased.
@@ -264,36 +307,41 @@ impl DataPlane {
         let endpoint = self.peers.get(peer).and_then(|k| self.tunnels.status(k.handle, now)?.endpoint);
         let Some(known) = self.forget(peer) else { return false };
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
-            self.peers.insert(*peer, Known { handle, key: known.key, up: false });
+            self.peers.insert(*peer, Known { handle, key: known.key, up: false, stock: known.stock });
             self.by_handle.insert(handle, *peer);
         }
         true
     }
 
     pub(crate) fn status(&self, now: Instant) -> Vec<TunnelStatus> {
-        let mut out: Vec<TunnelStatus> = self
-            .peers
-            .iter()
-            .filter_map(|(peer, known)| {
-                let s = self.tunnels.status(known.handle, now)?;
-                Some(TunnelStatus {
-                    peer: *peer,
-                    endpoint: s.endpoint,
-                    established: s.established,
-                    handshake_in_progress: s.handshake_in_progress,
-                    last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
-                    handshakes: s.handshakes,
-                    tx_bytes: s.tx_bytes,
-                    rx_bytes: s.rx_bytes,
-                    tx_packets: s.tx_packets,
-                    rx_packets: s.rx_packets,
-                    queued: s.queued,
-                    drops: s.drops.nonzero().map(|(r, n)| (r.as_str(), n)).collect(),
-                })
-            })
-            .collect();
+        let mut out: Vec<TunnelStatus> = self.peers.keys().filter_map(|p| self.status_of(p, now)).collect();
         out.sort_by_key(|s| s.peer);
         out
+    }
+
+    /// The state of one peer's tunnel.
+    pub(crate) fn status_of(&self, peer: &PeerId, now: Instant) -> Option<TunnelStatus> {
+        let known = self.peers.get(peer)?;
+        let s = self.tunnels.status(known.handle, now)?;
+        Some(TunnelStatus {
+            peer: *peer,
+            endpoint: s.endpoint,
+            established: s.established,
+            handshake_in_progress: s.handshake_in_progress,
+            last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
+            handshakes: s.handshakes,
+            tx_bytes: s.tx_bytes,
+            rx_bytes: s.rx_bytes,
+            tx_packets: s.tx_packets,
+            rx_packets: s.rx_packets,
+            queued: s.queued,
+            drops: s.drops.nonzero().map(|(r, n)| (r.as_str(), n)).collect(),
+        })
+    }
+
+    /// This node's WireGuard static public key.
+    pub(crate) fn public_key(&self) -> [u8; 32] {
+        self.tunnels.public_key()
     }
 
     /// Drops by reason over the whole data plane.
@@ -390,7 +438,12 @@ impl DataPlane {
             Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => (peer, kind, body),
             Ok(Received::Data { peer, payload: Payload::Ipv4(packet) | Payload::Ipv6(packet) }) => {
                 let Some(peer) = self.by_handle.get(&peer) else { return };
-                return deliver_ip(&mut self.vpn, &self.routes, &mut self.stats.vpn_drops, peer, packet);
+                let mut out = IpOut {
+                    vpn: &mut self.vpn,
+                    forward: &mut self.forward,
+                    drops: &mut self.stats.vpn_drops,
+                };
+                return deliver_ip(&self.routes, &self.peers, &mut out, peer, packet);
             }
             // Keepalives, handshakes and drops (counted by the tunnels).
             _ => return,
@@ -507,6 +560,14 @@ impl DataPlane {
     /// payloads that waited, probes, trains) and turns the tunnels' events into
     /// [`DataPlaneEvent`]s.
     pub(crate) async fn flush(&mut self, now: Instant) {
+        while let Some((to, packet)) = self.forward.queue.pop_front() {
+            match self.tunnels.send_ip(now, to, &packet, &mut self.tx) {
+                Ok(Some(t)) => self.send(t.destination, t.len, t.len, 1).await,
+                Ok(None) => {}
+                Err(_) => self.stats.vpn_drops.no_route += 1,
+            }
+            self.forward.spare.push(packet);
+        }
         while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
             self.send(t.destination, t.len, t.len, 1).await;
         }
@@ -544,6 +605,16 @@ impl DataPlane {
         };
         let Some(peer) = self.by_handle.get(&handle).copied() else { return };
         let Some(known) = self.peers.get_mut(&peer) else { return };
+        if known.stock {
+            // Stock peers are not measured (they speak no swarm frames) and are not
+            // swarm members: their state shows in `vpn peers`.
+            match event {
+                TunnelEvent::HandshakeCompleted { .. } => known.up = true,
+                TunnelEvent::HandshakeTimedOut { .. } | TunnelEvent::KeysZeroed { .. } => known.up = false,
+                _ => {}
+            }
+            return;
+        }
         let event = match event {
             TunnelEvent::HandshakeCompleted { .. } => {
                 self.links.handle_tunnel_up(now, peer);
@@ -583,23 +654,45 @@ impl DataPlane {
     }
 }
 
-/// Hands an IP packet decrypted from `peer` to the VPN device when its source is one of
-/// the peer's addresses; drops and counts it otherwise.
+/// Where a decrypted IP packet can go: the VPN device, or (at a gateway) another
+/// peer's tunnel; and what is dropped.
+struct IpOut<'a> {
+    vpn: &'a mut Option<Tun>,
+    forward: &'a mut Forward,
+    drops: &'a mut VpnDrops,
+}
+
+/// Takes an IP packet decrypted from `peer` when its source is one of the peer's
+/// addresses (else drops and counts it): to the peer its destination routes to when
+/// this node is the gateway between them (one of the two is its stock peer), to the
+/// VPN device otherwise.
 fn deliver_ip(
-    vpn: &mut Option<Tun>,
     routes: &AllowedIps<PeerId>,
-    drops: &mut VpnDrops,
+    peers: &HashMap<PeerId, Known>,
+    out: &mut IpOut<'_>,
     peer: &PeerId,
     packet: &[u8],
 ) {
-    let Some(tun) = vpn else {
-        drops.no_device += 1;
+    let Some((src, dst)) = endpoints(packet) else {
+        out.drops.not_ip += 1;
         return;
     };
-    match endpoints(packet) {
-        Some((src, _)) if routes.allows(peer, &src) => tun.queue(packet),
-        Some(_) => drops.spoofed_source += 1,
-        None => drops.not_ip += 1,
+    if !routes.allows(peer, &src) {
+        out.drops.spoofed_source += 1;
+        return;
+    }
+    let from_stock = peers.get(peer).is_some_and(|k| k.stock);
+    if let Some(to) = routes.lookup(&dst).filter(|to| *to != peer).and_then(|to| peers.get(to)) {
+        if to.stock || from_stock {
+            if !out.forward.push(to.handle, packet) {
+                out.drops.forward_queue_full += 1;
+            }
+            return;
+        }
+    }
+    match out.vpn {
+        Some(tun) => tun.queue(packet),
+        None => out.drops.no_device += 1,
     }
 }
 

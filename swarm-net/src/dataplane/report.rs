@@ -53,11 +53,13 @@ pub struct VpnDrops {
     pub queue_full: u64,
     /// From a peer, while this node has no VPN device.
     pub no_device: u64,
+    /// To be forwarded by this gateway while its forwarding queue was full.
+    pub forward_queue_full: u64,
 }
 
 impl VpnDrops {
     /// Each reason with its count, in a fixed order (for metrics and JSON).
-    pub fn by_reason(&self) -> [(&'static str, u64); 6] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
         [
             ("no_route", self.no_route),
             ("spoofed_source", self.spoofed_source),
@@ -65,6 +67,7 @@ impl VpnDrops {
             ("too_large", self.too_large),
             ("queue_full", self.queue_full),
             ("no_device", self.no_device),
+            ("forward_queue_full", self.forward_queue_full),
         ]
     }
 }

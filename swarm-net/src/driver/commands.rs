@@ -34,6 +34,12 @@ impl Driver {
                 let _ = reply.send(self.serve_metrics(addr));
             }
             Command::Lease(peer, request, reply) => self.lease_request(peer, request, reply),
+            Command::AddStockPeer(key, name, reply) => {
+                let _ = reply.send(self.add_stock_peer(key, name));
+            }
+            Command::RemoveStockPeer(key, reply) => {
+                let _ = reply.send(self.remove_stock_peer(&key));
+            }
             Command::Shutdown => {}
             query => self.answer_query(query),
         }
@@ -68,6 +74,9 @@ impl Driver {
             }
             Command::LinkBetween(a, b, reply) => {
                 let _ = reply.send(self.link_between(&a, &b));
+            }
+            Command::StockPeers(reply) => {
+                let _ = reply.send(self.stock_peers());
             }
             Command::Leases(reply) => {
                 let _ = reply.send(self.leases.leases());

@@ -9,10 +9,12 @@
 //! - [`records`]: the local record out, the view's changes in;
 //! - [`tunnels`]: the data plane's events and link gossip;
 //! - [`leases`]: the lease protocol's glue;
-//! - [`overlay`]: overlay addresses, the IPv4 claim;
+//! - [`overlay`]: overlay addresses, the IPv4 claim, the VPN device;
+//! - [`gateway`]: stock WireGuard peers, ours and other gateways';
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
+mod gateway;
 mod leases;
 mod overlay;
 mod records;
@@ -94,6 +96,12 @@ pub(crate) struct Driver {
     overlay: Option<Ipv4Claimer>,
     /// Where our IPv4 candidate persists (beside the identity file).
     overlay_file: Option<std::path::PathBuf>,
+    /// The stock WireGuard peers we are the gateway of, by public key.
+    stock: std::collections::BTreeMap<[u8; 32], gateway::Stock>,
+    /// Other gateways' stock peers (by their claim identity): which gateway.
+    stock_gateway: HashMap<PeerId, PeerId>,
+    /// What each other gateway announces.
+    remote_stock: HashMap<PeerId, Vec<swarm_core::record::ext::StockRoute>>,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt

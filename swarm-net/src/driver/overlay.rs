@@ -46,14 +46,17 @@ impl Driver {
             self.route_ipv4(addr);
         }
         self.publish_overlay();
+        self.reclaim_stock();
     }
 
-    /// Routes `addr` to the peer that holds it now (none when we do, or no one).
-    fn route_ipv4(&mut self, addr: Ipv4Addr) {
+    /// Routes `addr` to the peer that holds it now (none when we do, or no one): a
+    /// node, a stock peer of ours, or the gateway of another's stock peer.
+    pub(super) fn route_ipv4(&mut self, addr: Ipv4Addr) {
         let Some(claimer) = &self.overlay else { return };
         let local = *self.swarm.local_peer_id();
         let holder = claimer.holder(&addr).filter(|h| *h != local);
-        self.dataplane.route(IpPrefix::host(IpAddr::V4(addr)), holder);
+        let to = holder.map(|h| self.stock_gateway.get(&h).copied().unwrap_or(h));
+        self.dataplane.route(IpPrefix::host(IpAddr::V4(addr)), to);
     }
 
     /// Puts our claim into the record when it changed (at start, and when outranked),

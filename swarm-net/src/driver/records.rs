@@ -33,17 +33,20 @@ impl Driver {
                     let seq = self.view.get(&peer).map_or(0, |e| e.record.seq);
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
+                    self.gateway_routes(peer);
                     self.member_found(peer);
                     self.emit(NodeEvent::RecordUpdated { peer, seq });
                 }
                 ViewEvent::Updated { peer, seq } => {
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
+                    self.gateway_routes(peer);
                     self.emit(NodeEvent::RecordUpdated { peer, seq });
                 }
                 ViewEvent::Expired { peer } => {
                     self.dataplane.remove_peer(&peer);
                     self.overlay_claim(peer);
+                    self.gateway_routes(peer);
                     self.emit(NodeEvent::RecordExpired { peer });
                     self.member_maybe_lost(peer);
                 }

@@ -268,6 +268,9 @@ impl Driver {
                 Ipv4Claimer::new(range, peer_id, from)
             }),
             overlay_file: p.overlay_file,
+            stock: std::collections::BTreeMap::new(),
+            stock_gateway: HashMap::new(),
+            remote_stock: HashMap::new(),
             config: p.config,
         }
     }
