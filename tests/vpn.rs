@@ -127,9 +127,13 @@ fn output(mut c: Command) -> Output {
 
 /// Pings `addr` from host `i` until 3 answers come in a row, for at most 20 s (the
 /// first packets wait for the tunnel's handshake, and a peer's record may be a
-/// heartbeat late).
+/// heartbeat late) or `within`.
 fn ping(lan: &Lan, i: usize, addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    ping_within(lan, i, addr, Duration::from_secs(20));
+}
+
+fn ping_within(lan: &Lan, i: usize, addr: &str, within: Duration) {
+    let deadline = Instant::now() + within;
     loop {
         let mut c = lan.exec(i, "ping");
         c.args(["-c", "3", "-i", "0.2", "-W", "2", addr]);
@@ -340,7 +344,9 @@ fn stock_peer_joins_through_its_gateway(implementation: &str, ifname: &str) {
     let lan = Lan::new(3);
     let sock = dir.path().join("gw.sock");
     let (k0, k1) = (dir.path().join("n0.key"), dir.path().join("n1.key"));
-    let gw = start_with(&lan, 0, &k0, None, &["--control", sock.to_str().unwrap()]);
+    // A fixed tunnel port: the stock peer's configuration names it, across restarts.
+    let gw_args = ["--control", sock.to_str().unwrap(), "--tunnel-port", "51820"];
+    let mut gw = start_with(&lan, 0, &k0, None, &gw_args);
     let other = start(&lan, 1, &k1, Some(&gw.listen));
     for n in [&gw, &other] {
         wait_line(&n.rx, |l| l.starts_with("2 records"));
@@ -398,6 +404,15 @@ fn stock_peer_joins_through_its_gateway(implementation: &str, ifname: &str) {
     assert_eq!(peers[0]["ipv4"], v4.as_str());
     assert!(peers[0]["rx_bytes"].as_u64().unwrap() > 1 << 20, "{peers}");
     assert!(peers[0].get("preshared_key").is_none(), "the listing shows no secret");
+    // The gateway restarts: its stock peer is still registered, at the same addresses,
+    // and its tunnel comes back (the peer retries its handshake after 15 s of silence).
+    stop(&mut gw);
+    let _gw = start_with(&lan, 0, &k0, Some(&other.listen), &gw_args);
+    ping_within(&lan, 2, &other.overlay.v4, Duration::from_secs(40));
+    ping(&lan, 1, &v6);
+    let out = common::run(&["vpn", "peers", "--control", sock.to_str().unwrap(), "--json"]);
+    let peers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((peers[0]["ipv4"].as_str(), peers[0]["name"].as_str()), (Some(v4.as_str()), Some("laptop")));
     // Removed, it is unreachable.
     let out = common::run(&["vpn", "remove-peer", "--control", sock.to_str().unwrap(), "--pubkey", &public]);
     assert!(out.status.success());

@@ -184,6 +184,73 @@ pub(crate) fn store_overlay_candidate(
     std::fs::rename(&tmp, path)
 }
 
+/// Where a gateway keeps its stock WireGuard peers: beside the identity file, as
+/// `<file>.peers` (mode 0600: it holds their pre-shared keys).
+pub fn stock_peers_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".peers");
+    PathBuf::from(name)
+}
+
+/// A stock peer as persisted: its key, its pre-shared key, its IPv4 candidate, its name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SavedStockPeer {
+    pub(crate) key: [u8; 32],
+    pub(crate) psk: [u8; 32],
+    pub(crate) n: u32,
+    pub(crate) name: String,
+}
+
+/// The stock peers a previous run persisted; lines that do not parse are skipped with a
+/// warning, a missing file is none.
+pub(crate) fn load_stock_peers(path: &Path) -> Vec<SavedStockPeer> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Vec::new() };
+    warn_if_readable_by_others(path);
+    let b64 = |s: &str| parse_wg_key(s.as_bytes());
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .filter_map(|line| {
+            let mut f = line.splitn(4, ' ');
+            let parsed = (|| {
+                Some(SavedStockPeer {
+                    key: b64(f.next()?)?,
+                    psk: b64(f.next()?)?,
+                    n: f.next()?.parse().ok()?,
+                    name: f.next().unwrap_or_default().to_owned(),
+                })
+            })();
+            if parsed.is_none() {
+                tracing::warn!(path = %path.display(), "skipping an unreadable stock peer line");
+            }
+            parsed
+        })
+        .collect()
+}
+
+/// Persists the stock peers (mode 0600, written to a temporary file, then renamed).
+pub(crate) fn store_stock_peers(path: &Path, peers: &[SavedStockPeer]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let b64 = |k: &[u8; 32]| base64::engine::general_purpose::STANDARD.encode(k);
+    let mut text =
+        String::from("# swarm stock WireGuard peers: public key, pre-shared key, IPv4 candidate, name\n");
+    for p in peers {
+        text.push_str(&format!("{} {} {} {}\n", b64(&p.key), b64(&p.psk), p.n, p.name));
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut f = options.open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
 fn parse_wg_key(bytes: &[u8]) -> Option<[u8; 32]> {
     let text = std::str::from_utf8(bytes).ok()?.trim();
     let decoded = base64::engine::general_purpose::STANDARD.decode(text).ok()?;
@@ -247,6 +314,28 @@ fn write_new(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stock_peers_persist_and_bad_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = stock_peers_path(&dir.path().join("n.key"));
+        assert!(load_stock_peers(&path).is_empty());
+        let peers = vec![
+            SavedStockPeer { key: [1; 32], psk: [2; 32], n: 3, name: "my laptop".into() },
+            SavedStockPeer { key: [4; 32], psk: [5; 32], n: 0, name: String::new() },
+        ];
+        store_stock_peers(&path, &peers).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        assert_eq!(load_stock_peers(&path), peers);
+        let mut text = fs::read_to_string(&path).unwrap();
+        text.push_str("garbage line\n");
+        fs::write(&path, text).unwrap();
+        assert_eq!(load_stock_peers(&path), peers);
+    }
 
     #[test]
     fn created_once_then_loaded() {

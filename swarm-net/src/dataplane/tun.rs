@@ -331,7 +331,7 @@ tailscale0\t00004064\t00000000\t0001\t0\t0\t0\t0000C0FF\t0\t0\t0
         assert_eq!(v4[2].prefix.to_string(), "100.64.0.0/10");
         assert_eq!(v4[2].device, "tailscale0");
         let v6 = parse_routes_v6(ROUTE6);
-        assert_eq!(v6[0].prefix.to_string(), "fd7a:115c:a1e0:ab12::/48");
+        assert_eq!(v6[0].prefix.to_string(), "fd7a:115c:a1e0::/48");
         assert_eq!(v6[0].device, "tailscale0");
     }
 

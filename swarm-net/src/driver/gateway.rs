@@ -17,6 +17,7 @@ use swarm_core::record::ext::{StockRoute, StockRoutes, MAX_STOCK_PEERS};
 
 use super::Driver;
 use crate::api::{Gateway, NodeError, StockPeer};
+use crate::identity::{load_stock_peers, store_stock_peers, SavedStockPeer};
 
 /// A stock peer of this gateway.
 pub(super) struct Stock {
@@ -58,6 +59,25 @@ impl Driver {
         }
         let peer = self.stock_peer(&key).ok_or(NodeError::Shutdown)?;
         Ok((peer, self.gateway(mtu)))
+    }
+
+    /// The stock peers a previous run persisted, back with their keys and addresses.
+    pub(super) fn restore_stock_peers(&mut self) {
+        let Some(path) = &self.stock_file else { return };
+        for saved in load_stock_peers(path).into_iter().take(MAX_STOCK_PEERS) {
+            let id = stock_peer_id(&saved.key);
+            if saved.key == self.dataplane.public_key()
+                || !self.dataplane.add_stock_peer(id, saved.key, saved.psk)
+            {
+                continue;
+            }
+            self.stock.insert(saved.key, Stock { name: saved.name, psk: saved.psk, claim: None });
+            self.claim_stock(saved.key, saved.n);
+        }
+        if !self.stock.is_empty() {
+            tracing::info!(peers = self.stock.len(), "stock WireGuard peers restored");
+            self.publish_stock();
+        }
     }
 
     /// Removes a stock peer: its tunnel, its routes, its claim; whether it was one.
@@ -148,8 +168,19 @@ impl Driver {
         self.publish_stock();
     }
 
-    /// Puts the stock peers into the record.
+    /// Puts the stock peers into the record, and persists them beside the identity.
     fn publish_stock(&mut self) {
+        let saved: Vec<SavedStockPeer> = self
+            .stock
+            .iter()
+            .map(|(k, s)| SavedStockPeer {
+                key: *k,
+                psk: s.psk,
+                n: s.claim.map_or(0, |c| c.n),
+                name: s.name.clone(),
+            })
+            .collect();
+        self.save_stock(saved);
         let peers: Vec<StockRoute> = self
             .stock
             .iter()
@@ -159,6 +190,30 @@ impl Driver {
         if let Some(ext) = (StockRoutes { peers }).to_extension() {
             let _ = self.publisher.set_extension(ext);
         }
+    }
+
+    /// Hands the stock peers to the task that persists them (started on first use): it
+    /// writes the latest list, in order, off the driver's thread, and ends with the
+    /// driver.
+    fn save_stock(&mut self, saved: Vec<SavedStockPeer>) {
+        let Some(path) = self.stock_file.clone() else { return };
+        if let Some(tx) = &self.stock_saver {
+            let _ = tx.send(saved);
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::watch::channel(saved);
+        rx.mark_changed();
+        tokio::spawn(async move {
+            while rx.changed().await.is_ok() {
+                let peers = rx.borrow_and_update().clone();
+                let path = path.clone();
+                let written = tokio::task::spawn_blocking(move || store_stock_peers(&path, &peers)).await;
+                if let Ok(Err(e)) = written {
+                    tracing::warn!(error = %e, "cannot persist the stock peers");
+                }
+            }
+        });
+        self.stock_saver = Some(tx);
     }
 
     /// Takes gateway `peer`'s stock peers as its record now says (none: it left the

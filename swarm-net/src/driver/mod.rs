@@ -96,6 +96,10 @@ pub(crate) struct Driver {
     overlay: Option<Ipv4Claimer>,
     /// Where our IPv4 candidate persists (beside the identity file).
     overlay_file: Option<std::path::PathBuf>,
+    /// Where our stock peers persist (beside the identity file), and the task that
+    /// writes them.
+    stock_file: Option<std::path::PathBuf>,
+    stock_saver: Option<tokio::sync::watch::Sender<Vec<crate::identity::SavedStockPeer>>>,
     /// The stock WireGuard peers we are the gateway of, by public key.
     stock: std::collections::BTreeMap<[u8; 32], gateway::Stock>,
     /// Other gateways' stock peers (by their claim identity): which gateway.

@@ -28,6 +28,7 @@ impl Driver {
         let tun = Tun::open(vpn, ipv6, ipv4)?;
         tracing::info!(device = tun.name(), ipv6 = %ipv6.0, ipv4 = ?ipv4.map(|a| a.0), "VPN device up");
         self.dataplane.attach_vpn(tun);
+        self.restore_stock_peers();
         Ok(())
     }
 

@@ -28,7 +28,7 @@ use crate::dataplane::{DataPlane, DataPlaneConfig};
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
-use crate::identity::{load_overlay_candidate, overlay_path, NodeIdentity};
+use crate::identity::{load_overlay_candidate, overlay_path, stock_peers_path, NodeIdentity};
 use crate::lease::{LeaseCodec, Leases};
 
 /// How long `start` waits for the listeners to come up.
@@ -38,8 +38,8 @@ const COMMAND_CAPACITY: usize = 64;
 /// Application datagrams waiting to be sealed and sent.
 const OUTGOING_CAPACITY: usize = 1024;
 
-/// The node's keys; whether an earlier run of them may have granted leases; where its
-/// IPv4 overlay candidate persists (beside an identity file).
+/// The node's keys; whether an earlier run of them may have granted leases; the
+/// identity file, beside which the IPv4 overlay candidate and stock peers persist.
 async fn identity(
     source: IdentitySource,
     grace_set: bool,
@@ -49,8 +49,8 @@ async fn identity(
         IdentitySource::Keys(_) => grace_set,
         IdentitySource::File(path) => path.exists(),
     };
-    let overlay_file = match &source {
-        IdentitySource::File(path) => Some(overlay_path(path)),
+    let identity_file = match &source {
+        IdentitySource::File(path) => Some(path.clone()),
         _ => None,
     };
     let identity = match source {
@@ -62,7 +62,7 @@ async fn identity(
                 .map_err(|e| BuildError::Network(e.to_string()))??
         }
     };
-    Ok((identity, restarted, overlay_file))
+    Ok((identity, restarted, identity_file))
 }
 
 /// The GPUs now, and the filter that judges later samples against them.
@@ -128,15 +128,15 @@ struct Parts {
     gpu_samples: mpsc::Receiver<GpuSnapshot>,
     gpu_sampler: JoinHandle<()>,
     gpu_filter: GpuChangeFilter,
-    /// Where the IPv4 overlay candidate persists, beside the identity file.
-    overlay_file: Option<PathBuf>,
+    /// The identity file, beside which the overlay candidate and stock peers persist.
+    identity_file: Option<PathBuf>,
 }
 
 pub(super) async fn spawn(
     builder: NodeBuilder,
     config: NodeConfig,
 ) -> Result<(Node, NodeEvents), BuildError> {
-    let (identity, restarted, overlay_file) = identity(builder.identity, builder.grace_set).await?;
+    let (identity, restarted, identity_file) = identity(builder.identity, builder.grace_set).await?;
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
@@ -178,7 +178,7 @@ pub(super) async fn spawn(
         gpu_samples,
         gpu_sampler,
         gpu_filter,
-        overlay_file,
+        identity_file,
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -264,10 +264,15 @@ impl Driver {
             placement_view: None,
             overlay_v6: OverlayV6::for_namespace(&p.config.namespace),
             overlay: p.config.overlay_ipv4.map(|range| {
-                let from = p.overlay_file.as_deref().map_or(0, |f| load_overlay_candidate(f, &range));
+                let from = p
+                    .identity_file
+                    .as_deref()
+                    .map_or(0, |f| load_overlay_candidate(&overlay_path(f), &range));
                 Ipv4Claimer::new(range, peer_id, from)
             }),
-            overlay_file: p.overlay_file,
+            overlay_file: p.identity_file.as_deref().map(overlay_path),
+            stock_file: p.identity_file.as_deref().map(stock_peers_path),
+            stock_saver: None,
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
             remote_stock: HashMap::new(),
