@@ -179,6 +179,11 @@ impl DataPlane {
         self.vpn = Some(tun);
     }
 
+    /// IP packets the VPN device has carried, both ways (0 without one).
+    pub(crate) fn vpn_packets(&self) -> u64 {
+        self.vpn.as_ref().map_or(0, |t| t.stats.read_packets + t.stats.written_packets)
+    }
+
     /// The counters, the VPN device's included.
     pub(crate) fn stats(&self) -> DataPlaneStats {
         let mut stats = self.stats;
@@ -406,8 +411,24 @@ impl DataPlane {
     /// had anything. The driver calls it a bounded number of times per turn, so that a
     /// flood cannot starve the rest of the node, and with a fresh `now` each time.
     pub(crate) fn handle_readable(&mut self, now: Instant, family: usize) -> bool {
+        self.read_socket(now, family, false)
+    }
+
+    /// One non-blocking pass over every socket and the VPN device, asking the kernel
+    /// directly; whether anything came. The driver spins on it briefly after traffic, so
+    /// that an answer coming back within microseconds is taken without a wake-up from
+    /// idle (tens of microseconds each on a virtual machine).
+    pub(crate) async fn poll_once(&mut self, now: Instant) -> bool {
+        let mut any = false;
+        for family in 0..self.sockets.families() {
+            any |= self.read_socket(now, family, true);
+        }
+        any | self.read_vpn(now, true).await
+    }
+
+    fn read_socket(&mut self, now: Instant, family: usize, spin: bool) -> bool {
         let mut meta = [RecvMeta::default(); BATCH];
-        let n = match self.sockets.recv(family, &mut self.rx, &mut meta) {
+        let n = match self.sockets.recv(family, &mut self.rx, &mut meta, spin) {
             Ok(n) => n,
             Err(e) => {
                 self.stats.socket_errors += 1;
@@ -491,8 +512,12 @@ impl DataPlane {
     /// Reads one batch of IP packets from the VPN device and sends each to the peer its
     /// destination routes to, in GSO batches; whether there was anything.
     pub(crate) async fn handle_vpn_readable(&mut self, now: Instant) -> bool {
+        self.read_vpn(now, false).await
+    }
+
+    async fn read_vpn(&mut self, now: Instant, spin: bool) -> bool {
         let Some(tun) = &mut self.vpn else { return false };
-        let n = tun.recv();
+        let n = tun.recv(spin);
         let mut gso = GsoBatch::default();
         for i in 0..n {
             let Some(tun) = &self.vpn else { break };

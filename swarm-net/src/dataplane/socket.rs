@@ -119,22 +119,33 @@ impl Sockets {
 
     /// One batch from the socket of `family` into `rx` (chunks of [`RX_BUF`]); how many
     /// buffers were filled, 0 when nothing was waiting.
+    ///
+    /// `spin`: ask the kernel even when the reactor has not seen the socket readable
+    /// since the last empty read (a busy poll; the reactor still hears of what is left).
     pub(super) fn recv(
         &self,
         family: usize,
         rx: &mut [u8],
         meta: &mut [RecvMeta; BATCH],
+        spin: bool,
     ) -> io::Result<usize> {
         let Some(sock) = self.slots.get(family).and_then(Option::as_ref) else { return Ok(0) };
         let mut chunks = rx.chunks_mut(RX_BUF);
         let mut bufs: [IoSliceMut<'_>; BATCH] =
             std::array::from_fn(|_| IoSliceMut::new(chunks.next().unwrap_or_default()));
         let state = &sock.state;
-        match sock.socket.try_io(Interest::READABLE, || state.recv((&sock.socket).into(), &mut bufs, meta)) {
+        let mut read = || state.recv((&sock.socket).into(), &mut bufs, meta);
+        let result = if spin { read() } else { sock.socket.try_io(Interest::READABLE, read) };
+        match result {
             Ok(n) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             Err(e) => Err(e),
         }
+    }
+
+    /// How many socket slots there are (one per address family).
+    pub(super) fn families(&self) -> usize {
+        self.slots.len()
     }
 
     /// Sends `contents`: `segments` datagrams of `segment` bytes (the last may be

@@ -248,9 +248,16 @@ impl Tun {
     }
 
     /// Reads one batch (a super-packet split into segments, or one packet); the number
-    /// of packets, each then at [`Self::packet`]. `Ok(0)`: nothing to read.
-    pub(crate) fn recv(&mut self) -> usize {
-        match self.dev.try_recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0) {
+    /// of packets, each then at [`Self::packet`]; 0: nothing to read. `spin`: ask the
+    /// kernel even when the reactor has not seen the device readable again (a busy poll).
+    pub(crate) fn recv(&mut self, spin: bool) -> usize {
+        let read = if spin {
+            let dev: &tun_rs::DeviceImpl = &self.dev;
+            dev.recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
+        } else {
+            self.dev.try_recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
+        };
+        match read {
             Ok(n) => {
                 self.stats.read_packets += n as u64;
                 self.stats.read_bytes += self.sizes[..n].iter().sum::<usize>() as u64;
