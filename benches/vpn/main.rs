@@ -134,7 +134,7 @@ fn spawn_node(
     }
     let child = procs.spawn(c)?;
     let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = mpsc::sync_channel(1024);
     std::thread::spawn(move || {
         for l in BufReader::new(out).lines().map_while(Result::ok) {
             if tx.send(l).is_err() {
