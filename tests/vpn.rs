@@ -55,8 +55,15 @@ impl Lan {
 }
 
 impl Drop for Lan {
+    /// Ends every process still in the namespaces (Ray's workers, a daemon that escaped
+    /// its group: all ours, as only the test starts processes there), then deletes them.
     fn drop(&mut self) {
         for ns in self.hosts.iter().chain([&self.hub]) {
+            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = Command::new("kill").args(["-KILL", pid]).status();
+                }
+            }
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
@@ -431,4 +438,111 @@ fn a_wireguard_go_peer_joins_through_its_gateway() {
 #[ignore = "needs root, iproute2, ping, iperf3, wireguard-tools and boringtun-cli; `.ci/run` runs it as root"]
 fn a_boringtun_peer_joins_through_its_gateway() {
     stock_peer_joins_through_its_gateway("boringtun-cli", "swbt");
+}
+
+/// The Python of the virtualenv that holds Ray: `$SWARM_RAY_VENV`, by default
+/// `/tmp/swarm-ray-venv` (`.ci/run` makes it: `python3 -m venv ... && pip install ray`).
+fn ray_venv() -> std::path::PathBuf {
+    let venv = std::path::PathBuf::from(
+        std::env::var("SWARM_RAY_VENV").unwrap_or_else(|_| "/tmp/swarm-ray-venv".into()),
+    );
+    assert!(
+        venv.join("bin/ray").exists(),
+        "Ray is not installed in {venv:?}: python3 -m venv {venv:?} && {venv:?}/bin/pip install ray"
+    );
+    venv
+}
+
+/// A process started in its own process group, which is killed whole on drop (Ray's
+/// `start --block` leaves daemons behind when only its own process goes).
+struct Group(std::process::Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let pgid = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &pgid]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.0.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &pgid]).status();
+        let _ = self.0.wait();
+    }
+}
+
+fn ray_start(lan: &Lan, i: usize, venv: &std::path::Path, args: &[&str], temp: &std::path::Path) -> Group {
+    use std::os::unix::process::CommandExt as _;
+    let mut c = lan.exec(i, venv.join("bin/ray").to_str().unwrap());
+    c.arg("start")
+        .args(args)
+        .args(["--block", "--disable-usage-stats", "--num-cpus", "1", "--object-store-memory", "200000000"])
+        .arg("--temp-dir")
+        .arg(temp)
+        .env("RAY_USAGE_STATS_ENABLED", "0")
+        .env("PATH", format!("{}:{}", venv.join("bin").display(), std::env::var("PATH").unwrap_or_default()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0);
+    Group(c.spawn().unwrap())
+}
+
+/// Ray across the overlay: a head on one VPN node and a worker on another, each started
+/// with `--node-ip-address` set to its overlay IPv4 address; a task that must run on the
+/// worker returns a 64 MiB object to the driver on the head.
+#[test]
+#[ignore = "needs root, iproute2 and Ray in a virtualenv; `.ci/run` installs it and runs this as root"]
+fn ray_runs_across_the_overlay() {
+    let venv = ray_venv();
+    let dir = tempfile::tempdir().unwrap();
+    let lan = Lan::new(2);
+    let a = start(&lan, 0, &dir.path().join("a.key"), None);
+    let b = start(&lan, 1, &dir.path().join("b.key"), Some(&a.listen));
+    ping(&lan, 1, &a.overlay.v4);
+    // Short socket paths: Ray's Unix sockets live under the temp dir.
+    let id = std::process::id();
+    let (ta, tb) = (
+        std::path::PathBuf::from(format!("/tmp/rs{id}a")),
+        std::path::PathBuf::from(format!("/tmp/rs{id}b")),
+    );
+    let _head = ray_start(
+        &lan,
+        0,
+        &venv,
+        &["--head", "--node-ip-address", &a.overlay.v4, "--port", "6379", "--include-dashboard", "false"],
+        &ta,
+    );
+    let head = format!("{}:6379", a.overlay.v4);
+    let _worker = ray_start(
+        &lan,
+        1,
+        &venv,
+        &["--address", &head, "--node-ip-address", &b.overlay.v4, "--resources", r#"{"swarm_worker": 1}"#],
+        &tb,
+    );
+    let script = format!(
+        r#"
+import ray, time
+ray.init(address="{head}", _node_ip_address="{a4}")
+deadline = time.time() + 90
+while time.time() < deadline and not any(n["Alive"] and n["Resources"].get("swarm_worker") for n in ray.nodes()):
+    time.sleep(1)
+
+@ray.remote(resources={{"swarm_worker": 1}})
+def big():
+    return ray.util.get_node_ip_address(), bytes(64 << 20)
+
+where, data = ray.get(big.remote(), timeout=120)
+print("ran on", where, "returned", len(data))
+"#,
+        a4 = a.overlay.v4
+    );
+    let mut driver = lan.exec(0, venv.join("bin/python").to_str().unwrap());
+    driver.args(["-c", &script]).env("RAY_USAGE_STATS_ENABLED", "0");
+    let out = output(driver);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the Ray driver failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("ran on {} returned {}", b.overlay.v4, 64 << 20)), "{text}");
+    drop((_worker, _head));
+    let _ = std::fs::remove_dir_all(&ta);
+    let _ = std::fs::remove_dir_all(&tb);
 }
