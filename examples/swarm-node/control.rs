@@ -112,6 +112,23 @@ pub fn placement_json(p: &Placement) -> Value {
     })
 }
 
+/// Each node of a placement's JSON gets its overlay addresses (`null` when unknown),
+/// where the task's programs reach it over the VPN.
+pub async fn add_overlay(node: &Node, placement: &mut Value) -> anyhow::Result<()> {
+    for n in placement["nodes"].as_array_mut().into_iter().flatten() {
+        let peer: Option<swarm::PeerId> = n["peer"].as_str().and_then(|p| p.parse().ok());
+        let overlay = match peer {
+            Some(peer) => node.overlay_of(peer).await?,
+            None => None,
+        };
+        n["overlay"] = overlay.map_or(
+            Value::Null,
+            |a| json!({"ipv6": a.ipv6.to_string(), "ipv4": a.ipv4.map(|v| v.to_string())}),
+        );
+    }
+    Ok(())
+}
+
 struct Held {
     placement: Placement,
     until: Instant,
@@ -215,7 +232,10 @@ async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Valu
             crate::vpn::handle(node, op, request).await
         }
         Some("list") => {
-            let list: Vec<Value> = live(held)?.values().map(|h| placement_json(&h.placement)).collect();
+            let mut list: Vec<Value> = live(held)?.values().map(|h| placement_json(&h.placement)).collect();
+            for p in &mut list {
+                add_overlay(node, p).await?;
+            }
             Ok(json!({"ok": true, "placements": list}))
         }
         _ => {
@@ -248,6 +268,7 @@ async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value
     }
     let (placement, ranking) = node.place_explained(spec).await?;
     let mut out = placement_json(&placement);
+    add_overlay(node, &mut out).await?;
     out["ok"] = json!(true);
     out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());
     let until = Instant::now() + placement.lease;

@@ -318,17 +318,18 @@ async fn print_json(
             })
         })
         .collect();
-    let placements: Vec<_> = placed
-        .iter()
-        .map(|p| match &p.result {
+    let mut placements = Vec::with_capacity(placed.len());
+    for p in placed {
+        placements.push(match &p.result {
             Ok(placement) => {
                 let mut v = crate::control::placement_json(placement);
+                crate::control::add_overlay(&mesh.nodes[0], &mut v).await?;
                 v["ms"] = serde_json::json!(p.ms);
                 v
             }
             Err(e) => serde_json::json!({"task": p.name, "error": e.to_string(), "ms": p.ms}),
-        })
-        .collect();
+        });
+    }
     let summary = serde_json::json!({
         "namespace": "demo",
         "placements": placements,

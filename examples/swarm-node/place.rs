@@ -110,6 +110,13 @@ pub async fn place(args: PlaceArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print!("{}", answer["explain"].as_str().unwrap_or(""));
+    for n in answer["nodes"].as_array().into_iter().flatten() {
+        let o = &n["overlay"];
+        if let Some(v6) = o["ipv6"].as_str() {
+            let v4 = o["ipv4"].as_str().map(|a| format!("{a} ")).unwrap_or_default();
+            println!("  {} reachable at {v4}{v6}", n["peer"].as_str().unwrap_or("?"));
+        }
+    }
     println!("ranking (best first):");
     for line in answer["ranking"].as_array().into_iter().flatten() {
         println!("  {}", line.as_str().unwrap_or(""));
