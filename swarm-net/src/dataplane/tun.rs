@@ -15,8 +15,6 @@ use std::path::Path;
 use swarm_core::overlay::IpPrefix;
 use tun_rs::{AsyncDevice, DeviceBuilder, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use crate::config::VpnConfig;
-
 /// Room before each packet in a write buffer, for the virtio-net header.
 const HEADROOM: usize = 16;
 const _: () = assert!(HEADROOM >= VIRTIO_NET_HDR_LEN);
@@ -174,11 +172,12 @@ impl Tun {
     /// Checks first what would make it fail or misroute, so that a refusal leaves
     /// nothing behind; overlapping routes are logged as warnings, naming them.
     pub(crate) fn open(
-        config: &VpnConfig,
+        name: &str,
+        mtu: u16,
         ipv6: (Ipv6Addr, u8),
         ipv4: Option<(Ipv4Addr, u8)>,
     ) -> Result<Self, TunError> {
-        let name = config.device.clone();
+        let name = name.to_owned();
         check_name(&name)?;
         if !Path::new("/dev/net/tun").exists() {
             return Err(TunError::NoTunDriver);
@@ -197,7 +196,7 @@ impl Tun {
             }
         }
         let mut builder =
-            DeviceBuilder::new().name(&name).mtu(config.mtu).offload(true).ipv6(ipv6.0, ipv6.1).enable(true);
+            DeviceBuilder::new().name(&name).mtu(mtu).offload(true).ipv6(ipv6.0, ipv6.1).enable(true);
         if let Some((a, len)) = ipv4 {
             builder = builder.ipv4(a, len, None);
         }
@@ -206,7 +205,7 @@ impl Tun {
             _ if e.raw_os_error() == Some(16) => TunError::NameTaken(name.clone()),
             _ => TunError::Io { device: name.clone(), error: e },
         })?;
-        let segment = usize::from(config.mtu) + 64;
+        let segment = usize::from(mtu) + 64;
         tracing::debug!(device = %name, tcp_gso = dev.tcp_gso(), udp_gso = dev.udp_gso(), "VPN device up");
         Ok(Self {
             dev,

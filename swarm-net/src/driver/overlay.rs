@@ -25,7 +25,7 @@ impl Driver {
         let local = *self.swarm.local_peer_id();
         let ipv6 = (self.overlay_v6.node(&local), IPV6_PREFIX_LEN);
         let ipv4 = self.overlay.as_ref().and_then(|c| Some((c.claim()?.addr, c.range().prefix_len())));
-        let tun = Tun::open(vpn, ipv6, ipv4)?;
+        let tun = Tun::open(&vpn.device, vpn.mtu, ipv6, ipv4)?;
         tracing::info!(device = tun.name(), ipv6 = %ipv6.0, ipv4 = ?ipv4.map(|a| a.0), "VPN device up");
         self.dataplane.attach_vpn(tun);
         self.restore_stock_peers();
