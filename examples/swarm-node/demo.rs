@@ -318,18 +318,7 @@ async fn print_json(
             })
         })
         .collect();
-    let mut placements = Vec::with_capacity(placed.len());
-    for p in placed {
-        placements.push(match &p.result {
-            Ok(placement) => {
-                let mut v = crate::control::placement_json(placement);
-                crate::control::add_overlay(&mesh.nodes[0], &mut v).await?;
-                v["ms"] = serde_json::json!(p.ms);
-                v
-            }
-            Err(e) => serde_json::json!({"task": p.name, "error": e.to_string(), "ms": p.ms}),
-        });
-    }
+    let placements = placements_json(mesh, placed).await?;
     let summary = serde_json::json!({
         "namespace": "demo",
         "placements": placements,
@@ -357,4 +346,21 @@ async fn print_json(
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())
+}
+
+/// Node 0's placements as JSON, each member with its overlay addresses.
+async fn placements_json(mesh: &LocalMesh, placed: &[Placed]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut placements = Vec::with_capacity(placed.len());
+    for p in placed {
+        placements.push(match &p.result {
+            Ok(placement) => {
+                let mut v = crate::control::placement_json(placement);
+                crate::control::add_overlay(&mesh.nodes[0], &mut v).await?;
+                v["ms"] = serde_json::json!(p.ms);
+                v
+            }
+            Err(e) => serde_json::json!({"task": p.name, "error": e.to_string(), "ms": p.ms}),
+        });
+    }
+    Ok(placements)
 }

@@ -98,7 +98,8 @@ fn default_listen() -> Vec<Multiaddr> {
     ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"].iter().filter_map(|a| a.parse().ok()).collect()
 }
 
-pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+/// The node `run`'s flags describe.
+fn builder(args: &RunArgs) -> anyhow::Result<NodeBuilder> {
     let mut builder = NodeBuilder::new(&args.namespace)
         .identity_file(&args.identity)
         .gpu_probe(args.gpus.probe())
@@ -112,17 +113,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.psk_file {
         builder = builder.tunnel_psk(swarm::net::load_psk(path)?);
     }
-    for addr in args.listen {
-        builder = builder.listen(addr);
+    for addr in &args.listen {
+        builder = builder.listen(addr.clone());
     }
-    for addr in args.bootstrap {
-        builder = builder.bootstrap(addr);
+    for addr in &args.bootstrap {
+        builder = builder.bootstrap(addr.clone());
     }
     for endpoint in &args.tunnel_endpoint {
         builder = builder.tunnel_endpoint(*endpoint);
     }
-    for label in args.label {
-        builder = builder.label(label);
+    for label in &args.label {
+        builder = builder.label(label.clone());
     }
     if args.vpn {
         builder = builder.vpn(VpnConfig { device: args.vpn_dev.clone(), mtu: args.vpn_mtu });
@@ -130,6 +131,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             builder = builder.overlay_ipv4(range);
         }
     }
+    Ok(builder)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let builder = builder(&args)?;
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
     if args.vpn {
@@ -180,18 +186,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 );
             }
             event = events.next() => match event {
-                Some(NodeEvent::PeerDiscovered { peer }) => tracing::info!(%peer, "discovered"),
-                Some(NodeEvent::PeerLost { peer }) => tracing::info!(%peer, "lost"),
-                Some(NodeEvent::RecordRejected { from, reason }) => tracing::warn!(%from, reason, "record rejected"),
-                Some(NodeEvent::TunnelUp { peer, endpoint }) => tracing::info!(%peer, ?endpoint, "tunnel up"),
-                Some(NodeEvent::TunnelDown { peer, reason }) => tracing::info!(%peer, reason, "tunnel down"),
-                Some(NodeEvent::LinkDegraded { peer, metric, value, target }) => {
-                    tracing::warn!(%peer, metric = metric.as_str(), value, target, "link degraded");
-                }
-                Some(NodeEvent::LinkRecovered { peer, metric, value, target }) => {
-                    tracing::info!(%peer, metric = metric.as_str(), value, target, "link recovered");
-                }
-                Some(_) => {}
+                Some(event) => log_event(event),
                 None => break,
             },
         }
@@ -199,6 +194,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     println!("shutting down");
     node.shutdown().await;
     Ok(())
+}
+
+/// The node's events, in its log.
+fn log_event(event: NodeEvent) {
+    match event {
+        NodeEvent::PeerDiscovered { peer } => tracing::info!(%peer, "discovered"),
+        NodeEvent::PeerLost { peer } => tracing::info!(%peer, "lost"),
+        NodeEvent::RecordRejected { from, reason } => tracing::warn!(%from, reason, "record rejected"),
+        NodeEvent::TunnelUp { peer, endpoint } => tracing::info!(%peer, ?endpoint, "tunnel up"),
+        NodeEvent::TunnelDown { peer, reason } => tracing::info!(%peer, reason, "tunnel down"),
+        NodeEvent::LinkDegraded { peer, metric, value, target } => {
+            tracing::warn!(%peer, metric = metric.as_str(), value, target, "link degraded");
+        }
+        NodeEvent::LinkRecovered { peer, metric, value, target } => {
+            tracing::info!(%peer, metric = metric.as_str(), value, target, "link recovered");
+        }
+        _ => {}
+    }
 }
 
 /// The node's overlay addresses, as the VPN device carries them.

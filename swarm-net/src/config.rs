@@ -93,6 +93,19 @@ impl Default for VpnConfig {
     }
 }
 
+impl VpnConfig {
+    /// Checks the MTU and the device name before anything is created.
+    fn check(&self) -> Result<(), BuildError> {
+        if !(MIN_VPN_MTU..=MAX_VPN_MTU).contains(&self.mtu) {
+            return Err(BuildError::Setting(format!(
+                "the VPN MTU ({}) must lie between {MIN_VPN_MTU} and {MAX_VPN_MTU}",
+                self.mtu
+            )));
+        }
+        Ok(crate::dataplane::tun::check_name(&self.device)?)
+    }
+}
+
 /// The TUN device's MTU unless set.
 pub const DEFAULT_VPN_MTU: u16 = 1420;
 /// The smallest TUN MTU (IPv6's minimum link MTU).
@@ -464,13 +477,7 @@ impl NodeBuilder {
             return Err(BuildError::Setting("mDNS needs the `mdns` cargo feature".to_owned()));
         }
         if let Some(vpn) = &self.vpn {
-            if !(MIN_VPN_MTU..=MAX_VPN_MTU).contains(&vpn.mtu) {
-                return Err(BuildError::Setting(format!(
-                    "the VPN MTU ({}) must lie between {MIN_VPN_MTU} and {MAX_VPN_MTU}",
-                    vpn.mtu
-                )));
-            }
-            crate::dataplane::tun::check_name(&vpn.device)?;
+            vpn.check()?;
         }
         let publish = PublishConfig {
             heartbeat: self.heartbeat,
