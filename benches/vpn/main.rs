@@ -12,8 +12,9 @@
 //! `SWARM_BENCH_SECONDS=10`, `SWARM_BENCH_BASELINES=veth,bt-bt,wggo-wggo` (empty: none).
 //!
 //! The nodes are this program, re-executed with `SWARM_BENCH_CHILD=node` on a
-//! single-threaded runtime; namespaces and processes are removed at the end, also on
-//! failure.
+//! single-threaded runtime. A last measurement (`SWARM_BENCH_CHILD=relay`) gives the floor
+//! of any userspace VPN on the machine: IP packets between TUN and UDP, no crypto, always
+//! polling. Namespaces and processes are removed at the end, also on failure.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "../throughput/netns.rs"]
@@ -33,9 +34,10 @@ fn env_or(name: &str, default: &str) -> String {
 }
 
 fn main() {
-    if std::env::var("SWARM_BENCH_CHILD").is_ok_and(|r| r == "node") {
-        node();
-        return;
+    match std::env::var("SWARM_BENCH_CHILD").as_deref() {
+        Ok("node") => return node(),
+        Ok("relay") => return relay(),
+        _ => {}
     }
     if std::env::args().any(|a| a == "--list" || a == "--exact") {
         return; // `cargo test --benches` probes bench binaries; nothing to list.
@@ -67,9 +69,17 @@ fn main() {
         }
         Err(e) => eprintln!("swarm overlay: {e}"),
     }
+    let floor = relay_floor(&net);
     drop(net);
     rows.extend(baselines(seconds));
     print_table(&rows);
+    match floor {
+        Ok((relay, veth)) => println!(
+            "floor of a userspace VPN here (TUN <-> UDP, no crypto, always polling), pings 2 ms apart: p50 {relay:.3} ms, {:.0} us added to the bare veth's {veth:.3} ms",
+            (relay - veth) * 1e3
+        ),
+        Err(e) => eprintln!("relay floor: {e}"),
+    }
     let ours = rows.first().filter(|r| r.name == "swarm overlay");
     if let (Some(r), Some((veth, veth_warm))) = (ours, veth_p50) {
         let added = |a: Option<f64>, b: f64| a.map_or("-".to_owned(), |a| format!("{:.0}", (a - b) * 1e3));
@@ -113,6 +123,62 @@ fn node() {
         }
         std::future::pending::<()>().await;
     });
+}
+
+/// The floor of any userspace VPN on this machine: IP packets between a TUN device and a
+/// UDP socket, one by one, no crypto, polling both without ever sleeping (always warm).
+/// `SWARM_BENCH_RELAY=<own overlay address> <peer's underlay address>`; port 40999.
+fn relay() {
+    let spec = env_or("SWARM_BENCH_RELAY", "");
+    let (own, peer) = spec.split_once(' ').expect("SWARM_BENCH_RELAY=<overlay ip> <peer ip>");
+    let own: std::net::Ipv4Addr = own.parse().unwrap();
+    let dev = tun_rs::DeviceBuilder::new().name("relay0").mtu(1420).ipv4(own, 24, None).build_sync().unwrap();
+    dev.set_nonblocking(true).unwrap();
+    let sock = std::net::UdpSocket::bind("0.0.0.0:40999").unwrap();
+    sock.connect((peer, 40999)).unwrap();
+    sock.set_nonblocking(true).unwrap();
+    println!("relay up");
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        if let Ok(n) = dev.recv(&mut buf) {
+            let _ = sock.send(&buf[..n]);
+        }
+        if let Ok(n) = sock.recv(&mut buf) {
+            let _ = dev.send(&buf[..n]);
+        }
+        std::hint::spin_loop();
+    }
+}
+
+/// p50 of pings 2 ms apart through two [`relay`]s, and on the bare veth beside them.
+fn relay_floor(net: &Net) -> Result<(f64, f64), String> {
+    let mut procs = Procs::default();
+    let mut rx = Vec::new();
+    for (side, own, peer) in
+        [(Side::Sender, "10.99.0.1", net.receiver_ip()), (Side::Receiver, "10.99.0.2", net.sender_ip())]
+    {
+        let mut c = net.command(if matches!(side, Side::Sender) { 0 } else { 1 }, side);
+        c.env("SWARM_BENCH_CHILD", "relay").env("SWARM_BENCH_RELAY", format!("{own} {peer}"));
+        c.stdout(Stdio::piped()).stderr(Stdio::null());
+        let child = procs.spawn(c)?;
+        let out = child.stdout.take().unwrap();
+        let (tx, r) = mpsc::sync_channel(16);
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        rx.push(r);
+    }
+    for r in &rx {
+        line(r, "relay up")?;
+    }
+    let _ = in_side(net, Side::Sender, "ping").args(["-c", "3", "-i", "0.2", "10.99.0.2"]).output();
+    let (relay, _) = ping_every(net, "10.99.0.2", "500", "0.002")?;
+    let (veth, _) = ping_every(net, net.receiver_ip(), "500", "0.002")?;
+    Ok((relay, veth))
 }
 
 /// The first line of `child`'s output that starts with `prefix`, within 20 s.
