@@ -522,12 +522,20 @@ impl DataPlane {
         for i in 0..n {
             let Some(tun) = &self.vpn else { break };
             let packet = tun.packet(i);
-            let Some(handle) = endpoints(packet)
-                .and_then(|(_, dst)| self.routes.lookup(&dst))
+            let dst = endpoints(packet).map(|(_, dst)| dst);
+            let Some(handle) = dst
+                .and_then(|d| self.routes.lookup(&d))
                 .and_then(|peer| self.peers.get(peer))
                 .map(|k| k.handle)
             else {
-                self.stats.vpn_drops.no_route += 1;
+                // The host's own multicast (IPv6 router solicitations, MLD) has no peer
+                // to go to: counted apart from packets to an address no one holds.
+                match dst {
+                    Some(d) if d.is_multicast() || d == std::net::Ipv4Addr::BROADCAST => {
+                        self.stats.vpn_drops.multicast += 1;
+                    }
+                    _ => self.stats.vpn_drops.no_route += 1,
+                }
                 continue;
             };
             let len = packet.len();
@@ -747,5 +755,70 @@ impl GsoBatch {
         self.filled += len;
         self.segments += 1;
         len < self.segment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    /// An IPv4 packet header (20 bytes) from `src` to `dst`.
+    fn packet(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
+        let mut p = vec![0u8; 28];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&28u16.to_be_bytes());
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p
+    }
+
+    fn host(a: [u8; 4]) -> IpPrefix {
+        IpPrefix::host(IpAddr::from(a))
+    }
+
+    /// Cryptokey routing of decrypted packets: a source that is not the sender's is
+    /// dropped and counted; a packet between a stock peer and another peer is forwarded
+    /// by the gateway; anything else goes to the device (here none, so counted so).
+    #[test]
+    fn decrypted_packets_are_checked_forwarded_or_delivered() {
+        let mut tunnels =
+            Tunnels::new([1; 32], TunnelConfig::default(), Instant::now(), Duration::ZERO, [0; 32]);
+        let (node, stock) = (PeerId::random(), PeerId::random());
+        let mut peers = HashMap::new();
+        let h_node = tunnels.add_peer([2; 32], None).unwrap();
+        let h_stock = tunnels.add_peer([3; 32], None).unwrap();
+        peers.insert(node, Known { handle: h_node, key: [2; 32], up: true, stock: false });
+        peers.insert(stock, Known { handle: h_stock, key: [3; 32], up: true, stock: true });
+        let mut routes = AllowedIps::default();
+        routes.insert(host([100, 64, 0, 2]), node);
+        routes.insert(host([100, 64, 0, 3]), stock);
+        let (mut vpn, mut forward, mut drops) = (None, Forward::default(), VpnDrops::default());
+        let mut out = IpOut { vpn: &mut vpn, forward: &mut forward, drops: &mut drops };
+        // A node claiming a stock peer's source: spoofed.
+        deliver_ip(&routes, &peers, &mut out, &node, &packet([100, 64, 0, 3], [100, 64, 0, 1]));
+        // The stock peer to the node: forwarded to the node's tunnel.
+        deliver_ip(&routes, &peers, &mut out, &stock, &packet([100, 64, 0, 3], [100, 64, 0, 2]));
+        // The node to the stock peer: forwarded too.
+        deliver_ip(&routes, &peers, &mut out, &node, &packet([100, 64, 0, 2], [100, 64, 0, 3]));
+        // The node to us: for the device (none here).
+        deliver_ip(&routes, &peers, &mut out, &node, &packet([100, 64, 0, 2], [100, 64, 0, 1]));
+        // Not IP.
+        deliver_ip(&routes, &peers, &mut out, &node, &[0x10; 8]);
+        assert_eq!(
+            (drops.spoofed_source, drops.no_device, drops.not_ip, drops.forward_queue_full),
+            (1, 1, 1, 0)
+        );
+        let to: Vec<PeerHandle> = forward.queue.iter().map(|(h, _)| *h).collect();
+        assert_eq!(to, vec![h_node, h_stock]);
+        // The forwarding queue is bounded; its buffers are reused.
+        let p = packet([100, 64, 0, 3], [100, 64, 0, 2]);
+        for _ in 0..MAX_FORWARD {
+            let mut out = IpOut { vpn: &mut vpn, forward: &mut forward, drops: &mut drops };
+            deliver_ip(&routes, &peers, &mut out, &stock, &p);
+        }
+        assert_eq!(forward.queue.len(), MAX_FORWARD);
+        assert_eq!(drops.forward_queue_full, 2);
     }
 }

@@ -55,11 +55,13 @@ pub struct VpnDrops {
     pub no_device: u64,
     /// To be forwarded by this gateway while its forwarding queue was full.
     pub forward_queue_full: u64,
+    /// From the device, to a multicast or broadcast address (the overlay carries none).
+    pub multicast: u64,
 }
 
 impl VpnDrops {
     /// Each reason with its count, in a fixed order (for metrics and JSON).
-    pub fn by_reason(&self) -> [(&'static str, u64); 7] {
+    pub fn by_reason(&self) -> [(&'static str, u64); 8] {
         [
             ("no_route", self.no_route),
             ("spoofed_source", self.spoofed_source),
@@ -68,6 +70,7 @@ impl VpnDrops {
             ("queue_full", self.queue_full),
             ("no_device", self.no_device),
             ("forward_queue_full", self.forward_queue_full),
+            ("multicast", self.multicast),
         ]
     }
 }
