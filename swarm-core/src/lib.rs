@@ -43,6 +43,7 @@ pub mod fuzzing;
 pub mod gpu;
 pub mod identity;
 pub mod link;
+pub mod nat;
 pub mod overlay;
 pub mod place;
 pub mod publish;
