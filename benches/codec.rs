@@ -22,6 +22,7 @@ fn record(seed: u8, seq: u64) -> (Keypair, NodeRecord) {
         peer_id: key.public().to_peer_id(),
         tunnel_pubkey: TunnelPublicKey::from_secret(&[seed; 32]),
         udp_endpoints: BoundedVec::try_from_vec(vec!["192.0.2.10:51820".parse().unwrap()]).unwrap(),
+        nat: Default::default(),
         issued_at: NOW,
     };
     let gpus = "8xH100-80GB".parse::<StaticProbe>().unwrap().sample().unwrap();

@@ -238,6 +238,7 @@ mod tests {
             peer_id: k.public().to_peer_id(),
             tunnel_pubkey: TunnelPublicKey::from_secret(&[i; 32]),
             udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:51820".parse().unwrap()]).unwrap(),
+            nat: Default::default(),
             issued_at: NOW,
         };
         NodeRecord {

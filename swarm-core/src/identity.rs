@@ -49,8 +49,11 @@ pub struct TunnelRecord {
     pub peer_id: PeerId,
     /// Its X25519 tunnel key.
     pub tunnel_pubkey: TunnelPublicKey,
-    /// UDP endpoints where its tunnel socket listens.
+    /// UDP endpoints where its tunnel socket listens, and the public mapping its NAT
+    /// gives it (as reflectors see it), when it has one.
     pub udp_endpoints: BoundedVec<SocketAddr, MAX_UDP_ENDPOINTS>,
+    /// What its tunnel socket sits behind, as its reflectors see it.
+    pub nat: crate::nat::NatKind,
     /// When the record was signed.
     pub issued_at: UnixMillis,
 }
@@ -71,7 +74,8 @@ impl TunnelRecord {
 
 impl WireMessage for TunnelRecord {
     const KIND: u8 = 0x02;
-    const VERSION: u8 = 1;
+    // 2: with the NAT kind.
+    const VERSION: u8 = 2;
 }
 
 /// A [`TunnelRecord`]'s exact bytes and the identity key's signature over them.
@@ -222,6 +226,7 @@ pub(crate) mod tests {
             peer_id: key.public().to_peer_id(),
             tunnel_pubkey: TunnelPublicKey::from_secret(&[7; 32]),
             udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:51820".parse().unwrap()]).unwrap(),
+            nat: Default::default(),
             issued_at: UnixMillis(issued_at),
         }
     }

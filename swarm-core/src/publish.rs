@@ -62,6 +62,8 @@ pub struct LocalContent {
     pub tunnel_pubkey: TunnelPublicKey,
     /// UDP endpoints of the tunnel socket.
     pub udp_endpoints: BoundedVec<SocketAddr, MAX_UDP_ENDPOINTS>,
+    /// What the tunnel socket sits behind.
+    pub nat: crate::nat::NatKind,
     /// Extensions of later stages.
     pub extensions: BoundedVec<RecordExtension, MAX_EXTENSIONS>,
 }
@@ -134,6 +136,16 @@ impl RecordPublisher {
     pub fn set_udp_endpoints(&mut self, endpoints: BoundedVec<SocketAddr, MAX_UDP_ENDPOINTS>) {
         if self.content.udp_endpoints != endpoints {
             self.content.udp_endpoints = endpoints;
+            self.tunnel = None;
+            self.dirty = true;
+        }
+    }
+
+    /// What the tunnel socket sits behind (from its reflectors); re-signs the tunnel
+    /// record and publishes if it changed.
+    pub fn set_nat(&mut self, nat: crate::nat::NatKind) {
+        if self.content.nat != nat {
+            self.content.nat = nat;
             self.tunnel = None;
             self.dirty = true;
         }
@@ -235,6 +247,7 @@ impl RecordPublisher {
                 peer_id: self.keypair.public().to_peer_id(),
                 tunnel_pubkey: self.content.tunnel_pubkey,
                 udp_endpoints: self.content.udp_endpoints.clone(),
+                nat: self.content.nat,
                 issued_at: wall,
             };
             let signed = SignedTunnelRecord::sign(&record, &self.keypair)?;
@@ -276,6 +289,7 @@ mod tests {
             labels: BoundedVec::new(),
             tunnel_pubkey: TunnelPublicKey::from_secret(&[3; 32]),
             udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:1".parse().unwrap()]).unwrap(),
+            nat: Default::default(),
             extensions: BoundedVec::new(),
         }
     }

@@ -28,6 +28,7 @@ fn record(author: &Keypair, tunnel_signer: &Keypair, tunnel_peer: &Keypair, seq:
         peer_id: tunnel_peer.public().to_peer_id(),
         tunnel_pubkey: TunnelPublicKey::from_secret(&[9; 32]),
         udp_endpoints: BoundedVec::try_from_vec(vec!["127.0.0.1:9".parse().unwrap()]).unwrap(),
+        nat: Default::default(),
         issued_at: UnixMillis(now_ms()),
     };
     // Signing for another peer is refused by `sign`, so forge the signature by hand.

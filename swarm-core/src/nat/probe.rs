@@ -168,11 +168,13 @@ impl NatProbe {
         }
     }
 
-    /// A binding answer came from `from`; one we did not ask for is ignored.
-    pub fn handle_answer(&mut self, from: SocketAddr, txid: &TransactionId, mapped: SocketAddr) {
-        let Some(i) = self.pending.iter().position(|p| p.to == from && p.txid == *txid) else { return };
-        self.pending.swap_remove(i);
-        self.answers.push((from, mapped));
+    /// A binding answer; one we did not ask for is ignored. It is matched by its
+    /// transaction id alone (96 random bits), not by where it came from: a reflector
+    /// bound to several addresses may answer from another one.
+    pub fn handle_answer(&mut self, txid: &TransactionId, mapped: SocketAddr) {
+        let Some(i) = self.pending.iter().position(|p| p.txid == *txid) else { return };
+        let asked = self.pending.swap_remove(i).to;
+        self.answers.push((asked, mapped));
         if self.pending.is_empty() {
             self.judge();
         }
@@ -236,7 +238,7 @@ mod tests {
             let Some(Binding::Request(txid)) = parse(&m) else { panic!("not a request") };
             asked.push(to);
             if let Some(mapped) = map(to) {
-                p.handle_answer(to, &txid, mapped);
+                p.handle_answer(&txid, mapped);
             }
         }
         asked
@@ -289,9 +291,8 @@ mod tests {
         p.add_reflectors(t0, &r);
         let asked = round(&mut p, t0, |_| None);
         assert_eq!(asked.len(), 2);
-        // An answer with another transaction id, or from elsewhere, counts for nothing.
-        p.handle_answer(r[0], &[0; 12], addr("198.51.100.2:7"));
-        p.handle_answer(addr("203.0.113.99:1"), &[0; 12], addr("198.51.100.2:7"));
+        // An answer with another transaction id counts for nothing.
+        p.handle_answer(&[0; 12], addr("198.51.100.2:7"));
         let mut sends = 2;
         let mut now = t0;
         while let Some(t) = p.poll_timeout().filter(|t| *t < t0 + cfg.interval) {

@@ -285,6 +285,7 @@ impl SimCluster {
                 51820,
             ))])
             .unwrap_or_default(),
+            nat: Default::default(),
             issued_at: published,
         };
         let signed = SignedTunnelRecord::sign(&tunnel, key).ok()?;

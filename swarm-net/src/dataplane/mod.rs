@@ -21,7 +21,7 @@ pub(crate) mod tun;
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
@@ -31,8 +31,11 @@ use swarm_core::link::vivaldi::Coordinate;
 use swarm_core::link::{
     LinkConfig, LinkEvent, LinkGossip, LinkTable, PassiveCounters, SlaPolicy, ThroughputError,
 };
+use swarm_core::nat::binding::{self, Binding, BINDING_LEN};
+use swarm_core::nat::{NatProbe, ProbeConfig, Reflexive};
 use swarm_core::overlay::routes::endpoints;
 use swarm_core::overlay::{AllowedIps, IpPrefix};
+use swarm_core::tunnel::ratelimit::{RateLimit, RateLimiter};
 use swarm_core::tunnel::{
     FrameKind, Payload, PeerHandle, Received, SendError, Transmit, TunnelConfig, TunnelEvent, Tunnels,
 };
@@ -63,6 +66,8 @@ pub(crate) enum DataPlaneEvent {
     EndpointChanged { peer: PeerId, endpoint: SocketAddr },
     /// A link's SLA verdict changed, or a throughput test ended.
     Link(LinkEvent),
+    /// The reflectors' verdict on this node's NAT changed.
+    Reflexive(Reflexive),
 }
 
 /// Why a throughput test did not start.
@@ -88,6 +93,8 @@ struct Known {
     up: bool,
     /// A stock WireGuard peer of this gateway: IP packets only, never a swarm frame.
     stock: bool,
+    /// The endpoints its record announces (reflector candidates while public).
+    endpoints: Vec<SocketAddr>,
 }
 
 /// IP packets a gateway forwards between a stock peer and another peer, waiting to be
@@ -131,8 +138,17 @@ pub(crate) struct DataPlane {
     /// Which peer each overlay prefix belongs to (cryptokey routing).
     routes: AllowedIps<PeerId>,
     forward: Forward,
+    /// What NAT the tunnel socket sits behind, from reflectors' answers.
+    nat: NatProbe,
+    /// Answers to binding requests, waiting for the next flush (bounded).
+    bindings: VecDeque<(SocketAddr, Option<IpAddr>, [u8; BINDING_LEN])>,
+    /// Binding requests answered per source, at most.
+    binding_limiter: RateLimiter,
     pub(crate) stats: DataPlaneStats,
 }
+
+/// Answers to binding requests waiting to be sent at most; more are dropped.
+const MAX_BINDING_ANSWERS: usize = 256;
 
 impl DataPlane {
     /// `unix`: wall-clock time at `now` (for handshake timestamps); `seed`: randomness for
@@ -170,6 +186,9 @@ impl DataPlane {
             vpn: None,
             routes: AllowedIps::default(),
             forward: Forward::default(),
+            nat: NatProbe::new(ProbeConfig::default(), seed),
+            bindings: VecDeque::new(),
+            binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             stats,
         })
     }
@@ -247,7 +266,15 @@ impl DataPlane {
         self.links.handle_coordinate(peer, coordinate);
         let key = record.tunnel_pubkey.0;
         let endpoint = self.pick_endpoint(record);
-        if let Some(known) = self.peers.get(&peer) {
+        self.nat.add_reflectors(now, &record.udp_endpoints);
+        if let Some(known) = self.peers.get_mut(&peer) {
+            if known.endpoints != record.udp_endpoints.as_slice() {
+                let old = std::mem::replace(&mut known.endpoints, record.udp_endpoints.to_vec());
+                let gone: Vec<SocketAddr> =
+                    old.into_iter().filter(|e| !record.udp_endpoints.contains(e)).collect();
+                self.nat.remove_reflectors(&gone);
+            }
+            let known = &self.peers[&peer];
             if known.key == key {
                 // Keep a known endpoint (it may have roamed: authenticated packets know
                 // better than a record); take the record's when there is none yet.
@@ -261,7 +288,10 @@ impl DataPlane {
             self.forget(&peer);
         }
         let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
-        self.peers.insert(peer, Known { handle, key, up: false, stock: false });
+        self.peers.insert(
+            peer,
+            Known { handle, key, up: false, stock: false, endpoints: record.udp_endpoints.to_vec() },
+        );
         self.by_handle.insert(handle, peer);
         if self.peers.len() <= self.eager {
             self.tunnels.open(now, handle);
@@ -278,7 +308,7 @@ impl DataPlane {
         self.forget(&id);
         let Ok(handle) = self.tunnels.add_peer(key, None) else { return false };
         self.tunnels.set_psk(handle, psk);
-        self.peers.insert(id, Known { handle, key, up: false, stock: true });
+        self.peers.insert(id, Known { handle, key, up: false, stock: true, endpoints: Vec::new() });
         self.by_handle.insert(handle, id);
         true
     }
@@ -293,6 +323,7 @@ impl DataPlane {
     /// Drops the peer's tunnel and link; the known peer, if it was known.
     fn forget(&mut self, peer: &PeerId) -> Option<Known> {
         let known = self.peers.remove(peer)?;
+        self.nat.remove_reflectors(&known.endpoints);
         self.links.handle_tunnel_down(peer);
         self.tunnels.remove_peer(known.handle);
         self.by_handle.remove(&known.handle);
@@ -312,7 +343,10 @@ impl DataPlane {
         let endpoint = self.peers.get(peer).and_then(|k| self.tunnels.status(k.handle, now)?.endpoint);
         let Some(known) = self.forget(peer) else { return false };
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
-            self.peers.insert(*peer, Known { handle, key: known.key, up: false, stock: known.stock });
+            self.peers.insert(
+                *peer,
+                Known { handle, key: known.key, up: false, stock: known.stock, endpoints: known.endpoints },
+            );
             self.by_handle.insert(handle, *peer);
         }
         true
@@ -355,13 +389,17 @@ impl DataPlane {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [self.tunnels.poll_timeout(), self.links.poll_timeout()].into_iter().flatten().min()
+        [self.tunnels.poll_timeout(), self.links.poll_timeout(), self.nat.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Tunnel timers, then the links: their counters when the judge is due, probes,
     /// judgements.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.tunnels.handle_timeout(now);
+        self.nat.handle_timeout(now);
         if self.links.counters_due(now) {
             // Only measured links: a large view knows many more peers than it has tunnels.
             let counters: Vec<_> = self
@@ -442,7 +480,7 @@ impl DataPlane {
             let mut at = 0;
             while at < m.len {
                 let end = (at + stride).min(m.len);
-                self.handle_one(now, m.addr, base + at, base + end);
+                self.handle_one(now, m.addr, m.dst_ip, base + at, base + end);
                 at = end;
             }
         }
@@ -452,9 +490,12 @@ impl DataPlane {
         n > 0
     }
 
-    fn handle_one(&mut self, now: Instant, src: SocketAddr, start: usize, end: usize) {
+    fn handle_one(&mut self, now: Instant, src: SocketAddr, dst: Option<IpAddr>, start: usize, end: usize) {
         self.stats.udp_in += 1;
         let datagram = &mut self.rx[start..end];
+        if binding::is_binding(datagram) {
+            return self.on_binding(now, src, dst, start, end);
+        }
         let (handle, kind, body) = match self.tunnels.handle_datagram(now, src, datagram) {
             Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => (peer, kind, body),
             Ok(Received::Data { peer, payload: Payload::Ipv4(packet) | Payload::Ipv6(packet) }) => {
@@ -477,6 +518,28 @@ impl DataPlane {
             Ok(()) => self.stats.datagrams_delivered += 1,
             Err(_) => self.stats.datagrams_overflow += 1,
         }
+    }
+
+    /// A binding request is answered with the address it came from (rate-limited per
+    /// source, never larger than the request); an answer goes to the NAT probe.
+    fn on_binding(&mut self, now: Instant, src: SocketAddr, dst: Option<IpAddr>, start: usize, end: usize) {
+        match binding::parse(&self.rx[start..end]) {
+            Some(Binding::Request(txid)) => {
+                if self.bindings.len() < MAX_BINDING_ANSWERS && self.binding_limiter.allow(now, src.ip()) {
+                    self.bindings.push_back((src, dst, binding::answer(&txid, src)));
+                } else {
+                    self.stats.bindings_refused += 1;
+                }
+            }
+            Some(Binding::Answer(txid, mapped)) => self.nat.handle_answer(&txid, mapped),
+            None => self.stats.bindings_refused += 1,
+        }
+    }
+
+    /// Our own tunnel endpoints (bound or announced): a reflector that sees one of them
+    /// says the socket is public.
+    pub(crate) fn set_own_endpoints(&mut self, own: Vec<SocketAddr>) {
+        self.nat.set_own(own);
     }
 
     /// Seals and sends application datagrams. Consecutive datagrams of one size to one
@@ -604,6 +667,18 @@ impl DataPlane {
         while let Some(t) = self.tunnels.poll_transmit(now, &mut self.tx) {
             self.send(t.destination, t.len, t.len, 1).await;
         }
+        let answers = std::iter::from_fn(|| self.bindings.pop_front()).collect::<Vec<_>>();
+        for (to, from, m) in answers {
+            self.tx[..BINDING_LEN].copy_from_slice(&m);
+            self.send_from(to, from, BINDING_LEN).await;
+        }
+        while let Some((to, m)) = self.nat.poll_transmit() {
+            self.tx[..BINDING_LEN].copy_from_slice(&m);
+            self.send(to, BINDING_LEN, BINDING_LEN, 1).await;
+        }
+        if let Some(verdict) = self.nat.poll_changed() {
+            self.events.push_back(DataPlaneEvent::Reflexive(verdict));
+        }
         while let Some(f) = self.links.poll_transmit() {
             let Some(known) = self.peers.get(&f.peer) else { continue };
             let sealed = self.tunnels.send_frame(now, known.handle, f.kind, f.body, &mut self.tx);
@@ -678,8 +753,18 @@ impl DataPlane {
     /// Sends `tx[..len]`: `segments` datagrams of `segment` bytes (the last may be
     /// shorter).
     async fn send(&mut self, destination: SocketAddr, len: usize, segment: usize, segments: usize) {
-        match self.sockets.send(destination, &self.tx[..len], segment, segments).await {
+        match self.sockets.send(destination, None, &self.tx[..len], segment, segments).await {
             Ok(()) => self.stats.udp_out += segments as u64,
+            Err(SendFailure::NoSocket | SendFailure::Stalled | SendFailure::Refused) => {
+                self.stats.socket_errors += 1;
+            }
+        }
+    }
+
+    /// Sends `tx[..len]`, one datagram, from `src_ip` when given.
+    async fn send_from(&mut self, destination: SocketAddr, src_ip: Option<IpAddr>, len: usize) {
+        match self.sockets.send(destination, src_ip, &self.tx[..len], len, 1).await {
+            Ok(()) => self.stats.udp_out += 1,
             Err(SendFailure::NoSocket | SendFailure::Stalled | SendFailure::Refused) => {
                 self.stats.socket_errors += 1;
             }

@@ -24,6 +24,8 @@ pub struct DataPlaneStats {
     pub datagrams_refused: u64,
     /// Socket errors other than a full buffer.
     pub socket_errors: u64,
+    /// Binding requests not answered (rate limit, full queue) or malformed.
+    pub bindings_refused: u64,
     /// Receive buffer the kernel granted, bytes.
     pub recv_buffer: usize,
     /// Send buffer the kernel granted, bytes.

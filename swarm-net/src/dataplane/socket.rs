@@ -3,7 +3,7 @@
 //! plain `recvmmsg`/`sendmsg` where not). Bytes only: what they mean is the tunnels'.
 
 use std::io::{self, IoSliceMut};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use quinn_udp::{RecvMeta, UdpSocketState};
@@ -149,10 +149,13 @@ impl Sockets {
     }
 
     /// Sends `contents`: `segments` datagrams of `segment` bytes (the last may be
-    /// shorter), waiting for room in the socket buffer rather than dropping.
+    /// shorter), from `src_ip` when given (a socket bound to every address answers
+    /// from the one it was asked at), waiting for room in the socket buffer rather than
+    /// dropping.
     pub(super) async fn send(
         &self,
         destination: SocketAddr,
+        src_ip: Option<IpAddr>,
         contents: &[u8],
         segment: usize,
         segments: usize,
@@ -162,7 +165,7 @@ impl Sockets {
             ecn: None,
             contents,
             segment_size: (segments > 1).then_some(segment),
-            src_ip: None,
+            src_ip,
         };
         let sock = self.slots[usize::from(destination.is_ipv6())].as_ref().ok_or(SendFailure::NoSocket)?;
         loop {

@@ -110,6 +110,8 @@ pub(crate) struct Driver {
     stock: std::collections::BTreeMap<[u8; 32], gateway::Stock>,
     /// Other gateways' stock peers (by their claim identity): which gateway.
     stock_gateway: HashMap<PeerId, PeerId>,
+    /// What the reflectors say of our tunnel socket's NAT.
+    reflexive: swarm_core::nat::Reflexive,
     /// What each other gateway announces.
     remote_stock: HashMap<PeerId, Vec<swarm_core::record::ext::StockRoute>>,
 }

@@ -109,6 +109,7 @@ fn local_content(
             .map_err(|e| BuildError::TooManyLabels { count: e.len, max: e.max })?,
         tunnel_pubkey: identity.tunnel_public_key(),
         udp_endpoints: BoundedVec::new(),
+        nat: Default::default(),
         extensions: BoundedVec::new(),
     })
 }
@@ -275,6 +276,7 @@ impl Driver {
             stock_saver: None,
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
+            reflexive: swarm_core::nat::Reflexive { kind: swarm_core::nat::NatKind::Unknown, mapped: None },
             remote_stock: HashMap::new(),
             config: p.config,
         }

@@ -152,9 +152,13 @@ impl Driver {
     }
 
     /// The tunnel record lists each tunnel socket at every IP of its family we listen
-    /// on (or at its own address, when bound to one).
-    fn update_tunnel_endpoints(&mut self) {
+    /// on (or at its own address, when bound to one), and the public mapping of a NAT
+    /// in front of it, as the reflectors see it.
+    pub(super) fn update_tunnel_endpoints(&mut self) {
         if !self.config.tunnel_endpoints.is_empty() {
+            let mut own = self.config.tunnel_endpoints.clone();
+            own.extend(self.dataplane.local_addrs());
+            self.dataplane.set_own_endpoints(own);
             if let Ok(endpoints) = BoundedVec::try_from_vec(self.config.tunnel_endpoints.clone()) {
                 self.publisher.set_udp_endpoints(endpoints);
             }
@@ -176,6 +180,13 @@ impl Driver {
         }
         endpoints.sort();
         endpoints.dedup();
+        let mut own = endpoints.clone();
+        own.extend(self.dataplane.local_addrs());
+        self.dataplane.set_own_endpoints(own);
+        if let Some(mapped) = self.reflexive.mapped.filter(|m| !endpoints.contains(m)) {
+            // First, so a peer behind another NAT tries it before our private addresses.
+            endpoints.insert(0, mapped);
+        }
         endpoints.truncate(MAX_UDP_ENDPOINTS);
         if let Ok(endpoints) = BoundedVec::try_from_vec(endpoints) {
             self.publisher.set_udp_endpoints(endpoints);

@@ -26,6 +26,12 @@ impl Driver {
                     self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
                 }
                 DataPlaneEvent::Link(e) => self.on_link_event(e),
+                DataPlaneEvent::Reflexive(r) => {
+                    tracing::info!(nat = r.kind.as_str(), mapped = ?r.mapped, "tunnel socket reflected");
+                    self.reflexive = r;
+                    self.publisher.set_nat(r.kind);
+                    self.update_tunnel_endpoints();
+                }
             }
         }
         if let Some(gossip) = self.dataplane.poll_gossip(now) {
