@@ -204,6 +204,10 @@ fn log_event(event: NodeEvent) {
         NodeEvent::RecordRejected { from, reason } => tracing::warn!(%from, reason, "record rejected"),
         NodeEvent::TunnelUp { peer, endpoint } => tracing::info!(%peer, ?endpoint, "tunnel up"),
         NodeEvent::TunnelDown { peer, reason } => tracing::info!(%peer, reason, "tunnel down"),
+        NodeEvent::NatDetected { nat, mapped } => match mapped {
+            Some(m) => println!("tunnel socket: {} NAT, reached at {m}", nat.as_str()),
+            None => println!("tunnel socket: {} NAT", nat.as_str()),
+        },
         NodeEvent::LinkDegraded { peer, metric, value, target } => {
             tracing::warn!(%peer, metric = metric.as_str(), value, target, "link degraded");
         }

@@ -49,8 +49,8 @@ pub fn peer_table(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<8} {:<22} {:<44} LABELS",
-        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL", "TUNNEL ENDPOINT", "OVERLAY"
+        "{:<10} {:<28} {:>4} {:>8} {:>6} {:<6} {:<8} {:<22} {:<7} {:<44} LABELS",
+        "PEER", "GPUS", "CPU", "MEM GiB", "AGE s", "LINK", "TUNNEL", "TUNNEL ENDPOINT", "NAT", "OVERLAY"
     );
     for e in &view.entries {
         let peer = e.record.peer_id;
@@ -73,7 +73,7 @@ pub fn peer_table(
         let addrs = overlay_column(overlay.iter().find(|(p, _)| *p == peer).map(|(_, a)| a));
         let _ = writeln!(
             out,
-            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<8} {:<22} {:<44} {}",
+            "{:<10} {:<28} {:>4} {:>8.1} {:>6.1} {:<6} {:<8} {:<22} {:<7} {:<44} {}",
             short(&peer),
             e.record.gpus.summary(),
             e.record.cpu_cores,
@@ -82,6 +82,7 @@ pub fn peer_table(
             link,
             state,
             endpoint,
+            e.tunnel.nat.as_str(),
             addrs,
             labels.join(",")
         );

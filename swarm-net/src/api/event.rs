@@ -71,6 +71,14 @@ pub enum NodeEvent {
         /// The new address.
         endpoint: SocketAddr,
     },
+    /// The reflectors' verdict on this node's tunnel socket changed: what NAT it sits
+    /// behind, and the public address peers reach it at (both announced in the record).
+    NatDetected {
+        /// What it sits behind.
+        nat: swarm_core::nat::NatKind,
+        /// Its public mapping, when the reflectors agree on one.
+        mapped: Option<SocketAddr>,
+    },
     /// A link passed an SLA target (see `swarm_core::link::SlaPolicy`).
     LinkDegraded {
         /// The peer at the other end.
