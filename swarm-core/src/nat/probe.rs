@@ -246,6 +246,7 @@ mod tests {
 
     #[test]
     fn easy_hard_public_and_unknown() {
+        #[allow(clippy::disallowed_methods)] // the tests' epoch
         let t0 = Instant::now();
         let reflectors = [addr("203.0.113.10:51820"), addr("203.0.113.11:51820"), addr("10.0.0.9:51820")];
         // Easy: both reflector IPs see one mapping. Private endpoints are never asked.
@@ -284,6 +285,7 @@ mod tests {
 
     #[test]
     fn unanswered_requests_are_retried_then_given_up_and_strangers_ignored() {
+        #[allow(clippy::disallowed_methods)] // the tests' epoch
         let t0 = Instant::now();
         let cfg = ProbeConfig::default();
         let mut p = NatProbe::new(cfg, [4; 32]);
