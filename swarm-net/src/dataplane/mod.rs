@@ -874,8 +874,14 @@ mod tests {
         let mut peers = HashMap::new();
         let h_node = tunnels.add_peer([2; 32], None).unwrap();
         let h_stock = tunnels.add_peer([3; 32], None).unwrap();
-        peers.insert(node, Known { handle: h_node, key: [2; 32], up: true, stock: false });
-        peers.insert(stock, Known { handle: h_stock, key: [3; 32], up: true, stock: true });
+        peers.insert(
+            node,
+            Known { handle: h_node, key: [2; 32], up: true, stock: false, endpoints: Vec::new() },
+        );
+        peers.insert(
+            stock,
+            Known { handle: h_stock, key: [3; 32], up: true, stock: true, endpoints: Vec::new() },
+        );
         let mut routes = AllowedIps::default();
         routes.insert(host([100, 64, 0, 2]), node);
         routes.insert(host([100, 64, 0, 3]), stock);
