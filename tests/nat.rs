@@ -1,5 +1,6 @@
 //! NAT traversal in the NAT lab of `../shared/tools/natlab.sh` (two homes behind NATs, a
-//! public host): what each node learns of its NAT from reflectors. Needs root,
+//! public host): what each node learns of its NAT from reflectors, and the control
+//! plane across the NATs (relay reservations, relayed connections, DCUtR). Needs root,
 //! iproute2, nftables and python3; `.ci/run` installs them and runs these with
 //! `--include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -88,6 +89,10 @@ fn reflectors_tell_an_easy_nat() {
     // The public node's table shows a home node's record: its NAT kind and mapping.
     let row = wait_line(&nodes[0].1, |l| l.contains("198.51.100.2:") && l.contains(" easy "));
     assert!(row.contains("gossip") || row.contains("conn"), "{row}");
+    // The home nodes reserve on the public one, reach each other through it, and DCUtR
+    // upgrades that connection: each holds the other's record, connected.
+    wait_line(&nodes[1].1, |l| l.contains("10.0.2.2:") && l.contains(" conn "));
+    wait_line(&nodes[2].1, |l| l.contains("10.0.1.2:") && l.contains(" conn "));
 }
 
 /// Behind a symmetric NAT (a port per destination) the reflectors disagree: a hard
@@ -102,4 +107,7 @@ fn reflectors_tell_a_symmetric_nat() {
     assert_eq!(a, "tunnel socket: hard NAT");
     let b = wait_line(&nodes[2].1, |l| l.starts_with("tunnel socket: "));
     assert!(b.starts_with("tunnel socket: easy NAT, reached at 192.0.2.2:"), "{b}");
+    // No direct path for libp2p either: the homes stay connected through the relay.
+    wait_line(&nodes[1].1, |l| l.contains("10.0.2.2:") && l.contains(" conn "));
+    wait_line(&nodes[2].1, |l| l.contains("10.0.1.2:") && l.contains(" conn "));
 }

@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// live in memory; this waits out any granted before). Default: --max-lease.
     #[arg(long, value_parser = crate::parse_duration)]
     lease_grace: Option<Duration>,
+    /// Relay libp2p connections for members behind NATs (circuit relay v2, and AutoNAT v2
+    /// answers): `auto` once the node's tunnel socket proves public, `on`, or `off`.
+    #[arg(long, value_name = "auto|on|off", default_value = "auto")]
+    relay: swarm::net::RelayMode,
     /// Join the mesh VPN: a TUN device with this node's overlay addresses, every other
     /// node reachable at its own (needs CAP_NET_ADMIN; the device goes when the node stops).
     #[arg(long)]
@@ -106,6 +110,7 @@ fn builder(args: &RunArgs) -> anyhow::Result<NodeBuilder> {
         .heartbeat(args.heartbeat)
         .record_ttl(args.ttl)
         .tunnel_port(args.tunnel_port)
+        .relay(args.relay)
         .max_lease(args.max_lease);
     if let Some(grace) = args.lease_grace {
         builder = builder.lease_restart_grace(grace);

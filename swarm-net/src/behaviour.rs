@@ -1,14 +1,36 @@
 //! The libp2p behaviours a node runs (data-flow stages 1 and 6): connection limits,
-//! identify, Kademlia and gossipsub, plus mDNS behind the `mdns` feature.
+//! identify, Kademlia and gossipsub, plus mDNS behind the `mdns` feature; and for NATs
+//! (issue 13), the circuit relay v2 client on every node, the relay server and the
+//! AutoNAT v2 server where the node is public, the AutoNAT v2 client and DCUtR.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use libp2p::identity::Keypair;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{connection_limits, gossipsub, identify, kad, StreamProtocol};
+use libp2p::{autonat, connection_limits, dcutr, gossipsub, identify, kad, relay, PeerId, StreamProtocol};
 use swarm_core::record::Namespace;
 
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, RelayMode};
+
+/// Who the relay serves: members of the node's namespace (known by identify or by their
+/// record), and only while the node relays (always with [`RelayMode::On`]; with
+/// [`RelayMode::Auto`] once its reflectors say its socket is public). Shared with the
+/// driver, which keeps it current.
+#[derive(Debug, Default)]
+pub(crate) struct RelayGate {
+    pub(crate) members: RwLock<HashSet<PeerId>>,
+    pub(crate) open: AtomicBool,
+}
+
+impl RelayGate {
+    fn admits(&self, peer: &PeerId) -> bool {
+        self.open.load(Ordering::Relaxed) && self.members.read().map(|m| m.contains(peer)).unwrap_or(false)
+    }
+}
 
 /// The Kademlia protocol all swarms share; namespaces are told apart by provider keys.
 pub(crate) const KAD_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/kad/1.0.0");
@@ -26,6 +48,11 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Mdns,
     pub(crate) lease: crate::lease::LeaseBehaviour,
+    pub(crate) relay_client: relay::client::Behaviour,
+    pub(crate) relay: Toggle<relay::Behaviour>,
+    pub(crate) dcutr: dcutr::Behaviour,
+    pub(crate) autonat: autonat::v2::client::Behaviour,
+    pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
 }
 
 /// Why the behaviours could not be built.
@@ -41,12 +68,18 @@ impl Behaviour {
         key: &Keypair,
         config: &NodeConfig,
         lease_codec: crate::lease::LeaseCodec,
+        relay_client: relay::client::Behaviour,
+        gate: Arc<RelayGate>,
     ) -> Result<Self, BehaviourError> {
         let peer_id = key.public().to_peer_id();
+        // Four per peer: a relayed and a direct connection overlap while DCUtR upgrades,
+        // and both sides may dial at once.
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established_incoming(Some(config.max_inbound))
             .with_max_pending_incoming(Some(config.max_inbound))
-            .with_max_established_per_peer(Some(2));
+            .with_max_established_per_peer(Some(4));
+        let serve = config.relay != RelayMode::Off;
+        gate.open.store(config.relay == RelayMode::On, Ordering::Relaxed);
 
         let identify = identify::Behaviour::new(
             identify::Config::new(config.namespace.identify_protocol(), key.public())
@@ -75,8 +108,32 @@ impl Behaviour {
             gossipsub,
             mdns: mdns(config, peer_id)?,
             lease: crate::lease::behaviour(lease_codec),
+            relay_client,
+            relay: serve.then(|| relay::Behaviour::new(peer_id, relay_config(gate))).into(),
+            dcutr: dcutr::Behaviour::new(peer_id),
+            autonat: autonat::v2::client::Behaviour::default(),
+            autonat_server: serve.then(autonat::v2::server::Behaviour::default).into(),
         })
     }
+}
+
+/// Circuit relay v2 sized for a swarm's control plane: reservations and circuits only
+/// for members of the namespace, circuits long and large enough for gossip, Kademlia
+/// and leases (bulk data never crosses the libp2p relay: tunnels have their own path).
+fn relay_config(gate: Arc<RelayGate>) -> relay::Config {
+    let member = move |peer: PeerId, _: &libp2p::Multiaddr, _: std::time::Instant| gate.admits(&peer);
+    let mut config = relay::Config {
+        max_reservations: 512,
+        max_reservations_per_peer: 2,
+        max_circuits: 1024,
+        max_circuits_per_peer: 16,
+        max_circuit_duration: Duration::from_secs(3600),
+        max_circuit_bytes: 256 << 20,
+        ..relay::Config::default()
+    };
+    config.reservation_rate_limiters.push(Box::new(member.clone()));
+    config.circuit_src_rate_limiters.push(Box::new(member));
+    config
 }
 
 fn gossipsub_config(config: &NodeConfig) -> Result<gossipsub::Config, BehaviourError> {

@@ -75,6 +75,33 @@ pub struct NodeConfig {
     pub overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
     /// The TUN device that carries the overlay's IP packets (`None`: no VPN).
     pub vpn: Option<VpnConfig>,
+    /// Whether this node relays libp2p connections for members behind NATs.
+    pub relay: RelayMode,
+}
+
+/// Whether a node serves as a libp2p relay (circuit relay v2) and AutoNAT v2 server for
+/// members of its namespace behind NATs. Every node is a relay client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Serve when the node listens on a public IP address.
+    #[default]
+    Auto,
+    /// Always serve.
+    On,
+    /// Never serve.
+    Off,
+}
+
+impl std::str::FromStr for RelayMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "on" => Ok(Self::On),
+            "off" => Ok(Self::Off),
+            other => Err(format!("{other:?} is not a relay mode (auto, on or off)")),
+        }
+    }
 }
 
 /// The mesh VPN's TUN device (see `docs/vpn.md`).
@@ -192,6 +219,7 @@ pub struct NodeBuilder {
     pub(crate) leases: swarm_core::place::LeaseConfig,
     pub(crate) overlay_ipv4: Option<swarm_core::overlay::Ipv4Range>,
     pub(crate) vpn: Option<VpnConfig>,
+    pub(crate) relay: RelayMode,
     /// Whether `lease_restart_grace` was called.
     pub(crate) grace_set: bool,
 }
@@ -227,6 +255,7 @@ impl NodeBuilder {
             leases: swarm_core::place::LeaseConfig::default(),
             overlay_ipv4: None,
             vpn: None,
+            relay: RelayMode::Auto,
             grace_set: false,
         }
     }
@@ -399,6 +428,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Whether this node relays libp2p connections (circuit relay v2, for members of its
+    /// namespace only) and answers AutoNAT v2 probes; [`RelayMode::Auto`] by default.
+    pub fn relay(mut self, mode: RelayMode) -> Self {
+        self.relay = mode;
+        self
+    }
+
     /// The longest lease (and renewal) this node grants on its GPUs; 10 minutes by
     /// default. Also the restart grace unless [`Self::lease_restart_grace`] sets one.
     pub fn max_lease(mut self, max: Duration) -> Self {
@@ -511,6 +547,7 @@ impl NodeBuilder {
             leases: self.leases,
             overlay_ipv4: self.overlay_ipv4,
             vpn: self.vpn.clone(),
+            relay: self.relay,
         })
     }
 }

@@ -54,7 +54,9 @@ pub use api::{
     DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent, NodeEvents,
     NodeStats, OverlayAddresses, StockPeer, TunnelStatus, VpnDrops,
 };
-pub use config::{BuildError, IdentitySource, NodeBuilder, NodeConfig, VpnConfig, DEFAULT_VPN_MTU};
+pub use config::{
+    BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU,
+};
 pub use dataplane::tun::{TunError, TunStats};
 pub use identity::{load_psk, overlay_path, tunnel_key_path, IdentityError, NodeIdentity};
 pub use libp2p::{Multiaddr, PeerId};

@@ -11,6 +11,7 @@
 //! - [`leases`]: the lease protocol's glue;
 //! - [`overlay`]: overlay addresses, the IPv4 claim, the VPN device;
 //! - [`gateway`]: stock WireGuard peers, ours and other gateways';
+//! - [`relays`]: libp2p relays, reservations behind a NAT, DCUtR and AutoNAT;
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
@@ -18,6 +19,7 @@ mod gateway;
 mod leases;
 mod overlay;
 mod records;
+mod relays;
 mod start;
 mod swarm;
 mod tunnels;
@@ -110,6 +112,10 @@ pub(crate) struct Driver {
     stock: std::collections::BTreeMap<[u8; 32], gateway::Stock>,
     /// Other gateways' stock peers (by their claim identity): which gateway.
     stock_gateway: HashMap<PeerId, PeerId>,
+    /// Who our relay serves (shared with the relay behaviour).
+    gate: std::sync::Arc<crate::behaviour::RelayGate>,
+    /// Relay candidates and our reservations.
+    relays: relays::Relays,
     /// What the reflectors say of our tunnel socket's NAT.
     reflexive: swarm_core::nat::Reflexive,
     /// What each other gateway announces.

@@ -38,6 +38,7 @@ impl Driver {
                     self.emit(NodeEvent::RecordUpdated { peer, seq });
                 }
                 ViewEvent::Updated { peer, seq } => {
+                    self.maybe_redial(now, peer);
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
                     self.gateway_routes(peer);
@@ -82,12 +83,14 @@ impl Driver {
 
     pub(super) fn member_found(&mut self, peer: PeerId) {
         if self.members.insert(peer) {
+            self.gate_member(peer, true);
             self.emit(NodeEvent::PeerDiscovered { peer });
         }
     }
 
     pub(super) fn member_maybe_lost(&mut self, peer: PeerId) {
         if !self.identified.contains(&peer) && self.view.get(&peer).is_none() && self.members.remove(&peer) {
+            self.gate_member(peer, false);
             self.emit(NodeEvent::PeerLost { peer });
         }
     }

@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
@@ -20,9 +21,9 @@ use swarm_core::view::ClusterView;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::Driver;
+use super::{relays, Driver};
 use crate::api::{Command, Node, NodeEvent, NodeEvents, NodeStats};
-use crate::behaviour::{records_topic, Behaviour};
+use crate::behaviour::{records_topic, Behaviour, RelayGate};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 use crate::dataplane::{DataPlane, DataPlaneConfig};
 use crate::discovery::DiscoverySchedule;
@@ -131,6 +132,8 @@ struct Parts {
     gpu_filter: GpuChangeFilter,
     /// The identity file, beside which the overlay candidate and stock peers persist.
     identity_file: Option<PathBuf>,
+    /// Who the relay serves, kept current by the driver.
+    gate: Arc<RelayGate>,
 }
 
 pub(super) async fn spawn(
@@ -141,7 +144,8 @@ pub(super) async fn spawn(
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
-    let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec)?;
+    let gate = Arc::new(RelayGate::default());
+    let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec, &gate)?;
     let peer_id = *swarm.local_peer_id();
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
     let dataplane = dataplane(&identity, &config, datagram_tx)?;
@@ -180,6 +184,7 @@ pub(super) async fn spawn(
         gpu_sampler,
         gpu_filter,
         identity_file,
+        gate,
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -195,6 +200,7 @@ fn build_swarm(
     config: &NodeConfig,
     registry: &mut Registry,
     lease_codec: &LeaseCodec,
+    gate: &Arc<RelayGate>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
@@ -202,9 +208,11 @@ fn build_swarm(
         .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
         .map_err(|e| net_err(&e))?
         .with_quic()
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| net_err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| {
-            Behaviour::new(key, config, lease_codec.clone())
+        .with_behaviour(|key, relay_client| {
+            Behaviour::new(key, config, lease_codec.clone(), relay_client, gate.clone())
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| net_err(&e))?
@@ -274,6 +282,8 @@ impl Driver {
             overlay_file: p.identity_file.as_deref().map(overlay_path),
             stock_file: p.identity_file.as_deref().map(stock_peers_path),
             stock_saver: None,
+            gate: p.gate,
+            relays: relays::Relays::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
             reflexive: swarm_core::nat::Reflexive { kind: swarm_core::nat::NatKind::Unknown, mapped: None },

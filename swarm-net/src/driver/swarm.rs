@@ -26,6 +26,13 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.handle_identify(e),
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
+            SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.on_relay_server(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
+            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
+                self.relay_listener_closed(listener_id, reason.is_err());
+            }
             #[cfg(feature = "mdns")]
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
@@ -101,13 +108,14 @@ impl Driver {
     fn handle_identify(&mut self, event: identify::Event) {
         let identify::Event::Received { peer_id, info, .. } = event else { return };
         if info.protocols.contains(&KAD_PROTOCOL) {
-            for addr in info.listen_addrs {
+            for addr in info.listen_addrs.iter().cloned() {
                 self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
             }
         }
         if info.protocol_version == self.config.namespace.identify_protocol() {
             self.identified.insert(peer_id);
             self.member_found(peer_id);
+            self.relay_identified(peer_id, &info);
         }
     }
 
@@ -134,15 +142,25 @@ impl Driver {
         }
     }
 
-    /// Dials a namespace member we are not connected to, up to `target_peers`.
-    fn dial_member(&mut self, peer: PeerId) {
+    /// Dials a namespace member we are not connected to, up to `target_peers`: at the
+    /// addresses the behaviours know, and through the relays we know when its record
+    /// says it is behind a NAT (a relayed connection that DCUtR may then upgrade).
+    pub(super) fn dial_member(&mut self, peer: PeerId) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
         if self.swarm.connected_peers().count() + self.dialing.len() >= self.config.target_peers {
             return;
         }
-        let opts = DialOpts::peer_id(peer).condition(PeerCondition::DisconnectedAndNotDialing).build();
+        let natted = self.view.get(&peer).is_some_and(|e| {
+            matches!(e.tunnel.nat, swarm_core::nat::NatKind::Easy | swarm_core::nat::NatKind::Hard)
+        });
+        let circuits = if natted { self.circuits_to(peer) } else { Vec::new() };
+        let opts = DialOpts::peer_id(peer)
+            .addresses(circuits)
+            .extend_addresses_through_behaviour()
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .build();
         match self.swarm.dial(opts) {
             Ok(()) => {
                 self.dialing.insert(peer);
@@ -170,6 +188,7 @@ impl Driver {
                 endpoints.extend(
                     self.listen_addrs
                         .iter()
+                        .filter(|a| !super::relays::is_circuit(a))
                         .filter_map(multiaddr_ip)
                         .filter(|ip| !ip.is_unspecified() && ip.is_ipv6() == bound.is_ipv6())
                         .map(|ip| SocketAddr::new(ip, bound.port())),

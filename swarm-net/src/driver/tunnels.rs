@@ -31,6 +31,7 @@ impl Driver {
                     self.reflexive = r;
                     self.publisher.set_nat(r.kind);
                     self.update_tunnel_endpoints();
+                    self.reserve_relays();
                     self.emit(NodeEvent::NatDetected { nat: r.kind, mapped: r.mapped });
                 }
             }
