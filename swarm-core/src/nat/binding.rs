@@ -3,8 +3,10 @@
 //! ```text
 //! 0      1..4   4        5        6..8   8..20          20       21..23  23..39     39..48
 //! 0xf5   "SWB"  version  kind     zero   transaction    family   port    address    zero
-//!                        1: request      (12 bytes)     4 | 6    (BE)    (v4: 4 bytes)
-//!                        2: answer                      (answer only)
+//!                        1: request      (12 bytes,     4 | 6    (BE)    (v4: 4 bytes)
+//!                        2: answer       or a punch     (answer only)
+//!                        3: punch probe  token)
+//!                        4: probe ack
 //! ```
 //!
 //! WireGuard's messages start with 1 to 4, so the first byte tells them apart.
@@ -19,6 +21,8 @@ const MAGIC: [u8; 3] = *b"SWB";
 const VERSION: u8 = 1;
 const REQUEST: u8 = 1;
 const ANSWER: u8 = 2;
+const PROBE: u8 = 3;
+const PROBE_ACK: u8 = 4;
 
 /// A transaction id: the answer names the request it answers.
 pub type TransactionId = [u8; 12];
@@ -30,6 +34,10 @@ pub enum Binding {
     Request(TransactionId),
     /// "At `mapped`."
     Answer(TransactionId, SocketAddr),
+    /// A hole-punching probe carrying the token both sides agreed on.
+    Probe(TransactionId),
+    /// "Your probe with this token came through."
+    ProbeAck(TransactionId),
 }
 
 /// Whether `datagram` is a binding message (and not WireGuard's).
@@ -50,6 +58,16 @@ fn header(kind: u8, txid: &TransactionId) -> [u8; BINDING_LEN] {
 /// A request.
 pub fn request(txid: &TransactionId) -> [u8; BINDING_LEN] {
     header(REQUEST, txid)
+}
+
+/// A hole-punching probe.
+pub fn probe(token: &TransactionId) -> [u8; BINDING_LEN] {
+    header(PROBE, token)
+}
+
+/// The acknowledgement of a probe.
+pub fn probe_ack(token: &TransactionId) -> [u8; BINDING_LEN] {
+    header(PROBE_ACK, token)
 }
 
 /// The answer to a request that came from `mapped`.
@@ -79,6 +97,8 @@ pub fn parse(m: &[u8]) -> Option<Binding> {
     txid.copy_from_slice(&m[8..20]);
     match m[5] {
         REQUEST => Some(Binding::Request(txid)),
+        PROBE => Some(Binding::Probe(txid)),
+        PROBE_ACK => Some(Binding::ProbeAck(txid)),
         ANSWER => {
             let port = u16::from_be_bytes([m[21], m[22]]);
             let ip = match m[20] {
@@ -104,6 +124,8 @@ mod tests {
     fn round_trips_and_garbage() {
         let t = [7u8; 12];
         assert_eq!(parse(&request(&t)), Some(Binding::Request(t)));
+        assert_eq!(parse(&probe(&t)), Some(Binding::Probe(t)));
+        assert_eq!(parse(&probe_ack(&t)), Some(Binding::ProbeAck(t)));
         for a in ["198.51.100.2:40001", "[2001:db8::5]:9"] {
             let a: SocketAddr = a.parse().unwrap();
             assert_eq!(parse(&answer(&t, a)), Some(Binding::Answer(t, a)));

@@ -7,16 +7,20 @@
 //! - [`NatProbe`]: asks reflectors (other nodes' public tunnel endpoints, at two IP
 //!   addresses at least) where they see this socket, and says what that makes the NAT:
 //!   none (the socket is public), `easy` (one mapping for every destination: punchable)
-//!   or `hard` (a mapping per destination: symmetric, relayed).
+//!   or `hard` (a mapping per destination: symmetric, relayed);
+//! - [`Puncher`]: hole punching between two tunnel sockets, with token-carrying probes
+//!   from a synchronised start.
 
 pub mod binding;
 mod probe;
+pub mod punch;
 
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 pub use probe::{NatProbe, ProbeConfig, Reflexive};
+pub use punch::{PunchConfig, PunchEvent, Puncher};
 
 /// What a node's tunnel socket sits behind, as its reflectors see it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -32,7 +32,7 @@ use swarm_core::link::{
     LinkConfig, LinkEvent, LinkGossip, LinkTable, PassiveCounters, SlaPolicy, ThroughputError,
 };
 use swarm_core::nat::binding::{self, Binding, BINDING_LEN};
-use swarm_core::nat::{NatProbe, ProbeConfig, Reflexive};
+use swarm_core::nat::{NatProbe, ProbeConfig, PunchConfig, PunchEvent, Puncher, Reflexive};
 use swarm_core::overlay::routes::endpoints;
 use swarm_core::overlay::{AllowedIps, IpPrefix};
 use swarm_core::tunnel::ratelimit::{RateLimit, RateLimiter};
@@ -68,6 +68,8 @@ pub(crate) enum DataPlaneEvent {
     Link(LinkEvent),
     /// The reflectors' verdict on this node's NAT changed.
     Reflexive(Reflexive),
+    /// A hole punch ended.
+    Punch(PunchEvent<PeerId>),
 }
 
 /// Why a throughput test did not start.
@@ -140,6 +142,8 @@ pub(crate) struct DataPlane {
     forward: Forward,
     /// What NAT the tunnel socket sits behind, from reflectors' answers.
     nat: NatProbe,
+    /// Hole punches to peers behind NATs.
+    puncher: Puncher<PeerId>,
     /// Answers to binding requests, waiting for the next flush (bounded).
     bindings: VecDeque<(SocketAddr, Option<IpAddr>, [u8; BINDING_LEN])>,
     /// Binding requests answered per source, at most.
@@ -187,6 +191,7 @@ impl DataPlane {
             routes: AllowedIps::default(),
             forward: Forward::default(),
             nat: NatProbe::new(ProbeConfig::default(), seed),
+            puncher: Puncher::new(PunchConfig::default()),
             bindings: VecDeque::new(),
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             stats,
@@ -389,10 +394,15 @@ impl DataPlane {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [self.tunnels.poll_timeout(), self.links.poll_timeout(), self.nat.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.tunnels.poll_timeout(),
+            self.links.poll_timeout(),
+            self.nat.poll_timeout(),
+            self.puncher.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Tunnel timers, then the links: their counters when the judge is due, probes,
@@ -400,6 +410,7 @@ impl DataPlane {
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.tunnels.handle_timeout(now);
         self.nat.handle_timeout(now);
+        self.puncher.handle_timeout(now);
         if self.links.counters_due(now) {
             // Only measured links: a large view knows many more peers than it has tunnels.
             let counters: Vec<_> = self
@@ -532,8 +543,37 @@ impl DataPlane {
                 }
             }
             Some(Binding::Answer(txid, mapped)) => self.nat.handle_answer(&txid, mapped),
+            Some(Binding::Probe(token)) => {
+                if !self.puncher.handle_probe(src, &token) {
+                    self.stats.bindings_refused += 1;
+                }
+            }
+            Some(Binding::ProbeAck(token)) => {
+                if !self.puncher.handle_ack(src, &token) {
+                    self.stats.bindings_refused += 1;
+                }
+            }
             None => self.stats.bindings_refused += 1,
         }
+    }
+
+    /// Punches a hole to `peer` at its `candidates` from `at` (the start both sides
+    /// agreed on, with `token`); the result comes as a [`DataPlaneEvent::Punch`].
+    #[allow(dead_code)] // signalled over libp2p in the next step of issue 13
+    pub(crate) fn punch(&mut self, peer: PeerId, token: [u8; 12], candidates: &[SocketAddr], at: Instant) {
+        self.puncher.start(peer, token, candidates, at);
+    }
+
+    /// A punch came through: the tunnel's packets go to the punched endpoint, and its
+    /// handshake starts; or it failed.
+    fn on_punch(&mut self, now: Instant, event: PunchEvent<PeerId>) {
+        if let PunchEvent::Punched { peer, endpoint } = event {
+            if let Some(known) = self.peers.get(&peer) {
+                self.tunnels.set_endpoint(known.handle, endpoint);
+                self.tunnels.open(now, known.handle);
+            }
+        }
+        self.events.push_back(DataPlaneEvent::Punch(event));
     }
 
     /// Our own tunnel endpoints (bound or announced): a reflector that sees one of them
@@ -672,12 +712,15 @@ impl DataPlane {
             self.tx[..BINDING_LEN].copy_from_slice(&m);
             self.send_from(to, from, BINDING_LEN).await;
         }
-        while let Some((to, m)) = self.nat.poll_transmit() {
+        while let Some((to, m)) = self.nat.poll_transmit().or_else(|| self.puncher.poll_transmit()) {
             self.tx[..BINDING_LEN].copy_from_slice(&m);
             self.send(to, BINDING_LEN, BINDING_LEN, 1).await;
         }
         if let Some(verdict) = self.nat.poll_changed() {
             self.events.push_back(DataPlaneEvent::Reflexive(verdict));
+        }
+        while let Some(event) = self.puncher.poll_event() {
+            self.on_punch(now, event);
         }
         while let Some(f) = self.links.poll_transmit() {
             let Some(known) = self.peers.get(&f.peer) else { continue };

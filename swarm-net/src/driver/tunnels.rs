@@ -26,6 +26,7 @@ impl Driver {
                     self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
                 }
                 DataPlaneEvent::Link(e) => self.on_link_event(e),
+                DataPlaneEvent::Punch(e) => tracing::info!(?e, "hole punch ended"),
                 DataPlaneEvent::Reflexive(r) => {
                     tracing::info!(nat = r.kind.as_str(), mapped = ?r.mapped, "tunnel socket reflected");
                     self.reflexive = r;
