@@ -100,11 +100,14 @@ impl NatProbe {
     }
 
     /// A peer's tunnel endpoints: the public ones become candidate reflectors. The first
-    /// candidates start a round at once.
+    /// candidates start a round at once, and so do new ones while the verdict is still
+    /// unknown (a round that reached one reflector IP cannot tell easy from hard).
     pub fn add_reflectors(&mut self, now: Instant, endpoints: &[SocketAddr]) {
         let before = self.candidates.len();
         self.candidates.extend(endpoints.iter().filter(|e| is_public(&e.ip()) && !self.own.contains(e)));
-        if before == 0 && !self.candidates.is_empty() {
+        let added = self.candidates.len() > before;
+        let undecided = self.verdict.kind == NatKind::Unknown && self.pending.is_empty();
+        if added && (before == 0 || undecided) {
             self.next_round = Some(now);
         }
     }
@@ -281,6 +284,12 @@ mod tests {
         p.add_reflectors(t0, &reflectors[..1]);
         round(&mut p, t0, |_| Some(addr("198.51.100.2:1")));
         assert_eq!(p.verdict(), Reflexive { kind: NatKind::Unknown, mapped: Some(addr("198.51.100.2:1")) });
+        // A second reflector IP, announced later, is asked at once: now it can tell.
+        let soon = t0 + Duration::from_secs(2);
+        p.add_reflectors(soon, &reflectors[1..2]);
+        assert_eq!(p.poll_timeout(), Some(soon));
+        round(&mut p, soon, |_| Some(addr("198.51.100.2:1")));
+        assert_eq!(p.verdict().kind, NatKind::Easy);
     }
 
     #[test]
