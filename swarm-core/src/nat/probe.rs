@@ -34,6 +34,9 @@ impl Default for ProbeConfig {
     }
 }
 
+/// How soon a round without a verdict is tried again.
+const UNDECIDED_RETRY: Duration = Duration::from_secs(5);
+
 /// What the reflectors say of this node's socket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reflexive {
@@ -168,6 +171,16 @@ impl NatProbe {
         self.pending.retain(|p| p.sends < attempts || now < p.next_send);
         if before > 0 && self.pending.is_empty() {
             self.judge();
+            self.retry_if_undecided(now);
+        }
+    }
+
+    /// A round that ended without a verdict (no answer, or answers from one reflector
+    /// IP) is tried again soon rather than at the next interval.
+    fn retry_if_undecided(&mut self, now: Instant) {
+        if self.verdict.kind == NatKind::Unknown && !self.candidates.is_empty() {
+            let soon = now + UNDECIDED_RETRY;
+            self.next_round = Some(self.next_round.map_or(soon, |t| t.min(soon)));
         }
     }
 
@@ -306,7 +319,8 @@ mod tests {
         p.handle_answer(&[0; 12], addr("198.51.100.2:7"));
         let mut sends = 2;
         let mut now = t0;
-        while let Some(t) = p.poll_timeout().filter(|t| *t < t0 + cfg.interval) {
+        let first_round_end = t0 + cfg.retry * cfg.attempts;
+        while let Some(t) = p.poll_timeout().filter(|t| *t <= first_round_end) {
             now = t;
             p.handle_timeout(now);
             while p.poll_transmit().is_some() {
@@ -315,8 +329,8 @@ mod tests {
         }
         assert_eq!(sends, 2 * cfg.attempts as usize);
         assert_eq!(p.verdict().kind, NatKind::Unknown);
-        assert!(now < t0 + cfg.retry * (cfg.attempts + 1));
-        // The next round comes at the interval.
-        assert_eq!(p.poll_timeout(), Some(t0 + cfg.interval));
+        assert_eq!(now, first_round_end);
+        // A round without a verdict is tried again soon, not at the interval.
+        assert_eq!(p.poll_timeout(), Some(first_round_end + UNDECIDED_RETRY));
     }
 }
