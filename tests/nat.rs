@@ -1,6 +1,7 @@
 //! NAT traversal in the NAT lab of `../shared/tools/natlab.sh` (two homes behind NATs, a
-//! public host): what each node learns of its NAT from reflectors, and the control
-//! plane across the NATs (relay reservations, relayed connections, DCUtR). Needs root,
+//! public host): what each node learns of its NAT from reflectors, the control plane
+//! across the NATs (relay reservations, relayed connections, DCUtR), and tunnels
+//! between easy NATs by hole punching. Needs root,
 //! iproute2, nftables and python3; `.ci/run` installs them and runs these with
 //! `--include-ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -93,6 +94,10 @@ fn reflectors_tell_an_easy_nat() {
     // upgrades that connection: each holds the other's record, connected.
     wait_line(&nodes[1].1, |l| l.contains("10.0.2.2:") && l.contains(" conn "));
     wait_line(&nodes[2].1, |l| l.contains("10.0.1.2:") && l.contains(" conn "));
+    // Over that connection they agree on a hole punch: the WireGuard tunnel between the
+    // homes comes up directly, each at the other NAT's public address.
+    wait_line(&nodes[1].1, |l| l.contains(" up ") && l.contains("192.0.2.2:") && l.contains(" easy "));
+    wait_line(&nodes[2].1, |l| l.contains(" up ") && l.contains("198.51.100.2:") && l.contains(" easy "));
 }
 
 /// Behind a symmetric NAT (a port per destination) the reflectors disagree: a hard

@@ -53,6 +53,7 @@ pub(crate) struct Behaviour {
     pub(crate) dcutr: dcutr::Behaviour,
     pub(crate) autonat: autonat::v2::client::Behaviour,
     pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
+    pub(crate) punch: crate::punch::PunchBehaviour,
 }
 
 /// Why the behaviours could not be built.
@@ -113,6 +114,7 @@ impl Behaviour {
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::v2::client::Behaviour::default(),
             autonat_server: serve.then(autonat::v2::server::Behaviour::default).into(),
+            punch: crate::punch::behaviour(),
         })
     }
 }

@@ -28,26 +28,34 @@ pub(crate) struct LeaseCodec {
     pub(crate) malformed: Arc<AtomicU64>,
 }
 
-async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+pub(crate) async fn read_frame<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<Vec<u8>> {
+    read_frame_max(io, MAX_LEASE_MESSAGE).await
+}
+
+/// A frame of at most `max` bytes.
+pub(crate) async fn read_frame_max<T: AsyncRead + Unpin + Send>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 2];
     io.read_exact(&mut len).await?;
     let len = usize::from(u16::from_be_bytes(len));
-    if len > MAX_LEASE_MESSAGE {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "lease message too large"));
+    if len > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "message too large"));
     }
     let mut buf = vec![0u8; len];
     io.read_exact(&mut buf).await?;
     Ok(buf)
 }
 
-async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
+pub(crate) async fn write_frame<T: AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> io::Result<()> {
     let len = u16::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     io.write_all(&len.to_be_bytes()).await?;
     io.write_all(bytes).await?;
     io.close().await
 }
 
-fn invalid(e: impl std::fmt::Display) -> io::Error {
+pub(crate) fn invalid(e: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e.to_string())
 }
 

@@ -48,6 +48,7 @@ mod host;
 mod identity;
 mod lease;
 pub mod mesh;
+mod punch;
 mod serve;
 
 pub use api::{

@@ -12,7 +12,45 @@ use std::hash::Hash;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use serde::{Deserialize, Serialize};
+
 use super::binding::{self, TransactionId, BINDING_LEN};
+use crate::bounded::BoundedVec;
+use crate::codec::WireMessage;
+
+/// Candidate endpoints in one punch message at most.
+pub const MAX_PUNCH_CANDIDATES: usize = 8;
+/// The largest punch message.
+pub const MAX_PUNCH_MESSAGE: usize = 512;
+
+/// The signalling of a punch, over an authenticated channel (libp2p request-response):
+/// the initiator offers its candidates and a token, the responder answers with its own;
+/// the initiator measures that round trip, sends `Go`, and starts half a round trip
+/// later, when `Go` reaches the responder, which starts at once (as DCUtR does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PunchMessage {
+    /// The initiator's token and candidates.
+    Offer {
+        /// Carried by every probe.
+        token: TransactionId,
+        /// Where the initiator may be reached.
+        candidates: BoundedVec<SocketAddr, MAX_PUNCH_CANDIDATES>,
+    },
+    /// The responder's candidates.
+    Answer {
+        /// Where the responder may be reached.
+        candidates: BoundedVec<SocketAddr, MAX_PUNCH_CANDIDATES>,
+    },
+    /// Start now.
+    Go,
+    /// Started (the answer to `Go`), or refused (to anything else out of turn).
+    Done,
+}
+
+impl WireMessage for PunchMessage {
+    const KIND: u8 = 0x15;
+    const VERSION: u8 = 1;
+}
 
 /// How a [`Puncher`] probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

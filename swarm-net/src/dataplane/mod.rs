@@ -559,7 +559,6 @@ impl DataPlane {
 
     /// Punches a hole to `peer` at its `candidates` from `at` (the start both sides
     /// agreed on, with `token`); the result comes as a [`DataPlaneEvent::Punch`].
-    #[allow(dead_code)] // signalled over libp2p in the next step of issue 13
     pub(crate) fn punch(&mut self, peer: PeerId, token: [u8; 12], candidates: &[SocketAddr], at: Instant) {
         self.puncher.start(peer, token, candidates, at);
     }

@@ -18,6 +18,7 @@ mod commands;
 mod gateway;
 mod leases;
 mod overlay;
+mod punches;
 mod records;
 mod relays;
 mod start;
@@ -116,6 +117,8 @@ pub(crate) struct Driver {
     gate: std::sync::Arc<crate::behaviour::RelayGate>,
     /// Relay candidates and our reservations.
     relays: relays::Relays,
+    /// Hole punches and their signalling.
+    punches: punches::Punches,
     /// What the reflectors say of our tunnel socket's NAT.
     reflexive: swarm_core::nat::Reflexive,
     /// What each other gateway announces.

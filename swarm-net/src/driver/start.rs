@@ -284,6 +284,7 @@ impl Driver {
             stock_saver: None,
             gate: p.gate,
             relays: relays::Relays::default(),
+            punches: super::punches::Punches::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
             reflexive: swarm_core::nat::Reflexive { kind: swarm_core::nat::NatKind::Unknown, mapped: None },

@@ -30,6 +30,7 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.on_relay_server(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Punch(e)) => self.handle_punch(e),
             SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
                 self.relay_listener_closed(listener_id, reason.is_err());
             }
