@@ -19,7 +19,7 @@ use swarm_core::nat::NatKind;
 use super::Driver;
 
 /// A pair whose punch failed (or whose tunnel went down) is punched again after this.
-const RETRY: Duration = Duration::from_secs(30);
+const RETRY: Duration = Duration::from_secs(10);
 
 /// Punches under way and their signalling.
 #[derive(Debug, Default)]
@@ -49,8 +49,10 @@ impl Driver {
     /// was long enough ago.
     pub(super) fn maybe_punch(&mut self, now: Instant, peer: PeerId) {
         let local = *self.swarm.local_peer_id();
-        let theirs = self.view.get(&peer).map(|e| e.tunnel.nat);
-        if local >= peer || self.reflexive.kind != NatKind::Easy || theirs != Some(NatKind::Easy) {
+        // Both as published: a record saying `easy` carries its mapping, which the other
+        // side must probe.
+        let nat = |p: &PeerId| self.view.get(p).map(|e| e.tunnel.nat);
+        if local >= peer || nat(&local) != Some(NatKind::Easy) || nat(&peer) != Some(NatKind::Easy) {
             return;
         }
         if !self.swarm.is_connected(&peer)

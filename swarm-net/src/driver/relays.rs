@@ -34,7 +34,7 @@ pub(super) struct Relays {
 
 /// A member behind a NAT that we cannot reach is dialed again (through relays) at most
 /// this often.
-const REDIAL: std::time::Duration = std::time::Duration::from_secs(10);
+const REDIAL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Whether `addr` goes through a relay.
 pub(super) fn is_circuit(addr: &Multiaddr) -> bool {
