@@ -157,20 +157,13 @@ fn relay_floor(net: &Net) -> Result<(f64, f64), String> {
     for (side, own, peer) in
         [(Side::Sender, "10.99.0.1", net.receiver_ip()), (Side::Receiver, "10.99.0.2", net.sender_ip())]
     {
-        let mut c = net.command(if matches!(side, Side::Sender) { 0 } else { 1 }, side);
-        c.env("SWARM_BENCH_CHILD", "relay").env("SWARM_BENCH_RELAY", format!("{own} {peer}"));
-        c.stdout(Stdio::piped()).stderr(Stdio::null());
-        let child = procs.spawn(c)?;
-        let out = child.stdout.take().unwrap();
-        let (tx, r) = mpsc::sync_channel(16);
-        std::thread::spawn(move || {
-            for l in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(l).is_err() {
-                    break;
-                }
-            }
-        });
-        rx.push(r);
+        rx.push(spawn_child(
+            &mut procs,
+            net,
+            side,
+            "relay",
+            &[("SWARM_BENCH_RELAY", format!("{own} {peer}"))],
+        )?);
     }
     for r in &rx {
         line(r, "relay up")?;
@@ -192,14 +185,17 @@ fn line(rx: &mpsc::Receiver<String>, prefix: &str) -> Result<String, String> {
     }
 }
 
-fn spawn_node(
+/// This program as `role` (`node`, `relay`) in the side's namespace, pinned to its
+/// core, with `envs`; its stdout, line by line.
+fn spawn_child(
     procs: &mut Procs,
     net: &Net,
     side: Side,
+    role: &str,
     envs: &[(&str, String)],
 ) -> Result<mpsc::Receiver<String>, String> {
     let mut c = net.command(if matches!(side, Side::Sender) { 0 } else { 1 }, side);
-    c.env("SWARM_BENCH_CHILD", "node").stdout(Stdio::piped()).stderr(Stdio::null());
+    c.env("SWARM_BENCH_CHILD", role).stdout(Stdio::piped()).stderr(Stdio::null());
     for (k, v) in envs {
         c.env(k, v);
     }
@@ -231,18 +227,20 @@ fn in_side(net: &Net, side: Side, program: &str) -> Command {
 /// The overlay's row, and the bare veth's ping p50 in the same namespaces (sparse, warm).
 fn overlay(net: &Net, seconds: u64) -> Result<(Row, (f64, f64)), String> {
     let mut procs = Procs::default();
-    let rx_b = spawn_node(
+    let rx_b = spawn_child(
         &mut procs,
         net,
         Side::Receiver,
+        "node",
         &[("SWARM_BENCH_LISTEN", format!("/ip4/{}/tcp/0", net.receiver_ip()))],
     )?;
     let b_ip = line(&rx_b, "overlay ")?;
     let b_listen = line(&rx_b, "listening ")?;
-    let rx_a = spawn_node(
+    let rx_a = spawn_child(
         &mut procs,
         net,
         Side::Sender,
+        "node",
         &[
             ("SWARM_BENCH_LISTEN", format!("/ip4/{}/tcp/0", net.sender_ip())),
             ("SWARM_BENCH_BOOTSTRAP", b_listen),

@@ -18,6 +18,14 @@ pub(crate) const PUNCH_PROTOCOL: StreamProtocol = StreamProtocol::new("/swarm/pu
 #[derive(Debug, Clone, Default)]
 pub(crate) struct PunchCodec;
 
+async fn read_message<T: AsyncRead + Unpin + Send>(io: &mut T) -> io::Result<PunchMessage> {
+    codec::decode(&read_frame_max(io, MAX_PUNCH_MESSAGE).await?, MAX_PUNCH_MESSAGE).map_err(invalid)
+}
+
+async fn write_message<T: AsyncWrite + Unpin + Send>(io: &mut T, m: &PunchMessage) -> io::Result<()> {
+    write_frame(io, &codec::encode(m, MAX_PUNCH_MESSAGE).map_err(invalid)?).await
+}
+
 impl request_response::Codec for PunchCodec {
     type Protocol = StreamProtocol;
     type Request = PunchMessage;
@@ -28,7 +36,7 @@ impl request_response::Codec for PunchCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<PunchMessage> {
-        codec::decode(&read_frame_max(io, MAX_PUNCH_MESSAGE).await?, MAX_PUNCH_MESSAGE).map_err(invalid)
+        read_message(io).await
     }
 
     async fn read_response<T: AsyncRead + Unpin + Send>(
@@ -36,7 +44,7 @@ impl request_response::Codec for PunchCodec {
         _: &StreamProtocol,
         io: &mut T,
     ) -> io::Result<PunchMessage> {
-        codec::decode(&read_frame_max(io, MAX_PUNCH_MESSAGE).await?, MAX_PUNCH_MESSAGE).map_err(invalid)
+        read_message(io).await
     }
 
     async fn write_request<T: AsyncWrite + Unpin + Send>(
@@ -45,7 +53,7 @@ impl request_response::Codec for PunchCodec {
         io: &mut T,
         m: PunchMessage,
     ) -> io::Result<()> {
-        write_frame(io, &codec::encode(&m, MAX_PUNCH_MESSAGE).map_err(invalid)?).await
+        write_message(io, &m).await
     }
 
     async fn write_response<T: AsyncWrite + Unpin + Send>(
@@ -54,7 +62,7 @@ impl request_response::Codec for PunchCodec {
         io: &mut T,
         m: PunchMessage,
     ) -> io::Result<()> {
-        write_frame(io, &codec::encode(&m, MAX_PUNCH_MESSAGE).map_err(invalid)?).await
+        write_message(io, &m).await
     }
 }
 

@@ -575,9 +575,11 @@ impl DataPlane {
         self.events.push_back(DataPlaneEvent::Punch(event));
     }
 
-    /// Our own tunnel endpoints (bound or announced): a reflector that sees one of them
-    /// says the socket is public.
-    pub(crate) fn set_own_endpoints(&mut self, own: Vec<SocketAddr>) {
+    /// Our announced tunnel endpoints: with the sockets' bound addresses, a reflector
+    /// that sees one of them says the socket is public.
+    pub(crate) fn set_own_endpoints(&mut self, announced: &[SocketAddr]) {
+        let mut own = announced.to_vec();
+        own.extend(self.sockets.local_addrs());
         self.nat.set_own(own);
     }
 

@@ -175,9 +175,7 @@ impl Driver {
     /// in front of it, as the reflectors see it.
     pub(super) fn update_tunnel_endpoints(&mut self) {
         if !self.config.tunnel_endpoints.is_empty() {
-            let mut own = self.config.tunnel_endpoints.clone();
-            own.extend(self.dataplane.local_addrs());
-            self.dataplane.set_own_endpoints(own);
+            self.dataplane.set_own_endpoints(&self.config.tunnel_endpoints);
             if let Ok(endpoints) = BoundedVec::try_from_vec(self.config.tunnel_endpoints.clone()) {
                 self.publisher.set_udp_endpoints(endpoints);
             }
@@ -200,9 +198,7 @@ impl Driver {
         }
         endpoints.sort();
         endpoints.dedup();
-        let mut own = endpoints.clone();
-        own.extend(self.dataplane.local_addrs());
-        self.dataplane.set_own_endpoints(own);
+        self.dataplane.set_own_endpoints(&endpoints);
         if let Some(mapped) = self.reflexive.mapped.filter(|m| !endpoints.contains(m)) {
             // First, so a peer behind another NAT tries it before our private addresses.
             endpoints.insert(0, mapped);
