@@ -10,7 +10,9 @@ mod common;
 
 use std::process::Command;
 
-use common::{spawn_in, swarm_node, wait_line, Guard};
+use std::time::Duration;
+
+use common::{spawn_in, swarm_node, wait_line, wait_line_within, Guard};
 
 /// One lab, its namespaces named after this process (so labs of parallel tests do not
 /// meet); torn down on drop, also when the test fails (natlab's `down` kills what runs
@@ -96,8 +98,14 @@ fn reflectors_tell_an_easy_nat() {
     wait_line(&nodes[2].1, |l| l.contains("10.0.1.2:") && l.contains(" conn "));
     // Over that connection they agree on a hole punch: the WireGuard tunnel between the
     // homes comes up directly, each at the other NAT's public address.
-    wait_line(&nodes[1].1, |l| l.contains(" up ") && l.contains("192.0.2.2:") && l.contains(" easy "));
-    wait_line(&nodes[2].1, |l| l.contains(" up ") && l.contains("198.51.100.2:") && l.contains(" easy "));
+    // (Under load a punch may fail once and be retried, hence the longer wait.)
+    let punched = Duration::from_secs(60);
+    wait_line_within(&nodes[1].1, punched, |l| {
+        l.contains(" up ") && l.contains("192.0.2.2:") && l.contains(" easy ")
+    });
+    wait_line_within(&nodes[2].1, punched, |l| {
+        l.contains(" up ") && l.contains("198.51.100.2:") && l.contains(" easy ")
+    });
 }
 
 /// Behind a symmetric NAT (a port per destination) the reflectors disagree: a hard

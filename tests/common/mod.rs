@@ -52,7 +52,16 @@ pub fn spawn_in(mut command: Command, args: &[&str]) -> (Guard, mpsc::Receiver<S
 /// The first line that satisfies `pred`, within 30 s; panics (with the last lines seen)
 /// otherwise.
 pub fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    wait_line_within(rx, Duration::from_secs(30), pred)
+}
+
+/// The first line that satisfies `pred`, within `within`.
+pub fn wait_line_within(
+    rx: &mpsc::Receiver<String>,
+    within: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
     let mut seen = std::collections::VecDeque::new();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now());

@@ -83,9 +83,14 @@ impl Driver {
                     self.on_punch_response(now, request_id, response);
                 }
             },
-            request_response::Event::OutboundFailure { request_id, error, .. } => {
-                self.punches.offers.remove(&request_id);
-                self.punches.going.remove(&request_id);
+            request_response::Event::OutboundFailure { peer, request_id, error, .. } => {
+                // The signalling failed (say, on a relayed connection that DCUtR just
+                // replaced), not the punch: offer again at the next record, not after RETRY.
+                if self.punches.offers.remove(&request_id).is_some()
+                    || self.punches.going.remove(&request_id).is_some()
+                {
+                    self.punches.last.remove(&peer);
+                }
                 tracing::debug!(%error, "punch signalling failed");
             }
             _ => {}
