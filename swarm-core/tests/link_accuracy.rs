@@ -474,3 +474,33 @@ fn throughput_tests_end_and_links_go_with_their_tunnel() {
     assert!(sim.nodes[0].links.poll_transmit().is_none(), "the train went with the link");
     assert_eq!(sim.nodes[0].links.measure(now, other), Err(ThroughputError::NoLink));
 }
+
+/// When the tunnel moves to another path (direct to relayed, say), the link's windows
+/// restart: the figures reported soon after are the new path's alone, not a mix.
+#[test]
+fn a_path_change_restarts_the_windows() {
+    let direct = LinkProfile { delay: Duration::from_millis(5), ..LinkProfile::default() };
+    let link = LinkConfig { probe_interval: Duration::from_millis(50), ..LinkConfig::default() };
+    let mut sim = Sim::new(direct, 100, link, 41);
+    sim.run_for(Duration::from_secs(30));
+    let other = sim.nodes[0].other;
+    let before = sim.stats(0).long.rtt.unwrap();
+    assert!(before.p50 < Duration::from_millis(12), "{before:?}");
+    // The relayed path is slower; both ends see the path change.
+    sim.set_profile(LinkProfile { delay: Duration::from_millis(25), ..direct });
+    let now = sim.now;
+    sim.nodes[0].links.handle_path_change(now, &other);
+    let back = sim.nodes[1].other;
+    sim.nodes[1].links.handle_path_change(now, &back);
+    sim.run_for(Duration::from_secs(5));
+    let after = sim.stats(0).long.rtt.unwrap();
+    assert!(after.p50 > Duration::from_millis(48), "only the new path's samples: {after:?}");
+    assert!(after.samples < before.samples, "{} vs {}", after.samples, before.samples);
+    // A throughput test in flight when the path changes fails at once.
+    let now = sim.now;
+    sim.nodes[0].links.measure(now, other).unwrap();
+    sim.nodes[0].links.handle_path_change(now, &other);
+    sim.drain(0);
+    assert_eq!(sim.nodes[0].throughput, vec![Err(ThroughputError::Down)]);
+    assert!(sim.nodes[0].links.report(now, &other).is_some(), "the link stays");
+}

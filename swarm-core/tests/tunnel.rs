@@ -467,3 +467,31 @@ fn memory_per_peer_is_within_64_kib() {
         assert!(m.s[0].t.drops().get(DropReason::QueueFull) > 0);
     }
 }
+
+/// A datagram handled pinned (one that came through a relay) is authenticated and
+/// delivered, but moves no endpoint; packets from the endpoint mark it seen.
+#[test]
+fn a_pinned_datagram_does_not_move_the_endpoint() {
+    let mut n = pair();
+    n.send(0, b"x").unwrap();
+    n.run_for(Duration::from_millis(50));
+    let peer = n.s[1].peer;
+    let seen = n.s[1].t.status(peer, n.now).unwrap().endpoint_seen.unwrap();
+    n.run_for(Duration::from_millis(50));
+    // Seal one datagram at side 0 and hand it to side 1 as if relayed.
+    let mut out = vec![0u8; 128];
+    let t = n.s[0].t.send_datagram(n.now, n.s[0].peer, b"relayed", &mut out).unwrap().unwrap();
+    let relay: SocketAddr = "[100::1]:1".parse().unwrap();
+    let now = n.now;
+    let got = n.s[1].t.handle_datagram_pinned(now, relay, &mut out[..t.len]).unwrap();
+    assert!(matches!(got, Received::Data { .. }));
+    let s = n.s[1].t.status(peer, n.now).unwrap();
+    assert_eq!(s.endpoint, Some(n.s[0].addr), "the direct endpoint stays");
+    assert_eq!(s.endpoint_seen, Some(seen), "and was not seen by the relayed datagram");
+    // A direct one marks it seen; setting another endpoint clears the mark.
+    n.send(0, b"direct").unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert!(n.s[1].t.status(peer, n.now).unwrap().endpoint_seen.unwrap() > seen);
+    n.s[1].t.set_endpoint(peer, relay);
+    assert_eq!(n.s[1].t.status(peer, n.now).unwrap().endpoint_seen, None);
+}

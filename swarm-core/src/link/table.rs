@@ -236,6 +236,21 @@ impl LinkTable {
         }
     }
 
+    /// The tunnel to `peer` moved to another path (direct, or through a relay): the
+    /// link's measurement windows restart, so the old path's figures do not mix with the
+    /// new one's. The SLA judge keeps its verdicts (a breach still needs its recovery),
+    /// and a throughput test in flight fails.
+    pub fn handle_path_change(&mut self, now: Instant, peer: &PeerId) {
+        let config = self.config;
+        let Some(link) = self.links.get_mut(peer) else { return };
+        link.monitor = LinkMonitor::new(now, config);
+        self.trains.retain(|t| t.peer != *peer);
+        if self.waiting.remove(peer).is_some() {
+            let result = Err(ThroughputError::Down);
+            self.events.push_back(LinkEvent::Throughput { peer: *peer, result });
+        }
+    }
+
     /// `peer`'s gossiped coordinate (`None`: it gossips none, or left the view).
     pub fn handle_coordinate(&mut self, peer: PeerId, coordinate: Option<Coordinate>) {
         match coordinate {

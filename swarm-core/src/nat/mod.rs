@@ -9,11 +9,15 @@
 //!   none (the socket is public), `easy` (one mapping for every destination: punchable)
 //!   or `hard` (a mapping per destination: symmetric, relayed);
 //! - [`Puncher`]: hole punching between two tunnel sockets, with token-carrying probes
-//!   from a synchronised start.
+//!   from a synchronised start;
+//! - [`relay`]: tunnels relayed through a third node where no hole can be punched: the
+//!   streams' headers and framing, the relay's limits, the addresses naming relayed
+//!   paths.
 
 pub mod binding;
 mod probe;
 pub mod punch;
+pub mod relay;
 
 use std::net::IpAddr;
 

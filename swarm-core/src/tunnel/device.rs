@@ -150,6 +150,9 @@ pub struct PeerStatus {
     pub public_key: [u8; 32],
     /// Where its packets go.
     pub endpoint: Option<SocketAddr>,
+    /// When an authenticated packet last came from `endpoint` (`None`: not since it was
+    /// set).
+    pub endpoint_seen: Option<Instant>,
     /// When the session in use was established.
     pub last_handshake: Option<Instant>,
     /// Whether a session can carry data now.
@@ -199,6 +202,9 @@ pub struct Tunnels {
     events: VecDeque<TunnelEvent>,
     drops: DropCounts,
     earliest: Option<Instant>,
+    /// Whether authenticated packets move their peer's endpoint (off while a pinned
+    /// datagram is handled).
+    roaming: bool,
 }
 
 impl core::fmt::Debug for Tunnels {
@@ -262,6 +268,7 @@ impl Tunnels {
             events: VecDeque::new(),
             drops: DropCounts::default(),
             earliest: None,
+            roaming: true,
         }
     }
 
@@ -361,7 +368,12 @@ impl Tunnels {
 
     /// Sets where a peer's packets go (authenticated packets from elsewhere move it).
     pub fn set_endpoint(&mut self, h: PeerHandle, endpoint: SocketAddr) -> bool {
-        slot_mut(&mut self.slots, h).map(|p| p.endpoint = Some(endpoint)).is_some()
+        let Some(peer) = slot_mut(&mut self.slots, h) else { return false };
+        if peer.endpoint != Some(endpoint) {
+            peer.endpoint = Some(endpoint);
+            peer.endpoint_seen = None;
+        }
+        true
     }
 
     /// A snapshot of a peer's tunnel.
@@ -373,6 +385,7 @@ impl Tunnels {
         Some(PeerStatus {
             public_key: peer.public,
             endpoint: peer.endpoint,
+            endpoint_seen: peer.endpoint_seen,
             last_handshake: peer.last_handshake,
             established: peer.usable(now, &self.config.timers),
             handshake_in_progress: peer.initiation.is_some(),
@@ -437,6 +450,22 @@ impl Tunnels {
         self.initiate(now, h, true);
     }
 
+    /// Feeds one received datagram that came by another path than the peer's endpoint
+    /// (a relay): like [`handle_datagram`](Self::handle_datagram), but an authenticated
+    /// packet does not move the peer's endpoint; the caller decides the path. Answers to
+    /// handshakes still go back to `src`.
+    pub fn handle_datagram_pinned<'a>(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        datagram: &'a mut [u8],
+    ) -> Result<Received<'a>, DropReason> {
+        self.roaming = false;
+        let r = self.handle_datagram(now, src, datagram);
+        self.roaming = true;
+        r
+    }
+
     /// Feeds one received datagram. Data is decrypted in place: the returned payload
     /// borrows `datagram`.
     pub fn handle_datagram<'a>(
@@ -487,7 +516,7 @@ impl Tunnels {
             }
             self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: false });
         }
-        self.roam(h, src);
+        self.roam(now, h, src);
         self.wake_at(deadline);
         if renew {
             self.initiate(now, h, false);

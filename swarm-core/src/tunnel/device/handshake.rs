@@ -129,10 +129,16 @@ impl Tunnels {
         Ok(())
     }
 
-    pub(super) fn roam(&mut self, h: PeerHandle, src: SocketAddr) {
+    /// An authenticated packet came from `src`: the peer's endpoint moves there (unless
+    /// the datagram is being handled without roaming), and is marked seen.
+    pub(super) fn roam(&mut self, now: Instant, h: PeerHandle, src: SocketAddr) {
+        let roaming = self.roaming;
         if let Some(peer) = slot_mut(&mut self.slots, h) {
-            if peer.endpoint != Some(src) {
+            if peer.endpoint == Some(src) {
+                peer.endpoint_seen = Some(now);
+            } else if roaming {
                 peer.endpoint = Some(src);
+                peer.endpoint_seen = Some(now);
                 self.events.push_back(TunnelEvent::EndpointChanged { peer: h, endpoint: src });
             }
         }
@@ -213,7 +219,7 @@ impl Tunnels {
         peer.counters.rx_packets += 1;
         let deadline = peer.deadline(&self.config.timers, self.config.persistent_keepalive);
         retire(&mut self.by_index, old);
-        self.roam(h, src);
+        self.roam(now, h, src);
         self.push_control(Control::Handshake { destination: src, peer: Some(h), len: RESPONSE_LEN, bytes });
         self.wake_at(deadline);
         Ok(Received::Handshake { peer: h })
@@ -263,7 +269,7 @@ impl Tunnels {
             // Confirms the session to the responder, which cannot send before.
             self.push_control(Control::Keepalive(h));
         }
-        self.roam(h, src);
+        self.roam(now, h, src);
         self.events.push_back(TunnelEvent::HandshakeCompleted { peer: h, initiator: true });
         self.wake_at(deadline);
         Ok(Received::Handshake { peer: h })

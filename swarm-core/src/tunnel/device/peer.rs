@@ -40,6 +40,8 @@ pub(super) struct Peer {
     pub(super) mac1_key: [u8; 32],
     pub(super) cookie_key: [u8; 32],
     pub(super) endpoint: Option<SocketAddr>,
+    /// When an authenticated packet last came from `endpoint`.
+    pub(super) endpoint_seen: Option<Instant>,
     pub(super) initiation: Option<PendingInitiation>,
     pub(super) sessions: Sessions,
     pub(super) last_timestamp: Option<Tai64N>,
@@ -65,6 +67,7 @@ impl Peer {
             mac1_key: mac1_key(&public),
             cookie_key: cookie_key(&public),
             endpoint,
+            endpoint_seen: None,
             initiation: None,
             sessions: Sessions::default(),
             last_timestamp: None,
