@@ -332,6 +332,8 @@ async fn print_json(
             let q = l.stats.short.rtt;
             serde_json::json!({
                 "peer": l.peer.to_string(),
+                "path": l.path.kind(),
+                "via": l.path.via().map(|v| v.to_string()),
                 "rtt_samples": q.map_or(0, |q| q.samples),
                 "rtt_p50_ms": q.map(|q| q.p50.as_secs_f64() * 1e3),
                 "rtt_p99_ms": q.map(|q| q.p99.as_secs_f64() * 1e3),

@@ -47,14 +47,15 @@ pub fn links(args: LinksArgs) -> anyhow::Result<()> {
     }
     let rows = links.as_array().cloned().unwrap_or_default();
     println!(
-        "{:<54} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  SLA latency/jitter/loss/throughput",
-        "PEER", "N", "p50 ms", "p99 ms", "max ms", "jit in", "jit out", "loss %", "rx Mbps"
+        "{:<54} {:<8} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  SLA latency/jitter/loss/throughput",
+        "PEER", "PATH", "N", "p50 ms", "p99 ms", "max ms", "jit in", "jit out", "loss %", "rx Mbps"
     );
     for l in &rows {
         let sla = |m: &str| l["sla"][m]["state"].as_str().unwrap_or("unknown").to_owned();
         println!(
-            "{:<54} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  {}/{}/{}/{}",
+            "{:<54} {:<8} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  {}/{}/{}/{}",
             l["peer"].as_str().unwrap_or("?"),
+            l["path"].as_str().unwrap_or("?"),
             l["rtt_samples"].as_u64().unwrap_or(0),
             num(&l["rtt_p50_ms"], 3),
             num(&l["rtt_p99_ms"], 3),

@@ -209,6 +209,7 @@ fn log_event(event: NodeEvent) {
         NodeEvent::RecordRejected { from, reason } => tracing::warn!(%from, reason, "record rejected"),
         NodeEvent::TunnelUp { peer, endpoint } => tracing::info!(%peer, ?endpoint, "tunnel up"),
         NodeEvent::TunnelDown { peer, reason } => tracing::info!(%peer, reason, "tunnel down"),
+        NodeEvent::TunnelPath { peer, path } => tracing::info!(%peer, %path, "tunnel path"),
         NodeEvent::NatDetected { nat, mapped } => match mapped {
             Some(m) => println!("tunnel socket: {} NAT, reached at {m}", nat.as_str()),
             None => println!("tunnel socket: {} NAT", nat.as_str()),

@@ -29,6 +29,15 @@ pub fn tunnel_state(t: Option<&TunnelStatus>) -> String {
     }
 }
 
+/// Where a tunnel's packets go, in one column: its UDP endpoint, or `relayed …via`.
+pub fn path_column(t: &TunnelStatus) -> String {
+    match (t.path.via(), t.endpoint) {
+        (Some(via), _) => format!("relayed {}", short(&via)),
+        (None, Some(e)) => e.to_string(),
+        (None, None) => "-".to_owned(),
+    }
+}
+
 /// A node's overlay addresses in one column: `IPv4 IPv6`, or `-`.
 pub fn overlay_column(a: Option<&OverlayAddresses>) -> String {
     match a {
@@ -63,10 +72,10 @@ pub fn peer_table(
         };
         let tunnel = tunnels.iter().find(|t| t.peer == peer);
         let state = if e.local { "self".to_owned() } else { tunnel_state(tunnel) };
-        let endpoint = tunnel
-            .and_then(|t| t.endpoint)
-            .or_else(|| e.tunnel.udp_endpoints.first().copied())
-            .map_or("-".to_owned(), |a| a.to_string());
+        let endpoint = match tunnel.filter(|t| t.endpoint.is_some() || t.path.via().is_some()) {
+            Some(t) => path_column(t),
+            None => e.tunnel.udp_endpoints.first().map_or("-".to_owned(), |a| a.to_string()),
+        };
         let labels: Vec<String> =
             e.record.labels.iter().map(|l| format!("{}={}", l.key.as_str(), l.value.as_str())).collect();
         let age = e.received_at.elapsed().as_secs_f32();
@@ -110,7 +119,7 @@ pub fn tunnel_table(tunnels: &[TunnelStatus], rtt: &[(PeerId, Option<Duration>)]
             "{:<10} {:<8} {:<22} {:>4} {:>8} {:>8} {:>10} {:>10} {:>9} {}",
             short(&t.peer),
             tunnel_state(Some(t)),
-            t.endpoint.map_or("-".to_owned(), |a| a.to_string()),
+            path_column(t),
             t.handshakes,
             t.tx_packets,
             t.rx_packets,
@@ -142,16 +151,20 @@ pub fn link_table(links: &[LinkReport]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  SLA latency/jitter/loss/throughput",
-        "PEER", "N", "RTT p50", "RTT p99", "RTT max", "JIT in", "JIT out", "LOSS %", "RX Mbps", "TPUT Mbps"
+        "{:<10} {:<17} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  SLA latency/jitter/loss/throughput",
+        "PEER", "PATH", "N", "RTT p50", "RTT p99", "RTT max", "JIT in", "JIT out", "LOSS %", "RX Mbps", "TPUT Mbps"
     );
     for l in links {
         let w = &l.stats.short;
         let loss = w.loss_in.filter(|r| r.samples > 0).or(w.probe_loss);
         let _ = writeln!(
             out,
-            "{:<10} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  {}/{}/{}/{}",
+            "{:<10} {:<17} {:>5} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>9} {:>9}  {}/{}/{}/{}",
             short(&l.peer),
+            match l.path.via() {
+                Some(via) => format!("relayed {}", short(&via)),
+                None => l.path.kind().to_owned(),
+            },
             w.rtt.map_or(0, |q| q.samples),
             ms(w.rtt.map(|q| q.p50)),
             ms(w.rtt.map(|q| q.p99)),

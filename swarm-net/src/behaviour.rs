@@ -27,8 +27,14 @@ pub(crate) struct RelayGate {
 }
 
 impl RelayGate {
-    fn admits(&self, peer: &PeerId) -> bool {
-        self.open.load(Ordering::Relaxed) && self.members.read().map(|m| m.contains(peer)).unwrap_or(false)
+    /// Whether the relay serves `peer` now.
+    pub(crate) fn admits(&self, peer: &PeerId) -> bool {
+        self.open.load(Ordering::Relaxed) && self.is_member(peer)
+    }
+
+    /// Whether `peer` is a member of the namespace.
+    pub(crate) fn is_member(&self, peer: &PeerId) -> bool {
+        self.members.read().map(|m| m.contains(peer)).unwrap_or(false)
     }
 }
 
@@ -54,6 +60,8 @@ pub(crate) struct Behaviour {
     pub(crate) autonat: autonat::v2::client::Behaviour,
     pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
     pub(crate) punch: crate::punch::PunchBehaviour,
+    /// Raw streams: relayed tunnels (`crate::tunnel_relay`).
+    pub(crate) streams: libp2p_stream::Behaviour,
 }
 
 /// Why the behaviours could not be built.
@@ -115,6 +123,7 @@ impl Behaviour {
             autonat: autonat::v2::client::Behaviour::default(),
             autonat_server: serve.then(autonat::v2::server::Behaviour::default).into(),
             punch: crate::punch::behaviour(),
+            streams: libp2p_stream::Behaviour::new(),
         })
     }
 }

@@ -50,10 +50,11 @@ mod lease;
 pub mod mesh;
 mod punch;
 mod serve;
+mod tunnel_relay;
 
 pub use api::{
     DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent, NodeEvents,
-    NodeStats, OverlayAddresses, StockPeer, TunnelStatus, VpnDrops,
+    NodeStats, OverlayAddresses, Path, RelayStats, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{
     BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU,

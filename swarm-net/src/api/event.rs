@@ -71,6 +71,13 @@ pub enum NodeEvent {
         /// The new address.
         endpoint: SocketAddr,
     },
+    /// A tunnel's packets take another path: direct, or relayed through a member.
+    TunnelPath {
+        /// The peer.
+        peer: PeerId,
+        /// The path from now on.
+        path: crate::api::Path,
+    },
     /// The reflectors' verdict on this node's tunnel socket changed: what NAT it sits
     /// behind, and the public address peers reach it at (both announced in the record).
     NatDetected {
@@ -136,6 +143,8 @@ pub struct NodeStats {
     pub tunnel_drops: Vec<(&'static str, u64)>,
     /// The lease service: what this node granted, refused, renewed, released.
     pub leases: LeaseStats,
+    /// What this node relayed for others' tunnels.
+    pub relay: crate::api::RelayStats,
 }
 
 /// A node's addresses on the mesh VPN's overlay.

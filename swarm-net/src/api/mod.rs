@@ -24,7 +24,8 @@ use swarm_core::view::ClusterSnapshot;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, TunnelStatus, VpnDrops};
+pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
+pub use crate::tunnel_relay::RelayStats;
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
 pub use event::{NodeEvent, NodeStats, OverlayAddresses};

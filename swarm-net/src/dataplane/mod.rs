@@ -14,6 +14,14 @@
 //! address (in `routes`, longest prefix first) is their destination, opening its tunnel
 //! when needed; IP packets decrypted from a peer go to the device when their source is
 //! one of that peer's addresses, and are dropped and counted otherwise.
+//!
+//! Where no hole can be punched, a peer's datagrams take a relayed path (a libp2p stream
+//! through a member, [`crate::tunnel_relay`]), named inside the data plane by a relay
+//! endpoint (`swarm_core::nat::relay`): the tunnels send to it as to any address, and
+//! [`DataPlane::send`] hands its datagrams to the path's bounded queue instead of the
+//! socket. A relayed datagram never replaces a direct endpoint that carried an
+//! authenticated packet within [`DIRECT_FRESH`]; each path change restarts the link's
+//! measurement windows and is reported.
 
 mod report;
 mod socket;
@@ -32,6 +40,7 @@ use swarm_core::link::{
     LinkConfig, LinkEvent, LinkGossip, LinkTable, PassiveCounters, SlaPolicy, ThroughputError,
 };
 use swarm_core::nat::binding::{self, Binding, BINDING_LEN};
+use swarm_core::nat::relay::{is_relay_endpoint, relay_endpoint};
 use swarm_core::nat::{NatProbe, ProbeConfig, PunchConfig, PunchEvent, Puncher, Reflexive};
 use swarm_core::overlay::routes::endpoints;
 use swarm_core::overlay::{AllowedIps, IpPrefix};
@@ -42,9 +51,15 @@ use swarm_core::tunnel::{
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-pub use report::{DataPlaneStats, Datagram, LinkReport, TunnelStatus, VpnDrops};
+pub use report::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
 use socket::{SendFailure, Sockets, BATCH, RX_BUF};
 use tun::Tun;
+
+use crate::tunnel_relay::{self, Pumps, RelayIn};
+
+/// A direct endpoint that carried an authenticated packet this recently, or was punched
+/// this recently, is kept: a datagram that came through a relay does not replace it.
+const DIRECT_FRESH: Duration = Duration::from_secs(5);
 
 /// The largest datagram the tunnel sends: an application datagram of `max_datagram`
 /// bytes, its frame header, padding and WireGuard's overhead.
@@ -70,6 +85,8 @@ pub(crate) enum DataPlaneEvent {
     Reflexive(Reflexive),
     /// A hole punch ended.
     Punch(PunchEvent<PeerId>),
+    /// A tunnel's packets take another path.
+    PathChanged { peer: PeerId, path: Path },
 }
 
 /// Why a throughput test did not start.
@@ -97,6 +114,25 @@ struct Known {
     stock: bool,
     /// The endpoints its record announces (reflector candidates while public).
     endpoints: Vec<SocketAddr>,
+    /// Its relayed path's endpoint, while it has one.
+    relay: Option<SocketAddr>,
+    /// When a punch last set a direct endpoint.
+    punched: Option<Instant>,
+    /// The path last reported.
+    path: Path,
+}
+
+impl Known {
+    fn new(handle: PeerHandle, key: [u8; 32], stock: bool, endpoints: Vec<SocketAddr>) -> Self {
+        Self { handle, key, up: false, stock, endpoints, relay: None, punched: None, path: Path::Direct }
+    }
+}
+
+/// A relayed path to a peer, through a member.
+struct RelayedPath {
+    peer: PeerId,
+    via: PeerId,
+    pumps: Pumps,
 }
 
 /// IP packets a gateway forwards between a stock peer and another peer, waiting to be
@@ -148,6 +184,11 @@ pub(crate) struct DataPlane {
     bindings: VecDeque<(SocketAddr, Option<IpAddr>, [u8; BINDING_LEN])>,
     /// Binding requests answered per source, at most.
     binding_limiter: RateLimiter,
+    /// Relayed paths, by their relay endpoint.
+    relayed: HashMap<SocketAddr, RelayedPath>,
+    next_relay_slot: u32,
+    /// Where relayed paths' pumps deliver.
+    relay_inbox: mpsc::Sender<RelayIn>,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -165,6 +206,7 @@ impl DataPlane {
         private_key: [u8; 32],
         config: DataPlaneConfig,
         inbox: mpsc::Sender<Datagram>,
+        relay_inbox: mpsc::Sender<RelayIn>,
     ) -> io::Result<Self> {
         let (sockets, granted) = Sockets::new(sockets, config.buffer_bytes)?;
         let stats = DataPlaneStats {
@@ -194,6 +236,9 @@ impl DataPlane {
             puncher: Puncher::new(PunchConfig::default()),
             bindings: VecDeque::new(),
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
+            relayed: HashMap::new(),
+            next_relay_slot: 0,
+            relay_inbox,
             stats,
         })
     }
@@ -246,9 +291,8 @@ impl DataPlane {
 
     /// The endpoint of `record` to use: one of a family we have a socket for, IPv4
     /// first, loopback preferred when our socket of that family is on loopback.
-    fn pick_endpoint(&self, record: &TunnelRecord) -> Option<SocketAddr> {
-        let mut candidates: Vec<(bool, bool, SocketAddr)> = record
-            .udp_endpoints
+    fn pick_endpoint(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        let mut candidates: Vec<(bool, bool, SocketAddr)> = endpoints
             .iter()
             .filter_map(|e| {
                 let local = self.sockets.local_addr_for(e)?;
@@ -270,13 +314,15 @@ impl DataPlane {
     ) {
         self.links.handle_coordinate(peer, coordinate);
         let key = record.tunnel_pubkey.0;
-        let endpoint = self.pick_endpoint(record);
-        self.nat.add_reflectors(now, &record.udp_endpoints);
+        // A record cannot name a relayed path: those are ours.
+        let announced: Vec<SocketAddr> =
+            record.udp_endpoints.iter().filter(|e| !is_relay_endpoint(e)).copied().collect();
+        let endpoint = self.pick_endpoint(&announced);
+        self.nat.add_reflectors(now, &announced);
         if let Some(known) = self.peers.get_mut(&peer) {
-            if known.endpoints != record.udp_endpoints.as_slice() {
-                let old = std::mem::replace(&mut known.endpoints, record.udp_endpoints.to_vec());
-                let gone: Vec<SocketAddr> =
-                    old.into_iter().filter(|e| !record.udp_endpoints.contains(e)).collect();
+            if known.endpoints != announced {
+                let old = std::mem::replace(&mut known.endpoints, announced.clone());
+                let gone: Vec<SocketAddr> = old.into_iter().filter(|e| !announced.contains(e)).collect();
                 self.nat.remove_reflectors(&gone);
             }
             let known = &self.peers[&peer];
@@ -293,10 +339,7 @@ impl DataPlane {
             self.forget(&peer);
         }
         let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
-        self.peers.insert(
-            peer,
-            Known { handle, key, up: false, stock: false, endpoints: record.udp_endpoints.to_vec() },
-        );
+        self.peers.insert(peer, Known::new(handle, key, false, announced));
         self.by_handle.insert(handle, peer);
         if self.peers.len() <= self.eager {
             self.tunnels.open(now, handle);
@@ -313,7 +356,7 @@ impl DataPlane {
         self.forget(&id);
         let Ok(handle) = self.tunnels.add_peer(key, None) else { return false };
         self.tunnels.set_psk(handle, psk);
-        self.peers.insert(id, Known { handle, key, up: false, stock: true, endpoints: Vec::new() });
+        self.peers.insert(id, Known::new(handle, key, true, Vec::new()));
         self.by_handle.insert(handle, id);
         true
     }
@@ -328,6 +371,9 @@ impl DataPlane {
     /// Drops the peer's tunnel and link; the known peer, if it was known.
     fn forget(&mut self, peer: &PeerId) -> Option<Known> {
         let known = self.peers.remove(peer)?;
+        if let Some(addr) = known.relay {
+            self.relayed.remove(&addr);
+        }
         self.nat.remove_reflectors(&known.endpoints);
         self.links.handle_tunnel_down(peer);
         self.tunnels.remove_peer(known.handle);
@@ -347,11 +393,11 @@ impl DataPlane {
     pub(crate) fn close(&mut self, now: Instant, peer: &PeerId) -> bool {
         let endpoint = self.peers.get(peer).and_then(|k| self.tunnels.status(k.handle, now)?.endpoint);
         let Some(known) = self.forget(peer) else { return false };
+        // A relayed path goes with the tunnel (the driver opens another when needed).
+        let endpoint =
+            endpoint.filter(|e| !is_relay_endpoint(e)).or_else(|| self.pick_endpoint(&known.endpoints));
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
-            self.peers.insert(
-                *peer,
-                Known { handle, key: known.key, up: false, stock: known.stock, endpoints: known.endpoints },
-            );
+            self.peers.insert(*peer, Known::new(handle, known.key, known.stock, known.endpoints));
             self.by_handle.insert(handle, *peer);
         }
         true
@@ -367,9 +413,11 @@ impl DataPlane {
     pub(crate) fn status_of(&self, peer: &PeerId, now: Instant) -> Option<TunnelStatus> {
         let known = self.peers.get(peer)?;
         let s = self.tunnels.status(known.handle, now)?;
+        let relayed = s.endpoint.filter(is_relay_endpoint);
         Some(TunnelStatus {
             peer: *peer,
-            endpoint: s.endpoint,
+            endpoint: if relayed.is_some() { None } else { s.endpoint },
+            path: known.path,
             established: s.established,
             handshake_in_progress: s.handshake_in_progress,
             last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
@@ -449,7 +497,8 @@ impl DataPlane {
             .into_iter()
             .filter_map(|peer| {
                 let (stats, sla) = self.links.report(now, &peer)?;
-                Some(LinkReport { peer, stats, sla })
+                let path = self.peers.get(&peer).map_or(Path::Direct, |k| k.path);
+                Some(LinkReport { peer, stats, sla, path })
             })
             .collect();
         out.sort_by_key(|r| r.peer);
@@ -491,7 +540,7 @@ impl DataPlane {
             let mut at = 0;
             while at < m.len {
                 let end = (at + stride).min(m.len);
-                self.handle_one(now, m.addr, m.dst_ip, base + at, base + end);
+                self.handle_one(now, m.addr, m.dst_ip, (base + at, base + end), false);
                 at = end;
             }
         }
@@ -501,13 +550,40 @@ impl DataPlane {
         n > 0
     }
 
-    fn handle_one(&mut self, now: Instant, src: SocketAddr, dst: Option<IpAddr>, start: usize, end: usize) {
-        self.stats.udp_in += 1;
+    /// One datagram at `rx[start..end]` from `src`: from the socket, or (`pinned`) from
+    /// a relayed path, whose datagrams move no endpoint.
+    fn handle_one(
+        &mut self,
+        now: Instant,
+        src: SocketAddr,
+        dst: Option<IpAddr>,
+        (start, end): (usize, usize),
+        pinned: bool,
+    ) {
         let datagram = &mut self.rx[start..end];
-        if binding::is_binding(datagram) {
-            return self.on_binding(now, src, dst, start, end);
+        if pinned {
+            if binding::is_binding(datagram) {
+                // Bindings and punch probes belong to the socket's own path.
+                self.stats.relay_refused += 1;
+                return;
+            }
+        } else {
+            self.stats.udp_in += 1;
+            if is_relay_endpoint(&src) {
+                // From the network, claiming one of our relayed paths as its source.
+                self.stats.relay_refused += 1;
+                return;
+            }
+            if binding::is_binding(datagram) {
+                return self.on_binding(now, src, dst, start, end);
+            }
         }
-        let (handle, kind, body) = match self.tunnels.handle_datagram(now, src, datagram) {
+        let received = if pinned {
+            self.tunnels.handle_datagram_pinned(now, src, datagram)
+        } else {
+            self.tunnels.handle_datagram(now, src, datagram)
+        };
+        let (handle, kind, body) = match received {
             Ok(Received::Data { peer, payload: Payload::Frame { kind, body } }) => (peer, kind, body),
             Ok(Received::Data { peer, payload: Payload::Ipv4(packet) | Payload::Ipv6(packet) }) => {
                 let Some(peer) = self.by_handle.get(&peer) else { return };
@@ -560,19 +636,128 @@ impl DataPlane {
     /// Punches a hole to `peer` at its `candidates` from `at` (the start both sides
     /// agreed on, with `token`); the result comes as a [`DataPlaneEvent::Punch`].
     pub(crate) fn punch(&mut self, peer: PeerId, token: [u8; 12], candidates: &[SocketAddr], at: Instant) {
-        self.puncher.start(peer, token, candidates, at);
+        let candidates: Vec<SocketAddr> =
+            candidates.iter().filter(|c| !is_relay_endpoint(c)).copied().collect();
+        self.puncher.start(peer, token, &candidates, at);
     }
 
     /// A punch came through: the tunnel's packets go to the punched endpoint, and its
     /// handshake starts; or it failed.
     fn on_punch(&mut self, now: Instant, event: PunchEvent<PeerId>) {
         if let PunchEvent::Punched { peer, endpoint } = event {
-            if let Some(known) = self.peers.get(&peer) {
+            if let Some(known) = self.peers.get_mut(&peer) {
+                known.punched = Some(now);
                 self.tunnels.set_endpoint(known.handle, endpoint);
                 self.tunnels.open(now, known.handle);
+                self.update_path(now, peer);
             }
         }
         self.events.push_back(DataPlaneEvent::Punch(event));
+    }
+
+    /// Whether `peer`'s tunnel has a direct endpoint that carried an authenticated
+    /// packet, or was punched, within [`DIRECT_FRESH`].
+    pub(crate) fn direct_fresh(&self, now: Instant, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.get(peer) else { return false };
+        let Some(s) = self.tunnels.status(known.handle, now) else { return false };
+        let fresh = |t: Option<Instant>| t.is_some_and(|t| now.saturating_duration_since(t) < DIRECT_FRESH);
+        s.endpoint.is_some_and(|e| !is_relay_endpoint(&e)) && (fresh(s.endpoint_seen) || fresh(known.punched))
+    }
+
+    /// Whether `peer` has a relayed path now.
+    pub(crate) fn has_relay_path(&self, peer: &PeerId) -> bool {
+        self.peers.get(peer).is_some_and(|k| k.relay.is_some())
+    }
+
+    /// The path `peer`'s packets take.
+    pub(crate) fn path(&self, peer: &PeerId) -> Option<Path> {
+        self.peers.get(peer).map(|k| k.path)
+    }
+
+    /// A relayed path to `peer` through `via` is open on `stream`: it replaces the
+    /// peer's last one, and carries the tunnel unless a direct endpoint is fresh.
+    /// Whether the peer was known (else the stream is dropped).
+    pub(crate) fn add_relay_path(
+        &mut self,
+        now: Instant,
+        peer: PeerId,
+        via: PeerId,
+        stream: libp2p::Stream,
+    ) -> bool {
+        let Some(known) = self.peers.get_mut(&peer).filter(|k| !k.stock) else { return false };
+        let addr = relay_endpoint(self.next_relay_slot);
+        self.next_relay_slot = self.next_relay_slot.wrapping_add(1);
+        if let Some(old) = known.relay.replace(addr) {
+            self.relayed.remove(&old);
+        }
+        let handle = known.handle;
+        let pumps = tunnel_relay::attach(stream, addr, self.relay_inbox.clone());
+        self.relayed.insert(addr, RelayedPath { peer, via, pumps });
+        if !self.direct_fresh(now, &peer) {
+            self.tunnels.set_endpoint(handle, addr);
+            self.tunnels.open(now, handle);
+        }
+        self.update_path(now, peer);
+        true
+    }
+
+    /// What a relayed path's pumps delivered: a datagram, handled as from the socket
+    /// but moving no endpoint (the path is taken only while no direct one is fresh); or
+    /// the end of the path.
+    pub(crate) fn handle_relayed(&mut self, now: Instant, message: RelayIn) {
+        match message {
+            RelayIn::Datagram { addr, data } => {
+                let Some(peer) = self.relayed.get(&addr).map(|p| p.peer) else { return };
+                let Some(handle) = self.peers.get(&peer).map(|k| k.handle) else { return };
+                self.stats.relay_in += 1;
+                let len = data.len().min(self.rx.len());
+                self.rx[..len].copy_from_slice(&data[..len]);
+                let before = self.tunnels.status(handle, now).map(|s| s.rx_packets);
+                self.handle_one(now, addr, None, (0, len), true);
+                let status = self.tunnels.status(handle, now);
+                let authenticated = status.as_ref().map(|s| s.rx_packets) > before;
+                let here = status.and_then(|s| s.endpoint) == Some(addr);
+                if authenticated && !here && !self.direct_fresh(now, &peer) {
+                    self.tunnels.set_endpoint(handle, addr);
+                    self.update_path(now, peer);
+                }
+                if let Some(tun) = &mut self.vpn {
+                    tun.flush();
+                }
+            }
+            RelayIn::Closed { addr } => {
+                let Some(path) = self.relayed.remove(&addr) else { return };
+                tracing::debug!(peer = %path.peer, via = %path.via, "relayed path closed");
+                let Some(known) = self.peers.get_mut(&path.peer) else { return };
+                if known.relay == Some(addr) {
+                    known.relay = None;
+                }
+                let handle = known.handle;
+                let direct = self.pick_endpoint(&self.peers[&path.peer].endpoints);
+                let on_it = self.tunnels.status(handle, now).and_then(|s| s.endpoint) == Some(addr);
+                if let (true, Some(e)) = (on_it, direct) {
+                    self.tunnels.set_endpoint(handle, e);
+                }
+                self.update_path(now, path.peer);
+            }
+        }
+    }
+
+    /// Reports `peer`'s path when it changed, and restarts its link's windows.
+    fn update_path(&mut self, now: Instant, peer: PeerId) {
+        let Some(known) = self.peers.get(&peer) else { return };
+        let endpoint = self.tunnels.status(known.handle, now).and_then(|s| s.endpoint);
+        let path = match endpoint.and_then(|e| self.relayed.get(&e)) {
+            Some(p) => Path::Relayed { via: p.via },
+            None if endpoint.is_some_and(|e| is_relay_endpoint(&e)) => Path::Closed,
+            None => Path::Direct,
+        };
+        let Some(known) = self.peers.get_mut(&peer) else { return };
+        if known.path != path {
+            known.path = path;
+            self.links.handle_path_change(now, &peer);
+            self.events.push_back(DataPlaneEvent::PathChanged { peer, path });
+        }
     }
 
     /// Our announced tunnel endpoints: with the sockets' bound addresses, a reflector
@@ -787,6 +972,7 @@ impl DataPlane {
                 DataPlaneEvent::TunnelDown { peer, reason }
             }
             TunnelEvent::EndpointChanged { endpoint, .. } => {
+                self.update_path(now, peer);
                 DataPlaneEvent::EndpointChanged { peer, endpoint }
             }
             _ => return,
@@ -797,10 +983,27 @@ impl DataPlane {
     /// Sends `tx[..len]`: `segments` datagrams of `segment` bytes (the last may be
     /// shorter).
     async fn send(&mut self, destination: SocketAddr, len: usize, segment: usize, segments: usize) {
+        if is_relay_endpoint(&destination) {
+            return self.send_relayed(destination, len, segment);
+        }
         match self.sockets.send(destination, None, &self.tx[..len], segment, segments).await {
             Ok(()) => self.stats.udp_out += segments as u64,
             Err(SendFailure::NoSocket | SendFailure::Stalled | SendFailure::Refused) => {
                 self.stats.socket_errors += 1;
+            }
+        }
+    }
+
+    /// Queues `tx[..len]`, datagrams of `segment` bytes, on the relayed path named
+    /// `destination`; what does not fit its queue (or finds no path) is dropped and
+    /// counted, so the link's loss sees it.
+    fn send_relayed(&mut self, destination: SocketAddr, len: usize, segment: usize) {
+        let path = self.relayed.get(&destination);
+        for datagram in self.tx[..len].chunks(segment.max(1)) {
+            if path.is_some_and(|p| p.pumps.send(datagram)) {
+                self.stats.relay_out += 1;
+            } else {
+                self.stats.relay_dropped += 1;
             }
         }
     }

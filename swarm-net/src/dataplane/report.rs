@@ -38,6 +38,58 @@ pub struct DataPlaneStats {
     pub tun: super::tun::TunStats,
     /// IP packets of the VPN dropped, by reason.
     pub vpn_drops: VpnDrops,
+    /// Tunnel datagrams received over relayed paths.
+    pub relay_in: u64,
+    /// Tunnel datagrams queued on relayed paths.
+    pub relay_out: u64,
+    /// Tunnel datagrams for a relayed path dropped: its queue was full, or it closed.
+    pub relay_dropped: u64,
+    /// Datagrams refused for claiming a relayed path's address from the network, and
+    /// binding messages that came through a relay.
+    pub relay_refused: u64,
+}
+
+/// Which way a tunnel's packets go.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Path {
+    /// Straight to the peer's UDP endpoint (through NATs, punched where needed).
+    #[default]
+    Direct,
+    /// Over libp2p streams through a member that relays.
+    Relayed {
+        /// The relaying member.
+        via: PeerId,
+    },
+    /// Its relayed path closed, and no direct endpoint is known yet.
+    Closed,
+}
+
+impl Path {
+    /// The name in metrics and JSON: `direct`, `relayed` or `closed`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Relayed { .. } => "relayed",
+            Self::Closed => "closed",
+        }
+    }
+
+    /// The relaying member, when relayed.
+    pub fn via(&self) -> Option<PeerId> {
+        match self {
+            Self::Relayed { via } => Some(*via),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Path {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Relayed { via } => write!(f, "relayed via {via}"),
+            other => f.write_str(other.kind()),
+        }
+    }
 }
 
 /// IP packets of the VPN dropped, by reason.
@@ -95,6 +147,8 @@ pub struct LinkReport {
     pub stats: LinkStats,
     /// The verdict on each metric.
     pub sla: Vec<SlaVerdict>,
+    /// The path the link's packets take (its windows restart when it changes).
+    pub path: Path,
 }
 
 /// The state of one tunnel.
@@ -102,8 +156,10 @@ pub struct LinkReport {
 pub struct TunnelStatus {
     /// The peer.
     pub peer: PeerId,
-    /// Where its packets go.
+    /// Where its packets go, when straight to a UDP endpoint.
     pub endpoint: Option<SocketAddr>,
+    /// Direct, or relayed through a member.
+    pub path: Path,
     /// Whether a session carries data now.
     pub established: bool,
     /// Whether a handshake of ours awaits its answer.

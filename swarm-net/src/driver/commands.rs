@@ -137,6 +137,7 @@ impl Driver {
             dataplane: self.dataplane.stats(),
             tunnel_drops: self.dataplane.drops(),
             leases: self.leases.stats(),
+            relay: self.relayed.counters.snapshot(),
             ..self.stats.clone()
         }
     }

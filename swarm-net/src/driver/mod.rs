@@ -12,6 +12,8 @@
 //! - [`overlay`]: overlay addresses, the IPv4 claim, the VPN device;
 //! - [`gateway`]: stock WireGuard peers, ours and other gateways';
 //! - [`relays`]: libp2p relays, reservations behind a NAT, DCUtR and AutoNAT;
+//! - [`punches`]: hole punching for tunnels, and its signalling;
+//! - [`relayed`]: tunnels relayed through a member where no hole can be punched;
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
@@ -20,6 +22,7 @@ mod leases;
 mod overlay;
 mod punches;
 mod records;
+mod relayed;
 mod relays;
 mod start;
 mod swarm;
@@ -117,6 +120,8 @@ pub(crate) struct Driver {
     gate: std::sync::Arc<crate::behaviour::RelayGate>,
     /// Relay candidates and our reservations.
     relays: relays::Relays,
+    /// Relayed tunnels: the relay service and our paths.
+    relayed: relayed::Relayed,
     /// Hole punches and their signalling.
     punches: punches::Punches,
     /// What the reflectors say of our tunnel socket's NAT.
@@ -188,6 +193,8 @@ impl Driver {
                     self.dataplane.send_datagrams(Instant::now(), &mut batch).await;
                 }
                 event = self.swarm.select_next_some() => self.handle_swarm_event(event),
+                Some(event) = self.relayed.events.recv() => self.on_path_event(event),
+                Some(message) = self.relayed.inbox.recv() => self.on_relayed(message),
                 Some(sample) = self.gpu_samples.recv() => self.handle_gpu_sample(sample),
                 _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeout(Instant::now()),
             }

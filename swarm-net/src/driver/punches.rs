@@ -17,9 +17,13 @@ use swarm_core::nat::punch::{PunchMessage, MAX_PUNCH_CANDIDATES};
 use swarm_core::nat::NatKind;
 
 use super::Driver;
+use crate::api::Path;
 
 /// A pair whose punch failed (or whose tunnel went down) is punched again after this.
 const RETRY: Duration = Duration::from_secs(10);
+/// A pair whose tunnel is relayed is punched again this often, so it goes direct when
+/// a path appears (issue 13: every 30 to 60 s).
+const REPROBE: Duration = Duration::from_secs(45);
 
 /// Punches under way and their signalling.
 #[derive(Debug, Default)]
@@ -45,8 +49,8 @@ impl Driver {
     }
 
     /// Offers a punch to `peer` when both of us sit behind easy NATs, our tunnel to it is
-    /// not up, we are the lower `PeerId`, a libp2p connection exists, and the last try
-    /// was long enough ago.
+    /// not up (or is relayed), we are the lower `PeerId`, a libp2p connection exists, and
+    /// the last try was [`RETRY`] ago ([`REPROBE`] while relayed).
     pub(super) fn maybe_punch(&mut self, now: Instant, peer: PeerId) {
         let local = *self.swarm.local_peer_id();
         // Both as published: a record saying `easy` carries its mapping, which the other
@@ -55,12 +59,14 @@ impl Driver {
         if local >= peer || nat(&local) != Some(NatKind::Easy) || nat(&peer) != Some(NatKind::Easy) {
             return;
         }
+        let relayed = matches!(self.dataplane.path(&peer), Some(Path::Relayed { .. }));
         if !self.swarm.is_connected(&peer)
-            || self.dataplane.status_of(&peer, now).is_some_and(|s| s.established)
+            || (!relayed && self.dataplane.status_of(&peer, now).is_some_and(|s| s.established))
         {
             return;
         }
-        if self.punches.last.get(&peer).is_some_and(|t| now.saturating_duration_since(*t) < RETRY) {
+        let wait = if relayed { REPROBE } else { RETRY };
+        if self.punches.last.get(&peer).is_some_and(|t| now.saturating_duration_since(*t) < wait) {
             return;
         }
         self.punches.last.insert(peer, now);

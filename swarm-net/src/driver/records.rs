@@ -40,6 +40,7 @@ impl Driver {
                 ViewEvent::Updated { peer, seq } => {
                     self.maybe_redial(now, peer);
                     self.maybe_punch(now, peer);
+                    self.maybe_relay(now, peer);
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
                     self.gateway_routes(peer);

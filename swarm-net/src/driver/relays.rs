@@ -25,7 +25,7 @@ pub(super) struct Relays {
     /// Members that serve as relays, with their public addresses.
     candidates: HashMap<PeerId, Vec<Multiaddr>>,
     /// Relays we listen through (or asked to).
-    reserved: HashMap<PeerId, ListenerId>,
+    pub(super) reserved: HashMap<PeerId, ListenerId>,
     /// Relays that refused or failed us, skipped from then on.
     refused: Vec<PeerId>,
     /// When we last dialed a member behind a NAT that we are not connected to.
@@ -42,6 +42,11 @@ pub(super) fn is_circuit(addr: &Multiaddr) -> bool {
 }
 
 impl Driver {
+    /// The relays we hold (or asked for) a reservation on and are connected to.
+    pub(super) fn reserved_relays(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.relays.reserved.keys().copied().filter(|r| self.swarm.is_connected(r))
+    }
+
     /// A member identified itself: a relay candidate when it speaks the hop protocol at
     /// a public address.
     pub(super) fn relay_identified(&mut self, peer: PeerId, info: &identify::Info) {

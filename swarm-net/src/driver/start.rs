@@ -38,6 +38,9 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 const COMMAND_CAPACITY: usize = 64;
 /// Application datagrams waiting to be sealed and sent.
 const OUTGOING_CAPACITY: usize = 1024;
+/// Datagrams from relayed paths waiting for the data plane, at most (their pumps wait
+/// when it is full; the relay streams' flow control pushes back on the senders).
+const RELAY_INBOX: usize = 1024;
 
 /// The node's keys; whether an earlier run of them may have granted leases; the
 /// identity file, beside which the IPv4 overlay candidate and stock peers persist.
@@ -83,6 +86,7 @@ fn dataplane(
     identity: &NodeIdentity,
     config: &NodeConfig,
     inbox: mpsc::Sender<crate::api::Datagram>,
+    relay_inbox: mpsc::Sender<crate::tunnel_relay::RelayIn>,
 ) -> Result<DataPlane, BuildError> {
     let sockets = bind_tunnel_sockets(config)?;
     let settings = DataPlaneConfig {
@@ -92,8 +96,17 @@ fn dataplane(
         gso: config.tunnel_gso,
     };
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    DataPlane::new(Instant::now(), unix, rand::random(), sockets, *identity.tunnel_secret(), settings, inbox)
-        .map_err(BuildError::TunnelSocket)
+    DataPlane::new(
+        Instant::now(),
+        unix,
+        rand::random(),
+        sockets,
+        *identity.tunnel_secret(),
+        settings,
+        inbox,
+        relay_inbox,
+    )
+    .map_err(BuildError::TunnelSocket)
 }
 
 /// What the local record says of this node, before the first publication.
@@ -134,6 +147,8 @@ struct Parts {
     identity_file: Option<PathBuf>,
     /// Who the relay serves, kept current by the driver.
     gate: Arc<RelayGate>,
+    /// Datagrams from relayed paths, for the data plane.
+    relay_inbox: mpsc::Receiver<crate::tunnel_relay::RelayIn>,
 }
 
 pub(super) async fn spawn(
@@ -148,7 +163,8 @@ pub(super) async fn spawn(
     let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec, &gate)?;
     let peer_id = *swarm.local_peer_id();
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
-    let dataplane = dataplane(&identity, &config, datagram_tx)?;
+    let (relay_tx, relay_inbox) = mpsc::channel(RELAY_INBOX);
+    let dataplane = dataplane(&identity, &config, datagram_tx, relay_tx)?;
     let listeners = listen(&mut swarm, &config)?;
     // Lease numbers start at this run's start time (ms << 16), above any number an
     // earlier run of this node handed out unless it granted 65 536 leases a ms.
@@ -185,6 +201,7 @@ pub(super) async fn spawn(
         gpu_filter,
         identity_file,
         gate,
+        relay_inbox,
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -244,6 +261,8 @@ fn listen(
 impl Driver {
     fn new(p: Parts) -> Self {
         let peer_id = *p.swarm.local_peer_id();
+        let control = p.swarm.behaviour().streams.new_control();
+        let relayed = super::relayed::Relayed::start(control, p.gate.clone(), p.relay_inbox);
         Self {
             view: ClusterView::new(peer_id, p.config.namespace.clone(), p.config.view),
             discovery: DiscoverySchedule::new(p.config.discovery_interval_max, p.config.random_walk_interval),
@@ -284,6 +303,7 @@ impl Driver {
             stock_saver: None,
             gate: p.gate,
             relays: relays::Relays::default(),
+            relayed,
             punches: super::punches::Punches::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),

@@ -26,7 +26,19 @@ impl Driver {
                     self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
                 }
                 DataPlaneEvent::Link(e) => self.on_link_event(e),
-                DataPlaneEvent::Punch(e) => tracing::info!(?e, "hole punch ended"),
+                DataPlaneEvent::Punch(e) => {
+                    tracing::info!(?e, "hole punch ended");
+                    match e {
+                        swarm_core::nat::PunchEvent::Failed { peer } => {
+                            self.relayed.punch_failed.insert(peer);
+                            self.maybe_relay(now, peer);
+                        }
+                        swarm_core::nat::PunchEvent::Punched { peer, .. } => {
+                            self.relayed.punch_failed.remove(&peer);
+                        }
+                    }
+                }
+                DataPlaneEvent::PathChanged { peer, path } => self.on_path_changed(peer, path),
                 DataPlaneEvent::Reflexive(r) => {
                     tracing::info!(nat = r.kind.as_str(), mapped = ?r.mapped, "tunnel socket reflected");
                     self.reflexive = r;

@@ -142,6 +142,7 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
     let rate =
         gauge(registry, "link_goodput_bits_per_second", "Goodput of real traffic over the short window");
     let sla = gauge(registry, "link_sla_degraded", "1 when the metric is past its SLA target, 0 when within");
+    let path = gauge(registry, "link_path", "1 for the path the link's packets take (direct, relayed via)");
     for l in links {
         let peer = l.peer.to_string();
         let with = |extra: &[(&'static str, &str)]| {
@@ -149,6 +150,8 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
             v.extend(extra.iter().map(|(k, x)| (*k, (*x).to_owned())));
             v
         };
+        let via = l.path.via().map(|v| v.to_string()).unwrap_or_default();
+        path.get_or_create(&with(&[("path", l.path.kind()), ("via", &via)])).set(1.0);
         let w = &l.stats.short;
         if let Some(q) = w.rtt {
             for (name, d) in [("0.5", q.p50), ("0.9", q.p90), ("0.99", q.p99), ("1", q.max)] {
@@ -214,6 +217,24 @@ fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &N
     for (reason, n) in &stats.tunnel_drops {
         drops.get_or_create(&vec![("reason", (*reason).to_owned())]).inc_by(*n);
     }
+    let relayed =
+        counter(registry, "tunnel_relayed_datagrams", "Tunnel datagrams over relayed paths, by outcome");
+    let d = &stats.dataplane;
+    for (what, n) in
+        [("in", d.relay_in), ("out", d.relay_out), ("dropped", d.relay_dropped), ("refused", d.relay_refused)]
+    {
+        relayed.get_or_create(&vec![("what", what.to_owned())]).inc_by(n);
+    }
+    let r = &stats.relay;
+    let bytes = counter(registry, "relay_bytes", "Bytes of other members' relayed tunnels through this node");
+    bytes.get_or_create(&vec![("direction", "in".to_owned())]).inc_by(r.bytes_in);
+    bytes.get_or_create(&vec![("direction", "out".to_owned())]).inc_by(r.bytes_out);
+    gauge(registry, "relay_paths", "Tunnel paths this node relays now")
+        .get_or_create(&vec![])
+        .set(r.open as f64);
+    let paths = counter(registry, "relay_path_requests", "Requests to relay a tunnel path, by outcome");
+    paths.get_or_create(&vec![("outcome", "accepted".to_owned())]).inc_by(r.accepted);
+    paths.get_or_create(&vec![("outcome", "refused".to_owned())]).inc_by(r.refused);
 }
 
 /// The VPN device's traffic (`in`: read from the device into the overlay; `out`:
@@ -301,6 +322,8 @@ pub(crate) fn links_json(links: &[LinkReport], overlay: &[Option<OverlayAddresse
                 .collect();
             serde_json::json!({
                 "peer": l.peer.to_string(),
+                "path": l.path.kind(),
+                "via": l.path.via().map(|v| v.to_string()),
                 "overlay": overlay_json(overlay.get(i).and_then(Option::as_ref)),
                 "window_s": w.window.as_secs_f64(),
                 "rtt_samples": w.rtt.map_or(0, |q| q.samples),
