@@ -106,6 +106,13 @@ pub(crate) struct DataPlaneConfig {
     pub(crate) gso: bool,
 }
 
+/// Where the data plane delivers: application datagrams to the node's reader, and (from
+/// relayed paths' pumps) tunnel datagrams back to itself, through the driver.
+pub(crate) struct Inboxes {
+    pub(crate) datagrams: mpsc::Sender<Datagram>,
+    pub(crate) relayed: mpsc::Sender<RelayIn>,
+}
+
 struct Known {
     handle: PeerHandle,
     key: [u8; 32],
@@ -205,8 +212,7 @@ impl DataPlane {
         sockets: Vec<UdpSocket>,
         private_key: [u8; 32],
         config: DataPlaneConfig,
-        inbox: mpsc::Sender<Datagram>,
-        relay_inbox: mpsc::Sender<RelayIn>,
+        inboxes: Inboxes,
     ) -> io::Result<Self> {
         let (sockets, granted) = Sockets::new(sockets, config.buffer_bytes)?;
         let stats = DataPlaneStats {
@@ -225,7 +231,7 @@ impl DataPlane {
             by_handle: HashMap::new(),
             rx: vec![0; RX_BUF * BATCH],
             tx: vec![0; TX_BUF],
-            inbox,
+            inbox: inboxes.datagrams,
             eager: config.eager,
             gso: config.gso,
             events: VecDeque::new(),
@@ -238,7 +244,7 @@ impl DataPlane {
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             relayed: HashMap::new(),
             next_relay_slot: 0,
-            relay_inbox,
+            relay_inbox: inboxes.relayed,
             stats,
         })
     }
@@ -1121,14 +1127,8 @@ mod tests {
         let mut peers = HashMap::new();
         let h_node = tunnels.add_peer([2; 32], None).unwrap();
         let h_stock = tunnels.add_peer([3; 32], None).unwrap();
-        peers.insert(
-            node,
-            Known { handle: h_node, key: [2; 32], up: true, stock: false, endpoints: Vec::new() },
-        );
-        peers.insert(
-            stock,
-            Known { handle: h_stock, key: [3; 32], up: true, stock: true, endpoints: Vec::new() },
-        );
+        peers.insert(node, Known { up: true, ..Known::new(h_node, [2; 32], false, Vec::new()) });
+        peers.insert(stock, Known { up: true, ..Known::new(h_stock, [3; 32], true, Vec::new()) });
         let mut routes = AllowedIps::default();
         routes.insert(host([100, 64, 0, 2]), node);
         routes.insert(host([100, 64, 0, 3]), stock);

@@ -25,7 +25,7 @@ use super::{relays, Driver};
 use crate::api::{Command, Node, NodeEvent, NodeEvents, NodeStats};
 use crate::behaviour::{records_topic, Behaviour, RelayGate};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
-use crate::dataplane::{DataPlane, DataPlaneConfig};
+use crate::dataplane::{DataPlane, DataPlaneConfig, Inboxes};
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
@@ -103,8 +103,7 @@ fn dataplane(
         sockets,
         *identity.tunnel_secret(),
         settings,
-        inbox,
-        relay_inbox,
+        Inboxes { datagrams: inbox, relayed: relay_inbox },
     )
     .map_err(BuildError::TunnelSocket)
 }
