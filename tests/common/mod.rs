@@ -36,7 +36,17 @@ pub fn spawn_node(args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
 }
 
 pub fn spawn_in(mut command: Command, args: &[&str]) -> (Guard, mpsc::Receiver<String>) {
-    let mut child = command.args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // `SWARM_TEST_STDERR=DIR` keeps each child's log (stderr) in DIR, for debugging.
+    let stderr = match std::env::var_os("SWARM_TEST_STDERR") {
+        Some(dir) => {
+            static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let path = PathBuf::from(dir).join(format!("child-{}-{n}.log", std::process::id()));
+            Stdio::from(std::fs::File::create(path).unwrap())
+        }
+        None => Stdio::null(),
+    };
+    let mut child = command.args(args).stdout(Stdio::piped()).stderr(stderr).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::sync_channel(1024);
     std::thread::spawn(move || {

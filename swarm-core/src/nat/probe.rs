@@ -206,6 +206,25 @@ impl NatProbe {
         self.verdict
     }
 
+    /// Another node's binding request reached our socket at `local` (the address it
+    /// was sent to) from `from`, a peer we never asked: nothing in front of the socket
+    /// drops unsolicited input there. While no reflector has told anything, that makes
+    /// the socket public at `local` (a node whose peers all sit behind symmetric NATs
+    /// has no reflector to ask: their records announce no mapping). A reflector's
+    /// answer in a later round overrules it.
+    pub fn handle_request(&mut self, from: SocketAddr, local: SocketAddr) {
+        let unsolicited = !self.candidates.contains(&from) && !self.pending.iter().any(|p| p.to == from);
+        if self.verdict.kind == NatKind::Unknown
+            && self.verdict.mapped.is_none()
+            && unsolicited
+            && is_public(&local.ip())
+            && self.own.contains(&local)
+        {
+            self.verdict = Reflexive { kind: NatKind::Public, mapped: Some(local) };
+            self.changed = true;
+        }
+    }
+
     /// The verdict, once after each change of it.
     pub fn poll_changed(&mut self) -> Option<Reflexive> {
         std::mem::take(&mut self.changed).then_some(self.verdict)
@@ -332,5 +351,30 @@ mod tests {
         assert_eq!(now, first_round_end);
         // A round without a verdict is tried again soon, not at the interval.
         assert_eq!(p.poll_timeout(), Some(first_round_end + UNDECIDED_RETRY));
+    }
+
+    /// A request from a peer we never asked, at one of our own public addresses, makes
+    /// an undecided socket public; one from a reflector we asked, or at an address that
+    /// is not ours or not public, does not; reflectors' answers overrule it.
+    #[test]
+    fn unsolicited_requests_tell_a_public_socket() {
+        #[allow(clippy::disallowed_methods)] // the tests' epoch
+        let now = Instant::now();
+        let own = addr("203.0.113.10:51820");
+        let mut p = NatProbe::new(ProbeConfig::default(), [3; 32]);
+        p.set_own(vec![own, addr("10.0.0.1:51820")]);
+        p.add_reflectors(now, &[addr("198.51.100.7:4000")]);
+        p.handle_request(addr("198.51.100.7:4000"), own);
+        p.handle_request(addr("192.0.2.9:1234"), addr("10.0.0.1:51820"));
+        p.handle_request(addr("192.0.2.9:1234"), addr("203.0.113.99:51820"));
+        assert_eq!(p.verdict().kind, NatKind::Unknown);
+        assert!(p.poll_changed().is_none());
+        p.handle_request(addr("192.0.2.9:1234"), own);
+        assert_eq!(p.verdict(), Reflexive { kind: NatKind::Public, mapped: Some(own) });
+        assert!(p.poll_changed().is_some());
+        // Reflectors that see another address say otherwise.
+        round(&mut p, now, |_| Some(addr("198.51.100.2:40000")));
+        p.handle_timeout(now + Duration::from_secs(10));
+        assert_ne!(p.verdict().kind, NatKind::Public);
     }
 }

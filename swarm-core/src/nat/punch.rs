@@ -6,6 +6,16 @@
 //! endpoint-independent mapping lets the other side's probes in once its own have left
 //! for that address, which is why the starts are synchronised; a probe with an unknown
 //! token is ignored.
+//!
+//! A NAT that accepts unsolicited input (its own WAN input open) breaks that: a probe
+//! arriving before our own first packet to its sender has left is confirmed in
+//! conntrack, and our flow then clashes with it and gets another port. Synchronised
+//! starts are not exact enough across a real network (milliseconds of skew against a
+//! sub-millisecond one-way delay in a LAN-like lab), so each side also **primes** its
+//! NAT as soon as it knows the other's candidates (the responder at the offer, the
+//! initiator at the answer, both before any probe can arrive): one probe to each
+//! candidate sent with a TTL of [`PRIME_TTL`], enough to pass our own NAT (creating the
+//! mapping and its conntrack entry) and to expire before the other's.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -17,6 +27,10 @@ use serde::{Deserialize, Serialize};
 use super::binding::{self, TransactionId, BINDING_LEN};
 use crate::bounded::BoundedVec;
 use crate::codec::WireMessage;
+
+/// The TTL (IPv6: hop limit) of priming probes: past our own NAT (hop 1), expired
+/// before the peer's.
+pub const PRIME_TTL: u32 = 2;
 
 /// Candidate endpoints in one punch message at most.
 pub const MAX_PUNCH_CANDIDATES: usize = 8;
@@ -100,6 +114,8 @@ pub struct Puncher<K> {
     sessions: HashMap<K, Session>,
     by_token: HashMap<TransactionId, K>,
     transmits: VecDeque<(SocketAddr, [u8; BINDING_LEN])>,
+    /// Priming probes, to be sent with [`PRIME_TTL`].
+    primes: VecDeque<(SocketAddr, [u8; BINDING_LEN])>,
     events: VecDeque<PunchEvent<K>>,
 }
 
@@ -117,8 +133,25 @@ impl<K: Copy + Eq + Hash> Puncher<K> {
             sessions: HashMap::new(),
             by_token: HashMap::new(),
             transmits: VecDeque::new(),
+            primes: VecDeque::new(),
             events: VecDeque::new(),
         }
+    }
+
+    /// Primes our NAT for a punch with `token` to `candidates` (see the module docs):
+    /// one probe to each, to be sent with [`PRIME_TTL`] (from
+    /// [`poll_prime`](Self::poll_prime)).
+    pub fn prime(&mut self, token: TransactionId, candidates: &[SocketAddr]) {
+        for c in candidates.iter().take(self.config.max_candidates) {
+            if self.primes.len() < 4 * self.config.max_candidates {
+                self.primes.push_back((*c, binding::probe(&token)));
+            }
+        }
+    }
+
+    /// The next priming probe, to send with a TTL of [`PRIME_TTL`].
+    pub fn poll_prime(&mut self) -> Option<(SocketAddr, [u8; BINDING_LEN])> {
+        self.primes.pop_front()
     }
 
     /// Punches to `peer` at its `candidates`, starting at `at` (the agreed start) and
@@ -304,5 +337,23 @@ mod tests {
         assert!(!p.handle_probe(addr("203.0.113.9:1"), &[1; 12]));
         assert!(!p.handle_ack(addr("203.0.113.9:1"), &[1; 12]));
         assert!(p.poll_transmit().is_none() && p.poll_event().is_none());
+    }
+
+    /// Priming sends one token-carrying probe per candidate (bounded), apart from the
+    /// probes of the punch itself, and starts nothing.
+    #[test]
+    fn priming_sends_one_probe_per_candidate() {
+        let mut p: Puncher<u8> = Puncher::new(PunchConfig::default());
+        let candidates = [addr("192.0.2.2:50000"), addr("10.0.2.2:50000")];
+        p.prime([7; 12], &candidates);
+        let primes: Vec<_> = std::iter::from_fn(|| p.poll_prime()).collect();
+        assert_eq!(primes.iter().map(|(a, _)| *a).collect::<Vec<_>>(), candidates);
+        assert!(primes.iter().all(|(_, m)| parse(m) == Some(Binding::Probe([7; 12]))));
+        assert!(p.poll_transmit().is_none() && p.poll_timeout().is_none());
+        assert!(!p.handle_probe(addr("192.0.2.2:50000"), &[7; 12]), "priming is no punch");
+        for _ in 0..100 {
+            p.prime([7; 12], &candidates);
+        }
+        assert_eq!(std::iter::from_fn(|| p.poll_prime()).count(), 32, "bounded");
     }
 }

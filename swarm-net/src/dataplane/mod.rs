@@ -41,7 +41,9 @@ use swarm_core::link::{
 };
 use swarm_core::nat::binding::{self, Binding, BINDING_LEN};
 use swarm_core::nat::relay::{is_relay_endpoint, relay_endpoint};
-use swarm_core::nat::{NatProbe, ProbeConfig, PunchConfig, PunchEvent, Puncher, Reflexive};
+use swarm_core::nat::{
+    is_public, NatKind, NatProbe, ProbeConfig, PunchConfig, PunchEvent, Puncher, Reflexive,
+};
 use swarm_core::overlay::routes::endpoints;
 use swarm_core::overlay::{AllowedIps, IpPrefix};
 use swarm_core::tunnel::ratelimit::{RateLimit, RateLimiter};
@@ -121,6 +123,8 @@ struct Known {
     stock: bool,
     /// The endpoints its record announces (reflector candidates while public).
     endpoints: Vec<SocketAddr>,
+    /// What its record says it sits behind.
+    nat: NatKind,
     /// Its relayed path's endpoint, while it has one.
     relay: Option<SocketAddr>,
     /// When a punch last set a direct endpoint.
@@ -131,7 +135,8 @@ struct Known {
 
 impl Known {
     fn new(handle: PeerHandle, key: [u8; 32], stock: bool, endpoints: Vec<SocketAddr>) -> Self {
-        Self { handle, key, up: false, stock, endpoints, relay: None, punched: None, path: Path::Direct }
+        let (up, relay, punched, path, nat) = (false, None, None, Path::Direct, NatKind::Unknown);
+        Self { handle, key, up, stock, endpoints, nat, relay, punched, path }
     }
 }
 
@@ -196,6 +201,8 @@ pub(crate) struct DataPlane {
     next_relay_slot: u32,
     /// Where relayed paths' pumps deliver.
     relay_inbox: mpsc::Sender<RelayIn>,
+    /// Whether one of our own tunnel endpoints (bound or announced) is at a public IP.
+    own_public: bool,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -245,6 +252,7 @@ impl DataPlane {
             relayed: HashMap::new(),
             next_relay_slot: 0,
             relay_inbox: inboxes.relayed,
+            own_public: false,
             stats,
         })
     }
@@ -295,6 +303,39 @@ impl DataPlane {
         self.sockets.readable().await
     }
 
+    /// Whether this node's socket sits behind a NAT, as far as it knows: its reflectors
+    /// say so, or (before they say anything) none of its own addresses is public.
+    fn behind_nat(&self) -> bool {
+        match self.nat.verdict().kind {
+            NatKind::Easy | NatKind::Hard => true,
+            NatKind::Public => false,
+            NatKind::Unknown => !self.own_public,
+        }
+    }
+
+    /// Whether a peer whose record says `nat` may be sent to at its public mapping only
+    /// by a punch (or not at all): both of us sit behind NATs. A packet arriving at a
+    /// NAT before its own side has sent to us is dropped by most NATs, and makes one that
+    /// accepts unsolicited input pick another port for that flow (breaking the
+    /// mapping's independence: the reflectors would then call it hard, and a punch
+    /// fail). So neither handshakes nor binding requests go there unsolicited.
+    fn shielded(&self, nat: NatKind) -> bool {
+        matches!(nat, NatKind::Easy | NatKind::Hard) && self.behind_nat()
+    }
+
+    /// Where to send to a peer whose record says `nat` and announces `endpoints`, before
+    /// anything came from it: [`pick_endpoint`](Self::pick_endpoint), without its public
+    /// addresses when [`shielded`](Self::shielded) (its private ones stay: a peer behind
+    /// the same NAT is reached there).
+    fn reachable(&self, nat: NatKind, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
+        if self.shielded(nat) {
+            let private: Vec<SocketAddr> =
+                endpoints.iter().filter(|e| !is_public(&e.ip())).copied().collect();
+            return self.pick_endpoint(&private);
+        }
+        self.pick_endpoint(endpoints)
+    }
+
     /// The endpoint of `record` to use: one of a family we have a socket for, IPv4
     /// first, loopback preferred when our socket of that family is on loopback.
     fn pick_endpoint(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
@@ -323,9 +364,14 @@ impl DataPlane {
         // A record cannot name a relayed path: those are ours.
         let announced: Vec<SocketAddr> =
             record.udp_endpoints.iter().filter(|e| !is_relay_endpoint(e)).copied().collect();
-        let endpoint = self.pick_endpoint(&announced);
-        self.nat.add_reflectors(now, &announced);
+        let endpoint = self.reachable(record.nat, &announced);
+        if self.shielded(record.nat) {
+            self.nat.remove_reflectors(&announced);
+        } else {
+            self.nat.add_reflectors(now, &announced);
+        }
         if let Some(known) = self.peers.get_mut(&peer) {
+            known.nat = record.nat;
             if known.endpoints != announced {
                 let old = std::mem::replace(&mut known.endpoints, announced.clone());
                 let gone: Vec<SocketAddr> = old.into_iter().filter(|e| !announced.contains(e)).collect();
@@ -345,7 +391,7 @@ impl DataPlane {
             self.forget(&peer);
         }
         let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
-        self.peers.insert(peer, Known::new(handle, key, false, announced));
+        self.peers.insert(peer, Known { nat: record.nat, ..Known::new(handle, key, false, announced) });
         self.by_handle.insert(handle, peer);
         if self.peers.len() <= self.eager {
             self.tunnels.open(now, handle);
@@ -400,10 +446,13 @@ impl DataPlane {
         let endpoint = self.peers.get(peer).and_then(|k| self.tunnels.status(k.handle, now)?.endpoint);
         let Some(known) = self.forget(peer) else { return false };
         // A relayed path goes with the tunnel (the driver opens another when needed).
-        let endpoint =
-            endpoint.filter(|e| !is_relay_endpoint(e)).or_else(|| self.pick_endpoint(&known.endpoints));
+        let endpoint = endpoint
+            .filter(|e| !is_relay_endpoint(e))
+            .or_else(|| self.reachable(known.nat, &known.endpoints));
         if let Ok(handle) = self.tunnels.add_peer(known.key, endpoint) {
-            self.peers.insert(*peer, Known::new(handle, known.key, known.stock, known.endpoints));
+            let nat = known.nat;
+            self.peers
+                .insert(*peer, Known { nat, ..Known::new(handle, known.key, known.stock, known.endpoints) });
             self.by_handle.insert(handle, *peer);
         }
         true
@@ -619,6 +668,10 @@ impl DataPlane {
         match binding::parse(&self.rx[start..end]) {
             Some(Binding::Request(txid)) => {
                 if self.bindings.len() < MAX_BINDING_ANSWERS && self.binding_limiter.allow(now, src.ip()) {
+                    if let Some(bound) = self.sockets.local_addr_for(&src) {
+                        self.nat
+                            .handle_request(src, SocketAddr::new(dst.unwrap_or(bound.ip()), bound.port()));
+                    }
                     self.bindings.push_back((src, dst, binding::answer(&txid, src)));
                 } else {
                     self.stats.bindings_refused += 1;
@@ -645,6 +698,14 @@ impl DataPlane {
         let candidates: Vec<SocketAddr> =
             candidates.iter().filter(|c| !is_relay_endpoint(c)).copied().collect();
         self.puncher.start(peer, token, &candidates, at);
+    }
+
+    /// Primes our NAT for a punch with `token` to `candidates` (the peer's), before any
+    /// of its probes can arrive (see [`Puncher::prime`]).
+    pub(crate) fn prime(&mut self, token: [u8; 12], candidates: &[SocketAddr]) {
+        let candidates: Vec<SocketAddr> =
+            candidates.iter().filter(|c| !is_relay_endpoint(c)).copied().collect();
+        self.puncher.prime(token, &candidates);
     }
 
     /// A punch came through: the tunnel's packets go to the punched endpoint, and its
@@ -739,7 +800,8 @@ impl DataPlane {
                     known.relay = None;
                 }
                 let handle = known.handle;
-                let direct = self.pick_endpoint(&self.peers[&path.peer].endpoints);
+                let (nat, endpoints) = (known.nat, known.endpoints.clone());
+                let direct = self.reachable(nat, &endpoints);
                 let on_it = self.tunnels.status(handle, now).and_then(|s| s.endpoint) == Some(addr);
                 if let (true, Some(e)) = (on_it, direct) {
                     self.tunnels.set_endpoint(handle, e);
@@ -771,6 +833,7 @@ impl DataPlane {
     pub(crate) fn set_own_endpoints(&mut self, announced: &[SocketAddr]) {
         let mut own = announced.to_vec();
         own.extend(self.sockets.local_addrs());
+        self.own_public = own.iter().any(|e| is_public(&e.ip()));
         self.nat.set_own(own);
     }
 
@@ -903,6 +966,12 @@ impl DataPlane {
         for (to, from, m) in answers {
             self.tx[..BINDING_LEN].copy_from_slice(&m);
             self.send_from(to, from, BINDING_LEN).await;
+        }
+        while let Some((to, m)) = self.puncher.poll_prime() {
+            match self.sockets.send_with_ttl(to, &m, swarm_core::nat::punch::PRIME_TTL) {
+                Ok(()) => self.stats.udp_out += 1,
+                Err(_) => self.stats.socket_errors += 1,
+            }
         }
         while let Some((to, m)) = self.nat.poll_transmit().or_else(|| self.puncher.poll_transmit()) {
             self.tx[..BINDING_LEN].copy_from_slice(&m);

@@ -148,6 +148,23 @@ impl Sockets {
         self.slots.len()
     }
 
+    /// Sends one datagram with a TTL (IPv6: hop limit) of `ttl`, restoring the socket's
+    /// own afterwards (nothing else sends in between: the data plane is one task).
+    /// Best effort: a full buffer drops it.
+    pub(super) fn send_with_ttl(&self, destination: SocketAddr, contents: &[u8], ttl: u32) -> io::Result<()> {
+        let sock = self.slots[usize::from(destination.is_ipv6())]
+            .as_ref()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::AddrNotAvailable))?;
+        let s = socket2::SockRef::from(&sock.socket);
+        let v6 = destination.is_ipv6();
+        let old = if v6 { s.unicast_hops_v6()? } else { s.ttl_v4()? };
+        let set = |t: u32| if v6 { s.set_unicast_hops_v6(t) } else { s.set_ttl_v4(t) };
+        set(ttl)?;
+        let sent = sock.socket.try_send_to(contents, destination);
+        set(old)?;
+        sent.map(|_| ())
+    }
+
     /// Sends `contents`: `segments` datagrams of `segment` bytes (the last may be
     /// shorter), from `src_ip` when given (a socket bound to every address answers
     /// from the one it was asked at), waiting for room in the socket buffer rather than

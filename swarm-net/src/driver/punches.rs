@@ -106,6 +106,7 @@ impl Driver {
     fn on_punch_request(&mut self, now: Instant, peer: PeerId, request: PunchMessage) -> PunchMessage {
         match request {
             PunchMessage::Offer { token, candidates } => {
+                self.dataplane.prime(token, &candidates);
                 self.punches.answered.insert(peer, (token, candidates.to_vec()));
                 PunchMessage::Answer { candidates: self.punch_candidates() }
             }
@@ -125,6 +126,7 @@ impl Driver {
         if let Some((peer, token, sent)) = self.punches.offers.remove(&id) {
             let PunchMessage::Answer { candidates } = response else { return };
             let rtt = now.saturating_duration_since(sent);
+            self.dataplane.prime(token, &candidates);
             let go = self.swarm.behaviour_mut().punch.send_request(&peer, PunchMessage::Go);
             self.punches.going.insert(go, peer);
             tracing::debug!(%peer, ?rtt, "hole punch starts (initiator)");
