@@ -14,129 +14,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
+use common::natlab::{Lab, Setup};
 use common::{spawn_in, swarm_node, wait_line, wait_line_within, Guard};
-
-/// One lab, its namespaces named after this process (so labs of parallel tests do not
-/// meet); torn down on drop, also when the test fails (natlab's `down` kills what runs
-/// in its namespaces).
-struct Lab {
-    prefix: String,
-}
-
-fn natlab() -> Command {
-    Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tools/natlab.sh"))
-}
-
-/// How a lab is built: each NAT's mode, what the NATs do with unsolicited input, and
-/// the relay host's link rate (natlab's environment).
-struct Setup {
-    name: &'static str,
-    mode_a: &'static str,
-    mode_b: &'static str,
-    input: &'static str,
-    relay_rate: Option<&'static str>,
-}
-
-impl Lab {
-    fn up(s: &Setup) -> Lab {
-        let lab = Lab { prefix: format!("n{}{}", std::process::id(), s.name) };
-        let mut c = natlab();
-        c.arg("up")
-            .env("NATLAB_PREFIX", &lab.prefix)
-            .env("NATLAB_MODE_A", s.mode_a)
-            .env("NATLAB_MODE_B", s.mode_b)
-            .env("NATLAB_INPUT", s.input);
-        if let Some(rate) = s.relay_rate {
-            c.env("NATLAB_RELAY_RATE", rate);
-        }
-        let out = c.output().expect("natlab.sh runs");
-        assert!(out.status.success(), "natlab up: {}", String::from_utf8_lossy(&out.stderr));
-        lab
-    }
-
-    /// `swarm-node` in namespace `ns` of the lab (relay, home-a, home-b).
-    fn node(&self, ns: &str) -> Command {
-        let mut c = self.exec(ns);
-        c.arg(swarm_node().get_program());
-        c
-    }
-
-    /// A command run in namespace `ns` of the lab.
-    fn exec(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &format!("{}-{ns}", self.prefix)]);
-        c
-    }
-
-    /// Sends `bytes` over TCP from namespace `from` to port 5201 at `addr` in namespace
-    /// `to`; the bytes the receiver counted, once the sender's stream ended.
-    fn transfer(&self, from: &str, to: &str, addr: &str, bytes: usize) -> usize {
-        let serve = "import socket\n\
-s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
-s.bind(('::', 5201)); s.listen(1); s.settimeout(30); c, _ = s.accept(); c.settimeout(30); n = 0\n\
-while True:\n    d = c.recv(1 << 16)\n    if not d: break\n    n += len(d)\n\
-print(n)";
-        let mut server =
-            Guard(self.exec(to).args(["python3", "-c", serve]).stdout(Stdio::piped()).spawn().unwrap());
-        std::thread::sleep(Duration::from_millis(500));
-        let send = format!(
-            "import socket\nc = socket.create_connection(('{addr}', 5201), timeout=30)\n\
-c.sendall(b'x' * {bytes}); c.shutdown(socket.SHUT_WR); c.recv(1)"
-        );
-        let client = self.exec(from).args(["python3", "-c", &send]).output().unwrap();
-        assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
-        let mut out = String::new();
-        std::io::Read::read_to_string(server.0.stdout.as_mut().unwrap(), &mut out).unwrap();
-        out.trim().parse().unwrap()
-    }
-
-    /// TCP goodput from `from` to `addr` (in `to`) over 3 s, bits per second (iperf3).
-    fn goodput(&self, from: &str, to: &str, addr: &str) -> f64 {
-        let server = Guard(
-            self.exec(to).args(["iperf3", "-s", "-1", "-p", "5202"]).stdout(Stdio::null()).spawn().unwrap(),
-        );
-        std::thread::sleep(Duration::from_millis(500));
-        let out = self
-            .exec(from)
-            .args(["iperf3", "-c", addr, "-p", "5202", "-t", "3", "-J", "--connect-timeout", "5000"])
-            .output()
-            .unwrap();
-        drop(server);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
-        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        report["end"]["sum_received"]["bits_per_second"].as_f64().unwrap()
-    }
-
-    /// Bytes through the relay host's interface so far, both ways.
-    fn relay_wire_bytes(&self) -> u64 {
-        ["rx_bytes", "tx_bytes"]
-            .iter()
-            .map(|f| {
-                let out = self
-                    .exec("relay")
-                    .args(["cat", &format!("/sys/class/net/wan/statistics/{f}")])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&out.stdout).trim().parse::<u64>().unwrap()
-            })
-            .sum()
-    }
-
-    /// The body of `http://127.0.0.1:9100{path}` in namespace `ns` (a node's metrics).
-    fn metrics(&self, ns: &str, path: &str) -> String {
-        let url = format!("http://127.0.0.1:9100{path}");
-        let script = format!("import urllib.request; print(urllib.request.urlopen('{url}').read().decode())");
-        let out = self.exec(ns).args(["python3", "-c", &script]).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = natlab().arg("down").env("NATLAB_PREFIX", &self.prefix).output();
-    }
-}
 
 const COMMON: [&str; 6] = ["--refresh", "500ms", "--heartbeat", "1s", "--ttl", "5s"];
 
@@ -369,4 +248,47 @@ fn reflectors_tell_the_nat_kinds() {
     let row = short(&nodes[1].id);
     wait_line(&nodes[0].out, |l| l.starts_with(&row) && l.contains(" hard "));
     wait_line(&nodes[1].out, |l| l.contains(" easy ") && l.contains(" conn "));
+}
+
+/// The direct path between two easy NATs is lost (the router drops UDP between them),
+/// then comes back: the tunnel moves to the relay within seconds and back to direct
+/// at the next re-probe, reported as such at each step, and carries the VPN throughout.
+#[test]
+#[ignore = "needs root, iproute2, nftables, python3 and iperf3; `.ci/run` runs it as root"]
+fn a_lost_direct_path_fails_over_to_the_relay_and_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = Lab::up(&Setup { name: "f", mode_a: "easy", mode_b: "easy", input: "drop", relay_rate: None });
+    let nodes = start_with(&lab, dir.path(), &["--vpn", "--metrics", "127.0.0.1:9100"], [&[], &[], &[]]);
+    let row = short(&nodes[2].id);
+    let direct = |l: &str| l.starts_with(&row) && l.contains(" up ") && l.contains("192.0.2.2:");
+    wait_line_within(&nodes[1].out, Duration::from_secs(60), direct);
+    let overlay_b = nodes[2].overlay.as_deref().unwrap();
+    let ping = |lab: &Lab| {
+        let out = lab.exec("home-a").args(["ping", "-6", "-c", "3", "-W", "3", overlay_b]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    };
+    ping(&lab);
+    // The router drops UDP between the two NATs: the punched path is lost.
+    let nft = |rules: &str| {
+        let out =
+            lab.exec("inet").args(["nft", "-f", "-"]).stdin(Stdio::piped()).spawn().and_then(|mut c| {
+                use std::io::Write as _;
+                c.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                c.wait_with_output()
+            });
+        assert!(out.unwrap().status.success(), "nft {rules}");
+    };
+    nft("table inet cut {\n chain forward_udp {\n  type filter hook forward priority 0;\n  \
+         ip saddr 198.51.100.2 ip daddr 192.0.2.2 meta l4proto udp drop\n  \
+         ip saddr 192.0.2.2 ip daddr 198.51.100.2 meta l4proto udp drop\n }\n}\n");
+    let via = format!("relayed {}", short(&nodes[0].id));
+    let relayed = |l: &str| l.starts_with(&row) && l.contains(" up ") && l.contains(&via);
+    wait_line_within(&nodes[1].out, Duration::from_secs(40), relayed);
+    assert_eq!(link_to(&lab, &nodes[2].id)["path"], "relayed");
+    ping(&lab);
+    // The path comes back: the next re-probe (every 45 s while relayed) finds it.
+    nft("delete table inet cut\n");
+    wait_line_within(&nodes[1].out, Duration::from_secs(70), direct);
+    assert_eq!(link_to(&lab, &nodes[2].id)["path"], "direct");
+    ping(&lab);
 }

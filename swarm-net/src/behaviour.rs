@@ -118,7 +118,7 @@ impl Behaviour {
             mdns: mdns(config, peer_id)?,
             lease: crate::lease::behaviour(lease_codec),
             relay_client,
-            relay: serve.then(|| relay::Behaviour::new(peer_id, relay_config(gate))).into(),
+            relay: serve.then(|| relay_server(peer_id, gate)).into(),
             dcutr: dcutr::Behaviour::new(peer_id),
             autonat: autonat::v2::client::Behaviour::default(),
             autonat_server: serve.then(autonat::v2::server::Behaviour::default).into(),
@@ -126,6 +126,21 @@ impl Behaviour {
             streams: libp2p_stream::Behaviour::new(),
         })
     }
+}
+
+/// The relay server, advertising the hop protocol from the start (who it serves is the
+/// gate's decision, and only public members are used as relays: `driver/relays.rs`).
+///
+/// Fixed rather than automatic because libp2p-relay 0.22, on each automatic status
+/// change (an external address confirmed or expired), notifies every connection's
+/// handler, relayed ones included, whose handler is a dummy: `unreachable!` in
+/// `Either::on_behaviour_event` kills that connection's task (seen in the NAT lab: a
+/// home's direct connection to the other home died as its circuit address was
+/// confirmed). Set before any connection exists, the status never changes.
+fn relay_server(peer_id: PeerId, gate: Arc<RelayGate>) -> relay::Behaviour {
+    let mut server = relay::Behaviour::new(peer_id, relay_config(gate));
+    server.set_status(Some(relay::Status::Enable));
+    server
 }
 
 /// Circuit relay v2 sized for a swarm's control plane: reservations and circuits only

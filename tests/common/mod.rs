@@ -3,6 +3,8 @@
 //! namespaces (deleted on drop).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod natlab;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};

@@ -10,11 +10,13 @@
 //!   or `hard` (a mapping per destination: symmetric, relayed);
 //! - [`Puncher`]: hole punching between two tunnel sockets, with token-carrying probes
 //!   from a synchronised start;
+//! - [`plan::PathPlanner`]: when to punch, when to relay and through whom, per peer;
 //! - [`relay`]: tunnels relayed through a third node where no hole can be punched: the
 //!   streams' headers and framing, the relay's limits, the addresses naming relayed
 //!   paths.
 
 pub mod binding;
+pub mod plan;
 mod probe;
 pub mod punch;
 pub mod relay;

@@ -53,7 +53,7 @@ pub enum NodeEvent {
     TunnelUp {
         /// The peer.
         peer: PeerId,
-        /// Where its packets go.
+        /// Where its packets go (`None` when relayed: see [`NodeEvent::TunnelPath`]).
         endpoint: Option<SocketAddr>,
     },
     /// A tunnel stopped: its handshake gave up after 90 s, or it sat idle until its keys

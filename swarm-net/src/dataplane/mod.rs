@@ -514,6 +514,7 @@ impl DataPlane {
         self.tunnels.handle_timeout(now);
         self.nat.handle_timeout(now);
         self.puncher.handle_timeout(now);
+        self.fail_over(now);
         if self.links.counters_due(now) {
             // Only measured links: a large view knows many more peers than it has tunnels.
             let counters: Vec<_> = self
@@ -811,6 +812,29 @@ impl DataPlane {
         }
     }
 
+    /// Peers with a relayed path whose direct endpoint went quiet (no authenticated
+    /// packet for [`DIRECT_FRESH`]) move to the relayed path: the other side, hearing
+    /// nothing direct either, does the same, so neither waits for the other.
+    fn fail_over(&mut self, now: Instant) {
+        let quiet: Vec<(PeerId, SocketAddr)> = self
+            .relayed
+            .iter()
+            .filter(|(addr, p)| {
+                self.peers.get(&p.peer).is_some_and(|k| k.relay == Some(**addr))
+                    && !self.direct_fresh(now, &p.peer)
+                    && self.path(&p.peer) == Some(Path::Direct)
+            })
+            .map(|(addr, p)| (p.peer, *addr))
+            .collect();
+        for (peer, addr) in quiet {
+            if let Some(handle) = self.peers.get(&peer).map(|k| k.handle) {
+                tracing::debug!(%peer, "direct path quiet: relayed");
+                self.tunnels.set_endpoint(handle, addr);
+                self.update_path(now, peer);
+            }
+        }
+    }
+
     /// Reports `peer`'s path when it changed, and restarts its link's windows.
     fn update_path(&mut self, now: Instant, peer: PeerId) {
         let Some(known) = self.peers.get(&peer) else { return };
@@ -1034,7 +1058,12 @@ impl DataPlane {
                     return;
                 }
                 known.up = true;
-                let endpoint = self.tunnels.status(handle, now).and_then(|s| s.endpoint);
+                // A relay endpoint names no address the caller could use: the path says it.
+                let endpoint = self
+                    .tunnels
+                    .status(handle, now)
+                    .and_then(|s| s.endpoint)
+                    .filter(|e| !is_relay_endpoint(e));
                 DataPlaneEvent::TunnelUp { peer, endpoint }
             }
             TunnelEvent::HandshakeTimedOut { .. } | TunnelEvent::KeysZeroed { .. } => {

@@ -122,6 +122,8 @@ pub(crate) struct Driver {
     relays: relays::Relays,
     /// Relayed tunnels: the relay service and our paths.
     relayed: relayed::Relayed,
+    /// When to punch and when to relay, per peer.
+    planner: swarm_core::nat::plan::PathPlanner<PeerId>,
     /// Hole punches and their signalling.
     punches: punches::Punches,
     /// What the reflectors say of our tunnel socket's NAT.

@@ -3,27 +3,20 @@
 //! tunnel that is not up sit behind easy NATs, the lower `PeerId` offers its candidates
 //! and a token, the other answers with its own, and both start the data plane's
 //! [`Puncher`](swarm_core::nat::Puncher) at once (the initiator half a measured round
-//! trip after sending `Go`). A pair is tried again after [`RETRY`].
+//! trip after sending `Go`). When to offer is the path planner's decision
+//! ([`swarm_core::nat::plan`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::request_response::{self, OutboundRequestId};
 use libp2p::PeerId;
 use rand::RngExt as _;
 use swarm_core::bounded::BoundedVec;
 use swarm_core::nat::punch::{PunchMessage, MAX_PUNCH_CANDIDATES};
-use swarm_core::nat::NatKind;
 
 use super::Driver;
-use crate::api::Path;
-
-/// A pair whose punch failed (or whose tunnel went down) is punched again after this.
-const RETRY: Duration = Duration::from_secs(10);
-/// A pair whose tunnel is relayed is punched again this often, so it goes direct when
-/// a path appears (issue 13: every 30 to 60 s).
-const REPROBE: Duration = Duration::from_secs(45);
 
 /// Punches under way and their signalling.
 #[derive(Debug, Default)]
@@ -34,8 +27,6 @@ pub(super) struct Punches {
     answered: HashMap<PeerId, ([u8; 12], Vec<SocketAddr>)>,
     /// The initiator's side between `Answer` and the start: the token and candidates.
     going: HashMap<OutboundRequestId, PeerId>,
-    /// When we last punched (or offered to) each peer.
-    last: HashMap<PeerId, Instant>,
 }
 
 impl Driver {
@@ -48,28 +39,8 @@ impl Driver {
         BoundedVec::try_from_vec(c).unwrap_or_default()
     }
 
-    /// Offers a punch to `peer` when both of us sit behind easy NATs, our tunnel to it is
-    /// not up (or is relayed), we are the lower `PeerId`, a libp2p connection exists, and
-    /// the last try was [`RETRY`] ago ([`REPROBE`] while relayed).
-    pub(super) fn maybe_punch(&mut self, now: Instant, peer: PeerId) {
-        let local = *self.swarm.local_peer_id();
-        // Both as published: a record saying `easy` carries its mapping, which the other
-        // side must probe.
-        let nat = |p: &PeerId| self.view.get(p).map(|e| e.tunnel.nat);
-        if local >= peer || nat(&local) != Some(NatKind::Easy) || nat(&peer) != Some(NatKind::Easy) {
-            return;
-        }
-        let relayed = matches!(self.dataplane.path(&peer), Some(Path::Relayed { .. }));
-        if !self.swarm.is_connected(&peer)
-            || (!relayed && self.dataplane.status_of(&peer, now).is_some_and(|s| s.established))
-        {
-            return;
-        }
-        let wait = if relayed { REPROBE } else { RETRY };
-        if self.punches.last.get(&peer).is_some_and(|t| now.saturating_duration_since(*t) < wait) {
-            return;
-        }
-        self.punches.last.insert(peer, now);
+    /// Offers a hole punch to `peer` (the path planner decided it).
+    pub(super) fn offer_punch(&mut self, now: Instant, peer: PeerId) {
         let token: [u8; 12] = rand::rng().random();
         let offer = PunchMessage::Offer { token, candidates: self.punch_candidates() };
         let id = self.swarm.behaviour_mut().punch.send_request(&peer, offer);
@@ -95,7 +66,7 @@ impl Driver {
                 if self.punches.offers.remove(&request_id).is_some()
                     || self.punches.going.remove(&request_id).is_some()
                 {
-                    self.punches.last.remove(&peer);
+                    self.planner.punch_signalling_failed(peer);
                 }
                 tracing::debug!(%error, "punch signalling failed");
             }
@@ -104,6 +75,11 @@ impl Driver {
     }
 
     fn on_punch_request(&mut self, now: Instant, peer: PeerId, request: PunchMessage) -> PunchMessage {
+        if !self.members.contains(&peer) {
+            // Only members punch: a stranger's offer would cost a prime and a slot.
+            tracing::debug!(%peer, "punch offer from a non-member refused");
+            return PunchMessage::Done;
+        }
         match request {
             PunchMessage::Offer { token, candidates } => {
                 self.dataplane.prime(token, &candidates);
@@ -113,7 +89,7 @@ impl Driver {
             PunchMessage::Go => {
                 if let Some((token, candidates)) = self.punches.answered.remove(&peer) {
                     tracing::debug!(%peer, "hole punch starts (responder)");
-                    self.punches.last.insert(peer, now);
+                    self.planner.punch_answered(now, peer);
                     self.dataplane.punch(peer, token, &candidates, now);
                 }
                 PunchMessage::Done

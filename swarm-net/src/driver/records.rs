@@ -39,8 +39,7 @@ impl Driver {
                 }
                 ViewEvent::Updated { peer, seq } => {
                     self.maybe_redial(now, peer);
-                    self.maybe_punch(now, peer);
-                    self.maybe_relay(now, peer);
+                    self.plan_path(now, peer);
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
                     self.gateway_routes(peer);
@@ -48,6 +47,7 @@ impl Driver {
                 }
                 ViewEvent::Expired { peer } => {
                     self.dataplane.remove_peer(&peer);
+                    self.planner.forget(&peer);
                     self.overlay_claim(peer);
                     self.gateway_routes(peer);
                     self.emit(NodeEvent::RecordExpired { peer });

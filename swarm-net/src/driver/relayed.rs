@@ -1,25 +1,22 @@
-//! Relayed tunnels (issue 13, part 4): when a tunnel cannot be punched (one side behind
-//! a hard NAT, or a punch between easy NATs failed), the lower `PeerId` of the pair
-//! opens a path through one of its relays ([`crate::tunnel_relay`]); both sides hand
-//! the stream to the data plane, which carries the tunnel over it while no direct
-//! endpoint is fresh. A failed or closed path is tried again after [`RETRY`], through
-//! the next relay.
+//! The path planner's glue, and relayed tunnels (issue 13, part 4). For each peer the
+//! driver asks [`PathPlanner`] (swarm-core, sans-IO) whether to punch or to open a
+//! relayed path, and through which relay; a relayed path is a libp2p stream through
+//! one of our relays ([`crate::tunnel_relay`]), handed (on both sides) to the data
+//! plane, which carries the tunnel over it while no direct endpoint is fresh.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::PeerId;
+use swarm_core::nat::plan::{PeerFacts, PlanAction};
 use swarm_core::nat::NatKind;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::Driver;
-use crate::api::NodeEvent;
+use crate::api::{NodeEvent, Path};
 use crate::tunnel_relay::{self, PathEvent, RelayCounters, RelayIn};
 
-/// A pair whose relayed path failed is tried again after this.
-const RETRY: Duration = Duration::from_secs(5);
 /// Relayed datagrams handed to the data plane per turn of the loop, at most.
 pub(super) const RELAYED_PER_TURN: usize = 64;
 
@@ -33,12 +30,6 @@ pub(super) struct Relayed {
     /// Datagrams from relayed paths' pumps.
     pub(super) inbox: mpsc::Receiver<RelayIn>,
     server: JoinHandle<()>,
-    /// Attempts in flight.
-    opening: HashSet<PeerId>,
-    /// When we last tried each peer, and how many attempts failed in a row.
-    last: HashMap<PeerId, (Instant, usize)>,
-    /// Peers a punch to failed (so easy/easy pairs are relayed too).
-    pub(super) punch_failed: HashSet<PeerId>,
 }
 
 impl Relayed {
@@ -53,17 +44,7 @@ impl Relayed {
         let (events_tx, events) = mpsc::channel(64);
         let server =
             tokio::spawn(tunnel_relay::serve(control.clone(), gate, counters.clone(), events_tx.clone()));
-        Self {
-            control,
-            counters,
-            events,
-            events_tx,
-            inbox,
-            server,
-            opening: HashSet::new(),
-            last: HashMap::new(),
-            punch_failed: HashSet::new(),
-        }
+        Self { control, counters, events, events_tx, inbox, server }
     }
 }
 
@@ -74,43 +55,33 @@ impl Drop for Relayed {
 }
 
 impl Driver {
-    /// Opens a relayed path to `peer` when we are the lower `PeerId`, both of us sit
-    /// behind NATs that cannot be punched between (one is hard, or a punch failed), no
-    /// direct endpoint is fresh and no path exists or is being opened, and the last
-    /// attempt is [`RETRY`] old.
-    pub(super) fn maybe_relay(&mut self, now: Instant, peer: PeerId) {
+    /// Asks the path planner about `peer` (a record came, a punch ended, a path
+    /// changed) and does what it says: offer a punch, or open a relayed path.
+    pub(super) fn plan_path(&mut self, now: Instant, peer: PeerId) {
         let local = *self.swarm.local_peer_id();
-        let nat = |p: &PeerId| self.view.get(p).map(|e| e.tunnel.nat);
-        let (ours, theirs) = (nat(&local), nat(&peer));
-        let natted = |k: Option<NatKind>| matches!(k, Some(NatKind::Easy | NatKind::Hard));
-        let punchable = ours == Some(NatKind::Easy)
-            && theirs == Some(NatKind::Easy)
-            && !self.relayed.punch_failed.contains(&peer);
-        if local >= peer || !natted(ours) || !natted(theirs) || punchable {
-            return;
-        }
-        if self.dataplane.has_relay_path(&peer)
-            || self.dataplane.direct_fresh(now, &peer)
-            || self.relayed.opening.contains(&peer)
-        {
-            return;
-        }
-        let (last, failures) = self.relayed.last.get(&peer).copied().unwrap_or((now - RETRY, 0));
-        if now.saturating_duration_since(last) < RETRY {
-            return;
-        }
-        let mut relays: Vec<PeerId> = self.reserved_relays().filter(|r| *r != peer).collect();
-        if relays.is_empty() {
-            return;
-        }
+        let nat = |p: &PeerId| self.view.get(p).map_or(NatKind::Unknown, |e| e.tunnel.nat);
+        let facts = PeerFacts {
+            we_are_lower: local < peer,
+            our_nat: nat(&local),
+            their_nat: nat(&peer),
+            connected: self.swarm.is_connected(&peer),
+            up: self.dataplane.status_of(&peer, now).is_some_and(|s| s.established),
+            relayed: matches!(self.dataplane.path(&peer), Some(Path::Relayed { .. })),
+            direct_fresh: self.dataplane.direct_fresh(now, &peer),
+            relay_path: self.dataplane.has_relay_path(&peer),
+        };
+        let mut relays: Vec<PeerId> = self.reserved_relays().collect();
         relays.sort();
-        let via = relays[failures % relays.len()];
-        self.relayed.last.insert(peer, (now, failures));
-        self.relayed.opening.insert(peer);
-        tracing::debug!(%peer, %via, "opening a relayed path");
-        let control = self.relayed.control.clone();
-        let events = self.relayed.events_tx.clone();
-        tokio::spawn(tunnel_relay::open(control, peer, via, events));
+        match self.planner.decide(now, peer, &facts, &relays) {
+            Some(PlanAction::Punch) => self.offer_punch(now, peer),
+            Some(PlanAction::Relay(via)) => {
+                tracing::debug!(%peer, %via, "opening a relayed path");
+                let control = self.relayed.control.clone();
+                let events = self.relayed.events_tx.clone();
+                tokio::spawn(tunnel_relay::open(control, peer, via, events));
+            }
+            None => {}
+        }
     }
 
     /// A path opened (ours, or one offered through a relay) or failed.
@@ -118,19 +89,13 @@ impl Driver {
         let now = Instant::now();
         match event {
             PathEvent::Opened { peer, via, stream } => {
-                self.relayed.opening.remove(&peer);
-                if let Some((_, failures)) = self.relayed.last.get_mut(&peer) {
-                    *failures = 0;
-                }
+                self.planner.relay_ended(peer, true);
                 if self.dataplane.add_relay_path(now, peer, via, stream) {
                     tracing::info!(%peer, %via, "relayed path open");
                 }
             }
             PathEvent::Failed { peer, via, why } => {
-                self.relayed.opening.remove(&peer);
-                if let Some((_, failures)) = self.relayed.last.get_mut(&peer) {
-                    *failures += 1;
-                }
+                self.planner.relay_ended(peer, false);
                 tracing::info!(%peer, %via, %why, "relayed path failed");
             }
         }

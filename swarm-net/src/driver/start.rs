@@ -303,6 +303,7 @@ impl Driver {
             gate: p.gate,
             relays: relays::Relays::default(),
             relayed,
+            planner: swarm_core::nat::plan::PathPlanner::default(),
             punches: super::punches::Punches::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),

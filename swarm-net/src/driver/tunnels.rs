@@ -28,15 +28,12 @@ impl Driver {
                 DataPlaneEvent::Link(e) => self.on_link_event(e),
                 DataPlaneEvent::Punch(e) => {
                     tracing::info!(?e, "hole punch ended");
-                    match e {
-                        swarm_core::nat::PunchEvent::Failed { peer } => {
-                            self.relayed.punch_failed.insert(peer);
-                            self.maybe_relay(now, peer);
-                        }
-                        swarm_core::nat::PunchEvent::Punched { peer, .. } => {
-                            self.relayed.punch_failed.remove(&peer);
-                        }
-                    }
+                    let (peer, punched) = match e {
+                        swarm_core::nat::PunchEvent::Failed { peer } => (peer, false),
+                        swarm_core::nat::PunchEvent::Punched { peer, .. } => (peer, true),
+                    };
+                    self.planner.punch_ended(peer, punched);
+                    self.plan_path(now, peer);
                 }
                 DataPlaneEvent::PathChanged { peer, path } => self.on_path_changed(peer, path),
                 DataPlaneEvent::Reflexive(r) => {
