@@ -219,6 +219,77 @@ pub fn tunnel_responder(data: &[u8]) {
     }
 }
 
+/// NAT-traversal messages from the network, through the state machines that take them:
+/// the first byte picks how the rest is read, as a binding message (a request, an
+/// answer for the probe, a probe or acknowledgement for a puncher with one punch under
+/// way), a punch signalling message, or a relay stream's header and frames. No answer is
+/// ever larger than its request.
+pub fn nat_messages(data: &[u8]) {
+    use crate::nat::binding::{self, Binding, BINDING_LEN};
+    use crate::nat::punch::{PunchMessage, MAX_PUNCH_MESSAGE};
+    use crate::nat::relay::{frame_len, RelayHeader};
+    use crate::nat::{NatProbe, ProbeConfig, PunchConfig, Puncher};
+    let Some((&mode, rest)) = data.split_first() else { return };
+    #[allow(clippy::disallowed_methods)] // a fuzz target's epoch
+    let now = Instant::now();
+    let from: std::net::SocketAddr = "192.0.2.9:4000".parse().expect("an address");
+    match mode % 3 {
+        0 => {
+            let mut probe = NatProbe::new(ProbeConfig::default(), [1; 32]);
+            probe.set_own(vec!["203.0.113.1:51820".parse().expect("an address")]);
+            probe.add_reflectors(now, &[from]);
+            probe.handle_timeout(now);
+            let mut puncher: Puncher<u8> = Puncher::new(PunchConfig::default());
+            puncher.start(1, [7; 12], &[from], now);
+            for m in rest.chunks(BINDING_LEN) {
+                match binding::parse(m) {
+                    Some(Binding::Request(txid)) => {
+                        assert!(binding::answer(&txid, from).len() <= m.len(), "no amplification");
+                        probe.handle_request(from, "203.0.113.1:51820".parse().expect("an address"));
+                    }
+                    Some(Binding::Answer(txid, mapped)) => probe.handle_answer(&txid, mapped),
+                    Some(Binding::Probe(token)) => {
+                        puncher.handle_probe(from, &token);
+                    }
+                    Some(Binding::ProbeAck(token)) => {
+                        puncher.handle_ack(from, &token);
+                    }
+                    None => {}
+                }
+                probe.handle_timeout(now);
+                puncher.handle_timeout(now);
+                while let Some((_, out)) = puncher.poll_transmit().or_else(|| probe.poll_transmit()) {
+                    assert!(out.len() <= BINDING_LEN);
+                }
+            }
+        }
+        1 => {
+            if let Ok(PunchMessage::Offer { candidates, .. } | PunchMessage::Answer { candidates }) =
+                crate::codec::decode::<PunchMessage>(rest, MAX_PUNCH_MESSAGE)
+            {
+                let mut puncher: Puncher<u8> = Puncher::new(PunchConfig::default());
+                puncher.prime([1; 12], &candidates);
+                puncher.start(1, [1; 12], &candidates, now);
+                puncher.handle_timeout(now);
+            }
+        }
+        _ => {
+            let Some(prefix) = rest.get(..3) else { return };
+            let Ok(len) = RelayHeader::len_from_prefix([prefix[0], prefix[1], prefix[2]]) else { return };
+            let Some(header) = rest.get(..len) else { return };
+            if let Ok(h) = RelayHeader::parse(header) {
+                assert_eq!(RelayHeader::parse(&h.encode()), Ok(h), "headers round-trip");
+            }
+            let mut frames = &rest[len..];
+            while let Some(head) = frames.get(..2) {
+                let Some(n) = frame_len([head[0], head[1]]) else { return };
+                let Some(body) = frames.get(2..2 + n) else { return };
+                frames = &frames[2 + body.len()..];
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +325,18 @@ mod tests {
             tunnel: SignedTunnelRecord::sign(&tunnel, &k).unwrap(),
             extensions: BoundedVec::new(),
         }
+    }
+
+    /// A relay stream: a `Connect` header, then two frames.
+    fn nat_relay_seed() -> Vec<u8> {
+        use crate::nat::relay::{frame_header, RelayHeader};
+        let mut out = vec![2u8];
+        out.extend(RelayHeader::Connect { to: author(2) }.encode());
+        for d in [&[9u8; 32][..], &[8u8; 148][..]] {
+            out.extend(frame_header(d.len()).unwrap());
+            out.extend_from_slice(d);
+        }
+        out
     }
 
     /// Seeds: valid records (which the targets must accept) and a few broken ones.
@@ -322,6 +405,12 @@ mod tests {
             ),
             ("tunnel_responder", "raw".into(), [&[32u8 << 2][..], &[4, 0, 0, 0], &[0; 28]].concat()),
             ("lease_messages", "reserve_renew_release".into(), lease_seed()),
+            ("nat_messages", "relay_header_frames".into(), nat_relay_seed()),
+            (
+                "nat_messages",
+                "binding_request".into(),
+                [&[0u8][..], &crate::nat::binding::request(&[5; 12])].concat(),
+            ),
         ]
     }
 
@@ -346,6 +435,7 @@ mod tests {
             ("tunnel_wire", tunnel_wire),
             ("tunnel_responder", tunnel_responder),
             ("lease_messages", lease_messages),
+            ("nat_messages", nat_messages),
         ] {
             let dir = corpus_dir(target);
             for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
