@@ -145,18 +145,26 @@ fn time_to_direct(runs: usize) {
 /// tunnel between them is up (direct or relayed).
 fn path_figures(setup: &Setup) -> Result<(f64, f64), String> {
     let lab = Lab::up(setup);
-    let (nodes, _) = start(&lab, true);
+    let (nodes, t0) = start(&lab, true);
     let overlay_b =
         wait_line(&nodes[2].out, |l| l.starts_with("overlay ")).trim_start_matches("overlay ").to_owned();
     let up = format!("up {} ", nodes[2].id);
     let path = format!("path {} ", nodes[2].id);
-    wait_line_within(&nodes[1].out, Duration::from_secs(60), |l| l.starts_with(&up));
-    // Let the path settle (a relayed one is chosen within seconds of the punch failing).
-    std::thread::sleep(Duration::from_secs(3));
-    let settled: Vec<String> = nodes[1].out.try_iter().filter(|l| l.starts_with(&path)).collect();
-    if let Some(last) = settled.last() {
-        println!("  ({})", last.trim_start_matches(&path));
-    }
+    // The path is reported before the tunnel's first handshake completes over it.
+    let mut last_path = None;
+    wait_line_within(&nodes[1].out, Duration::from_secs(60), |l| {
+        if l.starts_with(&path) {
+            last_path = Some(l.trim_start_matches(&path).to_owned());
+        }
+        l.starts_with(&up)
+    });
+    println!(
+        "  (up {:.2} s after the homes started, {})",
+        t0.elapsed().as_secs_f64(),
+        last_path.as_deref().unwrap_or("direct")
+    );
+    // Let the path settle before measuring.
+    std::thread::sleep(Duration::from_secs(2));
     let ping = lab
         .exec("home-a")
         .args(["ping", "-6", "-c", "20", "-i", "0.2", "-W", "2", &overlay_b])

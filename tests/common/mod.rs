@@ -63,7 +63,7 @@ pub fn spawn_in(mut command: Command, args: &[&str]) -> (Guard, mpsc::Receiver<S
 
 /// The first line that satisfies `pred`, within 30 s; panics (with the last lines seen)
 /// otherwise.
-pub fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> String {
+pub fn wait_line(rx: &mpsc::Receiver<String>, pred: impl FnMut(&str) -> bool) -> String {
     wait_line_within(rx, Duration::from_secs(30), pred)
 }
 
@@ -71,7 +71,7 @@ pub fn wait_line(rx: &mpsc::Receiver<String>, pred: impl Fn(&str) -> bool) -> St
 pub fn wait_line_within(
     rx: &mpsc::Receiver<String>,
     within: Duration,
-    pred: impl Fn(&str) -> bool,
+    mut pred: impl FnMut(&str) -> bool,
 ) -> String {
     let deadline = std::time::Instant::now() + within;
     let mut seen = std::collections::VecDeque::new();

@@ -715,12 +715,24 @@ impl DataPlane {
         if let PunchEvent::Punched { peer, endpoint } = event {
             if let Some(known) = self.peers.get_mut(&peer) {
                 known.punched = Some(now);
-                self.tunnels.set_endpoint(known.handle, endpoint);
-                self.tunnels.open(now, known.handle);
+                let handle = known.handle;
+                self.tunnels.set_endpoint(handle, endpoint);
+                self.handshake_now(now, handle);
                 self.update_path(now, peer);
             }
         }
         self.events.push_back(DataPlaneEvent::Punch(event));
+    }
+
+    /// A tunnel that just got a usable path handshakes over it now: a tunnel that is not
+    /// up and has an initiation in flight (sent where nothing arrives) starts a new one
+    /// instead of waiting up to 5 s for the retry; one that is up keeps its session.
+    fn handshake_now(&mut self, now: Instant, handle: PeerHandle) {
+        match self.tunnels.status(handle, now) {
+            Some(s) if s.established => {}
+            Some(s) if s.handshake_in_progress => self.tunnels.force_rekey(now, handle),
+            _ => self.tunnels.open(now, handle),
+        }
     }
 
     /// Whether `peer`'s tunnel has a direct endpoint that carried an authenticated
@@ -763,7 +775,7 @@ impl DataPlane {
         self.relayed.insert(addr, RelayedPath { peer, via, pumps });
         if !self.direct_fresh(now, &peer) {
             self.tunnels.set_endpoint(handle, addr);
-            self.tunnels.open(now, handle);
+            self.handshake_now(now, handle);
         }
         self.update_path(now, peer);
         true
