@@ -29,9 +29,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log filter, e.g. `info` or `swarm_net=debug` (also RUST_LOG).
-    #[arg(long, global = true, default_value = "warn,swarm_gpu=info,libp2p_kad=error")]
-    log: String,
+    /// Log filter, e.g. `info` or `swarm_net=debug` [default: RUST_LOG, else
+    /// warn,swarm_gpu=info,libp2p_kad=error]. The flag wins over RUST_LOG.
+    #[arg(long, global = true)]
+    log: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,11 +78,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// The log filter without `--log` or RUST_LOG.
+const DEFAULT_LOG: &str = "warn,swarm_gpu=info,libp2p_kad=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cli.log));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // An explicit `--log` wins; then RUST_LOG; then the default.
+    let filter = match &cli.log {
+        Some(spec) => tracing_subscriber::EnvFilter::new(spec),
+        None => tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
+    };
+    // Colours only on a terminal: not in files, pipes or journald.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

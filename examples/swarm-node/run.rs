@@ -215,10 +215,13 @@ fn log_event(event: NodeEvent) {
             None => println!("tunnel socket: {} NAT", nat.as_str()),
         },
         NodeEvent::LinkDegraded { peer, metric, value, target } => {
-            tracing::warn!(%peer, metric = metric.as_str(), value, target, "link degraded");
+            let unit = metric.si_unit();
+            tracing::warn!(%peer, metric = metric.as_str(), value, target, unit, "link degraded");
         }
+        // At the level of the degradation, so an operator who sees one sees the other.
         NodeEvent::LinkRecovered { peer, metric, value, target } => {
-            tracing::info!(%peer, metric = metric.as_str(), value, target, "link recovered");
+            let unit = metric.si_unit();
+            tracing::warn!(%peer, metric = metric.as_str(), value, target, unit, "link recovered");
         }
         _ => {}
     }

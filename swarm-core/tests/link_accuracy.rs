@@ -504,3 +504,27 @@ fn a_path_change_restarts_the_windows() {
     assert_eq!(sim.nodes[0].throughput, vec![Err(ThroughputError::Down)]);
     assert!(sim.nodes[0].links.report(now, &other).is_some(), "the link stays");
 }
+
+/// A peer that restarts starts its probe clock and sequence over: the jitter measured
+/// of its probes stays the link's (no jump of the clocks' offset, no false breach).
+#[test]
+fn a_restarted_peer_leaves_the_jitter_true() {
+    let calm = LinkProfile { delay: Duration::from_millis(10), ..LinkProfile::default() };
+    let link = LinkConfig::default();
+    let mut sim = Sim::new(calm, 100, link, 53);
+    sim.run_for(Duration::from_secs(20));
+    let before = sim.stats(0).jitter_in.unwrap();
+    // Node 1 restarts: a fresh link table (its monitor's clock and sequence start over),
+    // over the same tunnel.
+    let (now, other) = (sim.now, sim.nodes[1].other);
+    sim.nodes[1].links = LinkTable::new(now, link, SlaPolicy::default());
+    sim.nodes[1].links.handle_tunnel_up(now, other);
+    sim.run_for(Duration::from_secs(10));
+    let after = sim.stats(0).jitter_in.unwrap();
+    println!("jitter in before {before:?}, after the restart {after:?}");
+    assert!(after < Duration::from_millis(2), "{after:?}");
+    let s = sim.stats(0);
+    let (mean, _) = s.long.jitter_mean.unwrap();
+    assert!(mean < Duration::from_millis(2), "{mean:?}");
+    assert!(sim.events(0, Metric::Jitter).is_empty(), "{:?}", sim.events(0, Metric::Jitter));
+}

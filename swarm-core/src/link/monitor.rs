@@ -148,20 +148,35 @@ pub struct LinkStats {
 #[derive(Debug, Clone, Default)]
 struct Rfc3550 {
     last_transit_us: Option<i64>,
+    /// The sequence number of the last probe.
+    last_seq: Option<u32>,
     j_us: f64,
     samples: u64,
     sum_abs_d_us: u64,
 }
 
+/// A change of transit time between two probes larger than this is a discontinuity of
+/// the prober's clock (it restarted), not jitter: no probe waits that long.
+const MAX_D_US: u64 = 1_000_000;
+
 impl Rfc3550 {
-    fn on_arrival(&mut self, transit_us: i64) {
-        if let Some(prev) = self.last_transit_us {
+    /// Probe `seq` arrived `transit_us` after the prober's clock said it left. A probe
+    /// that does not follow the last one (its sequence went back: the prober restarted,
+    /// or the probe was reordered) or whose transit jumped by more than [`MAX_D_US`]
+    /// starts the differences over instead of counting: the estimate stays the link's
+    /// (RFC 3550 resets its estimator likewise when a source's SSRC changes).
+    fn on_arrival(&mut self, seq: u32, transit_us: i64) {
+        let follows = self.last_seq.is_none_or(|last| seq > last);
+        if let (Some(prev), true) = (self.last_transit_us, follows) {
             let d = (transit_us - prev).unsigned_abs();
-            self.j_us += (d as f64 - self.j_us) / 16.0;
-            self.samples += 1;
-            self.sum_abs_d_us = self.sum_abs_d_us.saturating_add(d);
+            if d <= MAX_D_US {
+                self.j_us += (d as f64 - self.j_us) / 16.0;
+                self.samples += 1;
+                self.sum_abs_d_us = self.sum_abs_d_us.saturating_add(d);
+            }
         }
         self.last_transit_us = Some(transit_us);
+        self.last_seq = Some(seq);
     }
 
     fn value(&self) -> Option<Duration> {
@@ -306,7 +321,7 @@ impl LinkMonitor {
     pub fn handle_probe(&mut self, now: Instant, body: &[u8]) -> Result<[u8; REPLY_LEN], ProbeError> {
         let probe = Probe::parse(body)?;
         let transit = self.clock_us(now) as i64 - probe.sent_us as i64;
-        self.jitter.on_arrival(transit);
+        self.jitter.on_arrival(probe.seq, transit);
         let jitter_in_us = self.jitter.value().map(|j| u32::try_from(j.as_micros()).unwrap_or(u32::MAX - 1));
         let loss_in_ppm = self.windows[0].passive.delta().and_then(|(d, _)| {
             let (rx, expected) = (d[0], d[1]);

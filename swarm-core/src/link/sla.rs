@@ -65,6 +65,15 @@ impl Metric {
         }
     }
 
+    /// The SI unit of [`to_si`](Self::to_si)'s values: `s`, `ratio` or `bit/s`.
+    pub fn si_unit(self) -> &'static str {
+        match self {
+            Metric::Latency | Metric::Jitter => "s",
+            Metric::Loss => "ratio",
+            Metric::Throughput => "bit/s",
+        }
+    }
+
     fn index(self) -> usize {
         self as usize
     }
