@@ -6,7 +6,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{run, spawn_in, spawn_node, swarm_node, wait_line, Veth};
+use common::{run, spawn_in, spawn_node, swarm_node, wait_line, Guard, Veth};
 
 #[test]
 fn demo_json_reports_a_converged_mesh() {
@@ -137,6 +137,8 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     let common = [
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
+        "--tunnel-port",
+        "0",
         "--refresh",
         "500ms",
         "--heartbeat",
@@ -355,6 +357,8 @@ fn the_control_socket_serves_only_its_owner() {
         key.to_str().unwrap(),
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
+        "--tunnel-port",
+        "0",
         "--gpus",
         "none",
         "--control",
@@ -373,4 +377,77 @@ fn the_control_socket_serves_only_its_owner() {
     assert!(err.contains("uid 65534 may not control this node"), "{err}");
     let mine = run(&["placements", "--control", sock.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&mine.stdout).contains("0 placements held"));
+}
+
+/// A second node on a taken port fails at once with the OS's reason and the address,
+/// for TCP (which libp2p would otherwise share through SO_REUSEPORT), QUIC and the tunnel
+/// socket alike; the first node keeps running. A bootstrap address where nothing
+/// answers is a warning naming it.
+#[test]
+fn taken_ports_fail_clearly_and_a_dead_bootstrap_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    // Free ports, found by binding port 0 and letting go.
+    let free = |udp: bool| {
+        if udp {
+            std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        }
+    };
+    let (tcp, quic, tunnel) = (free(false), free(true), free(true));
+    let (tcp_addr, quic_addr) =
+        (format!("/ip4/127.0.0.1/tcp/{tcp}"), format!("/ip4/127.0.0.1/udp/{quic}/quic-v1"));
+    let tunnel_port = tunnel.to_string();
+    let key = |n: &str| dir.path().join(n).to_str().unwrap().to_owned();
+    let a_key = key("a.key");
+    let (_a, rx) = spawn_node(&[
+        "run",
+        "--identity",
+        &a_key,
+        "--gpus",
+        "none",
+        "--listen",
+        &tcp_addr,
+        "--listen",
+        &quic_addr,
+        "--tunnel-port",
+        &tunnel_port,
+    ]);
+    let line = wait_line(&rx, |l| l.starts_with("tunnel socket (UDP) at "));
+    assert!(line.contains(&format!("127.0.0.1:{tunnel}")), "{line}");
+    let cases: [(&[&str], &str); 3] = [
+        (&["--listen", &tcp_addr, "--tunnel-port", "0"], &tcp_addr),
+        (&["--listen", &quic_addr, "--tunnel-port", "0"], &quic_addr),
+        (&["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", &tunnel_port], &tunnel_port),
+    ];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let k = key(&format!("b{i}.key"));
+        let mut args = vec!["run", "--identity", &k, "--gpus", "none"];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.contains("in use"), "{args:?}: {err}");
+    }
+    // A bootstrap address where nothing listens: a warning names it.
+    let c_key = key("c.key");
+    let dead = format!("/ip4/127.0.0.1/tcp/{}", free(false));
+    let mut c = swarm_node();
+    c.args(["run", "--identity", &c_key, "--gpus", "none", "--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--tunnel-port", "0", "--bootstrap", &dead])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let mut child = Guard(c.spawn().unwrap());
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, warned) = std::sync::mpsc::sync_channel(64);
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let line = wait_line(&warned, |l| l.contains("bootstrap peer unreachable"));
+    assert!(line.contains(&dead) && line.contains("WARN"), "{line}");
 }

@@ -205,6 +205,7 @@ fn three_vpn_nodes_reach_each_other_at_their_overlay_addresses() {
     // first node's device still works.
     let mut second = lan.node(0);
     second.args(["run", "--identity", dir.path().join("x.key").to_str().unwrap(), "--gpus", "none", "--vpn"]);
+    second.args(["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0"]);
     let out = output(second);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");

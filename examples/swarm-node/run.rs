@@ -15,8 +15,9 @@ use crate::table;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Listen address (repeatable), e.g. /ip4/0.0.0.0/udp/4001/quic-v1 or /ip4/0.0.0.0/tcp/4001.
-    #[arg(long, value_name = "MULTIADDR", default_values_t = default_listen())]
+    /// Listen address (repeatable) [default: QUIC on UDP and TCP, both on port 4190, all
+    /// IPv4 addresses]. A fixed port that is taken is an error, with the OS's reason.
+    #[arg(long, value_name = "MULTIADDR", default_values_t = default_listen(), hide_default_value = true)]
     listen: Vec<Multiaddr>,
     /// Bootstrap peer (repeatable), ideally ending in /p2p/<peer id>.
     #[arg(long, value_name = "MULTIADDR")]
@@ -43,7 +44,7 @@ pub struct RunArgs {
     #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
     refresh: Duration,
     /// UDP port of the tunnel socket (0: any).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = DEFAULT_TUNNEL_PORT)]
     tunnel_port: u16,
     /// Announce this tunnel endpoint instead of the socket's addresses (repeatable): a
     /// NAT's forwarded port, or a relay.
@@ -98,8 +99,19 @@ fn parse_ipv4_range(s: &str) -> Result<Ipv4Choice, String> {
     s.parse().map(|r| Ipv4Choice(Some(r))).map_err(|e: swarm::core::overlay::Ipv4RangeError| e.to_string())
 }
 
+/// The libp2p port, for QUIC (UDP) and TCP alike: fixed, so the address given to other
+/// machines and the firewall rules stay true across restarts.
+pub const DEFAULT_PORT: u16 = 4190;
+/// The tunnel socket's UDP port.
+pub const DEFAULT_TUNNEL_PORT: u16 = 4191;
+/// How long a node may find no peer before it says so.
+const ALONE_WARNING: Duration = Duration::from_secs(30);
+
 fn default_listen() -> Vec<Multiaddr> {
-    ["/ip4/0.0.0.0/udp/0/quic-v1", "/ip4/0.0.0.0/tcp/0"].iter().filter_map(|a| a.parse().ok()).collect()
+    [format!("/ip4/0.0.0.0/udp/{DEFAULT_PORT}/quic-v1"), format!("/ip4/0.0.0.0/tcp/{DEFAULT_PORT}")]
+        .iter()
+        .filter_map(|a| a.parse().ok())
+        .collect()
 }
 
 /// The node `run`'s flags describe.
@@ -161,6 +173,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     for addr in node.listen_addrs().await? {
         println!("listening on {addr}");
     }
+    print_tunnel_socket(&node).await?;
+    let started = tokio::time::Instant::now();
+    let mut alone_said = false;
 
     // Listen for Ctrl-C (SIGINT) and SIGTERM from here on: a stream made once misses no
     // signal, while a `ctrl_c()` future made per loop turn misses one that arrives while
@@ -176,6 +191,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = ticker.tick() => {
                 let view = node.cluster().await?;
                 let connected = node.connected_peers().await?;
+                if connected.is_empty() && !alone_said && started.elapsed() >= ALONE_WARNING {
+                    alone_said = true;
+                    tracing::warn!(
+                        seconds = ALONE_WARNING.as_secs(),
+                        bootstrap = args.bootstrap.len(),
+                        "no peer connected: check --bootstrap (the warnings above say why each failed) and the firewall"
+                    );
+                }
                 let stats = node.stats().await?;
                 let tunnels = node.tunnels().await?;
                 let overlay = overlay_of_view(&node, &view).await?;
@@ -225,6 +248,20 @@ fn log_event(event: NodeEvent) {
         }
         _ => {}
     }
+}
+
+/// Where the tunnel socket listens (its port goes in firewall rules beside the libp2p
+/// port), from the node's own record.
+async fn print_tunnel_socket(node: &Node) -> anyhow::Result<()> {
+    let view = node.cluster().await?;
+    let own = view.entries.iter().find(|e| e.local);
+    let endpoints: Vec<String> =
+        own.map(|e| e.tunnel.udp_endpoints.iter().map(ToString::to_string).collect()).unwrap_or_default();
+    println!(
+        "tunnel socket (UDP) at {}",
+        if endpoints.is_empty() { "-".to_owned() } else { endpoints.join(", ") }
+    );
+    Ok(())
 }
 
 /// The node's overlay addresses, as the VPN device carries them.

@@ -178,9 +178,17 @@ pub enum BuildError {
         /// Why.
         detail: String,
     },
-    /// The tunnel UDP socket could not be bound.
-    #[error("cannot bind the tunnel UDP socket: {0}")]
+    /// The tunnel UDP socket could not be set up.
+    #[error("cannot set up the tunnel UDP socket: {0}")]
     TunnelSocket(std::io::Error),
+    /// The tunnel UDP socket could not be bound at its address.
+    #[error("cannot bind the tunnel UDP socket to {addr}: {error} (is another node using that port? choose one with --tunnel-port, 0 for any)")]
+    TunnelBind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        error: std::io::Error,
+    },
     /// The VPN's TUN device could not be set up.
     #[error(transparent)]
     Vpn(#[from] crate::dataplane::tun::TunError),

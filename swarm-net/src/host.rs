@@ -26,7 +26,10 @@ pub(crate) fn bind_tunnel_sockets(config: &NodeConfig) -> Result<Vec<UdpSocket>,
     }
     wanted
         .into_iter()
-        .map(|ip| bind_udp(SocketAddr::new(ip, config.tunnel_port)).map_err(BuildError::TunnelSocket))
+        .map(|ip| {
+            let addr = SocketAddr::new(ip, config.tunnel_port);
+            bind_udp(addr).map_err(|error| BuildError::TunnelBind { addr, error })
+        })
         .collect()
 }
 

@@ -122,6 +122,8 @@ pub(crate) struct Driver {
     relays: relays::Relays,
     /// Relayed tunnels: the relay service and our paths.
     relayed: relayed::Relayed,
+    /// Dials to bootstrap addresses under way, so a failure names its address.
+    bootstrap_dials: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
     /// When to punch and when to relay, per peer.
     planner: swarm_core::nat::plan::PathPlanner<PeerId>,
     /// Hole punches and their signalling.

@@ -244,9 +244,10 @@ fn listen(
 ) -> Result<Vec<(ListenerId, Multiaddr)>, BuildError> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
+        probe_tcp_port(addr)?;
         let id = swarm
             .listen_on(addr.clone())
-            .map_err(|e| BuildError::Listen { addr: addr.clone(), detail: e.to_string() })?;
+            .map_err(|e| BuildError::Listen { addr: addr.clone(), detail: error_chain(&e) })?;
         listeners.push((id, addr.clone()));
     }
     let topic = records_topic(&config.namespace);
@@ -304,6 +305,7 @@ impl Driver {
             relays: relays::Relays::default(),
             relayed,
             planner: swarm_core::nat::plan::PathPlanner::default(),
+            bootstrap_dials: HashMap::new(),
             punches: super::punches::Punches::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
@@ -342,10 +344,55 @@ impl Driver {
                 bare.pop();
                 self.swarm.behaviour_mut().kad.add_address(&peer, bare);
             }
-            if let Err(e) = self.swarm.dial(addr.clone()) {
-                tracing::warn!(%addr, error = %e, "cannot dial bootstrap peer");
+            let opts = libp2p::swarm::dial_opts::DialOpts::from(addr.clone());
+            let id = opts.connection_id();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    self.bootstrap_dials.insert(id, addr);
+                }
+                Err(e) => tracing::warn!(%addr, error = %error_chain(&e), "cannot dial bootstrap peer"),
             }
         }
+    }
+}
+
+/// An error and its sources, `a: b: c` (libp2p's transport errors keep the OS reason in
+/// a source, and say nothing of it in their own text).
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out = if out.is_empty() { text } else { format!("{out}: {text}") };
+        }
+        source = s.source();
+    }
+    out
+}
+
+/// A TCP listen address with a fixed port must be free: libp2p-tcp listens with
+/// `SO_REUSEPORT`, so a second node on the same port would share it silently. A plain
+/// bind there fails with the OS's reason when anything listens on it.
+fn probe_tcp_port(addr: &Multiaddr) -> Result<(), BuildError> {
+    let mut ip = None;
+    let mut port = None;
+    for p in addr.iter() {
+        match p {
+            Protocol::Ip4(v4) => ip = Some(std::net::IpAddr::V4(v4)),
+            Protocol::Ip6(v6) => ip = Some(std::net::IpAddr::V6(v6)),
+            Protocol::Tcp(p) => port = Some(p),
+            _ => {}
+        }
+    }
+    match (ip, port) {
+        (Some(ip), Some(port)) if port != 0 => {
+            std::net::TcpListener::bind((ip, port)).map(drop).map_err(|e| BuildError::Listen {
+                addr: addr.clone(),
+                detail: format!("{e} (is another node using that port?)"),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -354,12 +401,12 @@ fn listen_failure<E>(pending: &[(ListenerId, Multiaddr)], event: &SwarmEvent<E>)
     let (listener_id, detail) = match event {
         SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
             let detail = match reason {
-                Err(e) => e.to_string(),
+                Err(e) => error_chain(e),
                 Ok(()) => "closed".to_owned(),
             };
             (listener_id, detail)
         }
-        SwarmEvent::ListenerError { listener_id, error } => (listener_id, error.to_string()),
+        SwarmEvent::ListenerError { listener_id, error } => (listener_id, error_chain(error)),
         _ => return None,
     };
     let (_, addr) = pending.iter().find(|(id, _)| id == listener_id)?;

@@ -55,15 +55,22 @@ impl Driver {
                 self.listen_addrs.retain(|a| *a != full);
                 self.update_tunnel_endpoints();
             }
-            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
                 self.dialing.remove(&peer_id);
+                self.bootstrap_dials.remove(&connection_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
                 self.identified.remove(&peer_id);
                 self.member_maybe_lost(peer_id);
             }
-            SwarmEvent::OutgoingConnectionError { peer_id, error, .. } => {
-                tracing::debug!(?peer_id, %error, "dial failed");
+            SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
+                match self.bootstrap_dials.remove(&connection_id) {
+                    Some(addr) => {
+                        let error = super::start::error_chain(&error);
+                        tracing::warn!(%addr, %error, "bootstrap peer unreachable");
+                    }
+                    None => tracing::debug!(?peer_id, %error, "dial failed"),
+                }
                 if let Some(peer) = peer_id {
                     self.dialing.remove(&peer);
                 }
