@@ -381,8 +381,8 @@ fn the_control_socket_serves_only_its_owner() {
 
 /// A second node on a taken port fails at once with the OS's reason and the address,
 /// for TCP (which libp2p would otherwise share through SO_REUSEPORT), QUIC and the tunnel
-/// socket alike; the first node keeps running. A bootstrap address where nothing
-/// answers is a warning naming it.
+/// socket alike; the first node keeps running, and its identity file cannot be run
+/// twice. A bootstrap address where nothing answers is a warning naming it.
 #[test]
 fn taken_ports_fail_clearly_and_a_dead_bootstrap_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -429,6 +429,21 @@ fn taken_ports_fail_clearly_and_a_dead_bootstrap_is_named() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
         assert!(err.contains(needle) && err.contains("in use"), "{args:?}: {err}");
     }
+    // A second process on the first one's identity file: refused, naming the file.
+    let out = run(&[
+        "run",
+        "--identity",
+        &a_key,
+        "--gpus",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--tunnel-port",
+        "0",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a.key") && err.contains("in use by another running node"), "{err}");
     // A bootstrap address where nothing listens: a warning names it.
     let c_key = key("c.key");
     let dead = format!("/ip4/127.0.0.1/tcp/{}", free(false));

@@ -178,6 +178,12 @@ pub enum BuildError {
         /// Why.
         detail: String,
     },
+    /// Another process runs a node on this identity file (it holds `<file>.lock`).
+    #[error("{path} is in use by another running node (it holds {path}.lock); stop it, or give this node its own --identity")]
+    IdentityInUse {
+        /// The identity file.
+        path: PathBuf,
+    },
     /// The tunnel UDP socket could not be set up.
     #[error("cannot set up the tunnel UDP socket: {0}")]
     TunnelSocket(std::io::Error),

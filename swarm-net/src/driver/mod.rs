@@ -122,6 +122,8 @@ pub(crate) struct Driver {
     relays: relays::Relays,
     /// Relayed tunnels: the relay service and our paths.
     relayed: relayed::Relayed,
+    /// The identity file's lock: two processes never run one identity.
+    _identity_lock: Option<std::fs::File>,
     /// Dials to bootstrap addresses under way, so a failure names its address.
     bootstrap_dials: HashMap<libp2p::swarm::ConnectionId, Multiaddr>,
     /// When to punch and when to relay, per peer.

@@ -42,12 +42,38 @@ const OUTGOING_CAPACITY: usize = 1024;
 /// when it is full; the relay streams' flow control pushes back on the senders).
 const RELAY_INBOX: usize = 1024;
 
+/// An exclusive lock on `<identity file>.lock`, held for the node's life (the OS drops
+/// it with the process, however it ends), so two processes never run one identity.
+fn lock_identity(path: &std::path::Path) -> Result<std::fs::File, BuildError> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let io = |source| {
+        BuildError::Identity(crate::identity::IdentityError::Io {
+            action: "lock",
+            path: PathBuf::from(&lock_path),
+            source,
+        })
+    };
+    let file =
+        std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(BuildError::IdentityInUse { path: path.to_owned() }),
+        Err(std::fs::TryLockError::Error(e)) => Err(io(e)),
+    }
+}
+
 /// The node's keys; whether an earlier run of them may have granted leases; the
-/// identity file, beside which the IPv4 overlay candidate and stock peers persist.
+/// identity file, beside which the IPv4 overlay candidate and stock peers persist, and
+/// its lock.
 async fn identity(
     source: IdentitySource,
     grace_set: bool,
-) -> Result<(NodeIdentity, bool, Option<PathBuf>), BuildError> {
+) -> Result<(NodeIdentity, bool, Option<PathBuf>, Option<std::fs::File>), BuildError> {
+    let lock = match &source {
+        IdentitySource::File(path) => Some(lock_identity(path)?),
+        _ => None,
+    };
     let restarted = match &source {
         IdentitySource::Ephemeral => false,
         IdentitySource::Keys(_) => grace_set,
@@ -66,7 +92,7 @@ async fn identity(
                 .map_err(|e| BuildError::Network(e.to_string()))??
         }
     };
-    Ok((identity, restarted, identity_file))
+    Ok((identity, restarted, identity_file, lock))
 }
 
 /// The GPUs now, and the filter that judges later samples against them.
@@ -148,13 +174,16 @@ struct Parts {
     gate: Arc<RelayGate>,
     /// Datagrams from relayed paths, for the data plane.
     relay_inbox: mpsc::Receiver<crate::tunnel_relay::RelayIn>,
+    /// The identity file's lock, held while the node runs.
+    identity_lock: Option<std::fs::File>,
 }
 
 pub(super) async fn spawn(
     builder: NodeBuilder,
     config: NodeConfig,
 ) -> Result<(Node, NodeEvents), BuildError> {
-    let (identity, restarted, identity_file) = identity(builder.identity, builder.grace_set).await?;
+    let (identity, restarted, identity_file, identity_lock) =
+        identity(builder.identity, builder.grace_set).await?;
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
@@ -201,6 +230,7 @@ pub(super) async fn spawn(
         identity_file,
         gate,
         relay_inbox,
+        identity_lock,
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -306,6 +336,7 @@ impl Driver {
             relayed,
             planner: swarm_core::nat::plan::PathPlanner::default(),
             bootstrap_dials: HashMap::new(),
+            _identity_lock: p.identity_lock,
             punches: super::punches::Punches::default(),
             stock: std::collections::BTreeMap::new(),
             stock_gateway: HashMap::new(),
