@@ -466,3 +466,44 @@ fn taken_ports_fail_clearly_and_a_dead_bootstrap_is_named() {
     let line = wait_line(&warned, |l| l.contains("bootstrap peer unreachable"));
     assert!(line.contains(&dead) && line.contains("WARN"), "{line}");
 }
+
+/// `genpsk` prints a new 32-byte key in base64 each time, one that `run --psk-file`
+/// takes.
+#[test]
+fn genpsk_prints_a_fresh_key_that_run_accepts() {
+    use base64::Engine as _;
+    let keys: Vec<String> = (0..2)
+        .map(|_| {
+            let out = run(&["genpsk"]);
+            assert!(out.status.success());
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        })
+        .collect();
+    assert_ne!(keys[0], keys[1]);
+    for k in &keys {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(k).unwrap();
+        assert_eq!(bytes.len(), 32, "{k}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let psk = dir.path().join("swarm.psk");
+    std::fs::write(&psk, format!("{}\n", keys[0])).unwrap();
+    let key = dir.path().join("n.key");
+    let (_node, rx) = spawn_node(&[
+        "run",
+        "--identity",
+        key.to_str().unwrap(),
+        "--gpus",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--tunnel-port",
+        "0",
+        "--psk-file",
+        psk.to_str().unwrap(),
+        "--ttl",
+        "1h",
+        "--lease-grace",
+        "0",
+    ]);
+    wait_line(&rx, |l| l.starts_with("tunnel socket (UDP) at "));
+}

@@ -56,24 +56,37 @@ enum Command {
     /// Stock WireGuard peers of a running node (started with --vpn and --control).
     #[command(subcommand)]
     Vpn(vpn::VpnCommand),
+    /// Print a new pre-shared key for a private swarm (base64, as `wg genpsk` does): put
+    /// it in a file (mode 0600) and give every node `--psk-file FILE`.
+    Genpsk,
 }
 
-/// Parses durations such as `500ms`, `5s`, `2m`.
+/// Parses durations such as `500ms`, `5s`, `2m`, `1h` (more than zero, at most 24 h).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration_or_zero(text)?;
+    if d.is_zero() {
+        return Err(format!("{:?} is out of range (0 < d <= 24h)", text.trim()));
+    }
+    Ok(d)
+}
+
+/// Like [`parse_duration`], where zero means something (`--lease-grace 0`: none).
+pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((text, "s"), |i| (&text[..i], &text[i..]));
     let value: f64 =
-        number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s or 2m"))?;
+        number.parse().map_err(|_| format!("{text:?} is not a duration such as 500ms, 5s, 2m or 1h"))?;
     let secs = match unit {
         "ms" => value / 1000.0,
         "s" => value,
         "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s or m)")),
+        "h" => value * 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs <= 0.0 || secs > 86_400.0 {
-        return Err(format!("{text:?} is out of range (0 < d <= 24h)"));
+    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+        return Err(format!("{text:?} is out of range (0 <= d <= 24h)"));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -111,6 +124,10 @@ fn main() -> ExitCode {
             Command::Renew(args) => place::release(args, "renew").await,
             Command::Placements(args) => place::placements(args).await,
             Command::Vpn(command) => vpn::run(command).await,
+            Command::Genpsk => {
+                println!("{}", vpn::genpsk());
+                Ok(())
+            }
         }
     });
     match result {

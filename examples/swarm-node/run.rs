@@ -66,8 +66,8 @@ pub struct RunArgs {
     #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
     max_lease: Duration,
     /// After a restart with an existing identity, refuse new leases this long (leases
-    /// live in memory; this waits out any granted before). Default: --max-lease.
-    #[arg(long, value_parser = crate::parse_duration)]
+    /// live in memory; this waits out any granted before; 0: none). Default: --max-lease.
+    #[arg(long, value_parser = crate::parse_duration_or_zero)]
     lease_grace: Option<Duration>,
     /// Relay libp2p connections for members behind NATs (circuit relay v2, and AutoNAT v2
     /// answers): `auto` once the node's tunnel socket proves public, `on`, or `off`.

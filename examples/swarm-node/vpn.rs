@@ -10,6 +10,12 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
+
+/// A fresh pre-shared key in base64: 32 bytes of a CSPRNG seeded by the OS.
+pub fn genpsk() -> String {
+    let key: [u8; 32] = rand::random();
+    B64.encode(key)
+}
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 use swarm::net::{Gateway, StockPeer};
