@@ -468,9 +468,9 @@ fn taken_ports_fail_clearly_and_a_dead_bootstrap_is_named() {
 }
 
 /// `genpsk` prints a new 32-byte key in base64 each time, one that `run --psk-file`
-/// takes.
+/// takes; `id` prints the running node's peer id from its key files.
 #[test]
-fn genpsk_prints_a_fresh_key_that_run_accepts() {
+fn genpsk_and_id_print_keys_and_identities() {
     use base64::Engine as _;
     let keys: Vec<String> = (0..2)
         .map(|_| {
@@ -505,5 +505,17 @@ fn genpsk_prints_a_fresh_key_that_run_accepts() {
         "--lease-grace",
         "0",
     ]);
+    let peer = wait_line(&rx, |l| l.starts_with("peer id ")).trim_start_matches("peer id ").to_owned();
     wait_line(&rx, |l| l.starts_with("tunnel socket (UDP) at "));
+    // `id` reads the same identity from its files; it creates none.
+    let out = run(&["id", "--identity", key.to_str().unwrap(), "--json"]);
+    assert!(out.status.success());
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(id["peer_id"], peer.as_str());
+    assert_eq!(id["wireguard_public_key"].as_str().unwrap().len(), 44);
+    let missing = dir.path().join("missing.key");
+    let out = run(&["id", "--identity", missing.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("missing.key"));
+    assert!(!missing.exists());
 }

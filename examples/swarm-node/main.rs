@@ -56,6 +56,9 @@ enum Command {
     /// Stock WireGuard peers of a running node (started with --vpn and --control).
     #[command(subcommand)]
     Vpn(vpn::VpnCommand),
+    /// Print a node's identity from its key files: peer id and WireGuard public key
+    /// (creates nothing).
+    Id(vpn::IdArgs),
     /// Print a new pre-shared key for a private swarm (base64, as `wg genpsk` does): put
     /// it in a file (mode 0600) and give every node `--psk-file FILE`.
     Genpsk,
@@ -85,7 +88,7 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("{text:?}: unknown unit {unit:?} (use ms, s, m or h)")),
     };
-    if !secs.is_finite() || secs < 0.0 || secs > 86_400.0 {
+    if !secs.is_finite() || !(0.0..=86_400.0).contains(&secs) {
         return Err(format!("{text:?} is out of range (0 <= d <= 24h)"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -124,6 +127,7 @@ fn main() -> ExitCode {
             Command::Renew(args) => place::release(args, "renew").await,
             Command::Placements(args) => place::placements(args).await,
             Command::Vpn(command) => vpn::run(command).await,
+            Command::Id(args) => vpn::id(args),
             Command::Genpsk => {
                 println!("{}", vpn::genpsk());
                 Ok(())

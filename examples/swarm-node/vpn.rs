@@ -11,6 +11,31 @@ use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 
+/// `swarm-node id`.
+#[derive(Debug, clap::Args)]
+pub struct IdArgs {
+    /// The node's identity key file (its tunnel key is beside it, as <file>.wg).
+    #[arg(long, value_name = "FILE", default_value = "swarm-node.key")]
+    identity: std::path::PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Prints the peer id and the WireGuard public key of an identity, without creating one.
+pub fn id(args: IdArgs) -> anyhow::Result<()> {
+    let identity = swarm::net::NodeIdentity::load(&args.identity)?;
+    let peer = identity.keypair.public().to_peer_id();
+    let wg = B64.encode(identity.tunnel_public_key().0);
+    if args.json {
+        println!("{}", serde_json::json!({ "peer_id": peer.to_string(), "wireguard_public_key": wg }));
+    } else {
+        println!("peer id {peer}");
+        println!("wireguard public key {wg}");
+    }
+    Ok(())
+}
+
 /// A fresh pre-shared key in base64: 32 bytes of a CSPRNG seeded by the OS.
 pub fn genpsk() -> String {
     let key: [u8; 32] = rand::random();

@@ -36,8 +36,10 @@ impl std::fmt::Debug for NodeIdentity {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum IdentityError {
-    /// A key file exists but could not be read, or could not be written.
-    #[error("cannot {action} {path}: {source}")]
+    /// A key file exists but could not be read, or could not be written. The OS's reason
+    /// is the error's `source()` (printed after it by error reporters that walk the
+    /// chain, such as anyhow's `{:#}`).
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -92,12 +94,28 @@ impl NodeIdentity {
 
     /// Loads the keys at `path` (and `path` + `.wg`), creating whichever is missing.
     pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
+        Self::load_with(path, true)
+    }
+
+    /// Loads the keys at `path` (and `path` + `.wg`); a missing file is an error, and
+    /// nothing is created (for tools that read a node's identity, such as `swarm-node id`).
+    pub fn load(path: &Path) -> Result<Self, IdentityError> {
+        Self::load_with(path, false)
+    }
+
+    fn load_with(path: &Path, create: bool) -> Result<Self, IdentityError> {
+        let missing = |path: &Path| IdentityError::Io {
+            action: "read",
+            path: path.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+        };
         let keypair = match read_if_exists(path)? {
             Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
                 path: path.to_owned(),
                 what: "libp2p identity",
                 detail: e.to_string(),
             })?,
+            None if !create => return Err(missing(path)),
             None => {
                 let keypair = Keypair::generate_ed25519();
                 let bytes = keypair.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
@@ -117,6 +135,7 @@ impl NodeIdentity {
                 what: "WireGuard tunnel",
                 detail: "expected 32 bytes in base64 on one line".to_owned(),
             })?,
+            None if !create => return Err(missing(&tunnel_path)),
             None => {
                 let secret: [u8; 32] = rand::random();
                 let mut text = base64::engine::general_purpose::STANDARD.encode(secret);
