@@ -116,10 +116,19 @@ fn easy_nats_punch(input: &'static str) {
     let ping = lab.exec("home-a").args(["ping", "-6", "-c", "3", "-W", "3", overlay_b]).output().unwrap();
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
     let before = lab.relay_wire_bytes();
+    let relayed_before = lab.metrics("relay", "/metrics");
     assert_eq!(lab.transfer("home-a", "home-b", overlay_b, 10_000_000), 10_000_000);
     let through_relay = lab.relay_wire_bytes() - before;
-    println!("10 MB direct: {through_relay} bytes through the relay host (its own gossip included)");
-    assert!(through_relay < 32 * 1024, "{through_relay} bytes through the relay host");
+    let relayed_after = lab.metrics("relay", "/metrics");
+    println!("10 MB direct: {through_relay} bytes through the relay host (its own libp2p traffic included)");
+    // Not one tunnel byte through the relay; the relay host's interface carries its own
+    // control-plane traffic only (13-18 kB in most runs; up to 410 kB in some, all of it
+    // libp2p traffic into the relay node: being investigated, see docs/nat.md).
+    for direction in ["in", "out"] {
+        let name = format!("swarm_relay_bytes_total{{direction=\"{direction}\"}}");
+        assert_eq!(sample(&relayed_after, &name), sample(&relayed_before, &name), "tunnel bytes relayed");
+    }
+    assert!(through_relay < 1_000_000, "{through_relay} bytes through the relay host");
     let goodput = lab.goodput("home-a", "home-b", overlay_b);
     println!("direct goodput {:.0} Mbit/s (relay link 100 Mbit/s)", goodput / 1e6);
     assert!(goodput > 150e6, "direct goodput {goodput}");

@@ -203,6 +203,8 @@ pub(crate) struct DataPlane {
     relay_inbox: mpsc::Sender<RelayIn>,
     /// Whether one of our own tunnel endpoints (bound or announced) is at a public IP.
     own_public: bool,
+    /// Our own tunnel endpoints, bound and announced: never a peer's.
+    own: Vec<SocketAddr>,
     pub(crate) stats: DataPlaneStats,
 }
 
@@ -253,6 +255,7 @@ impl DataPlane {
             next_relay_slot: 0,
             relay_inbox: inboxes.relayed,
             own_public: false,
+            own: Vec::new(),
             stats,
         })
     }
@@ -303,6 +306,19 @@ impl DataPlane {
         self.sockets.readable().await
     }
 
+    /// Whether `addr` is one of our own sockets: one of our endpoints, or a loopback
+    /// address at the port of a socket of ours bound to every address. A peer in another
+    /// network namespace or behind another NAT may announce the very same address (two
+    /// homes' `192.168.1.10:4191`, or loopback with the default port); sending there
+    /// would reach ourselves.
+    fn is_own(&self, addr: &SocketAddr) -> bool {
+        self.own.contains(addr)
+            || self.sockets.local_addrs().iter().any(|l| {
+                l.port() == addr.port()
+                    && (l.ip() == addr.ip() || (l.ip().is_unspecified() && addr.ip().is_loopback()))
+            })
+    }
+
     /// Whether this node's socket sits behind a NAT, as far as it knows: its reflectors
     /// say so, or (before they say anything) none of its own addresses is public.
     fn behind_nat(&self) -> bool {
@@ -341,6 +357,7 @@ impl DataPlane {
     fn pick_endpoint(&self, endpoints: &[SocketAddr]) -> Option<SocketAddr> {
         let mut candidates: Vec<(bool, bool, SocketAddr)> = endpoints
             .iter()
+            .filter(|e| !self.is_own(e))
             .filter_map(|e| {
                 let local = self.sockets.local_addr_for(e)?;
                 Some((e.is_ipv6(), e.ip().is_loopback() != local.ip().is_loopback(), *e))
@@ -697,7 +714,7 @@ impl DataPlane {
     /// agreed on, with `token`); the result comes as a [`DataPlaneEvent::Punch`].
     pub(crate) fn punch(&mut self, peer: PeerId, token: [u8; 12], candidates: &[SocketAddr], at: Instant) {
         let candidates: Vec<SocketAddr> =
-            candidates.iter().filter(|c| !is_relay_endpoint(c)).copied().collect();
+            candidates.iter().filter(|c| !is_relay_endpoint(c) && !self.is_own(c)).copied().collect();
         self.puncher.start(peer, token, &candidates, at);
     }
 
@@ -705,7 +722,7 @@ impl DataPlane {
     /// of its probes can arrive (see [`Puncher::prime`]).
     pub(crate) fn prime(&mut self, token: [u8; 12], candidates: &[SocketAddr]) {
         let candidates: Vec<SocketAddr> =
-            candidates.iter().filter(|c| !is_relay_endpoint(c)).copied().collect();
+            candidates.iter().filter(|c| !is_relay_endpoint(c) && !self.is_own(c)).copied().collect();
         self.puncher.prime(token, &candidates);
     }
 
@@ -870,6 +887,7 @@ impl DataPlane {
         let mut own = announced.to_vec();
         own.extend(self.sockets.local_addrs());
         self.own_public = own.iter().any(|e| is_public(&e.ip()));
+        self.own = own.clone();
         self.nat.set_own(own);
     }
 
