@@ -152,6 +152,8 @@ fn builder(args: &RunArgs) -> anyhow::Result<NodeBuilder> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // A node restarted on an existing identity may have granted leases it forgot.
+    let restarted = args.identity.exists();
     let builder = builder(&args)?;
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
@@ -174,6 +176,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("listening on {addr}");
     }
     print_tunnel_socket(&node).await?;
+    let grace = args.lease_grace.unwrap_or(args.max_lease);
+    if restarted && !grace.is_zero() {
+        println!(
+            "restarted on an existing identity: new leases refused for {} s (--lease-grace)",
+            grace.as_secs()
+        );
+    }
     let started = tokio::time::Instant::now();
     let mut alone_said = false;
 

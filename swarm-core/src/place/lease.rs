@@ -46,13 +46,13 @@ pub enum Refusal {
         free: u32,
     },
     /// The node restarted recently and is waiting out leases it may have forgotten.
-    #[error("restarted: no new leases for {0:?}")]
+    #[error("restarted: no new leases for {} s", .0.as_secs_f64().ceil())]
     Restarting(Duration),
     /// The lease asked for is longer than this node grants.
-    #[error("leases last at most {0:?}")]
+    #[error("leases last at most {} s", .0.as_secs_f64())]
     TooLong(Duration),
     /// The lease asked for is shorter than the shortest a node grants.
-    #[error("leases last at least {0:?}")]
+    #[error("leases last at least {} s", .0.as_secs_f64())]
     TooShort(Duration),
     /// The holder already has this many leases.
     #[error("at most {0} leases per holder")]
