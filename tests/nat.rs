@@ -92,7 +92,9 @@ fn link_to(lab: &Lab, peer: &str) -> serde_json::Value {
 /// relay's link allows, and the link is measured on the direct path.
 fn easy_nats_punch(input: &'static str) {
     let dir = tempfile::tempdir().unwrap();
-    let setup = Setup { name: "e", mode_a: "easy", mode_b: "easy", input, relay_rate: Some("100mbit") };
+    // One lab per test: the two inputs' tests run at once.
+    let name = if input == "drop" { "e" } else { "eo" };
+    let setup = Setup { name, mode_a: "easy", mode_b: "easy", input, relay_rate: Some("100mbit") };
     let lab = Lab::up(&setup);
     let nodes = start_with(&lab, dir.path(), &["--vpn", "--metrics", "127.0.0.1:9100"], [&[], &[], &[]]);
     let a = wait_line(&nodes[1].out, |l| l.starts_with("tunnel socket: "));
@@ -115,20 +117,31 @@ fn easy_nats_punch(input: &'static str) {
     let overlay_b = nodes[2].overlay.as_deref().unwrap();
     let ping = lab.exec("home-a").args(["ping", "-6", "-c", "3", "-W", "3", overlay_b]).output().unwrap();
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    // Each home probes its address at the NAT (AutoNAT v2) once, paying 30-100 kB of
+    // dial data to the public node, and never again once the answer is "unreachable".
+    // Wait for that answer so the transfer below sees the steady state.
+    for home in ["home-a", "home-b"] {
+        let probed =
+            || sample(&lab.metrics(home, "/metrics"), "swarm_autonat_probes_total{result=\"unreachable\"}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while probed() < 1.0 {
+            assert!(std::time::Instant::now() < deadline, "{home} never finished its AutoNAT probe");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
     let before = lab.relay_wire_bytes();
     let relayed_before = lab.metrics("relay", "/metrics");
     assert_eq!(lab.transfer("home-a", "home-b", overlay_b, 10_000_000), 10_000_000);
     let through_relay = lab.relay_wire_bytes() - before;
     let relayed_after = lab.metrics("relay", "/metrics");
     println!("10 MB direct: {through_relay} bytes through the relay host (its own libp2p traffic included)");
-    // Not one tunnel byte through the relay; the relay host's interface carries its own
-    // control-plane traffic only (13-18 kB in most runs; up to 410 kB in some, all of it
-    // libp2p traffic into the relay node: being investigated, see docs/nat.md).
+    // Not one tunnel byte through the relay; the relay host's interface carries the
+    // control plane's own traffic only (records, gossip, keepalives: 13-26 kB).
     for direction in ["in", "out"] {
         let name = format!("swarm_relay_bytes_total{{direction=\"{direction}\"}}");
         assert_eq!(sample(&relayed_after, &name), sample(&relayed_before, &name), "tunnel bytes relayed");
     }
-    assert!(through_relay < 1_000_000, "{through_relay} bytes through the relay host");
+    assert!(through_relay < 64_000, "{through_relay} bytes through the relay host");
     let goodput = lab.goodput("home-a", "home-b", overlay_b);
     println!("direct goodput {:.0} Mbit/s (relay link 100 Mbit/s)", goodput / 1e6);
     assert!(goodput > 150e6, "direct goodput {goodput}");

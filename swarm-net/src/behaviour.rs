@@ -57,7 +57,7 @@ pub(crate) struct Behaviour {
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay: Toggle<relay::Behaviour>,
     pub(crate) dcutr: dcutr::Behaviour,
-    pub(crate) autonat: autonat::v2::client::Behaviour,
+    pub(crate) autonat: crate::autonat_client::AutonatClient,
     pub(crate) autonat_server: Toggle<autonat::v2::server::Behaviour>,
     pub(crate) punch: crate::punch::PunchBehaviour,
     /// Raw streams: relayed tunnels (`crate::tunnel_relay`).
@@ -120,7 +120,7 @@ impl Behaviour {
             relay_client,
             relay: serve.then(|| relay_server(peer_id, gate)).into(),
             dcutr: dcutr::Behaviour::new(peer_id),
-            autonat: autonat::v2::client::Behaviour::default(),
+            autonat: crate::autonat_client::AutonatClient::default(),
             autonat_server: serve.then(autonat::v2::server::Behaviour::default).into(),
             punch: crate::punch::behaviour(),
             streams: libp2p_stream::Behaviour::new(),

@@ -38,6 +38,7 @@
 #![deny(missing_docs)]
 
 mod api;
+mod autonat_client;
 mod behaviour;
 mod config;
 mod dataplane;
@@ -53,8 +54,8 @@ mod serve;
 mod tunnel_relay;
 
 pub use api::{
-    DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent, NodeEvents,
-    NodeStats, OverlayAddresses, Path, RelayStats, StockPeer, TunnelStatus, VpnDrops,
+    AutonatStats, DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent,
+    NodeEvents, NodeStats, OverlayAddresses, Path, RelayStats, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{
     BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU,

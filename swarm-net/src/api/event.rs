@@ -145,6 +145,20 @@ pub struct NodeStats {
     pub leases: LeaseStats,
     /// What this node relayed for others' tunnels.
     pub relay: crate::api::RelayStats,
+    /// AutoNAT v2 probes of this node's own addresses.
+    pub autonat: AutonatStats,
+}
+
+/// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our
+/// candidate addresses back, and may cost 30-100 kB of dial data first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AutonatStats {
+    /// Probes that confirmed an address as reachable.
+    pub confirmed: u64,
+    /// Probes whose server could not dial the address back.
+    pub unreachable: u64,
+    /// Dial data sent to servers, bytes.
+    pub dial_data_bytes: u64,
 }
 
 /// A node's addresses on the mesh VPN's overlay.

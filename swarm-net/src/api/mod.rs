@@ -28,7 +28,7 @@ pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, Path, TunnelSta
 pub use crate::tunnel_relay::RelayStats;
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
-pub use event::{NodeEvent, NodeStats, OverlayAddresses};
+pub use event::{AutonatStats, NodeEvent, NodeStats, OverlayAddresses};
 pub use vpn::{Gateway, StockPeer};
 
 /// Application datagrams received over the node's tunnels; see [`Node::datagrams`].

@@ -258,6 +258,7 @@ impl Driver {
             self.discovery.poll_timeout(),
             self.dataplane.poll_timeout(),
             self.leases.poll_timeout(),
+            self.relays.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -267,6 +268,7 @@ impl Driver {
     fn handle_timeout(&mut self, now: Instant) {
         self.view.handle_timeout(now);
         self.dataplane.handle_timeout(now);
+        self.relays_timeout(now);
         let advert = self.leases.handle_timeout(now);
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);

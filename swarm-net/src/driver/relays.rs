@@ -26,8 +26,14 @@ pub(super) struct Relays {
     candidates: HashMap<PeerId, Vec<Multiaddr>>,
     /// Relays we listen through (or asked to).
     pub(super) reserved: HashMap<PeerId, ListenerId>,
-    /// Relays that refused or failed us, skipped from then on.
+    /// Relays whose circuit address our transport refused, skipped from then on.
     refused: Vec<PeerId>,
+    /// Relays whose reservation closed or failed: not asked again before the instant.
+    /// Without it a node whose relay went away redialed it in a tight loop.
+    wait_until: HashMap<PeerId, std::time::Instant>,
+    /// The last wait per relay, doubled on each further loss, forgotten once a
+    /// reservation there is accepted.
+    backoff: HashMap<PeerId, std::time::Duration>,
     /// When we last dialed a member behind a NAT that we are not connected to.
     last_dial: HashMap<PeerId, std::time::Instant>,
 }
@@ -35,6 +41,25 @@ pub(super) struct Relays {
 /// A member behind a NAT that we cannot reach is dialed again (through relays) at most
 /// this often.
 const REDIAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The first wait before reserving again on a relay whose reservation closed; it
+/// doubles up to [`RESERVE_BACKOFF_MAX`].
+const RESERVE_BACKOFF: std::time::Duration = std::time::Duration::from_secs(1);
+const RESERVE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+
+impl Relays {
+    /// When a relay in backoff may be asked again.
+    pub(super) fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.wait_until.values().min().copied()
+    }
+
+    /// A reservation on `relay` closed or failed at `now`: wait before asking again.
+    fn back_off(&mut self, now: std::time::Instant, relay: PeerId) {
+        let delay = self.backoff.get(&relay).map_or(RESERVE_BACKOFF, |d| (*d * 2).min(RESERVE_BACKOFF_MAX));
+        self.backoff.insert(relay, delay);
+        self.wait_until.insert(relay, now + delay);
+    }
+}
 
 /// Whether `addr` goes through a relay.
 pub(super) fn is_circuit(addr: &Multiaddr) -> bool {
@@ -113,6 +138,7 @@ impl Driver {
     /// Opens the relay on a public node ([`RelayMode::Auto`]), and reserves on relays
     /// while the node is behind a NAT.
     pub(super) fn reserve_relays(&mut self) {
+        let now = std::time::Instant::now();
         let kind = self.reflexive.kind;
         if self.config.relay == RelayMode::Auto {
             self.gate.open.store(kind == NatKind::Public, Ordering::Relaxed);
@@ -128,6 +154,7 @@ impl Driver {
             .candidates
             .iter()
             .filter(|(p, _)| !self.relays.reserved.contains_key(p) && !self.relays.refused.contains(p))
+            .filter(|(p, _)| self.relays.wait_until.get(p).is_none_or(|at| *at <= now))
             .filter_map(|(p, addrs)| Some((*p, addrs.first()?.clone())))
             .collect();
         choices.sort();
@@ -167,21 +194,29 @@ impl Driver {
         }
     }
 
-    /// A listener closed: when it was a reservation, reserve elsewhere (or again).
-    pub(super) fn relay_listener_closed(&mut self, id: ListenerId, failed: bool) {
+    /// A listener closed: when it was a reservation, reserve elsewhere at once, and on
+    /// the same relay again after a backoff (a relay that restarts is used again).
+    pub(super) fn relay_listener_closed(&mut self, now: std::time::Instant, id: ListenerId) {
         let Some(relay) = self.relays.reserved.iter().find(|(_, l)| **l == id).map(|(p, _)| *p) else {
             return;
         };
         self.relays.reserved.remove(&relay);
-        if failed {
-            self.relays.refused.push(relay);
-        }
+        self.relays.back_off(now, relay);
         self.reserve_relays();
+    }
+
+    /// A relay in backoff may be due again.
+    pub(super) fn relays_timeout(&mut self, now: std::time::Instant) {
+        if self.relays.poll_timeout().is_some_and(|at| at <= now) {
+            self.relays.wait_until.retain(|_, at| *at > now);
+            self.reserve_relays();
+        }
     }
 
     pub(super) fn on_relay_client(&mut self, event: relay::client::Event) {
         match event {
             relay::client::Event::ReservationReqAccepted { relay_peer_id, renewal, .. } => {
+                self.relays.backoff.remove(&relay_peer_id);
                 tracing::info!(relay = %relay_peer_id, renewal, "relay reservation accepted");
             }
             relay::client::Event::OutboundCircuitEstablished { relay_peer_id, .. } => {
@@ -209,13 +244,38 @@ impl Driver {
     }
 
     pub(super) fn on_autonat(&mut self, event: autonat::v2::client::Event) {
+        let stats = &mut self.stats.autonat;
+        stats.dial_data_bytes += event.bytes_sent as u64;
         match event.result {
             Ok(()) => {
-                tracing::info!(addr = %event.tested_addr, server = %event.server, "external address confirmed")
+                stats.confirmed += 1;
+                tracing::info!(addr = %event.tested_addr, server = %event.server, bytes_sent = event.bytes_sent, "external address confirmed")
             }
             Err(e) => {
-                tracing::debug!(addr = %event.tested_addr, error = %e, "external address not reachable")
+                stats.unreachable += 1;
+                tracing::debug!(addr = %event.tested_addr, error = %e, bytes_sent = event.bytes_sent, "external address not reachable")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_reservation_is_asked_again_later_and_later() {
+        let mut relays = Relays::default();
+        let relay = PeerId::random();
+        #[allow(clippy::disallowed_methods)] // the tests' epoch
+        let t0 = std::time::Instant::now();
+        assert_eq!(relays.poll_timeout(), None);
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            relays.back_off(t0, relay);
+            waits.push(relays.poll_timeout().unwrap() - t0);
+        }
+        let secs: Vec<u64> = waits.iter().map(|d| d.as_secs()).collect();
+        assert_eq!(secs, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

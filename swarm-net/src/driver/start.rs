@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
 use libp2p::core::transport::ListenerId;
+use libp2p::core::Transport as _;
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{kad, noise, tcp, yamux, Multiaddr, PeerId, Swarm};
@@ -34,6 +35,15 @@ use crate::lease::{LeaseCodec, Leases};
 
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TCP dial (connect, Noise and yamux) that has not finished in this long fails.
+/// libp2p-tcp has no limit of its own, so a SYN that a NAT drops waited out the
+/// kernel's retries (about two minutes). An AutoNAT v2 server's dial-back to a NATed
+/// node's TCP address then outlived the 10 s the request may take; the client took
+/// that for a transport error and probed the same address again every 15 s, paying
+/// 30-100 kB of dial data each time. With the limit the dial-back fails in time, the
+/// server answers "not reachable" and the address is not probed again. QUIC has its
+/// own handshake limit of the same length.
+const TCP_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
 /// Application datagrams waiting to be sealed and sent.
@@ -251,9 +261,17 @@ fn build_swarm(
     let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
         .with_tokio()
-        .with_tcp(tcp::Config::default().nodelay(true), noise::Config::new, yamux::Config::default)
-        .map_err(|e| net_err(&e))?
         .with_quic()
+        .with_other_transport(|key| {
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
+                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                    .authenticate(noise::Config::new(key)?)
+                    .multiplex(yamux::Config::default())
+                    .timeout(TCP_DIAL_TIMEOUT),
+            )
+        })
+        .map_err(|e| net_err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)
         .map_err(|e| net_err(&e))?
         .with_bandwidth_metrics(registry)

@@ -31,8 +31,11 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
             SwarmEvent::Behaviour(BehaviourEvent::Autonat(e)) => self.on_autonat(e),
             SwarmEvent::Behaviour(BehaviourEvent::Punch(e)) => self.handle_punch(e),
-            SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
-                self.relay_listener_closed(listener_id, reason.is_err());
+            SwarmEvent::ListenerClosed { listener_id, reason, addresses } => {
+                if let Err(e) = reason {
+                    tracing::debug!(?addresses, error = %e, "listener closed");
+                }
+                self.relay_listener_closed(Instant::now(), listener_id);
             }
             #[cfg(feature = "mdns")]
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {

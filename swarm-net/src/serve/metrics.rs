@@ -235,6 +235,13 @@ fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &N
     let paths = counter(registry, "relay_path_requests", "Requests to relay a tunnel path, by outcome");
     paths.get_or_create(&vec![("outcome", "accepted".to_owned())]).inc_by(r.accepted);
     paths.get_or_create(&vec![("outcome", "refused".to_owned())]).inc_by(r.refused);
+    let a = &stats.autonat;
+    let probes = counter(registry, "autonat_probes", "AutoNAT v2 probes of this node's addresses, by result");
+    probes.get_or_create(&vec![("result", "confirmed".to_owned())]).inc_by(a.confirmed);
+    probes.get_or_create(&vec![("result", "unreachable".to_owned())]).inc_by(a.unreachable);
+    counter(registry, "autonat_dial_data_bytes", "Dial data this node sent to AutoNAT v2 servers")
+        .get_or_create(&vec![])
+        .inc_by(a.dial_data_bytes);
 }
 
 /// The VPN device's traffic (`in`: read from the device into the overlay; `out`:
