@@ -88,7 +88,7 @@ fn bad_task_specs_are_clear_errors_before_anything_is_sent() {
         (&["place", "--id", "t", "--max-loss", "2"], "loss must lie between 0 and 1"),
         (&["place", "--id", "t", "--member-max-rtt", "5ms"], "need a gang"),
         (&["place", "--id", "t", "--label", "novalue"], "novalue"),
-        (&["release", "--id", "t", "--control", "/nonexistent/swarm.sock"], "is it running with --control"),
+        (&["release", "--id", "t", "--control", "/nonexistent/swarm.sock"], "is `swarm-node run` running"),
     ];
     for (args, needle) in cases {
         let out = run(args);
@@ -251,7 +251,7 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     let replaced = run(&["place", "--control", sock, "--id", "job-2", "--gpus", "1"]);
     assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
     let gone = run(&["place", "--control", &format!("{sock}.missing"), "--id", "x"]);
-    assert!(String::from_utf8_lossy(&gone.stderr).contains("is it running with --control"));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("is `swarm-node run` running"));
 
     for guard in [&mut a, &mut b] {
         let pid = guard.0.id().to_string();
@@ -264,6 +264,168 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     }
     assert!(key_a.exists() && swarm::net::tunnel_key_path(&key_a).exists());
     assert!(!std::path::Path::new(sock).exists(), "the control socket is removed on exit");
+}
+
+/// A client command run as the user of the node whose runtime directory is `dir`: no
+/// `--control`, so it finds the node's control socket at the default path.
+fn client(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(common::swarm_node_path()).env("XDG_RUNTIME_DIR", dir).args(args).output().unwrap()
+}
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The commands an operator reads a running node with, over its control socket at the
+/// default per-user path: `status`, `peers`, `ping`, `rtt`, `monitor`, `leases` and
+/// `join`, as text and as JSON (errors too).
+#[test]
+fn operator_commands_read_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let common =
+        ["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0", "--heartbeat", "1s", "--refresh", "1s"];
+    let start = |name: &str, extra: &[&str]| {
+        let mut c = Command::new(common::swarm_node_path());
+        let runtime = common::own_runtime_dir(&mut c);
+        let key = dir.path().join(format!("{name}.key"));
+        let mut args = vec!["run", "--identity", key.to_str().unwrap()];
+        args.extend_from_slice(&common);
+        args.extend_from_slice(extra);
+        let (guard, rx) = spawn_in(c, &args);
+        let id = wait_line(&rx, |l| l.starts_with("peer id ")).trim_start_matches("peer id ").to_owned();
+        let sock = wait_line(&rx, |l| l.starts_with("control socket "));
+        assert_eq!(sock, format!("control socket {}", runtime.join("swarm-node/control.sock").display()));
+        let addr =
+            wait_line(&rx, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+        (guard, rx, runtime, id, addr)
+    };
+    let (_a, rx_a, run_a, id_a, addr_a) = start("a", &["--gpus", "2xA100-80GB"]);
+    let (_b, rx_b, run_b, id_b, _) = start("b", &["--gpus", "none", "--bootstrap", &addr_a]);
+    wait_line(&rx_b, |l| l.starts_with("2 records, 1 connected, 1 tunnels up"));
+    wait_line(&rx_a, |l| l.starts_with("2 records, 1 connected, 1 tunnels up"));
+
+    // status: this node, its addresses (the tunnel socket's too), its peers.
+    let status = json_of(&client(&run_b, &["status", "--json"]));
+    assert_eq!(status["peer_id"], id_b, "{status}");
+    assert!(status["listen"][0].as_str().unwrap().starts_with("/ip4/127.0.0.1/tcp/"), "{status}");
+    assert!(status["tunnel_endpoints"][0].as_str().unwrap().starts_with("127.0.0.1:"), "{status}");
+    assert_eq!(status["lease_grace_left_s"], 0, "a new identity has no grace");
+    assert_eq!(status["peers"][0]["peer"], id_a, "{status}");
+    assert_eq!(status["peers"][0]["tunnel"]["state"], "up", "{status}");
+    let text = String::from_utf8_lossy(&client(&run_b, &["status"]).stdout).into_owned();
+    assert!(text.contains(&format!("peer id    {id_b}")) && text.contains("tunnel     127.0.0.1:"), "{text}");
+
+    // peers: the link is measured soon after the tunnel is up.
+    let mut measured = None;
+    for _ in 0..100 {
+        let peers = json_of(&client(&run_b, &["peers", "--json"]));
+        if peers[0]["link"]["rtt_p50_ms"].is_number() {
+            measured = Some(peers);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let peers = measured.expect("the link to A is measured");
+    assert_eq!(peers[0]["peer"], id_a);
+    assert_eq!(peers[0]["tunnel"]["path"], "direct", "{peers}");
+    assert!(peers[0]["link"]["rtt_p50_ms"].as_f64().unwrap() < 50.0, "{peers}");
+    let text = String::from_utf8_lossy(&client(&run_b, &["peers"]).stdout).into_owned();
+    let short = &id_a[id_a.len() - 8..];
+    assert!(text.contains("RTT ms") && text.contains(short) && text.contains(" up "), "{text}");
+
+    // ping: by the end of the id, as the tables show it; a round trip each time.
+    let out = client(&run_b, &["ping", short, "-c", "3", "-i", "100ms", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pongs: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(pongs.len(), 3);
+    for p in &pongs {
+        assert_eq!(p["peer"], id_a);
+        let ms = p["rtt_ms"].as_f64().unwrap();
+        assert!(ms > 0.0 && ms < 50.0, "{p}");
+        assert_eq!(p["path"], "direct");
+    }
+    let text = String::from_utf8_lossy(&client(&run_b, &["ping", &id_a, "-c", "1"]).stdout).into_owned();
+    assert!(
+        text.starts_with(&format!("pong from {id_a} (direct 127.0.0.1:")) && text.contains(" ms"),
+        "{text}"
+    );
+    let unknown = client(&run_b, &["ping", "zzzzzzzz", "-c", "1", "--json"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    let err: serde_json::Value = serde_json::from_slice(&unknown.stdout).unwrap();
+    assert!(err["ok"] == false && err["error"].as_str().unwrap().contains("no peer"), "{err}");
+
+    // rtt: measured by one end, and which.
+    let mut answer = serde_json::Value::Null;
+    for _ in 0..100 {
+        answer = json_of(&client(&run_b, &["rtt", &id_a, &id_b, "--json"]));
+        if answer["kind"] == "measured" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(answer["kind"], "measured", "{answer}");
+    assert!([&id_a, &id_b].contains(&&answer["measured_by"].as_str().unwrap().to_owned()), "{answer}");
+    let text = String::from_utf8_lossy(&client(&run_b, &["rtt", &id_a, &id_b]).stdout).into_owned();
+    assert!(text.contains("measured by"), "{text}");
+
+    // monitor on A, leases on A: B places a task on A's GPUs, then releases it.
+    let mut m = Command::new(common::swarm_node_path());
+    m.env("XDG_RUNTIME_DIR", &run_a);
+    let (_monitor, rx_m) = spawn_in(m, &["monitor", "--json"]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(json_of(&client(&run_a, &["leases", "--json"])).as_array().unwrap().is_empty());
+    let mut placed = false;
+    for _ in 0..100 {
+        if client(&run_b, &["place", "--id", "job-m", "--gpus", "2"]).status.success() {
+            placed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(placed, "the task is placed on A");
+    let granted = wait_line(&rx_m, |l| l.contains("\"lease_granted\""));
+    let granted: serde_json::Value = serde_json::from_str(&granted).unwrap();
+    assert_eq!((granted["task"].as_str(), granted["holder"].as_str()), (Some("job-m"), Some(id_b.as_str())));
+    let leases = json_of(&client(&run_a, &["leases", "--json"]));
+    assert_eq!(leases[0]["task"], "job-m", "{leases}");
+    assert_eq!(leases[0]["holder"], id_b, "{leases}");
+    assert_eq!(leases[0]["gpus"], serde_json::json!([0, 1]), "{leases}");
+    assert!(leases[0]["lease"].is_string(), "ids as strings: {leases}");
+    assert!(leases[0]["expires_in_s"].as_f64().unwrap() > 0.0, "{leases}");
+    let text = String::from_utf8_lossy(&client(&run_a, &["leases"]).stdout).into_owned();
+    assert!(text.contains("job-m") && text.contains("EXPIRES IN s"), "{text}");
+    assert!(client(&run_b, &["release", "--id", "job-m"]).status.success());
+    wait_line(&rx_m, |l| l.contains("\"lease_ended\"") && l.contains("job-m"));
+
+    // join: a third node with no bootstrap joins A by its address; a dead address fails
+    // with a clear error (JSON with --json).
+    let (_c, rx_c, run_c, _, _) = start("c", &["--gpus", "none"]);
+    let joined = json_of(&client(&run_c, &["join", &addr_a, "--json"]));
+    assert_eq!(joined["joined"], addr_a.as_str(), "{joined}");
+    wait_line(&rx_c, |l| l.starts_with("3 records"));
+    let dead = client(
+        &run_c,
+        &["join", "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWDyroaN7Y6dntP6n4A3ygEZwrsAof9qqEqpPFe9Jhx9JY", "--json"],
+    );
+    assert_eq!(dead.status.code(), Some(1));
+    let err: serde_json::Value = serde_json::from_slice(&dead.stdout).unwrap();
+    assert_eq!(err["ok"], false, "{err}");
+    // No node at the default path: a clear error, as JSON too.
+    let none = client(dir.path(), &["status", "--json"]);
+    assert_eq!(none.status.code(), Some(1));
+    let err: serde_json::Value = serde_json::from_slice(&none.stdout).unwrap();
+    assert!(err["error"].as_str().unwrap().contains("is `swarm-node run` running"), "{err}");
+    // A second node on the same default socket fails at start and says what to do.
+    let mut c = Command::new(common::swarm_node_path());
+    c.env("XDG_RUNTIME_DIR", &run_a);
+    let key = dir.path().join("d.key");
+    let out = c.args(["run", "--identity", key.to_str().unwrap()]).args(common).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("in use by another running node") && err.contains("--control PATH"), "{err}");
 }
 
 #[test]

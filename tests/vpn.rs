@@ -50,7 +50,9 @@ impl Lan {
     }
 
     fn node(&self, i: usize) -> Command {
-        self.exec(i, swarm_node().get_program().to_str().unwrap())
+        let mut c = self.exec(i, swarm_node().get_program().to_str().unwrap());
+        common::own_runtime_dir(&mut c);
+        c
     }
 }
 

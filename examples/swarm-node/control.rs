@@ -1,6 +1,8 @@
-//! The local control endpoint of `swarm-node run --control PATH`: a Unix socket that
-//! takes one JSON request per line and answers one JSON line. `swarm-node place`,
-//! `release` and `placements` talk to it.
+//! The local control endpoint of `swarm-node run`: a Unix socket that takes one JSON
+//! request per line and answers one JSON line (`monitor` then streams event lines).
+//! Every client command (`status`, `peers`, `ping`, `rtt`, `monitor`, `join`, `leases`,
+//! `place`, `release`, `renew`, `placements`, `vpn ...`) talks to it, by default at the
+//! same per-user runtime path `run` serves ([`default_path`]).
 //!
 //! Local users only: the socket is made mode 0600, and every connection's peer
 //! credentials (SO_PEERCRED) are checked: only the socket's owner (the user running the
@@ -14,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+use clap::Args;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use swarm::core::place::{LinkLimits, Placement, TaskSpec};
@@ -22,6 +25,62 @@ use swarm::Node;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
+
+use crate::inspect::{join_json, lease_events, leases_json, peers_json, rtt_json, status_json, RunInfo};
+
+/// Where `run` serves its control socket, and where client commands look for it,
+/// unless given `--control PATH`: `$RUNTIME_DIRECTORY/control.sock` under systemd
+/// (`RuntimeDirectory=swarm-node`), else `$XDG_RUNTIME_DIR/swarm-node/control.sock`,
+/// else `/run/swarm-node/control.sock` for root, else `/tmp/swarm-node-UID/control.sock`.
+pub fn default_path() -> PathBuf {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("RUNTIME_DIRECTORY") {
+        return dir.join("control.sock");
+    }
+    if let Some(dir) = var("XDG_RUNTIME_DIR") {
+        return dir.join("swarm-node").join("control.sock");
+    }
+    match std::fs::metadata("/proc/self").map(|m| m.uid()) {
+        Ok(0) => PathBuf::from("/run/swarm-node/control.sock"),
+        Ok(uid) => std::env::temp_dir().join(format!("swarm-node-{uid}")).join("control.sock"),
+        Err(_) => std::env::temp_dir().join("swarm-node").join("control.sock"),
+    }
+}
+
+/// How a client command finds the node.
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    /// The node's control socket [default: where `run` serves it: $RUNTIME_DIRECTORY,
+    /// $XDG_RUNTIME_DIR/swarm-node, /run/swarm-node (root) or /tmp/swarm-node-UID,
+    /// then control.sock]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+}
+
+impl ControlArgs {
+    pub fn path(&self) -> PathBuf {
+        self.control.clone().unwrap_or_else(default_path)
+    }
+}
+
+/// Makes the socket's directory when missing (mode 0700); refuses one that another
+/// user owns or that others may write to, where someone could stand in for the node.
+fn prepare_dir(path: &Path) -> anyhow::Result<()> {
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else { return Ok(()) };
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", dir.display()))?;
+        return Ok(());
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let shared_tmp = meta.mode() & 0o1000 != 0; // /tmp itself: sticky, anyone may add
+    if !shared_tmp && meta.uid() != me && meta.uid() != 0 {
+        bail!("{} belongs to uid {}, not to this user: give --control PATH", dir.display(), meta.uid());
+    }
+    Ok(())
+}
 
 /// Longest request line.
 const MAX_LINE: u64 = 64 * 1024;
@@ -148,10 +207,14 @@ impl Drop for Control {
 }
 
 /// Binds the endpoint at `path` and serves `node` until the returned handle drops.
-pub async fn serve(node: Node, path: &Path) -> anyhow::Result<Control> {
+pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Result<Control> {
+    prepare_dir(path)?;
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
-            bail!("{} is in use by a running node", path.display());
+            bail!(
+                "the control socket {} is in use by another running node: give this one --control PATH (or --no-control)",
+                path.display()
+            );
         }
         std::fs::remove_file(path)
             .with_context(|| format!("cannot remove the stale socket {}", path.display()))?;
@@ -163,9 +226,9 @@ pub async fn serve(node: Node, path: &Path) -> anyhow::Result<Control> {
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
-            let (node, held) = (node.clone(), held.clone());
+            let (node, held, info) = (node.clone(), held.clone(), info.clone());
             tokio::spawn(async move {
-                if let Err(e) = connection(stream, owner, node, held).await {
+                if let Err(e) = connection(stream, owner, node, held, info).await {
                     tracing::debug!(error = %e, "control connection ended");
                 }
             });
@@ -179,6 +242,7 @@ async fn connection(
     owner: u32,
     node: Node,
     held: Arc<Mutex<HashMap<String, Held>>>,
+    info: Arc<RunInfo>,
 ) -> anyhow::Result<()> {
     let uid = stream.peer_cred()?.uid();
     if uid != owner && uid != 0 {
@@ -195,8 +259,16 @@ async fn connection(
     let mut lines = BufReader::new(read.take(MAX_LINE));
     let mut line = String::new();
     while lines.read_line(&mut line).await? > 0 {
-        let answer = match serde_json::from_str::<Value>(&line) {
-            Ok(request) => handle(&node, &held, &request)
+        let request = serde_json::from_str::<Value>(&line);
+        if let Ok(r) = &request {
+            if r["op"] == "monitor" {
+                // Streams until the client goes away; the connection serves nothing else.
+                write.write_all(format!("{}\n", json!({"ok": true, "monitor": true})).as_bytes()).await?;
+                return monitor(&node, &info, write).await;
+            }
+        }
+        let answer = match request {
+            Ok(request) => handle(&node, &held, &info, &request)
                 .await
                 .unwrap_or_else(|e| json!({"ok": false, "error": format!("{e:#}")})),
             Err(e) => json!({"ok": false, "error": format!("not a JSON request: {e}")}),
@@ -207,8 +279,48 @@ async fn connection(
     Ok(())
 }
 
-async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value) -> anyhow::Result<Value> {
+/// Writes the node's events (and lease changes, looked at every second) as JSON lines
+/// until the client closes. A client that falls more than [`MONITOR_BACKLOG`] events
+/// behind is told how many it missed.
+async fn monitor(
+    node: &Node,
+    info: &RunInfo,
+    mut write: tokio::net::unix::WriteHalf<'_>,
+) -> anyhow::Result<()> {
+    let mut events = info.events.subscribe();
+    let mut known = Vec::new();
+    lease_events(node, &mut known).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let lines = tokio::select! {
+            e = events.recv() => match e {
+                Ok(e) => vec![e],
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    vec![json!({"event": "missed", "events": n})]
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
+            },
+            _ = tick.tick() => lease_events(node, &mut known).await?,
+        };
+        for line in lines {
+            write.write_all(format!("{line}\n").as_bytes()).await?;
+        }
+    }
+}
+
+async fn handle(
+    node: &Node,
+    held: &Mutex<HashMap<String, Held>>,
+    info: &RunInfo,
+    request: &Value,
+) -> anyhow::Result<Value> {
     match request["op"].as_str() {
+        Some("status") => Ok(json!({"ok": true, "status": status_json(node, info).await?})),
+        Some("peers") => Ok(json!({"ok": true, "peers": peers_json(node).await?})),
+        Some("leases") => Ok(json!({"ok": true, "leases": leases_json(node).await?})),
+        Some("rtt") => Ok(json!({"ok": true, "rtt": rtt_json(node, request).await?})),
+        Some("join") => Ok(json!({"ok": true, "join": join_json(node, request).await?})),
+        Some("ping") => Ok(json!({"ok": true, "ping": crate::ping::ping_json(node, request).await?})),
         Some("place") => place(node, held, request).await,
         Some(op @ ("release" | "renew")) => {
             let id = request["task"].as_str().context("which task?")?.to_owned();
@@ -239,7 +351,7 @@ async fn handle(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Valu
             Ok(json!({"ok": true, "placements": list}))
         }
         _ => {
-            bail!("unknown op (use place, release, renew, list, vpn-add-peer, vpn-remove-peer or vpn-peers)")
+            bail!("unknown op (use status, peers, leases, rtt, join, ping, monitor, place, release, renew, list, vpn-add-peer, vpn-remove-peer or vpn-peers)")
         }
     }
 }
@@ -289,11 +401,35 @@ async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value
 }
 
 /// Sends one request to the endpoint at `path` and returns its answer; an answer with
-/// `ok: false` becomes an error.
-pub async fn call(path: &Path, request: &Value) -> anyhow::Result<Value> {
-    let mut stream = UnixStream::connect(path).await.with_context(|| {
-        format!("cannot reach the node's control socket {} (is it running with --control?)", path.display())
+/// `ok: false` becomes an error. With `json`, a failure is also printed on stdout as
+/// `{"ok": false, "error": ...}`, so scripts parse one format.
+pub async fn call(path: &Path, request: &Value, json: bool) -> anyhow::Result<Value> {
+    let answer = call_inner(path, request).await;
+    if let (true, Err(e)) = (json, &answer) {
+        println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+    }
+    answer
+}
+
+/// Connects to the endpoint at `path`: a socket of this user or root only, so nobody
+/// else can stand in for the node.
+pub async fn connect(path: &Path) -> anyhow::Result<UnixStream> {
+    let stream = UnixStream::connect(path).await.with_context(|| {
+        format!(
+            "cannot reach the node's control socket {} (is `swarm-node run` running? give --control PATH if it serves another)",
+            path.display()
+        )
     })?;
+    let owner = std::fs::metadata(path)?.uid();
+    let me = std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    if owner != me && owner != 0 {
+        bail!("{} belongs to uid {owner}, not to this user or root: not talking to it", path.display());
+    }
+    Ok(stream)
+}
+
+async fn call_inner(path: &Path, request: &Value) -> anyhow::Result<Value> {
+    let mut stream = connect(path).await?;
     // A refusal may come before the request is read (the socket then closes): read the
     // answer even when writing failed.
     let written = stream.write_all(format!("{request}\n").as_bytes()).await;

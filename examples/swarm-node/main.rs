@@ -3,8 +3,10 @@
 //! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
 //! - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
 //! - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
+//! - `swarm-node status` / `peers` / `ping` / `rtt` / `monitor` / `join` / `leases` — a
+//!   running node, read through its control socket (served by `run` by default).
 //! - `swarm-node place` / `release` / `renew` / `placements` — place tasks through a
-//!   running node's control socket (`run --control PATH`), end or extend them, list them.
+//!   running node's control socket, end or extend them, list them.
 //! - `swarm-node vpn add-peer` / `remove-peer` / `peers` — stock WireGuard peers of a
 //!   running node (`run --vpn --control PATH`), which becomes their gateway.
 //! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
@@ -13,7 +15,9 @@
 mod control;
 mod demo;
 mod gpus;
+mod inspect;
 mod links;
+mod ping;
 mod place;
 mod run;
 mod table;
@@ -43,6 +47,23 @@ enum Command {
     Demo(demo::DemoArgs),
     /// Show this machine's GPUs (NVML if the NVIDIA driver is there).
     Gpus(gpus::GpusArgs),
+    /// This node: id, addresses (the tunnel port included), NAT, overlay, restart
+    /// grace, and its peers with their tunnels and links.
+    Status(inspect::ShowArgs),
+    /// The peers this node knows: tunnel state and path, NAT, RTT, jitter, loss, SLA.
+    Peers(inspect::ShowArgs),
+    /// The round trip to a peer over its tunnel, each time (like `tailscale ping`).
+    Ping(ping::PingArgs),
+    /// The round trip between two nodes: measured by one of them, or estimated from
+    /// their coordinates, and which.
+    Rtt(inspect::RttArgs),
+    /// The node's events as they happen: links degraded and recovered, records,
+    /// tunnels and their paths, leases.
+    Monitor(inspect::ShowArgs),
+    /// Connect the running node to a member at this address.
+    Join(inspect::JoinArgs),
+    /// The leases this node granted on its GPUs: to whom, for which task, until when.
+    Leases(inspect::ShowArgs),
     /// Show the links of a running node (started with --metrics) and their SLA state.
     Links(links::LinksArgs),
     /// Place a task (or a gang) through a running node (started with --control).
@@ -121,6 +142,13 @@ fn main() -> ExitCode {
             Command::Run(args) => run::run(*args).await,
             Command::Demo(args) => demo::demo(args).await,
             Command::Gpus(args) => gpus::gpus(args).await,
+            Command::Status(args) => inspect::status(args).await,
+            Command::Peers(args) => inspect::peers(args).await,
+            Command::Ping(args) => ping::ping(args).await,
+            Command::Rtt(args) => inspect::rtt(args).await,
+            Command::Monitor(args) => inspect::monitor(args).await,
+            Command::Join(args) => inspect::join(args).await,
+            Command::Leases(args) => inspect::leases(args).await,
             Command::Links(args) => links::links(args),
             Command::Place(args) => place::place(*args).await,
             Command::Release(args) => place::release(args, "release").await,

@@ -2,7 +2,6 @@
 //! node's control socket (`swarm-node run --control PATH`), release or renew them, and
 //! list what it holds.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
@@ -12,10 +11,9 @@ use crate::control::{call, TaskRequest};
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
-    /// The node's control socket (`swarm-node run --control PATH`).
-    #[arg(long, value_name = "PATH", default_value = "swarm-node.sock")]
-    pub control: PathBuf,
-    /// Print JSON.
+    #[command(flatten)]
+    pub socket: crate::control::ControlArgs,
+    /// Print JSON (errors too, as `{"ok": false, "error": ...}`).
     #[arg(long)]
     pub json: bool,
 }
@@ -104,7 +102,8 @@ pub async fn place(args: PlaceArgs) -> anyhow::Result<()> {
     };
     // Checked here too, so a bad flag fails before anything is sent.
     task.to_spec()?;
-    let answer = call(&args.control.control, &json!({"op": "place", "task": task})).await?;
+    let answer =
+        call(&args.control.socket.path(), &json!({"op": "place", "task": task}), args.control.json).await?;
     if args.control.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
         return Ok(());
@@ -130,7 +129,8 @@ pub async fn place(args: PlaceArgs) -> anyhow::Result<()> {
 }
 
 pub async fn release(args: TaskIdArgs, op: &str) -> anyhow::Result<()> {
-    let answer = call(&args.control.control, &json!({"op": op, "task": args.id})).await?;
+    let answer =
+        call(&args.control.socket.path(), &json!({"op": op, "task": args.id}), args.control.json).await?;
     if args.control.json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else if op == "release" {
@@ -142,7 +142,7 @@ pub async fn release(args: TaskIdArgs, op: &str) -> anyhow::Result<()> {
 }
 
 pub async fn placements(args: ControlArgs) -> anyhow::Result<()> {
-    let answer = call(&args.control, &json!({"op": "list"})).await?;
+    let answer = call(&args.socket.path(), &json!({"op": "list"}), args.json).await?;
     let list = answer["placements"].as_array().cloned().unwrap_or_default();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&Value::Array(list))?);

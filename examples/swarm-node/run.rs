@@ -59,9 +59,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "ADDR")]
     metrics: Option<std::net::SocketAddr>,
     /// Serve the local control socket here (mode 0600; only this user and root may
-    /// use it): `swarm-node place`, `release`, `renew` and `placements` talk to it.
+    /// use it), which `status`, `peers`, `ping`, `monitor`, `place` and the other
+    /// client commands read [default: $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/swarm-node,
+    /// /run/swarm-node (root) or /tmp/swarm-node-UID, then control.sock]. A second node
+    /// on one host needs its own.
     #[arg(long, value_name = "PATH")]
     control: Option<PathBuf>,
+    /// Serve no control socket.
+    #[arg(long, conflicts_with = "control")]
+    no_control: bool,
     /// The longest lease this node grants on its GPUs.
     #[arg(long, default_value = "10m", value_parser = crate::parse_duration)]
     max_lease: Duration,
@@ -164,20 +170,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let bound = node.serve_metrics(addr).await.context("cannot serve metrics")?;
         println!("metrics on http://{bound}/metrics");
     }
-    let _control = match &args.control {
-        Some(path) => {
-            let control = crate::control::serve(node.clone(), path).await?;
-            println!("control socket {}", path.display());
-            Some(control)
-        }
-        None => None,
+    let grace = args.lease_grace.unwrap_or(args.max_lease);
+    let grace_until = (restarted && !grace.is_zero()).then(|| std::time::Instant::now() + grace);
+    let (event_lines, _) = tokio::sync::broadcast::channel(crate::inspect::MONITOR_BACKLOG);
+    let info = std::sync::Arc::new(crate::inspect::RunInfo { grace_until, events: event_lines.clone() });
+    let _control = if args.no_control {
+        None
+    } else {
+        let path = args.control.clone().unwrap_or_else(crate::control::default_path);
+        let control = crate::control::serve(node.clone(), &path, info).await?;
+        println!("control socket {}", path.display());
+        Some(control)
     };
     for addr in node.listen_addrs().await? {
         println!("listening on {addr}");
     }
     print_tunnel_socket(&node).await?;
-    let grace = args.lease_grace.unwrap_or(args.max_lease);
-    if restarted && !grace.is_zero() {
+    if grace_until.is_some() {
         println!(
             "restarted on an existing identity: new leases refused for {} s (--lease-grace)",
             grace.as_secs()
@@ -223,7 +232,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 );
             }
             event = events.next() => match event {
-                Some(event) => log_event(event),
+                Some(event) => {
+                    if let Some(line) = crate::inspect::event_json(&event) {
+                        // No monitor listening is fine.
+                        let _ = event_lines.send(line);
+                    }
+                    log_event(event)
+                }
                 None => break,
             },
         }

@@ -4,7 +4,6 @@
 //! the peer.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
@@ -46,7 +45,7 @@ use serde_json::{json, Value};
 use swarm::net::{Gateway, StockPeer};
 use swarm::Node;
 
-use crate::control::call;
+use crate::control::{call, ControlArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum VpnCommand {
@@ -60,9 +59,8 @@ pub enum VpnCommand {
 
 #[derive(Debug, Args)]
 pub struct AddPeerArgs {
-    /// The node's control socket (`run --control PATH`).
-    #[arg(long, value_name = "PATH", default_value = "swarm-node.sock")]
-    control: PathBuf,
+    #[command(flatten)]
+    control: ControlArgs,
     /// The peer's WireGuard public key (base64, as `wg pubkey` prints it).
     #[arg(long, value_name = "BASE64", value_parser = parse_key)]
     pubkey: [u8; 32],
@@ -77,9 +75,8 @@ pub struct AddPeerArgs {
 
 #[derive(Debug, Args)]
 pub struct KeyArgs {
-    /// The node's control socket.
-    #[arg(long, value_name = "PATH", default_value = "swarm-node.sock")]
-    control: PathBuf,
+    #[command(flatten)]
+    control: ControlArgs,
     /// The peer's WireGuard public key (base64).
     #[arg(long, value_name = "BASE64", value_parser = parse_key)]
     pubkey: [u8; 32],
@@ -87,9 +84,8 @@ pub struct KeyArgs {
 
 #[derive(Debug, Args)]
 pub struct PeersArgs {
-    /// The node's control socket.
-    #[arg(long, value_name = "PATH", default_value = "swarm-node.sock")]
-    control: PathBuf,
+    #[command(flatten)]
+    control: ControlArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -104,19 +100,23 @@ pub async fn run(command: VpnCommand) -> anyhow::Result<()> {
     match command {
         VpnCommand::AddPeer(a) => {
             let request = json!({"op": "vpn-add-peer", "pubkey": B64.encode(a.pubkey), "name": a.name});
-            let answer = call(&a.control, &request).await?;
+            let answer = call(&a.control.path(), &request, false).await?;
             print!("{}", wg_quick(&answer, a.endpoint.as_deref())?);
         }
         VpnCommand::RemovePeer(a) => {
-            let answer =
-                call(&a.control, &json!({"op": "vpn-remove-peer", "pubkey": B64.encode(a.pubkey)})).await?;
+            let answer = call(
+                &a.control.path(),
+                &json!({"op": "vpn-remove-peer", "pubkey": B64.encode(a.pubkey)}),
+                false,
+            )
+            .await?;
             if answer["removed"] != json!(true) {
                 bail!("{} is not a stock peer of this node", B64.encode(a.pubkey));
             }
             println!("removed {}", B64.encode(a.pubkey));
         }
         VpnCommand::Peers(a) => {
-            let answer = call(&a.control, &json!({"op": "vpn-peers"})).await?;
+            let answer = call(&a.control.path(), &json!({"op": "vpn-peers"}), a.json).await?;
             if a.json {
                 println!("{}", answer["peers"]);
             } else {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use swarm_core::link::emulator::{LinkEmulator, LinkProfile};
 use swarm_core::link::summary::LinkSummaries;
 use swarm_core::link::{
-    LinkConfig, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, SlaEvent, SlaPolicy,
-    ThroughputError,
+    LinkConfig, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, PingError, SlaEvent, SlaPolicy,
+    ThroughputError, PING_TIMEOUT,
 };
 use swarm_core::tunnel::{FrameKind, Payload, PeerHandle, Received, TunnelConfig, TunnelEvent, Tunnels};
 use swarm_core::PeerId;
@@ -32,6 +32,7 @@ struct Node {
     events: Vec<(Instant, SlaEvent)>,
     /// Throughput tests' results, in order.
     throughput: Vec<Result<f64, ThroughputError>>,
+    pongs: Vec<Result<Duration, PingError>>,
     /// The summaries this node would have gossiped, with when and whether urgently.
     gossip: Vec<(Instant, bool, LinkSummaries)>,
 }
@@ -79,6 +80,7 @@ impl Sim {
                 links: LinkTable::new(t0, link, SlaPolicy::default()),
                 events: Vec::new(),
                 throughput: Vec::new(),
+                pongs: Vec::new(),
                 gossip: Vec::new(),
             }
         });
@@ -147,6 +149,7 @@ impl Sim {
             match e {
                 LinkEvent::Sla { event, .. } => node.events.push((now, event)),
                 LinkEvent::Throughput { result, .. } => node.throughput.push(result),
+                LinkEvent::Pong { result, .. } => node.pongs.push(result),
                 _ => {}
             }
         }
@@ -473,6 +476,34 @@ fn throughput_tests_end_and_links_go_with_their_tunnel() {
     assert!(sim.nodes[0].links.report(now, &other).is_none());
     assert!(sim.nodes[0].links.poll_transmit().is_none(), "the train went with the link");
     assert_eq!(sim.nodes[0].links.measure(now, other), Err(ThroughputError::NoLink));
+}
+
+/// A ping is one probe sent at once: its answer gives the link's round trip (here 2 x
+/// 20 ms); a lost one times out; a ping over no tunnel fails at once.
+#[test]
+fn a_ping_is_answered_with_the_round_trip_or_times_out() {
+    let calm = LinkProfile { delay: Duration::from_millis(20), ..LinkProfile::default() };
+    let mut sim = Sim::new(calm, 0, LinkConfig::default(), 61);
+    sim.run_for(Duration::from_secs(2));
+    let other = sim.nodes[0].other;
+    let now = sim.now;
+    sim.nodes[0].links.ping(now, other).unwrap();
+    sim.drain(0);
+    sim.run_for(Duration::from_millis(100));
+    let rtt = *sim.nodes[0].pongs[0].as_ref().expect("answered");
+    assert!(rtt >= Duration::from_millis(40) && rtt < Duration::from_millis(45), "{rtt:?}");
+    // Everything lost: no answer within PING_TIMEOUT.
+    sim.set_profile(LinkProfile { loss: 1.0, ..calm });
+    let now = sim.now;
+    sim.nodes[0].links.ping(now, other).unwrap();
+    sim.drain(0);
+    sim.run_for(PING_TIMEOUT - Duration::from_millis(100));
+    assert_eq!(sim.nodes[0].pongs.len(), 1);
+    sim.run_for(Duration::from_millis(200));
+    assert_eq!(sim.nodes[0].pongs[1], Err(PingError::Timeout));
+    sim.nodes[0].links.handle_tunnel_down(&other);
+    let now = sim.now;
+    assert_eq!(sim.nodes[0].links.ping(now, other), Err(PingError::NoLink));
 }
 
 /// When the tunnel moves to another path (direct to relayed, say), the link's windows

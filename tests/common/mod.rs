@@ -12,11 +12,28 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 pub fn swarm_node() -> Command {
-    // target/<profile>/deps/cli-<hash> -> target/<profile>/examples/swarm-node
+    let mut c = Command::new(swarm_node_path());
+    own_runtime_dir(&mut c);
+    c
+}
+
+/// target/<profile>/deps/cli-<hash> -> target/<profile>/examples/swarm-node
+pub fn swarm_node_path() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join("swarm-node");
     assert!(bin.exists(), "{bin:?} is built by `cargo test`");
-    Command::new(bin)
+    bin
+}
+
+/// Gives `command` (a node, or a client of it) a runtime directory of its own, so
+/// nodes started at once do not share the default control socket. Returns it.
+pub fn own_runtime_dir(command: &mut Command) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    command.env("XDG_RUNTIME_DIR", &dir).env_remove("RUNTIME_DIRECTORY");
+    dir
 }
 
 pub fn run(args: &[&str]) -> Output {

@@ -50,6 +50,7 @@ impl Lab {
     pub fn node(&self, ns: &str) -> Command {
         let mut c = self.exec(ns);
         c.arg(swarm_node().get_program());
+        super::own_runtime_dir(&mut c);
         c
     }
 

@@ -27,6 +27,6 @@ pub mod window;
 pub use monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, WindowStats};
 pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 pub use table::{
-    LinkEvent, LinkGossip, LinkTable, LinkTransmit, SlaVerdict, ThroughputError, GOSSIP_INTERVAL,
-    TRAIN_PACKET, TRAIN_PACKETS,
+    LinkEvent, LinkGossip, LinkTable, LinkTransmit, PingError, SlaVerdict, ThroughputError, GOSSIP_INTERVAL,
+    PING_TIMEOUT, TRAIN_PACKET, TRAIN_PACKETS,
 };

@@ -311,6 +311,16 @@ impl LinkMonitor {
         Some(Probe { seq: self.seq, sent_us: self.clock_us(now) }.emit())
     }
 
+    /// A probe to send now, whatever the schedule (an operator's ping): returns its
+    /// sequence number with its body. Its reply is a sample like any other.
+    pub fn probe_now(&mut self, now: Instant) -> (u32, [u8; PROBE_LEN]) {
+        self.next_probe = now;
+        let body = self
+            .poll_probe(now)
+            .unwrap_or_else(|| Probe { seq: self.seq, sent_us: self.clock_us(now) }.emit());
+        (self.seq, body)
+    }
+
     fn probe_lost(&mut self, now: Instant) {
         self.probes_resolved += 1;
         self.probes_lost += 1;

@@ -74,6 +74,24 @@ pub enum ThroughputError {
     Timeout,
 }
 
+/// Why a ping got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// No tunnel to the peer carries data.
+    #[error("no live tunnel to ping")]
+    NoLink,
+    /// The tunnel went down before the answer.
+    #[error("the tunnel went down")]
+    Down,
+    /// No answer within [`PING_TIMEOUT`].
+    #[error("no answer within {} s", PING_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+/// How long a ping waits for its answer.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What happened on a link.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -84,6 +102,13 @@ pub enum LinkEvent {
         peer: PeerId,
         /// The change.
         event: SlaEvent,
+    },
+    /// A ping ([`LinkTable::ping`]) was answered, or not.
+    Pong {
+        /// The peer.
+        peer: PeerId,
+        /// The round trip over the tunnel, or why not.
+        result: Result<Duration, PingError>,
     },
     /// A throughput test ended.
     Throughput {
@@ -162,6 +187,8 @@ pub struct LinkTable {
     trains: VecDeque<Sending>,
     /// Throughput tests waiting for their report, with their deadline.
     waiting: HashMap<PeerId, Instant>,
+    /// Pings waiting for their reply: the probe's sequence number and the deadline.
+    pings: HashMap<PeerId, (u32, Instant)>,
     events: VecDeque<LinkEvent>,
     /// Whether summaries are due, and whether urgently.
     gossip: Option<bool>,
@@ -197,6 +224,7 @@ impl LinkTable {
             frames: VecDeque::new(),
             trains: VecDeque::new(),
             waiting: HashMap::new(),
+            pings: HashMap::new(),
             events: VecDeque::new(),
             gossip: None,
             scratch: [0; train::MAX_PACKET],
@@ -230,6 +258,9 @@ impl LinkTable {
         if self.waiting.remove(peer).is_some() {
             let result = Err(ThroughputError::Down);
             self.events.push_back(LinkEvent::Throughput { peer: *peer, result });
+        }
+        if self.pings.remove(peer).is_some() {
+            self.events.push_back(LinkEvent::Pong { peer: *peer, result: Err(PingError::Down) });
         }
         if self.links.is_empty() {
             self.timers.stop(Timer::Judge);
@@ -270,7 +301,13 @@ impl LinkTable {
             }
             FrameKind::PROBE_REPLY => {
                 if let Some(link) = self.links.get_mut(&peer) {
-                    let _ = link.monitor.handle_reply(now, body);
+                    let seq = crate::link::probe::ProbeReply::parse(body).map(|r| r.seq);
+                    if let (Ok(Some(rtt)), Ok(seq)) = (link.monitor.handle_reply(now, body), seq) {
+                        if self.pings.get(&peer).is_some_and(|(s, _)| *s == seq) {
+                            self.pings.remove(&peer);
+                            self.events.push_back(LinkEvent::Pong { peer, result: Ok(rtt) });
+                        }
+                    }
                 }
             }
             FrameKind::TRAIN => {
@@ -297,6 +334,18 @@ impl LinkTable {
 
     fn push_frame(&mut self, peer: PeerId, kind: FrameKind, bytes: &[u8]) {
         push_frame(&mut self.frames, peer, kind, bytes);
+    }
+
+    /// Sends a probe to `peer` now (an operator's ping, like `tailscale ping`): a
+    /// [`LinkEvent::Pong`] follows with its round trip, or an error after
+    /// [`PING_TIMEOUT`]. The sample also counts in the link's statistics. A second ping
+    /// while one waits replaces it.
+    pub fn ping(&mut self, now: Instant, peer: PeerId) -> Result<(), PingError> {
+        let link = self.links.get_mut(&peer).ok_or(PingError::NoLink)?;
+        let (seq, body) = link.monitor.probe_now(now);
+        self.push_frame(peer, FrameKind::PROBE, &body);
+        self.pings.insert(peer, (seq, now + PING_TIMEOUT));
+        Ok(())
     }
 
     /// Starts a throughput test on the link to `peer`: a train of [`TRAIN_PACKETS`]
@@ -362,6 +411,12 @@ impl LinkTable {
             self.waiting.remove(&peer);
             self.events.push_back(LinkEvent::Throughput { peer, result: Err(ThroughputError::Timeout) });
         }
+        let unanswered: Vec<PeerId> =
+            self.pings.iter().filter(|(_, (_, at))| *at <= now).map(|(p, _)| *p).collect();
+        for peer in unanswered {
+            self.pings.remove(&peer);
+            self.events.push_back(LinkEvent::Pong { peer, result: Err(PingError::Timeout) });
+        }
     }
 
     fn judge(&mut self, now: Instant) {
@@ -383,7 +438,8 @@ impl LinkTable {
     /// The next moment [`Self::handle_timeout`] has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let monitors = self.links.values().filter_map(|l| l.monitor.poll_timeout());
-        monitors.chain(self.waiting.values().copied()).chain(self.timers.next()).min()
+        let pings = self.pings.values().map(|(_, at)| *at);
+        monitors.chain(self.waiting.values().copied()).chain(pings).chain(self.timers.next()).min()
     }
 
     /// The next frame to seal and send; drain until `None`.

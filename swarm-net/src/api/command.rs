@@ -27,6 +27,7 @@ pub(crate) enum Command {
     Links(oneshot::Sender<Vec<LinkReport>>),
     LinkBetween(PeerId, PeerId, oneshot::Sender<Option<swarm_core::link::summary::LinkAnswer>>),
     MeasureThroughput(PeerId, oneshot::Sender<Result<f64, NodeError>>),
+    Ping(PeerId, oneshot::Sender<Result<std::time::Duration, NodeError>>),
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
     Lease(
         PeerId,

@@ -14,6 +14,9 @@ pub enum NodeError {
     /// A throughput test could not run or got no answer.
     #[error("throughput test: {0}")]
     Throughput(String),
+    /// A ping over the tunnel got no answer.
+    #[error("ping failed")]
+    Ping(#[source] swarm_core::link::PingError),
     /// The metrics endpoint could not listen.
     #[error("cannot serve metrics on {addr}: {detail}")]
     Metrics {

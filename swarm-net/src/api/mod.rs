@@ -238,6 +238,14 @@ impl Node {
         self.ask(|tx| Command::MeasureThroughput(peer, tx)).await?
     }
 
+    /// The round trip to `peer` over its tunnel, now: one link probe sent at once and
+    /// its answer awaited (at most [`swarm_core::link::PING_TIMEOUT`]), like
+    /// `tailscale ping`. The sample also counts in the link's statistics. Dropping the
+    /// future forgets the answer; nothing else is held.
+    pub async fn ping(&self, peer: PeerId) -> Result<std::time::Duration, NodeError> {
+        self.ask(|tx| Command::Ping(peer, tx)).await?
+    }
+
     /// Serves the node's metrics over HTTP on `addr` until the node stops: `GET /metrics`
     /// (OpenMetrics: links, SLA verdicts, tunnels, gossip) and `GET /links` (JSON).
     /// Returns the bound address (useful with port 0). Bind it to loopback unless a

@@ -555,6 +555,11 @@ impl DataPlane {
         self.links.poll_gossip(now)
     }
 
+    /// Pings `peer` over its tunnel; the answer comes as a [`DataPlaneEvent::Link`].
+    pub(crate) fn ping(&mut self, now: Instant, peer: &PeerId) -> Result<(), swarm_core::link::PingError> {
+        self.links.ping(now, *peer)
+    }
+
     /// Starts a throughput test to `peer`; its result comes as a [`DataPlaneEvent::Link`].
     pub(crate) fn measure_throughput(&mut self, now: Instant, peer: &PeerId) -> Result<(), MeasureError> {
         if !self.peers.contains_key(peer) {

@@ -30,6 +30,7 @@ impl Driver {
                 let _ = reply.send(if ok { Ok(()) } else { Err(NodeError::NoTunnel(peer)) });
             }
             Command::MeasureThroughput(peer, reply) => self.measure_throughput(Instant::now(), peer, reply),
+            Command::Ping(peer, reply) => self.ping(Instant::now(), peer, reply),
             Command::ServeMetrics(addr, reply) => {
                 let _ = reply.send(self.serve_metrics(addr));
             }

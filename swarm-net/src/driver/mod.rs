@@ -66,6 +66,8 @@ const SPIN: Duration = Duration::from_micros(500);
 type LeaseWaiter = oneshot::Sender<Result<LeaseResponse, NodeError>>;
 /// A caller waiting for a throughput test's figure.
 type ThroughputWaiter = oneshot::Sender<Result<f64, NodeError>>;
+/// A caller waiting for a ping's round trip.
+type PingWaiter = oneshot::Sender<Result<Duration, NodeError>>;
 
 pub(crate) struct Driver {
     swarm: Swarm<Behaviour>,
@@ -99,6 +101,8 @@ pub(crate) struct Driver {
     lease_waiters: HashMap<OutboundRequestId, (PeerId, LeaseWaiter)>,
     /// Throughput tests waiting for their figure.
     throughput_waiters: HashMap<PeerId, ThroughputWaiter>,
+    /// Pings waiting for their answer (one per peer: a newer one replaces it).
+    ping_waiters: HashMap<PeerId, PingWaiter>,
     /// Bumped by every change of the view, for the placement cache.
     view_changes: u64,
     placement_view: Option<PlacementView>,

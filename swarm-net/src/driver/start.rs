@@ -336,6 +336,7 @@ impl Driver {
             leases: p.leases,
             lease_waiters: HashMap::new(),
             throughput_waiters: HashMap::new(),
+            ping_waiters: HashMap::new(),
             view_changes: 0,
             placement_view: None,
             overlay_v6: OverlayV6::for_namespace(&p.config.namespace),

@@ -7,7 +7,7 @@ use std::time::Instant;
 use libp2p::PeerId;
 use swarm_core::link::{LinkEvent, SlaEvent};
 
-use super::{Driver, ThroughputWaiter};
+use super::{Driver, PingWaiter, ThroughputWaiter};
 use crate::api::{NodeError, NodeEvent};
 use crate::dataplane::{DataPlaneEvent, MeasureError};
 
@@ -70,12 +70,29 @@ impl Driver {
                 let (value, target) = (metric.to_si(value), metric.to_si(target));
                 self.emit(NodeEvent::LinkRecovered { peer, metric, value, target });
             }
+            LinkEvent::Pong { peer, result } => {
+                if let Some(reply) = self.ping_waiters.remove(&peer) {
+                    let _ = reply.send(result.map_err(NodeError::Ping));
+                }
+            }
             LinkEvent::Throughput { peer, result } => {
                 if let Some(reply) = self.throughput_waiters.remove(&peer) {
                     let _ = reply.send(result.map_err(|e| NodeError::Throughput(e.to_string())));
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Pings `peer` over its tunnel; `reply` gets the round trip.
+    pub(super) fn ping(&mut self, now: Instant, peer: PeerId, reply: PingWaiter) {
+        match self.dataplane.ping(now, &peer) {
+            Ok(()) => {
+                self.ping_waiters.insert(peer, reply);
+            }
+            Err(e) => {
+                let _ = reply.send(Err(NodeError::Ping(e)));
+            }
         }
     }
 
