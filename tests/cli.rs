@@ -204,7 +204,8 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
     let text = String::from_utf8_lossy(&table.stdout);
     assert!(text.contains("1 links") && text.contains("p99 ms"), "{text}");
     let mut http = std::net::TcpStream::connect(&metrics).unwrap();
-    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::io::Write::write_all(&mut http, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut body = String::new();
     std::io::Read::read_to_string(&mut http, &mut body).unwrap();
     for name in [

@@ -3,22 +3,30 @@
 //!   SLA verdicts, tunnel counters and drops, and gossip counters;
 //! - `GET /links`: the same links as JSON.
 //!
-//! One connection at a time, requests of at most 8 KiB read within 5 s: the endpoint is
-//! meant for a local scraper, and binds where it is told (loopback by default in the
-//! node program). It holds no strong handle on the node: when the node stops, so does it.
+//! HTTP/1.1 by hyper: connections are served concurrently (up to [`MAX_CONNECTIONS`];
+//! more wait in the kernel's backlog), with keep-alive, `HEAD`, and `405` with `Allow`
+//! for other methods. Each connection has its own limits (headers within 5 s, idle
+//! keep-alive closed after 5 s, at most 8 KiB of headers), so an idle or slow client
+//! never delays another scrape. The endpoint binds where it is told (loopback in the
+//! node program's examples) and holds no strong handle on the node: when the node
+//! stops, so does it, and its connections with it.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{header, Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use swarm_core::link::SlaState;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
 
 use crate::api::{Command, LinkReport, NodeStats, OverlayAddresses, TunnelStatus};
 
@@ -26,8 +34,16 @@ type Labels = Vec<(&'static str, String)>;
 type GaugeF = Family<Labels, Gauge<f64, AtomicU64>>;
 type CounterU = Family<Labels, Counter<u64>>;
 
+/// Most header bytes a request may carry.
 const MAX_REQUEST: usize = 8 * 1024;
+/// A request's headers must arrive within this, and an idle keep-alive connection is
+/// closed after it.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed after this long whatever it does (a client that trickles
+/// requests forever holds no task forever).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+/// Connections served at once; more wait to be accepted.
+pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// Asks the driver without keeping it alive.
 async fn ask<T>(
@@ -42,65 +58,73 @@ async fn ask<T>(
 }
 
 pub(crate) async fn serve(listener: TcpListener, commands: mpsc::WeakSender<Command>) {
+    // Dropping the set (when this task is aborted with the node) aborts every connection.
+    let mut connections = JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
+        if connections.len() >= MAX_CONNECTIONS {
+            connections.join_next().await;
+            continue;
+        }
         let Ok((stream, _)) = listener.accept().await else { continue };
         if commands.upgrade().is_none() {
             return;
         }
-        let _ = tokio::time::timeout(REQUEST_TIMEOUT, handle(stream, &commands)).await;
+        let commands = commands.clone();
+        connections.spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let commands = commands.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(request, &commands).await) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .max_buf_size(MAX_REQUEST)
+                .keep_alive(true);
+            let connection = http.serve_connection(TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
     }
 }
 
-async fn handle(mut stream: TcpStream, commands: &mpsc::WeakSender<Command>) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-        if len == buf.len() {
-            return respond(&mut stream, "413 Payload Too Large", "text/plain", "request too large\n").await;
-        }
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
+fn response(status: StatusCode, kind: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+    r
+}
+
+async fn respond(request: Request<Incoming>, commands: &mpsc::WeakSender<Command>) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut r = response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET or HEAD only\n".to_owned());
+        r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
     }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let mut parts = head.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    if method != "GET" {
-        return respond(&mut stream, "405 Method Not Allowed", "text/plain", "GET only\n").await;
-    }
-    match path {
-        "/metrics" => {
-            let body = openmetrics(commands).await.unwrap_or_default();
-            respond(
-                &mut stream,
-                "200 OK",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                &body,
-            )
-            .await
-        }
+    match request.uri().path() {
+        "/metrics" => match openmetrics(commands).await {
+            Some(body) => {
+                response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
+            }
+            None => {
+                response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "the node is stopping\n".to_owned())
+            }
+        },
         "/links" => {
-            let links = ask(commands, Command::Links).await.unwrap_or_default();
+            let Some(links) = ask(commands, Command::Links).await else {
+                return response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "the node is stopping\n".to_owned(),
+                );
+            };
             let mut overlay = Vec::with_capacity(links.len());
             for l in &links {
                 overlay.push(ask(commands, |tx| Command::Overlay(l.peer, tx)).await.flatten());
             }
-            respond(&mut stream, "200 OK", "application/json", &links_json(&links, &overlay)).await
+            response(StatusCode::OK, "application/json", links_json(&links, &overlay))
         }
-        _ => respond(&mut stream, "404 Not Found", "text/plain", "try /metrics or /links\n").await,
+        _ => response(StatusCode::NOT_FOUND, "text/plain", "try /metrics or /links\n".to_owned()),
     }
-}
-
-async fn respond(stream: &mut TcpStream, status: &str, kind: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
 }
 
 fn secs(d: Option<Duration>) -> Option<f64> {
