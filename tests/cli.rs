@@ -212,7 +212,7 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
         "swarm_link_rtt_seconds",
         "swarm_tunnel_up",
         "swarm_tunnel_bytes_total",
-        "swarm_leases_total{outcome=\"granted\"}",
+        "swarm_lease_requests_total{outcome=\"granted\"}",
         "# EOF",
     ] {
         assert!(body.contains(name), "{name} in /metrics: {body}");

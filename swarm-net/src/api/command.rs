@@ -39,5 +39,7 @@ pub(crate) enum Command {
     AddStockPeer([u8; 32], String, oneshot::Sender<Result<(StockPeer, Gateway), NodeError>>),
     RemoveStockPeer([u8; 32], oneshot::Sender<bool>),
     StockPeers(oneshot::Sender<Vec<StockPeer>>),
+    /// libp2p's own metrics (bandwidth by transport), OpenMetrics text.
+    Libp2pMetrics(oneshot::Sender<String>),
     Shutdown,
 }

@@ -31,6 +31,11 @@ impl Driver {
             }
             Command::MeasureThroughput(peer, reply) => self.measure_throughput(Instant::now(), peer, reply),
             Command::Ping(peer, reply) => self.ping(Instant::now(), peer, reply),
+            Command::Libp2pMetrics(reply) => {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+                let _ = reply.send(text);
+            }
             Command::ServeMetrics(addr, reply) => {
                 let _ = reply.send(self.serve_metrics(addr));
             }

@@ -95,6 +95,11 @@ fn response(status: StatusCode, kind: &'static str, body: String) -> Response<Fu
 }
 
 async fn respond(request: Request<Incoming>, commands: &mpsc::WeakSender<Command>) -> Response<Full<Bytes>> {
+    let wants_openmetrics = request
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut r = response(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET or HEAD only\n".to_owned());
         r.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
@@ -102,8 +107,11 @@ async fn respond(request: Request<Incoming>, commands: &mpsc::WeakSender<Command
     }
     match request.uri().path() {
         "/metrics" => match openmetrics(commands).await {
-            Some(body) => {
+            Some(body) if wants_openmetrics => {
                 response(StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", body)
+            }
+            Some(body) => {
+                response(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", classic_text(&body))
             }
             None => {
                 response(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "the node is stopping\n".to_owned())
@@ -136,14 +144,78 @@ async fn openmetrics(commands: &mpsc::WeakSender<Command>) -> Option<String> {
     let links = ask(commands, Command::Links).await?;
     let tunnels = ask(commands, Command::Tunnels).await?;
     let stats = ask(commands, Command::Stats).await?;
+    let leases = ask(commands, Command::Leases).await?;
+    let view = ask(commands, Command::Snapshot).await?;
+    let libp2p = ask(commands, Command::Libp2pMetrics).await?;
     let mut registry = Registry::with_prefix("swarm");
     register_links(&mut registry, &links);
     register_tunnels(&mut registry, &tunnels, &stats);
     register_node(&mut registry, &stats);
     register_vpn(&mut registry, &stats);
+    register_gpus(&mut registry, &view, &leases);
+    let build = gauge(&mut registry, "build_info", "The running build: 1, labelled with its version");
+    build.get_or_create(&vec![("version", env!("CARGO_PKG_VERSION").to_owned())]).set(1.0);
     let mut text = String::new();
     encode(&mut text, &registry).ok()?;
+    // libp2p's own families (bandwidth by protocol stack) after ours: one exposition.
+    if let Some(ours) = text.strip_suffix("# EOF\n") {
+        text = format!("{ours}{libp2p}");
+    }
     Some(text)
+}
+
+/// This node's GPUs (from its own record) and what its leases hold of them.
+fn register_gpus(
+    registry: &mut Registry,
+    view: &swarm_core::view::ClusterSnapshot,
+    leases: &[swarm_core::place::Lease],
+) {
+    let memory = gauge(registry, "gpu_memory_bytes", "GPU memory, by device and use (used, total)");
+    let util = gauge(registry, "gpu_utilization_ratio", "GPU utilization, by device");
+    let count = gauge(registry, "gpus", "This node's GPUs, by state (leased, free)");
+    let held = gauge(registry, "live_leases", "Live leases this node granted");
+    let Some(own) = view.entries.iter().find(|e| e.local) else { return };
+    let leased: std::collections::HashSet<u32> = leases.iter().flat_map(|l| l.gpus.iter().copied()).collect();
+    for d in own.record.gpus.devices.iter() {
+        let dev = |what: &str| vec![("gpu", d.index.to_string()), ("use", what.to_owned())];
+        memory.get_or_create(&dev("used")).set(d.memory_used_mib as f64 * 1048576.0);
+        memory.get_or_create(&dev("total")).set(d.memory_total_mib as f64 * 1048576.0);
+        util.get_or_create(&vec![("gpu", d.index.to_string())]).set(f64::from(d.utilization_pct) / 100.0);
+    }
+    let total = own.record.gpus.devices.len();
+    let busy = own.record.gpus.devices.iter().filter(|d| leased.contains(&d.index)).count();
+    count.get_or_create(&vec![("state", "leased".to_owned())]).set(busy as f64);
+    count.get_or_create(&vec![("state", "free".to_owned())]).set((total - busy) as f64);
+    held.get_or_create(&vec![]).set(leases.len() as f64);
+}
+
+/// The OpenMetrics text in Prometheus's classic text format (0.0.4), for scrapers that
+/// do not ask for OpenMetrics (and for `promtool check metrics`): a counter's `HELP`
+/// and `TYPE` name its `_total` samples, `info` becomes a gauge, `# UNIT` and `# EOF`
+/// go.
+pub(crate) fn classic_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let rewritten = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            if counters.contains(name) {
+                return Some(format!("{prefix}{name}_total {tail}"));
+            }
+            (tail == "info").then(|| format!("{prefix}{name}_info gauge"))
+        });
+        match rewritten {
+            Some(l) => out.push_str(&l),
+            None => out.push_str(line.split(" # {").next().unwrap_or(line)),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 fn gauge(registry: &mut Registry, name: &str, help: &str) -> GaugeF {
@@ -159,12 +231,16 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> CounterU {
 }
 
 fn register_links(registry: &mut Registry, links: &[LinkReport]) {
-    let rtt = gauge(registry, "link_rtt_seconds", "Round-trip time over the short window, by quantile");
+    let rtt = gauge(
+        registry,
+        "link_rtt_seconds",
+        "Round-trip time over the short window (60 s), by percentile (100: the largest)",
+    );
     let samples = gauge(registry, "link_rtt_samples", "Round trips in the short window");
     let jitter = gauge(registry, "link_jitter_seconds", "RFC 3550 jitter, inbound and outbound");
     let loss = gauge(registry, "link_loss_ratio", "Packet loss over the short window, by source");
     let rate =
-        gauge(registry, "link_goodput_bits_per_second", "Goodput of real traffic over the short window");
+        gauge(registry, "link_goodput_bytes_per_second", "Goodput of real traffic over the short window");
     let sla = gauge(registry, "link_sla_degraded", "1 when the metric is past its SLA target, 0 when within");
     let path = gauge(registry, "link_path", "1 for the path the link's packets take (direct, relayed via)");
     for l in links {
@@ -178,8 +254,8 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
         path.get_or_create(&with(&[("path", l.path.kind()), ("via", &via)])).set(1.0);
         let w = &l.stats.short;
         if let Some(q) = w.rtt {
-            for (name, d) in [("0.5", q.p50), ("0.9", q.p90), ("0.99", q.p99), ("1", q.max)] {
-                rtt.get_or_create(&with(&[("quantile", name)])).set(d.as_secs_f64());
+            for (name, d) in [("50", q.p50), ("90", q.p90), ("99", q.p99), ("100", q.max)] {
+                rtt.get_or_create(&with(&[("percentile", name)])).set(d.as_secs_f64());
             }
             samples.get_or_create(&with(&[])).set(q.samples as f64);
         }
@@ -200,7 +276,7 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
         }
         for (dir, v) in [("rx", w.rx_bps), ("tx", w.tx_bps)] {
             if let Some(v) = v {
-                rate.get_or_create(&with(&[("direction", dir)])).set(v);
+                rate.get_or_create(&with(&[("direction", dir)])).set(v / 8.0);
             }
         }
         for v in &l.sla {
@@ -287,22 +363,38 @@ fn register_vpn(registry: &mut Registry, stats: &NodeStats) {
 }
 
 fn register_node(registry: &mut Registry, stats: &NodeStats) {
-    let node = gauge(registry, "node", "Node-wide gauges");
-    let totals = counter(registry, "node_events", "Node-wide counters");
-    let g = |name: &str| vec![("what", name.to_owned())];
-    node.get_or_create(&g("connected_peers")).set(stats.connected_peers as f64);
-    node.get_or_create(&g("records")).set(stats.records as f64);
-    node.get_or_create(&g("udp_recv_buffer_bytes")).set(stats.dataplane.recv_buffer as f64);
-    node.get_or_create(&g("udp_send_buffer_bytes")).set(stats.dataplane.send_buffer as f64);
-    totals.get_or_create(&g("records_published")).inc_by(stats.published);
-    totals.get_or_create(&g("records_rejected")).inc_by(stats.gossip.rejected_total());
-    totals.get_or_create(&g("libp2p_bytes_in")).inc_by(stats.bytes_in);
-    totals.get_or_create(&g("libp2p_bytes_out")).inc_by(stats.bytes_out);
-    totals.get_or_create(&g("datagrams_delivered")).inc_by(stats.dataplane.datagrams_delivered);
-    totals.get_or_create(&g("datagrams_overflow")).inc_by(stats.dataplane.datagrams_overflow);
-    totals.get_or_create(&g("udp_in")).inc_by(stats.dataplane.udp_in);
-    totals.get_or_create(&g("udp_out")).inc_by(stats.dataplane.udp_out);
-    let leases = counter(registry, "leases", "Lease requests this node answered, by outcome");
+    let one = |registry: &mut Registry, name: &str, help: &str, v: f64| {
+        gauge(registry, name, help).get_or_create(&vec![]).set(v);
+    };
+    let dir = |d: &str| vec![("direction", d.to_owned())];
+    one(
+        registry,
+        "connected_peers",
+        "Peers with at least one open libp2p connection",
+        stats.connected_peers as f64,
+    );
+    one(registry, "records", "Records in the view, this node's own included", stats.records as f64);
+    let buffers = gauge(registry, "udp_buffer_bytes", "The tunnel socket's kernel buffers, by direction");
+    buffers.get_or_create(&dir("recv")).set(stats.dataplane.recv_buffer as f64);
+    buffers.get_or_create(&dir("send")).set(stats.dataplane.send_buffer as f64);
+    let n = |registry: &mut Registry, name: &str, help: &str, v: u64| {
+        counter(registry, name, help).get_or_create(&vec![]).inc_by(v);
+    };
+    n(registry, "records_published", "Records this node published", stats.published);
+    n(registry, "records_rejected", "Records refused by the view", stats.gossip.rejected_total());
+    n(registry, "events_dropped", "Node events dropped because the reader fell behind", stats.events_dropped);
+    let bytes = counter(registry, "libp2p_bytes", "Bytes over all libp2p connections, by direction");
+    bytes.get_or_create(&dir("in")).inc_by(stats.bytes_in);
+    bytes.get_or_create(&dir("out")).inc_by(stats.bytes_out);
+    let datagrams =
+        counter(registry, "tunnel_socket_datagrams", "UDP datagrams through the tunnel socket, by direction");
+    datagrams.get_or_create(&dir("in")).inc_by(stats.dataplane.udp_in);
+    datagrams.get_or_create(&dir("out")).inc_by(stats.dataplane.udp_out);
+    let app =
+        counter(registry, "app_datagrams", "Application datagrams delivered, or dropped for a full queue");
+    app.get_or_create(&vec![("outcome", "delivered".to_owned())]).inc_by(stats.dataplane.datagrams_delivered);
+    app.get_or_create(&vec![("outcome", "overflow".to_owned())]).inc_by(stats.dataplane.datagrams_overflow);
+    let leases = counter(registry, "lease_requests", "Lease requests this node answered, by outcome");
     let l = &stats.leases;
     for (outcome, n) in [
         ("granted", l.granted),
