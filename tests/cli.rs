@@ -429,6 +429,27 @@ fn operator_commands_read_a_running_node() {
     assert!(err.contains("in use by another running node") && err.contains("--control PATH"), "{err}");
 }
 
+/// `--version` names the commit; completions for the usual shells; JSON log lines.
+#[test]
+fn version_completions_and_json_logs() {
+    let out = run(&["--version"]);
+    let version = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(version.starts_with("swarm-node 0.") && version.contains(" ("), "{version}");
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        let script = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success() && script.contains("genpsk") && script.contains("monitor"), "{shell}");
+    }
+    let out = run(&["--log-format", "json", "--log", "debug", "gpus"]);
+    let logs = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut lines = logs.lines().filter(|l| !l.trim().is_empty()).peekable();
+    assert!(lines.peek().is_some(), "an info line: {logs}");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{v}");
+    }
+}
+
 #[test]
 fn gpus_reports_static_and_missing_nvml_inventories() {
     let out = run(&["gpus", "--json", "--gpus", "2xH100-80GB,1xRTX4090-24GB"]);

@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "swarm-node", version, about = "A swarm node: decentralized GPU cloud, no coordinator")]
+#[command(name = "swarm-node", version = VERSION, about = "A swarm node: decentralized GPU cloud, no coordinator")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,6 +37,18 @@ struct Cli {
     /// warn,swarm_gpu=info,libp2p_kad=error]. The flag wins over RUST_LOG.
     #[arg(long, global = true)]
     log: Option<String>,
+    /// Log lines as text, or as one JSON object each (for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+/// The version with the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("SWARM_GIT_COMMIT"), ")");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -80,6 +92,12 @@ enum Command {
     /// Print a node's identity from its key files: peer id and WireGuard public key
     /// (creates nothing).
     Id(vpn::IdArgs),
+    /// Print a shell completion script: `swarm-node completions bash >
+    /// /etc/bash_completion.d/swarm-node` (or zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Print a new pre-shared key for a private swarm (base64, as `wg genpsk` does): put
     /// it in a file (mode 0600) and give every node `--psk-file FILE`.
     Genpsk,
@@ -128,7 +146,11 @@ fn main() -> ExitCode {
     };
     // Colours only on a terminal: not in files, pipes or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs.with_ansi(ansi).init(),
+        LogFormat::Json => logs.json().with_current_span(false).init(),
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -156,6 +178,11 @@ fn main() -> ExitCode {
             Command::Placements(args) => place::placements(args).await,
             Command::Vpn(command) => vpn::run(command).await,
             Command::Id(args) => vpn::id(args),
+            Command::Completions { shell } => {
+                use clap::CommandFactory as _;
+                clap_complete::generate(shell, &mut Cli::command(), "swarm-node", &mut std::io::stdout());
+                Ok(())
+            }
             Command::Genpsk => {
                 println!("{}", vpn::genpsk());
                 Ok(())
