@@ -213,7 +213,8 @@ fn two_run_nodes_find_each_other_and_stop_on_ctrl_c() {
         "swarm_tunnel_up",
         "swarm_tunnel_bytes_total",
         "swarm_lease_requests_total{outcome=\"granted\"}",
-        "# EOF",
+        "swarm_gpus{state=\"free\"} 2",
+        "content-type: text/plain; version=0.0.4",
     ] {
         assert!(body.contains(name), "{name} in /metrics: {body}");
     }
