@@ -142,6 +142,7 @@ impl Veth {
     pub fn node(&self, ns: &str) -> Command {
         let mut c = Command::new("ip");
         c.args(["netns", "exec", ns]).arg(swarm_node().get_program());
+        own_runtime_dir(&mut c);
         c
     }
 }
