@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use swarm_core::link::emulator::{LinkEmulator, LinkProfile};
 use swarm_core::link::summary::LinkSummaries;
 use swarm_core::link::{
-    LinkConfig, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, PingError, SlaEvent, SlaPolicy,
+    LinkConfig, RTT_BUCKET_BOUNDS, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, PingError, SlaEvent, SlaPolicy,
     ThroughputError, PING_TIMEOUT,
 };
 use swarm_core::tunnel::{FrameKind, Payload, PeerHandle, Received, TunnelConfig, TunnelEvent, Tunnels};
@@ -516,6 +516,7 @@ fn a_path_change_restarts_the_windows() {
     sim.run_for(Duration::from_secs(30));
     let other = sim.nodes[0].other;
     let before = sim.stats(0).long.rtt.unwrap();
+    let before_buckets = sim.stats(0).rtt_buckets;
     assert!(before.p50 < Duration::from_millis(12), "{before:?}");
     // The relayed path is slower; both ends see the path change.
     sim.set_profile(LinkProfile { delay: Duration::from_millis(25), ..direct });
@@ -527,6 +528,17 @@ fn a_path_change_restarts_the_windows() {
     let after = sim.stats(0).long.rtt.unwrap();
     assert!(after.p50 > Duration::from_millis(48), "only the new path's samples: {after:?}");
     assert!(after.samples < before.samples, "{} vs {}", after.samples, before.samples);
+    // The cumulative histogram goes on: the direct path's round trips stay in their
+    // buckets, the relayed path's are added in theirs.
+    let (h0, h1) = (before_buckets, sim.stats(0).rtt_buckets);
+    let fast = |h: &swarm_core::link::RttBuckets| {
+        RTT_BUCKET_BOUNDS.iter().zip(h.counts).filter(|(b, _)| **b <= Duration::from_millis(25)).map(|(_, n)| n).sum::<u64>()
+    };
+    assert_eq!(h0.counts.iter().sum::<u64>(), h0.count);
+    assert!(h0.count >= 500 && fast(&h0) == h0.count, "{h0:?}");
+    assert!(h1.count > h0.count + 50, "{} then {}", h0.count, h1.count);
+    assert_eq!(fast(&h1), fast(&h0), "the slower path's round trips land above 25 ms: {h1:?}");
+    assert!(h1.sum > h0.sum + Duration::from_millis(48) * (h1.count - h0.count) as u32);
     // A throughput test in flight when the path changes fails at once.
     let now = sim.now;
     sim.nodes[0].links.measure(now, other).unwrap();

@@ -53,9 +53,11 @@ mod punch;
 mod serve;
 mod tunnel_relay;
 
+pub use api::summary;
 pub use api::{
-    AutonatStats, DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport, Node, NodeError, NodeEvent,
-    NodeEvents, NodeStats, OverlayAddresses, Path, RelayStats, StockPeer, TunnelStatus, VpnDrops,
+    sla_state_name, AutonatStats, BpsVerdict, DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport,
+    LinkJson, MsVerdict, Node, NodeError, NodeEvent, NodeEvents, NodeStats, OverlayAddresses, Path,
+    RatioVerdict, RelayStats, SlaSummary, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{
     BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU,

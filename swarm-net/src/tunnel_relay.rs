@@ -47,6 +47,7 @@ const COPY_BUF: usize = 16 * 1024;
 
 /// What this node relayed for others' tunnels.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RelayStats {
     /// Bytes relayed paths brought to this node (frames included), both ways.
     pub bytes_in: u64,

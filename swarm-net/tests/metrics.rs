@@ -103,7 +103,9 @@ async fn a_scrape_passes_promtool() {
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(headers.iter().any(|(k, v)| k == "content-type" && v.starts_with("text/plain; version=0.0.4")));
     for family in [
-        "swarm_link_rtt_seconds{peer=",
+        "swarm_link_rtt_seconds_bucket{",
+        "swarm_link_rtt_seconds_count{",
+        "swarm_link_rtt_window_seconds{peer=",
         "swarm_link_goodput_bytes_per_second",
         "swarm_gpus{state=\"free\"} 1",
         "swarm_gpu_memory_bytes{gpu=\"0\",use=\"total\"} 85899345920",

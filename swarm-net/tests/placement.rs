@@ -175,6 +175,62 @@ async fn a_gang_is_reserved_whole_on_distinct_nodes() {
     shutdown_all(&nodes).await;
 }
 
+/// A `place` future dropped mid-gang, after some members granted and before it returned,
+/// leaves no lease behind: the grants it had are released as it drops, and grants still
+/// in flight by the driver when they arrive. The leases would otherwise live 120 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_placement_releases_what_it_was_granted() {
+    let nodes = cluster("place-cancel", &["2xH100-80GB", "2xH100-80GB", "2xH100-80GB", "none"]).await;
+    assert!(ready(&nodes[3], 3).await);
+    let members = nodes[..3].to_vec();
+    let live = |task: String| {
+        let members = members.clone();
+        async move {
+            let mut n = 0;
+            for m in &members {
+                n += m.leases().await.unwrap().iter().filter(|l| l.task == task).count();
+            }
+            n
+        }
+    };
+    let mut cut_mid_gang = 0;
+    for i in 0..30 {
+        let id = format!("cancel-{i}");
+        let mut gang = task(&id, 2, Duration::from_secs(120));
+        gang.nodes = 3;
+        // Drop the placement as soon as one member holds a lease for it.
+        let placing = nodes[3].place(gang);
+        let watch = async {
+            loop {
+                if live(id.clone()).await > 0 {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::select! {
+            placed = placing => {
+                // Finished first: not a cut; give its leases back.
+                nodes[3].release(&placed.unwrap()).await.unwrap();
+            }
+            () = watch => {
+                cut_mid_gang += 1;
+            }
+        }
+        let gone = eventually(Duration::from_secs(5), || {
+            let live = live(id.clone());
+            async move { live.await == 0 }
+        })
+        .await;
+        assert!(gone, "{id}: leases left behind by a dropped placement");
+        if cut_mid_gang >= 5 {
+            break;
+        }
+    }
+    assert!(cut_mid_gang >= 1, "no placement was dropped mid-gang in 30 tries");
+    shutdown_all(&nodes).await;
+}
+
 /// 8 submitters place 512 tasks (1-4 GPUs each, a quarter of them gangs of two nodes, 8
 /// in flight per submitter: about three times the 56 GPUs of the 32 nodes) and hold each
 /// for a few ms; a refused task retries. Every grant is checked against a ledger of GPUs

@@ -17,12 +17,9 @@ pub fn swarm_node() -> Command {
     c
 }
 
-/// target/<profile>/deps/cli-<hash> -> target/<profile>/examples/swarm-node
+/// The `swarm-node` binary cargo built for these tests.
 pub fn swarm_node_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin: PathBuf = exe.parent().unwrap().parent().unwrap().join("examples").join("swarm-node");
-    assert!(bin.exists(), "{bin:?} is built by `cargo test`");
-    bin
+    PathBuf::from(env!("CARGO_BIN_EXE_swarm-node"))
 }
 
 /// Gives `command` (a node, or a client of it) a runtime directory of its own, so
@@ -32,7 +29,13 @@ pub fn own_runtime_dir(command: &mut Command) -> PathBuf {
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("run-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    command.env("XDG_RUNTIME_DIR", &dir).env_remove("RUNTIME_DIRECTORY");
+    // The state directory (identity, saved peers) too, when no --identity is given.
+    command
+        .env("XDG_RUNTIME_DIR", &dir)
+        .env("XDG_DATA_HOME", dir.join("data"))
+        .env_remove("RUNTIME_DIRECTORY")
+        .env_remove("STATE_DIRECTORY")
+        .env_remove("NOTIFY_SOCKET");
     dir
 }
 

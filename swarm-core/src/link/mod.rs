@@ -24,7 +24,10 @@ pub mod train;
 pub mod vivaldi;
 pub mod window;
 
-pub use monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, WindowStats};
+pub use monitor::{
+    LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, RttBuckets, WindowStats,
+    RTT_BUCKET_BOUNDS,
+};
 pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 pub use table::{
     LinkEvent, LinkGossip, LinkTable, LinkTransmit, PingError, SlaVerdict, ThroughputError, GOSSIP_INTERVAL,

@@ -82,6 +82,7 @@ impl From<&crate::tunnel::PeerStatus> for PassiveCounters {
 
 /// RTT quantiles of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Quantiles {
     /// Median.
     pub p50: Duration,
@@ -95,6 +96,51 @@ pub struct Quantiles {
     pub samples: u64,
 }
 
+/// Upper bounds of [`RttBuckets`]: 0.25 ms to 2.5 s, for loopback, a LAN, a region and
+/// the far side of the world (the SLA's 50 ms is one of them).
+pub const RTT_BUCKET_BOUNDS: [Duration; 14] = [
+    Duration::from_micros(250),
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2_500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2_500),
+    Duration::MAX,
+];
+
+/// Every round trip of a link counted into fixed buckets since its tunnel came up: a
+/// Prometheus histogram (cumulative, so rates and quantiles over any range can be
+/// computed from scrapes), where the windows' quantiles only tell the last seconds.
+/// Unlike the windows it goes on across path changes: a counter never goes back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct RttBuckets {
+    /// Samples at or below each bound of [`RTT_BUCKET_BOUNDS`] and above the one before
+    /// (not cumulative).
+    pub counts: [u64; RTT_BUCKET_BOUNDS.len()],
+    /// All samples.
+    pub count: u64,
+    /// Their sum.
+    pub sum: Duration,
+}
+
+impl RttBuckets {
+    /// Counts one round trip.
+    pub fn record(&mut self, rtt: Duration) {
+        let i = RTT_BUCKET_BOUNDS.partition_point(|b| *b < rtt);
+        self.counts[i.min(RTT_BUCKET_BOUNDS.len() - 1)] += 1;
+        self.count += 1;
+        self.sum = self.sum.saturating_add(rtt);
+    }
+}
+
 /// A ratio and the number of events behind it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Ratio {
@@ -106,6 +152,7 @@ pub struct Ratio {
 
 /// What one window says.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct WindowStats {
     /// The window's length.
     pub window: Duration,
@@ -125,6 +172,7 @@ pub struct WindowStats {
 
 /// A snapshot of one link.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct LinkStats {
     /// The short window.
     pub short: WindowStats,
@@ -142,6 +190,9 @@ pub struct LinkStats {
     pub age: Option<Duration>,
     /// The last active throughput test (bits per second of frame bodies) and its age.
     pub throughput: Option<(f64, Duration)>,
+    /// Every round trip since the tunnel came up, in fixed buckets (filled by
+    /// [`LinkTable::report`](super::LinkTable::report); empty from a bare monitor).
+    pub rtt_buckets: RttBuckets,
 }
 
 /// RFC 3550 §6.4.1 and A.8: the smoothed mean of |D(i-1, i)|.
@@ -488,6 +539,29 @@ impl LinkMonitor {
             last_rtt: self.last_rtt.map(|(_, r)| r),
             age: self.last_rtt.map(|(at, _)| now.saturating_duration_since(at)),
             throughput: self.train_tx.last().map(|(at, bps)| (bps, now.saturating_duration_since(at))),
+            rtt_buckets: RttBuckets::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_round_trip_lands_in_the_first_bucket_that_holds_it() {
+        let mut b = RttBuckets::default();
+        for us in [1, 250, 251, 50_000, 50_001, 2_500_000, 2_500_001, u64::MAX / 2] {
+            b.record(Duration::from_micros(us));
+        }
+        let at = |bound: Duration| b.counts[RTT_BUCKET_BOUNDS.iter().position(|x| *x == bound).unwrap()];
+        assert_eq!(at(Duration::from_micros(250)), 2);
+        assert_eq!(at(Duration::from_micros(500)), 1);
+        assert_eq!(at(Duration::from_millis(50)), 1);
+        assert_eq!(at(Duration::from_millis(100)), 1);
+        assert_eq!(at(Duration::from_millis(2_500)), 1);
+        assert_eq!(at(Duration::MAX), 2, "beyond 2.5 s: the +Inf bucket");
+        assert_eq!(b.count, 8);
+        assert_eq!(b.counts.iter().sum::<u64>(), 8);
     }
 }

@@ -141,6 +141,8 @@ pub struct LinkGossip {
 
 struct Link {
     monitor: LinkMonitor,
+    /// Every round trip since the tunnel came up (kept across path changes).
+    rtt_buckets: RttBuckets,
     judge: SlaJudge,
     /// When the tunnel's session in use was made.
     last_handshake: Option<Instant>,
@@ -238,6 +240,7 @@ impl LinkTable {
         }
         self.links.entry(peer).or_insert_with(|| Link {
             monitor: LinkMonitor::new(now, config),
+            rtt_buckets: RttBuckets::default(),
             judge: SlaJudge::new(policy),
             last_handshake: None,
         })
@@ -302,7 +305,11 @@ impl LinkTable {
             FrameKind::PROBE_REPLY => {
                 if let Some(link) = self.links.get_mut(&peer) {
                     let seq = crate::link::probe::ProbeReply::parse(body).map(|r| r.seq);
-                    if let (Ok(Some(rtt)), Ok(seq)) = (link.monitor.handle_reply(now, body), seq) {
+                    let rtt = link.monitor.handle_reply(now, body);
+                    if let Ok(Some(rtt)) = rtt {
+                        link.rtt_buckets.record(rtt);
+                    }
+                    if let (Ok(Some(rtt)), Ok(seq)) = (rtt, seq) {
                         if self.pings.get(&peer).is_some_and(|(s, _)| *s == seq) {
                             self.pings.remove(&peer);
                             self.events.push_back(LinkEvent::Pong { peer, result: Ok(rtt) });
@@ -502,7 +509,8 @@ impl LinkTable {
     /// The measurements and verdicts of the link to `peer`.
     pub fn report(&mut self, now: Instant, peer: &PeerId) -> Option<(LinkStats, Vec<SlaVerdict>)> {
         let link = self.links.get_mut(peer)?;
-        let stats = link.monitor.snapshot(now);
+        let mut stats = link.monitor.snapshot(now);
+        stats.rtt_buckets = link.rtt_buckets.clone();
         let verdicts = Metric::ALL
             .iter()
             .map(|&metric| SlaVerdict {

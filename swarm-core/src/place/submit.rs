@@ -107,6 +107,7 @@ pub struct PlacedNode {
 
 /// Where a task went.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Placement {
     /// The task's id.
     pub task: String,

@@ -16,6 +16,7 @@ pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::Link
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+    KnownAddresses(usize, oneshot::Sender<Vec<Multiaddr>>),
     Snapshot(oneshot::Sender<ClusterSnapshot>),
     PlacementView(oneshot::Sender<SharedView>),
     Stats(oneshot::Sender<NodeStats>),

@@ -1,11 +1,13 @@
 //! Why a call on a [`Node`](super::Node) failed.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use libp2p::{Multiaddr, PeerId};
 
-/// Why a call on a [`Node`](super::Node) failed.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why a call on a [`Node`](super::Node) failed. The underlying error, where there is
+/// one, is the [`source`](std::error::Error::source) (shared, so the error stays `Clone`).
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeError {
     /// The node has shut down.
@@ -18,31 +20,34 @@ pub enum NodeError {
     #[error("ping failed")]
     Ping(#[source] swarm_core::link::PingError),
     /// The metrics endpoint could not listen.
-    #[error("cannot serve metrics on {addr}: {detail}")]
+    #[error("cannot serve metrics on {addr}")]
     Metrics {
         /// The address.
         addr: SocketAddr,
         /// Why.
-        detail: String,
+        #[source]
+        source: Arc<std::io::Error>,
     },
     /// The peer has no verified tunnel record in the cluster view.
     #[error("no verified tunnel record for {0}")]
     NoTunnel(PeerId),
     /// Dialing failed.
-    #[error("cannot dial {addr}: {detail}")]
+    #[error("cannot dial {addr}")]
     Dial {
         /// The address.
         addr: Multiaddr,
         /// Why.
-        detail: String,
+        #[source]
+        source: Arc<libp2p::swarm::DialError>,
     },
     /// A lease request got no answer (unreachable peer, timeout, bad reply).
-    #[error("lease request to {peer}: {detail}")]
+    #[error("lease request to {peer} got no answer")]
     Lease {
         /// The peer asked.
         peer: PeerId,
         /// Why.
-        detail: String,
+        #[source]
+        source: Arc<libp2p::request_response::OutboundFailure>,
     },
     /// A task could not be placed.
     #[error(transparent)]

@@ -120,6 +120,7 @@ pub enum NodeEvent {
 
 /// Counters of a running node.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NodeStats {
     /// Peers with at least one open connection.
     pub connected_peers: usize,
@@ -152,6 +153,7 @@ pub struct NodeStats {
 /// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our
 /// candidate addresses back, and may cost 30-100 kB of dial data first.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AutonatStats {
     /// Probes that confirmed an address as reachable.
     pub confirmed: u64,
@@ -162,7 +164,8 @@ pub struct AutonatStats {
 }
 
 /// A node's addresses on the mesh VPN's overlay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
 pub struct OverlayAddresses {
     /// In the swarm's /48 unique local prefix, from the node's `PeerId`.
     pub ipv6: std::net::Ipv6Addr,

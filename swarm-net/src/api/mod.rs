@@ -10,6 +10,7 @@ mod command;
 mod error;
 mod event;
 mod placing;
+pub mod summary;
 mod vpn;
 
 use std::pin::Pin;
@@ -29,6 +30,7 @@ pub use crate::tunnel_relay::RelayStats;
 pub(crate) use command::{Command, SharedView};
 pub use error::NodeError;
 pub use event::{AutonatStats, NodeEvent, NodeStats, OverlayAddresses};
+pub use summary::{sla_state_name, BpsVerdict, LinkJson, MsVerdict, RatioVerdict, SlaSummary};
 pub use vpn::{Gateway, StockPeer};
 
 /// Application datagrams received over the node's tunnels; see [`Node::datagrams`].
@@ -60,6 +62,30 @@ impl Stream for Datagrams {
 
 /// A handle to a running node. Clones share the node; dropping every clone, or calling
 /// [`Node::shutdown`], stops it.
+///
+/// # Cancellation
+///
+/// Every async method is cancel-safe in this sense: it sends one message to the node's
+/// driver task and awaits the answer, so dropping the future at any await drops the
+/// answer, never the node's state, and never leaves it half-changed.
+///
+/// - Reads ([`listen_addrs`](Node::listen_addrs), [`cluster`](Node::cluster),
+///   [`stats`](Node::stats), [`tunnels`](Node::tunnels), [`links`](Node::links),
+///   [`leases`](Node::leases), [`rank`](Node::rank), ...) have no effect to undo.
+/// - An action whose message was sent still happens: a [`dial`](Node::dial) goes on, a
+///   tunnel opens or closes, a stock peer is added or removed, the metrics endpoint binds
+///   (and serves until the node stops), a [`ping`](Node::ping) or throughput probe is
+///   sent and its answer discarded. Dropped before the message was sent (the driver's
+///   queue was full), nothing happens.
+/// - [`place`](Node::place) (and `place_with`, `place_explained`) leaves no lease behind:
+///   grants it had received are released by a task it spawns as it drops, and grants
+///   still in flight are released by the driver when their answer finds no one waiting.
+/// - [`renew`](Node::renew) and [`release`](Node::release) ask every node of the
+///   placement at once: a dropped call leaves each lease as the requests already sent
+///   made it; a lease neither renewed nor released expires after its lease time.
+/// - [`send_datagram`](Node::send_datagram) either queued the datagram or did not.
+/// - [`shutdown`](Node::shutdown) dropped after its message went out still stops the
+///   node; only the wait for the driver to finish is cut short.
 #[derive(Debug, Clone)]
 pub struct Node {
     peer_id: PeerId,
@@ -136,6 +162,13 @@ impl Node {
     /// Peers with an open connection.
     pub async fn connected_peers(&self) -> Result<Vec<PeerId>, NodeError> {
         self.ask(Command::ConnectedPeers).await
+    }
+
+    /// Up to `limit` dialable addresses of members this node knows (Kademlia's routing
+    /// table, connected peers first), each ending in `/p2p/<id>`: what to save so that a
+    /// restart can rejoin without a bootstrap address.
+    pub async fn known_addresses(&self, limit: usize) -> Result<Vec<Multiaddr>, NodeError> {
+        self.ask(|tx| Command::KnownAddresses(limit, tx)).await
     }
 
     /// A copy of the cluster view.

@@ -2,6 +2,12 @@
 //! leases over `/swarm/lease/1` as a [`Submission`] directs (power-of-d choices, retries,
 //! gangs all or nothing), and returns the [`Placement`]; [`Node::renew`] and
 //! [`Node::release`] act on all its leases.
+//!
+//! Cancellation: every method here may be dropped at any await. A `place` future dropped
+//! mid-way leaves no lease behind: grants it had received are released by a task it
+//! spawns as it drops ([`Unclaimed`]), and grants still in flight are released by the
+//! driver when their answer finds no one waiting. A dropped `renew` or `release` leaves
+//! the leases as the requests that were sent made them (they expire if not renewed).
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher as _;
@@ -51,20 +57,28 @@ impl Node {
         let seed = RandomState::new().hash_one(&task.id);
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
+        let mut unclaimed = Unclaimed { node: self.clone(), leases: Vec::new() };
         loop {
             match submission.next(&shared.1) {
                 Step::Reserve { peers, release } => {
                     self.release_all(&release).await;
+                    unclaimed.leases.retain(|l| !release.contains(l));
                     let asks = peers.iter().map(|p| self.lease_request(*p, request.clone()));
                     for (peer, answer) in peers.iter().zip(join_all(asks).await) {
+                        if let Ok(LeaseResponse::Granted { lease, .. }) = &answer {
+                            unclaimed.leases.push((*peer, *lease));
+                        }
                         submission.on_reply(*peer, reply_of(answer));
                     }
                 }
                 Step::Done(placement) => {
+                    // The caller holds them now.
+                    unclaimed.leases.clear();
                     return Ok((placement, keep_ranking.then(|| submission.ranking().clone())));
                 }
                 Step::Failed { error, release } => {
                     self.release_all(&release).await;
+                    unclaimed.leases.retain(|l| !release.contains(l));
                     return Err(error.into());
                 }
             }
@@ -156,6 +170,31 @@ impl Node {
             if !matches!(answer, Ok(LeaseResponse::Released)) {
                 tracing::debug!(%peer, lease, ?answer, "release failed; the lease will expire");
             }
+        }
+    }
+}
+
+/// Leases a placement in progress was granted and has not handed to its caller: released
+/// (by a spawned task) if the placement's future is dropped before it returns.
+struct Unclaimed {
+    node: Node,
+    leases: Vec<(PeerId, u64)>,
+}
+
+impl Drop for Unclaimed {
+    fn drop(&mut self) {
+        if self.leases.is_empty() {
+            return;
+        }
+        let leases = std::mem::take(&mut self.leases);
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let node = self.node.clone();
+                tracing::debug!(leases = leases.len(), "placement dropped: releasing its grants");
+                runtime.spawn(async move { node.release_all(&leases).await });
+            }
+            // No runtime to send from: the leases expire after their lease time.
+            Err(_) => tracing::debug!(leases = leases.len(), "placement dropped outside a runtime"),
         }
     }
 }

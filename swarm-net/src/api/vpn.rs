@@ -8,6 +8,7 @@ use swarm_core::overlay::Ipv4Range;
 /// A stock WireGuard peer (a laptop running wg-quick, say) that this node is the gateway
 /// of: it reaches every swarm node through this one.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StockPeer {
     /// Its WireGuard static public key.
     pub public_key: [u8; 32],
@@ -32,6 +33,7 @@ pub struct StockPeer {
 /// What a stock peer needs to know of its gateway: a wg-quick configuration's `[Peer]`
 /// section and the overlay's prefixes.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Gateway {
     /// The gateway's WireGuard static public key.
     pub public_key: [u8; 32],

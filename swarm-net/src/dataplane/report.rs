@@ -9,6 +9,7 @@ use swarm_core::link::{LinkStats, SlaVerdict};
 
 /// Counters of the data plane.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DataPlaneStats {
     /// UDP datagrams received.
     pub udp_in: u64,
@@ -94,6 +95,7 @@ impl std::fmt::Display for Path {
 
 /// IP packets of the VPN dropped, by reason.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VpnDrops {
     /// From the device, to an address no peer holds (or to a peer with no endpoint).
     pub no_route: u64,
@@ -131,6 +133,7 @@ impl VpnDrops {
 
 /// An application datagram received over a tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Datagram {
     /// Who sent it (authenticated by the tunnel).
     pub peer: PeerId,
@@ -140,6 +143,7 @@ pub struct Datagram {
 
 /// What is measured about the link to one peer, and how it stands against the SLA.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct LinkReport {
     /// The peer.
     pub peer: PeerId,
@@ -153,6 +157,7 @@ pub struct LinkReport {
 
 /// The state of one tunnel.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TunnelStatus {
     /// The peer.
     pub peer: PeerId,

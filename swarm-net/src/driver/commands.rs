@@ -18,7 +18,7 @@ impl Driver {
                 let result = self
                     .swarm
                     .dial(addr.clone())
-                    .map_err(|e| NodeError::Dial { addr, detail: e.to_string() });
+                    .map_err(|e| NodeError::Dial { addr, source: Arc::new(e) });
                 let _ = reply.send(result);
             }
             Command::OpenTunnel(peer, reply) => {
@@ -59,6 +59,9 @@ impl Driver {
             }
             Command::ConnectedPeers(reply) => {
                 let _ = reply.send(self.swarm.connected_peers().copied().collect());
+            }
+            Command::KnownAddresses(limit, reply) => {
+                let _ = reply.send(self.known_addresses(limit));
             }
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.view.snapshot());
@@ -121,7 +124,7 @@ impl Driver {
 
     /// Binds the metrics endpoint and runs it beside the driver (aborted with it).
     fn serve_metrics(&mut self, addr: SocketAddr) -> Result<SocketAddr, NodeError> {
-        let err = |e: std::io::Error| NodeError::Metrics { addr, detail: e.to_string() };
+        let err = |e: std::io::Error| NodeError::Metrics { addr, source: Arc::new(e) };
         let listener = std::net::TcpListener::bind(addr).map_err(err)?;
         listener.set_nonblocking(true).map_err(err)?;
         let bound = listener.local_addr().map_err(err)?;
@@ -146,5 +149,27 @@ impl Driver {
             relay: self.relayed.counters.snapshot(),
             ..self.stats.clone()
         }
+    }
+
+    /// Dialable addresses of the members in Kademlia's routing table (which holds only
+    /// addresses peers announced and that answered), each ending in `/p2p/<id>`: at most
+    /// `limit`, connected peers first.
+    fn known_addresses(&mut self, limit: usize) -> Vec<libp2p::Multiaddr> {
+        let mut out = Vec::new();
+        let mut later = Vec::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                let peer = *entry.node.key.preimage();
+                let connected = entry.status == libp2p::kad::EntryStatus::Connected;
+                for addr in entry.node.value.iter() {
+                    if let Ok(addr) = addr.clone().with_p2p(peer) {
+                        if connected { out.push(addr) } else { later.push(addr) }
+                    }
+                }
+            }
+        }
+        out.append(&mut later);
+        out.truncate(limit);
+        out
     }
 }

@@ -20,11 +20,32 @@ impl Driver {
         if peer == self.leases.local() {
             let (response, advert) = self.leases.handle_request(Instant::now(), peer, request);
             self.advertise_leases(advert);
-            let _ = reply.send(Ok(response));
+            self.answer_lease_waiter(peer, reply, Ok(response));
             return;
         }
         let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
         self.lease_waiters.insert(id, (peer, reply));
+    }
+
+    /// Hands a lease answer to its asker. A grant whose asker is gone (its `place` future
+    /// was dropped) is released at once rather than left to expire.
+    fn answer_lease_waiter(
+        &mut self,
+        peer: PeerId,
+        reply: LeaseWaiter,
+        answer: Result<LeaseResponse, NodeError>,
+    ) {
+        if let Err(Ok(LeaseResponse::Granted { lease, .. })) = reply.send(answer) {
+            tracing::debug!(%peer, lease, "granted after its asker left: releasing");
+            let release = LeaseRequest::Release { lease };
+            if peer == self.leases.local() {
+                let (_, advert) = self.leases.handle_request(Instant::now(), peer, release);
+                self.advertise_leases(advert);
+            } else {
+                // No waiter: the answer is dropped when it comes.
+                let _ = self.swarm.behaviour_mut().lease.send_request(&peer, release);
+            }
+        }
     }
 
     pub(super) fn handle_lease(&mut self, event: request_response::Event<LeaseRequest, LeaseResponse>) {
@@ -41,7 +62,7 @@ impl Driver {
                 }
             },
             request_response::Event::OutboundFailure { request_id, error, .. } => {
-                self.lease_answered(request_id, Err(error.to_string()));
+                self.lease_answered(request_id, Err(error));
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound lease request failed");
@@ -54,10 +75,11 @@ impl Driver {
     fn lease_answered(
         &mut self,
         id: request_response::OutboundRequestId,
-        answer: Result<LeaseResponse, String>,
+        answer: Result<LeaseResponse, request_response::OutboundFailure>,
     ) {
         if let Some((peer, reply)) = self.lease_waiters.remove(&id) {
-            let _ = reply.send(answer.map_err(|detail| NodeError::Lease { peer, detail }));
+            let answer = answer.map_err(|e| NodeError::Lease { peer, source: std::sync::Arc::new(e) });
+            self.answer_lease_waiter(peer, reply, answer);
         }
     }
 

@@ -23,7 +23,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use swarm_core::link::SlaState;
+use swarm_core::link::{RttBuckets, SlaState, RTT_BUCKET_BOUNDS};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -230,13 +230,49 @@ fn counter(registry: &mut Registry, name: &str, help: &str) -> CounterU {
     f
 }
 
+/// A histogram whose buckets were counted elsewhere ([`RttBuckets`]: the link table
+/// keeps them), encoded as a Prometheus histogram.
+#[derive(Debug, Default)]
+struct CountedHistogram(std::sync::Mutex<RttBuckets>);
+
+impl prometheus_client::metrics::TypedMetric for CountedHistogram {
+    const TYPE: prometheus_client::metrics::MetricType = prometheus_client::metrics::MetricType::Histogram;
+}
+
+impl prometheus_client::encoding::EncodeMetric for CountedHistogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder<'_>) -> std::fmt::Result {
+        let b = self.0.lock().map_err(|_| std::fmt::Error)?.clone();
+        let buckets: Vec<(f64, u64)> = RTT_BUCKET_BOUNDS
+            .iter()
+            .zip(b.counts)
+            .map(|(bound, n)| (if *bound == Duration::MAX { f64::INFINITY } else { bound.as_secs_f64() }, n))
+            .collect();
+        encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            b.sum.as_secs_f64(),
+            b.count,
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        <Self as prometheus_client::metrics::TypedMetric>::TYPE
+    }
+}
+
 fn register_links(registry: &mut Registry, links: &[LinkReport]) {
+    let histogram = Family::<Labels, CountedHistogram>::default();
+    registry.register(
+        "link_rtt_seconds",
+        "Round-trip time of every probe since the tunnel came up (across path changes)",
+        histogram.clone(),
+    );
     let rtt = gauge(
         registry,
-        "link_rtt_seconds",
-        "Round-trip time over the short window (60 s), by percentile (100: the largest)",
+        "link_rtt_window_seconds",
+        "Round-trip time over the short window (10 s), by percentile (100: the largest)",
     );
-    let samples = gauge(registry, "link_rtt_samples", "Round trips in the short window");
+    let samples = gauge(registry, "link_rtt_window_samples", "Round trips in the short window");
     let jitter = gauge(registry, "link_jitter_seconds", "RFC 3550 jitter, inbound and outbound");
     let loss = gauge(registry, "link_loss_ratio", "Packet loss over the short window, by source");
     let rate =
@@ -252,6 +288,11 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
         };
         let via = l.path.via().map(|v| v.to_string()).unwrap_or_default();
         path.get_or_create(&with(&[("path", l.path.kind()), ("via", &via)])).set(1.0);
+        if l.stats.rtt_buckets.count > 0 {
+            if let Ok(mut h) = histogram.get_or_create(&with(&[])).0.lock() {
+                *h = l.stats.rtt_buckets.clone();
+            }
+        }
         let w = &l.stats.short;
         if let Some(q) = w.rtt {
             for (name, d) in [("50", q.p50), ("90", q.p90), ("99", q.p99), ("100", q.max)] {
@@ -410,62 +451,13 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
     }
 }
 
-fn ms(d: Option<Duration>) -> serde_json::Value {
-    d.map_or(serde_json::Value::Null, |d| serde_json::json!(d.as_secs_f64() * 1e3))
-}
-
-/// A node's overlay addresses as JSON (`null` when unknown).
-pub(crate) fn overlay_json(a: Option<&OverlayAddresses>) -> serde_json::Value {
-    a.map_or(
-        serde_json::Value::Null,
-        |a| serde_json::json!({ "ipv6": a.ipv6.to_string(), "ipv4": a.ipv4.map(|v| v.to_string()) }),
-    )
-}
-
 /// The links as JSON, each with its peer's overlay addresses (`overlay[i]` for
 /// `links[i]`): what `swarm-node links` reads.
 pub(crate) fn links_json(links: &[LinkReport], overlay: &[Option<OverlayAddresses>]) -> String {
-    let rows: Vec<serde_json::Value> = links
+    let rows: Vec<crate::LinkJson> = links
         .iter()
         .enumerate()
-        .map(|(i, l)| {
-            let w = &l.stats.short;
-            let sla: serde_json::Map<String, serde_json::Value> = l
-                .sla
-                .iter()
-                .map(|v| {
-                    let state = match v.state {
-                        SlaState::Ok => "ok",
-                        SlaState::Degraded => "degraded",
-                        SlaState::Unknown => "unknown",
-                    };
-                    let entry = serde_json::json!({ "state": state, "value": v.value, "target": v.target });
-                    (v.metric.as_str().to_owned(), entry)
-                })
-                .collect();
-            serde_json::json!({
-                "peer": l.peer.to_string(),
-                "path": l.path.kind(),
-                "via": l.path.via().map(|v| v.to_string()),
-                "overlay": overlay_json(overlay.get(i).and_then(Option::as_ref)),
-                "window_s": w.window.as_secs_f64(),
-                "rtt_samples": w.rtt.map_or(0, |q| q.samples),
-                "rtt_p50_ms": ms(w.rtt.map(|q| q.p50)),
-                "rtt_p90_ms": ms(w.rtt.map(|q| q.p90)),
-                "rtt_p99_ms": ms(w.rtt.map(|q| q.p99)),
-                "rtt_max_ms": ms(w.rtt.map(|q| q.max)),
-                "jitter_in_ms": ms(l.stats.jitter_in),
-                "jitter_out_ms": ms(l.stats.jitter_out),
-                "loss_in": w.loss_in.map(|r| r.value),
-                "loss_in_packets": w.loss_in.map_or(0, |r| r.samples),
-                "loss_out": l.stats.loss_out,
-                "probe_loss": w.probe_loss.map(|r| r.value),
-                "rx_bps": w.rx_bps,
-                "tx_bps": w.tx_bps,
-                "age_ms": ms(l.stats.age),
-                "sla": sla,
-            })
-        })
+        .map(|(i, l)| crate::LinkJson::new(l, overlay.get(i).and_then(Option::as_ref)))
         .collect();
-    serde_json::Value::Array(rows).to_string()
+    serde_json::to_string(&rows).unwrap_or_else(|_| "[]".to_owned())
 }

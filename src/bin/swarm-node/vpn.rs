@@ -13,9 +13,13 @@ use base64::Engine as _;
 /// `swarm-node id`.
 #[derive(Debug, clap::Args)]
 pub struct IdArgs {
-    /// The node's identity key file (its tunnel key is beside it, as <file>.wg).
-    #[arg(long, value_name = "FILE", default_value = "swarm-node.key")]
-    identity: std::path::PathBuf,
+    /// The node's identity key file (its tunnel key is beside it, as <file>.wg)
+    /// [default: <state-dir>/identity.key].
+    #[arg(long, value_name = "FILE")]
+    identity: Option<std::path::PathBuf>,
+    /// The node's state directory [default: as `run`'s].
+    #[arg(long, value_name = "DIR", conflicts_with = "identity")]
+    state_dir: Option<std::path::PathBuf>,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -23,7 +27,14 @@ pub struct IdArgs {
 
 /// Prints the peer id and the WireGuard public key of an identity, without creating one.
 pub fn id(args: IdArgs) -> anyhow::Result<()> {
-    let identity = swarm::net::NodeIdentity::load(&args.identity)?;
+    let path = match args.identity {
+        Some(path) => path,
+        None => match args.state_dir {
+            Some(dir) => dir.join(crate::state::IDENTITY_FILE),
+            None => crate::state::default_dir()?.join(crate::state::IDENTITY_FILE),
+        },
+    };
+    let identity = swarm::net::NodeIdentity::load(&path)?;
     let peer = identity.keypair.public().to_peer_id();
     let wg = B64.encode(identity.tunnel_public_key().0);
     if args.json {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::Args;
-use serde_json::Value;
+use swarm::net::LinkJson;
 
 #[derive(Debug, Args)]
 pub struct LinksArgs {
@@ -34,42 +34,40 @@ fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
-fn num(v: &Value, digits: usize) -> String {
-    v.as_f64().map_or("-".to_owned(), |x| format!("{x:.digits$}"))
+fn num(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".to_owned(), |x| format!("{x:.digits$}"))
 }
 
 pub fn links(args: LinksArgs) -> anyhow::Result<()> {
     let body = fetch(args.metrics, "/links")?;
-    let links: Value = serde_json::from_str(&body).context("the node's /links is not JSON")?;
+    let links: Vec<LinkJson> = serde_json::from_str(&body).context("the node's /links is not the JSON of its links")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&links)?);
         return Ok(());
     }
-    let rows = links.as_array().cloned().unwrap_or_default();
     println!(
         "{:<54} {:<8} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  SLA latency/jitter/loss/throughput",
         "PEER", "PATH", "N", "p50 ms", "p99 ms", "max ms", "jit in", "jit out", "loss %", "rx Mbps"
     );
-    for l in &rows {
-        let sla = |m: &str| l["sla"][m]["state"].as_str().unwrap_or("unknown").to_owned();
+    for l in &links {
         println!(
             "{:<54} {:<8} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  {}/{}/{}/{}",
-            l["peer"].as_str().unwrap_or("?"),
-            l["path"].as_str().unwrap_or("?"),
-            l["rtt_samples"].as_u64().unwrap_or(0),
-            num(&l["rtt_p50_ms"], 3),
-            num(&l["rtt_p99_ms"], 3),
-            num(&l["rtt_max_ms"], 3),
-            num(&l["jitter_in_ms"], 3),
-            num(&l["jitter_out_ms"], 3),
-            l["loss_in"].as_f64().map_or("-".to_owned(), |x| format!("{:.4}", x * 100.0)),
-            l["rx_bps"].as_f64().map_or("-".to_owned(), |x| format!("{:.3}", x / 1e6)),
-            sla("latency"),
-            sla("jitter"),
-            sla("loss"),
-            sla("throughput"),
+            l.peer,
+            l.path,
+            l.rtt_samples,
+            num(l.rtt_p50_ms, 3),
+            num(l.rtt_p99_ms, 3),
+            num(l.rtt_max_ms, 3),
+            num(l.jitter_in_ms, 3),
+            num(l.jitter_out_ms, 3),
+            num(l.loss_in_ratio.map(|x| x * 100.0), 4),
+            num(l.rx_bps.map(|x| x / 1e6), 3),
+            l.sla.latency.state,
+            l.sla.jitter.state,
+            l.sla.loss.state,
+            l.sla.throughput.state,
         );
     }
-    println!("{} links", rows.len());
+    println!("{} links", links.len());
     Ok(())
 }

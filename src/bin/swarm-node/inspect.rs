@@ -36,7 +36,7 @@ fn unix_ms() -> u64 {
 
 /// Rounds to 3 decimals (a microsecond, for milliseconds): no float noise in JSON.
 fn round3(x: f64) -> f64 {
-    (x * 1e3).round() / 1e3
+    swarm::net::summary::round(x, 3)
 }
 
 fn ms(d: Option<Duration>) -> Value {
@@ -132,7 +132,7 @@ fn link_json(l: Option<&LinkReport>) -> Value {
         "rtt_p50_ms": ms(w.rtt.map(|q| q.p50)),
         "rtt_p99_ms": ms(w.rtt.map(|q| q.p99)),
         "jitter_ms": ms(l.stats.jitter_in),
-        "loss_ratio": w.loss_in.map(|r| r.value),
+        "loss_ratio": w.loss_in.map(|r| swarm::net::summary::ratio(r.value)),
         "rx_bps": w.rx_bps.map(|b| b.round()),
         "tx_bps": w.tx_bps.map(|b| b.round()),
         "sla": sla_state(l),
@@ -226,7 +226,7 @@ pub async fn rtt_json(node: &Node, request: &Value) -> anyhow::Result<Value> {
             "rtt_p50_ms": round3(f64::from(summary.rtt_p50_us) / 1e3),
             "rtt_p99_ms": round3(f64::from(summary.rtt_p99_us) / 1e3),
             "jitter_ms": round3(f64::from(summary.jitter_us) / 1e3),
-            "loss_ratio": summary.loss_ppm.map(|p| f64::from(p) / 1e6),
+            "loss_ratio": summary.loss_ppm.map(|p| swarm::net::summary::ratio(f64::from(p) / 1e6)),
             "age_s": round3(age.as_secs_f64()),
         }),
         Some(LinkAnswer::Estimated { rtt_ms, error }) => {

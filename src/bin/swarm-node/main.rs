@@ -1,25 +1,28 @@
-//! `swarm-node`: the reference node program, built on the public `swarm` API.
-//!
-//! - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
-//! - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
-//! - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
-//! - `swarm-node status` / `peers` / `ping` / `rtt` / `monitor` / `join` / `leases` — a
-//!   running node, read through its control socket (served by `run` by default).
-//! - `swarm-node place` / `release` / `renew` / `placements` — place tasks through a
-//!   running node's control socket, end or extend them, list them.
-//! - `swarm-node vpn add-peer` / `remove-peer` / `peers` — stock WireGuard peers of a
-//!   running node (`run --vpn --control PATH`), which becomes their gateway.
-//! - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
-//!   every record and prints the cluster table (`--json` for a machine-readable summary).
+// `swarm-node`: the reference node program, built on the public `swarm` API.
+//
+// - `swarm-node run` — one node: listens, bootstraps, gossips, prints a peer table.
+// - `swarm-node gpus` — the local GPU inventory (NVML, or a static spec), `--json` too.
+// - `swarm-node links` — the links of a running node and their SLA state, `--json` too.
+// - `swarm-node status` / `peers` / `ping` / `rtt` / `monitor` / `join` / `leases` — a
+//   running node, read through its control socket (served by `run` by default).
+// - `swarm-node place` / `release` / `renew` / `placements` — place tasks through a
+//   running node's control socket, end or extend them, list them.
+// - `swarm-node vpn add-peer` / `remove-peer` / `peers` — stock WireGuard peers of a
+//   running node (`run --vpn --control PATH`), which becomes their gateway.
+// - `swarm-node demo` — N nodes on loopback in one process: waits until every node sees
+//   every record and prints the cluster table (`--json` for a machine-readable summary).
 
+mod config;
 mod control;
 mod demo;
 mod gpus;
 mod inspect;
 mod links;
+mod notify;
 mod ping;
 mod place;
 mod run;
+mod state;
 mod table;
 mod vpn;
 
@@ -98,6 +101,9 @@ enum Command {
         /// The shell.
         shell: clap_complete::Shell,
     },
+    /// Print a config file for `run --config FILE` with every key and its default, or
+    /// check one.
+    Config(config::ConfigArgs),
     /// Print a new pre-shared key for a private swarm (base64, as `wg genpsk` does): put
     /// it in a file (mode 0600) and give every node `--psk-file FILE`.
     Genpsk,
@@ -137,7 +143,16 @@ pub fn parse_duration_or_zero(text: &str) -> Result<Duration, String> {
 const DEFAULT_LOG: &str = "warn,swarm_gpu=info,libp2p_kad=error";
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::CommandFactory as _;
+    // `run --config FILE`: the file's keys become flags the command line did not set.
+    let argv = match config::with_config_file(&Cli::command(), std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
     // An explicit `--log` wins; then RUST_LOG; then the default.
     let filter = match &cli.log {
         Some(spec) => tracing_subscriber::EnvFilter::new(spec),
@@ -178,8 +193,8 @@ fn main() -> ExitCode {
             Command::Placements(args) => place::placements(args).await,
             Command::Vpn(command) => vpn::run(command).await,
             Command::Id(args) => vpn::id(args),
+            Command::Config(args) => config::config(&Cli::command(), args),
             Command::Completions { shell } => {
-                use clap::CommandFactory as _;
                 clap_complete::generate(shell, &mut Cli::command(), "swarm-node", &mut std::io::stdout());
                 Ok(())
             }

@@ -231,7 +231,7 @@ async fn wait_links(
     loop {
         let links = node.links().await?;
         let judged =
-            links.iter().filter(|l| table::sla_state(l, swarm::core::link::Metric::Latency) != "?").count();
+            links.iter().filter(|l| table::sla_state(l, swarm::core::link::Metric::Latency) != "unknown").count();
         if judged >= peers || started.elapsed() >= timeout {
             return Ok(links);
         }
@@ -314,7 +314,7 @@ async fn print_json(
         .map(|(peer, r)| {
             serde_json::json!({
                 "peer": peer.to_string(),
-                "rtt_ms": r.map(|r| r.as_secs_f64() * 1e3),
+                "rtt_ms": r.map(swarm::net::summary::ms),
             })
         })
         .collect();
@@ -328,23 +328,7 @@ async fn print_json(
         "converge_ms": result.elapsed.as_millis() as u64,
         "tunnels_ms": tunnels_ms,
         "tunnel_rtt_from_node_0": rtt,
-        "links_of_node_0": links.iter().map(|l| {
-            let q = l.stats.short.rtt;
-            serde_json::json!({
-                "peer": l.peer.to_string(),
-                "path": l.path.kind(),
-                "via": l.path.via().map(|v| v.to_string()),
-                "rtt_samples": q.map_or(0, |q| q.samples),
-                "rtt_p50_ms": q.map(|q| q.p50.as_secs_f64() * 1e3),
-                "rtt_p99_ms": q.map(|q| q.p99.as_secs_f64() * 1e3),
-                "jitter_in_ms": l.stats.jitter_in.map(|j| j.as_secs_f64() * 1e3),
-                "jitter_out_ms": l.stats.jitter_out.map(|j| j.as_secs_f64() * 1e3),
-                "sla_latency": table::sla_state(l, swarm::core::link::Metric::Latency),
-                "sla_jitter": table::sla_state(l, swarm::core::link::Metric::Jitter),
-                "sla_loss": table::sla_state(l, swarm::core::link::Metric::Loss),
-                "throughput_mbps": l.stats.throughput.map(|(bps, _)| bps / 1e6),
-            })
-        }).collect::<Vec<_>>(),
+        "links_of_node_0": links.iter().map(|l| swarm::net::LinkJson::new(l, None)).collect::<Vec<_>>(),
     });
     println!("{}", serde_json::to_string_pretty(&summary)?);
     Ok(())

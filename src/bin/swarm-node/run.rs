@@ -15,6 +15,17 @@ use crate::table;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read settings from this TOML file: every flag of `run` is a key (`tunnel-port =
+    /// 4191`, `bootstrap = ["/ip4/..."]`, `vpn = true`); a flag on the command line wins
+    /// over its key. `swarm-node config --print-default` prints one with every key.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Where the node keeps its identity and the addresses of the members it knew
+    /// (dialed on restart) [default: $STATE_DIRECTORY under systemd, else
+    /// $XDG_DATA_HOME/swarm-node, /var/lib/swarm-node (root) or
+    /// ~/.local/share/swarm-node].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Listen address (repeatable) [default: QUIC on UDP and TCP, both on port 4190, all
     /// IPv4 addresses]. A fixed port that is taken is an error, with the OS's reason.
     #[arg(long, value_name = "MULTIADDR", default_values_t = default_listen(), hide_default_value = true)]
@@ -22,9 +33,10 @@ pub struct RunArgs {
     /// Bootstrap peer (repeatable), ideally ending in /p2p/<peer id>.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
-    /// Identity key file, created on first run (mode 0600); the tunnel key goes beside it as <file>.wg.
-    #[arg(long, value_name = "FILE", default_value = "swarm-node.key")]
-    identity: PathBuf,
+    /// Identity key file, created on first run (mode 0600; locked while the node runs);
+    /// the tunnel key goes beside it as <file>.wg [default: <state-dir>/identity.key].
+    #[arg(long, value_name = "FILE")]
+    identity: Option<PathBuf>,
     /// Swarm name: nodes see only members of their own namespace.
     #[arg(long, default_value = "default")]
     namespace: String,
@@ -110,6 +122,8 @@ fn parse_ipv4_range(s: &str) -> Result<Ipv4Choice, String> {
 pub const DEFAULT_PORT: u16 = 4190;
 /// The tunnel socket's UDP port.
 pub const DEFAULT_TUNNEL_PORT: u16 = 4191;
+/// How often the members' addresses are saved (and when the node stops).
+const SAVE_PEERS_EVERY: Duration = Duration::from_secs(60);
 /// How long a node may find no peer before it says so.
 const ALONE_WARNING: Duration = Duration::from_secs(30);
 
@@ -121,9 +135,9 @@ fn default_listen() -> Vec<Multiaddr> {
 }
 
 /// The node `run`'s flags describe.
-fn builder(args: &RunArgs) -> anyhow::Result<NodeBuilder> {
+fn builder(args: &RunArgs, identity: &std::path::Path) -> anyhow::Result<NodeBuilder> {
     let mut builder = NodeBuilder::new(&args.namespace)
-        .identity_file(&args.identity)
+        .identity_file(identity)
         .gpu_probe(args.gpus.probe())
         .heartbeat(args.heartbeat)
         .record_ttl(args.ttl)
@@ -158,11 +172,14 @@ fn builder(args: &RunArgs) -> anyhow::Result<NodeBuilder> {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let state = crate::state::open(args.state_dir.as_deref())?;
+    let identity = args.identity.clone().unwrap_or_else(|| state.join(crate::state::IDENTITY_FILE));
     // A node restarted on an existing identity may have granted leases it forgot.
-    let restarted = args.identity.exists();
-    let builder = builder(&args)?;
+    let restarted = identity.exists();
+    let builder = builder(&args, &identity)?;
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
+    println!("state directory {} (identity {})", state.display(), identity.display());
     if args.vpn {
         print_overlay(&node, &args.vpn_dev).await?;
     }
@@ -186,6 +203,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("listening on {addr}");
     }
     print_tunnel_socket(&node).await?;
+    let saved = crate::state::load_peers(&state);
+    if !saved.is_empty() {
+        println!("dialing {} members saved by the last run", saved.len());
+    }
+    for addr in saved {
+        if let Err(e) = node.dial(addr.clone()).await {
+            tracing::info!(%addr, error = %e, "cannot dial a saved member");
+        }
+    }
     if grace_until.is_some() {
         println!(
             "restarted on an existing identity: new leases refused for {} s (--lease-grace)",
@@ -194,6 +220,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let started = tokio::time::Instant::now();
     let mut alone_said = false;
+    crate::notify::notify(&format!("READY=1\nSTATUS=peer id {}", node.peer_id()));
+    let mut save_peers = tokio::time::interval(SAVE_PEERS_EVERY);
+    save_peers.tick().await;
 
     // Listen for Ctrl-C (SIGINT) and SIGTERM from here on: a stream made once misses no
     // signal, while a `ctrl_c()` future made per loop turn misses one that arrives while
@@ -206,6 +235,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
+            _ = save_peers.tick() => {
+                if let Err(e) = crate::state::save_peers(&node, &state).await {
+                    tracing::warn!(error = %format!("{e:#}"), "cannot save the members' addresses");
+                }
+            }
             _ = ticker.tick() => {
                 let view = node.cluster().await?;
                 let connected = node.connected_peers().await?;
@@ -222,7 +256,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 let overlay = overlay_of_view(&node, &view).await?;
                 println!();
                 print!("{}", table::peer_table(&view, &connected, &tunnels, &overlay));
-                println!(
+                let summary = format!(
                     "{} records, {} connected, {} tunnels up, {} published, {} rejected",
                     view.len(),
                     connected.len(),
@@ -230,6 +264,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     stats.published,
                     stats.gossip.rejected_total()
                 );
+                println!("{summary}");
+                crate::notify::notify(&format!("STATUS={summary}"));
             }
             event = events.next() => match event {
                 Some(event) => {
@@ -244,6 +280,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     println!("shutting down");
+    crate::notify::notify("STOPPING=1");
+    if let Err(e) = crate::state::save_peers(&node, &state).await {
+        tracing::warn!(error = %format!("{e:#}"), "cannot save the members' addresses");
+    }
     node.shutdown().await;
     Ok(())
 }
