@@ -751,7 +751,8 @@ fn a_config_file_a_state_dir_and_systemd_readiness() {
     c.env("NOTIFY_SOCKET", path("notify.sock"));
     let (mut a, rx_a) = spawn_in(c, &["run", "--config", &path("a.toml"), "--gpus", "2xH100-80GB"]);
     let a_id = wait_line(&rx_a, |l| l.starts_with("peer id ")).trim_start_matches("peer id ").to_owned();
-    let addr = wait_line(&rx_a, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+    let addr =
+        wait_line(&rx_a, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
     let mut buf = [0u8; 4096];
     let n = notify.recv(&mut buf).expect("READY=1 within 30 s");
     let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
@@ -826,7 +827,8 @@ fn stop(mut node: Guard) {
 #[ignore = "needs systemd-analyze (systemd); `.ci/run` runs it with --include-ignored"]
 fn the_systemd_unit_verifies() {
     let dir = tempfile::tempdir().unwrap();
-    let unit = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/swarm-node.service")).unwrap();
+    let unit =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/dist/swarm-node.service")).unwrap();
     assert!(unit.contains("\nType=notify\n") && unit.contains("AmbientCapabilities=CAP_NET_ADMIN"));
     let exec = unit.lines().find_map(|l| l.strip_prefix("ExecStart=")).unwrap();
     let args: Vec<&str> = exec.split_whitespace().skip(1).collect();
@@ -835,7 +837,11 @@ fn the_systemd_unit_verifies() {
     let here = unit.replace("/usr/local/bin/swarm-node", bin.to_str().unwrap());
     let path = dir.path().join("swarm-node.service");
     std::fs::write(&path, here).unwrap();
-    let out = Command::new("systemd-analyze").arg("verify").arg(&path).output().expect("systemd-analyze is installed");
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed");
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "{}{}",

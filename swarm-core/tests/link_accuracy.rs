@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use swarm_core::link::emulator::{LinkEmulator, LinkProfile};
 use swarm_core::link::summary::LinkSummaries;
 use swarm_core::link::{
-    LinkConfig, RTT_BUCKET_BOUNDS, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, PingError, SlaEvent, SlaPolicy,
-    ThroughputError, PING_TIMEOUT,
+    LinkConfig, LinkEvent, LinkStats, LinkTable, Metric, PassiveCounters, PingError, SlaEvent, SlaPolicy,
+    ThroughputError, PING_TIMEOUT, RTT_BUCKET_BOUNDS,
 };
 use swarm_core::tunnel::{FrameKind, Payload, PeerHandle, Received, TunnelConfig, TunnelEvent, Tunnels};
 use swarm_core::PeerId;
@@ -532,7 +532,12 @@ fn a_path_change_restarts_the_windows() {
     // buckets, the relayed path's are added in theirs.
     let (h0, h1) = (before_buckets, sim.stats(0).rtt_buckets);
     let fast = |h: &swarm_core::link::RttBuckets| {
-        RTT_BUCKET_BOUNDS.iter().zip(h.counts).filter(|(b, _)| **b <= Duration::from_millis(25)).map(|(_, n)| n).sum::<u64>()
+        RTT_BUCKET_BOUNDS
+            .iter()
+            .zip(h.counts)
+            .filter(|(b, _)| **b <= Duration::from_millis(25))
+            .map(|(_, n)| n)
+            .sum::<u64>()
     };
     assert_eq!(h0.counts.iter().sum::<u64>(), h0.count);
     assert!(h0.count >= 500 && fast(&h0) == h0.count, "{h0:?}");

@@ -55,8 +55,8 @@ mod tunnel_relay;
 
 pub use api::summary;
 pub use api::{
-    sla_state_name, AutonatStats, BpsVerdict, DataPlaneStats, Datagram, Datagrams, Gateway, LinkReport,
-    LinkJson, MsVerdict, Node, NodeError, NodeEvent, NodeEvents, NodeStats, OverlayAddresses, Path,
+    sla_state_name, AutonatStats, BpsVerdict, DataPlaneStats, Datagram, Datagrams, Gateway, LinkJson,
+    LinkReport, MsVerdict, Node, NodeError, NodeEvent, NodeEvents, NodeStats, OverlayAddresses, Path,
     RatioVerdict, RelayStats, SlaSummary, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{

@@ -227,6 +227,7 @@ async fn a_dropped_placement_releases_what_it_was_granted() {
             break;
         }
     }
+    println!("{cut_mid_gang} placements dropped mid-gang");
     assert!(cut_mid_gang >= 1, "no placement was dropped mid-gang in 30 tries");
     shutdown_all(&nodes).await;
 }

@@ -77,7 +77,8 @@ fn flags_from_file(
             )
         })?;
         let id = arg.get_id().as_str();
-        let overridden = given(id) || run.get_arg_conflicts_with(arg).iter().any(|c| given(c.get_id().as_str()));
+        let overridden =
+            given(id) || run.get_arg_conflicts_with(arg).iter().any(|c| given(c.get_id().as_str()));
         if overridden {
             continue;
         }
@@ -128,7 +129,8 @@ fn takes_many(arg: &Arg) -> bool {
 
 fn read_small(path: &Path) -> anyhow::Result<String> {
     use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+    let file =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_FILE + 1)
         .read_to_string(&mut text)
@@ -176,11 +178,13 @@ fn default_file(cli: &Command, run: &Command) -> String {
             out.push_str(format!("# {line}").trim_end());
             out.push('\n');
         }
-        let defaults: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let defaults: Vec<String> =
+            arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
         if is_flag(arg) {
             out.push_str(&format!("{name} = false\n"));
         } else if defaults.is_empty() {
-            let placeholder = arg.get_value_names().and_then(|n| n.first()).map_or("VALUE".to_owned(), |n| n.to_string());
+            let placeholder =
+                arg.get_value_names().and_then(|n| n.first()).map_or("VALUE".to_owned(), |n| n.to_string());
             let example = toml_value(&placeholder, takes_many(arg), false);
             out.push_str(&format!("# {name} = {example}\n"));
         } else if takes_many(arg) {
@@ -230,12 +234,23 @@ mod tests {
             "tunnel_port = 5000\nnamespace = \"lab\"\nbootstrap = [\"/ip4/127.0.0.1/tcp/1\", \"/ip4/127.0.0.1/tcp/2\"]\nvpn = true\nno-control = true\nlog = \"debug\"\n",
         );
         let path = f.path().to_str().unwrap();
-        let out = with_config_file(&cli, argv(&["swarm-node", "run", "--config", path, "--namespace", "mine", "--control", "/tmp/c.sock"])).unwrap();
-        let tail: Vec<String> = out[6..].iter().map(|s| s.to_string_lossy().into_owned()).collect();
-        // namespace is on the command line; no-control conflicts with its --control.
+        let out = with_config_file(
+            &cli,
+            argv(&["swarm-node", "run", "--config", path, "--namespace", "mine", "--control", "/tmp/c.sock"]),
+        )
+        .unwrap();
+        let tail: Vec<String> = out[8..].iter().map(|s| s.to_string_lossy().into_owned()).collect();
+        // namespace is on the command line; no-control conflicts with its --control. The
+        // file's keys come in their order in the table (sorted).
         assert_eq!(
             tail,
-            ["--tunnel-port=5000", "--bootstrap=/ip4/127.0.0.1/tcp/1", "--bootstrap=/ip4/127.0.0.1/tcp/2", "--vpn", "--log=debug"]
+            [
+                "--bootstrap=/ip4/127.0.0.1/tcp/1",
+                "--bootstrap=/ip4/127.0.0.1/tcp/2",
+                "--log=debug",
+                "--tunnel-port=5000",
+                "--vpn"
+            ]
         );
         assert!(cli.clone().try_get_matches_from(&out).is_ok());
     }
@@ -251,12 +266,14 @@ mod tests {
             ("[run]\nnamespace = \"a\"\n", "unknown key \"run\""),
         ] {
             let f = file(text);
-            let err = with_config_file(&cli, argv(&["swarm-node", "run", "--config", f.path().to_str().unwrap()]))
-                .unwrap_err()
-                .to_string();
+            let err =
+                with_config_file(&cli, argv(&["swarm-node", "run", "--config", f.path().to_str().unwrap()]))
+                    .unwrap_err()
+                    .to_string();
             assert!(err.contains(says), "{text:?}: {err}");
         }
-        let err = with_config_file(&cli, argv(&["swarm-node", "run", "--config", "/nonexistent/swarm.toml"])).unwrap_err();
+        let err = with_config_file(&cli, argv(&["swarm-node", "run", "--config", "/nonexistent/swarm.toml"]))
+            .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/swarm.toml"), "{err}");
     }
 

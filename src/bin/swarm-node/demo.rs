@@ -230,8 +230,10 @@ async fn wait_links(
     let started = Instant::now();
     loop {
         let links = node.links().await?;
-        let judged =
-            links.iter().filter(|l| table::sla_state(l, swarm::core::link::Metric::Latency) != "unknown").count();
+        let judged = links
+            .iter()
+            .filter(|l| table::sla_state(l, swarm::core::link::Metric::Latency) != "unknown")
+            .count();
         if judged >= peers || started.elapsed() >= timeout {
             return Ok(links);
         }

@@ -40,7 +40,8 @@ fn num(v: Option<f64>, digits: usize) -> String {
 
 pub fn links(args: LinksArgs) -> anyhow::Result<()> {
     let body = fetch(args.metrics, "/links")?;
-    let links: Vec<LinkJson> = serde_json::from_str(&body).context("the node's /links is not the JSON of its links")?;
+    let links: Vec<LinkJson> =
+        serde_json::from_str(&body).context("the node's /links is not the JSON of its links")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&links)?);
         return Ok(());

@@ -17,7 +17,7 @@ fn send(target: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt as _;
     let bytes = target.as_bytes();
     let addr = match bytes.strip_prefix(b"@") {
-        Some(name) => std::os::linux::net::SocketAddrExt::from_abstract_name(name)?,
+        Some(name) => <SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name)?,
         None => SocketAddr::from_pathname(std::path::Path::new(target))?,
     };
     let socket = UnixDatagram::unbound()?;

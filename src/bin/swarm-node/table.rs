@@ -138,7 +138,9 @@ fn ms(d: Option<Duration>) -> String {
 
 /// `ok`, `DEGRADED` or `?` (not enough samples) for one metric.
 pub fn sla_state(report: &LinkReport, metric: Metric) -> &'static str {
-    swarm::net::sla_state_name(report.sla.iter().find(|v| v.metric == metric).map_or(SlaState::Unknown, |v| v.state))
+    swarm::net::sla_state_name(
+        report.sla.iter().find(|v| v.metric == metric).map_or(SlaState::Unknown, |v| v.state),
+    )
 }
 
 /// One row per measured link: round trips (short window), jitter each way, loss, goodput

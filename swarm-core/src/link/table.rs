@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
-use super::monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters};
+use super::monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, RttBuckets};
 use super::sla::{Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 use super::summary::{degraded, LinkSummaries, LinkSummary, MAX_LINKS};
 use super::train::{self, TrainError};

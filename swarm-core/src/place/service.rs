@@ -26,7 +26,6 @@ const MAX_EVENTS: usize = 256;
 
 /// Counters of the lease service.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct LeaseStats {
     /// Reservations granted.
     pub granted: u64,

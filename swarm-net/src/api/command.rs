@@ -30,11 +30,7 @@ pub(crate) enum Command {
     MeasureThroughput(PeerId, oneshot::Sender<Result<f64, NodeError>>),
     Ping(PeerId, oneshot::Sender<Result<std::time::Duration, NodeError>>),
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
-    Lease(
-        PeerId,
-        swarm_core::place::wire::LeaseRequest,
-        oneshot::Sender<Result<swarm_core::place::wire::LeaseResponse, NodeError>>,
-    ),
+    Lease(PeerId, swarm_core::place::wire::LeaseRequest, oneshot::Sender<LeaseAnswer>),
     Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
     Overlay(PeerId, oneshot::Sender<Option<OverlayAddresses>>),
     AddStockPeer([u8; 32], String, oneshot::Sender<Result<(StockPeer, Gateway), NodeError>>),
@@ -43,4 +39,45 @@ pub(crate) enum Command {
     /// libp2p's own metrics (bandwidth by transport), OpenMetrics text.
     Libp2pMetrics(oneshot::Sender<String>),
     Shutdown,
+}
+
+/// A lease answer on its way to its asker. A grant that is dropped unread (the asker's
+/// future was dropped, before or after the answer reached its channel) is released: it
+/// sends the driver a release of its own as it drops, so a cancelled placement leaks no
+/// lease until its expiry.
+#[derive(Debug)]
+pub(crate) struct LeaseAnswer {
+    result: Option<Result<swarm_core::place::wire::LeaseResponse, NodeError>>,
+    peer: PeerId,
+    commands: tokio::sync::mpsc::WeakSender<Command>,
+}
+
+impl LeaseAnswer {
+    pub(crate) fn new(
+        peer: PeerId,
+        result: Result<swarm_core::place::wire::LeaseResponse, NodeError>,
+        commands: tokio::sync::mpsc::WeakSender<Command>,
+    ) -> Self {
+        Self { result: Some(result), peer, commands }
+    }
+
+    /// The answer, now the asker's to act on.
+    pub(crate) fn take(mut self) -> Result<swarm_core::place::wire::LeaseResponse, NodeError> {
+        self.result.take().unwrap_or(Err(NodeError::Shutdown))
+    }
+}
+
+impl Drop for LeaseAnswer {
+    fn drop(&mut self) {
+        use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
+        let Some(Ok(LeaseResponse::Granted { lease, .. })) = self.result.take() else { return };
+        let Some(commands) = self.commands.upgrade() else { return };
+        // The release's own answer is dropped unread: it grants nothing.
+        let (reply, _) = oneshot::channel();
+        let release = Command::Lease(self.peer, LeaseRequest::Release { lease }, reply);
+        match commands.try_send(release) {
+            Ok(()) => tracing::debug!(peer = %self.peer, lease, "a grant no one took: released"),
+            Err(_) => tracing::debug!(peer = %self.peer, lease, "a grant no one took expires (queue full)"),
+        }
+    }
 }

@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
 pub use crate::tunnel_relay::RelayStats;
-pub(crate) use command::{Command, SharedView};
+pub(crate) use command::{Command, LeaseAnswer, SharedView};
 pub use error::NodeError;
 pub use event::{AutonatStats, NodeEvent, NodeStats, OverlayAddresses};
 pub use summary::{sla_state_name, BpsVerdict, LinkJson, MsVerdict, RatioVerdict, SlaSummary};

@@ -57,28 +57,36 @@ impl Node {
         let seed = RandomState::new().hash_one(&task.id);
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
-        let mut unclaimed = Unclaimed { node: self.clone(), leases: Vec::new() };
+        // Every grant is in `unclaimed` from the poll that takes it out of its channel
+        // until the caller has the placement (or the grant is released).
+        let unclaimed = Unclaimed { node: self.clone(), leases: std::sync::Mutex::new(Vec::new()) };
         loop {
             match submission.next(&shared.1) {
                 Step::Reserve { peers, release } => {
                     self.release_all(&release).await;
-                    unclaimed.leases.retain(|l| !release.contains(l));
-                    let asks = peers.iter().map(|p| self.lease_request(*p, request.clone()));
-                    for (peer, answer) in peers.iter().zip(join_all(asks).await) {
-                        if let Ok(LeaseResponse::Granted { lease, .. }) = &answer {
-                            unclaimed.leases.push((*peer, *lease));
+                    unclaimed.forget(&release);
+                    let asks = peers.iter().map(|&peer| {
+                        let (request, unclaimed) = (request.clone(), &unclaimed);
+                        async move {
+                            let answer = self.lease_request(peer, request).await;
+                            if let Ok(LeaseResponse::Granted { lease, .. }) = &answer {
+                                unclaimed.hold(peer, *lease);
+                            }
+                            answer
                         }
+                    });
+                    for (peer, answer) in peers.iter().zip(join_all(asks).await) {
                         submission.on_reply(*peer, reply_of(answer));
                     }
                 }
                 Step::Done(placement) => {
                     // The caller holds them now.
-                    unclaimed.leases.clear();
+                    unclaimed.forget(&placement.leases());
                     return Ok((placement, keep_ranking.then(|| submission.ranking().clone())));
                 }
                 Step::Failed { error, release } => {
                     self.release_all(&release).await;
-                    unclaimed.leases.retain(|l| !release.contains(l));
+                    unclaimed.forget(&release);
                     return Err(error.into());
                 }
             }
@@ -151,7 +159,7 @@ impl Node {
         peer: PeerId,
         request: LeaseRequest,
     ) -> Result<LeaseResponse, NodeError> {
-        self.ask(|tx| Command::Lease(peer, request, tx)).await?
+        self.ask(|tx| Command::Lease(peer, request, tx)).await?.take()
     }
 
     async fn release_leases(
@@ -178,15 +186,29 @@ impl Node {
 /// (by a spawned task) if the placement's future is dropped before it returns.
 struct Unclaimed {
     node: Node,
-    leases: Vec<(PeerId, u64)>,
+    leases: std::sync::Mutex<Vec<(PeerId, u64)>>,
+}
+
+impl Unclaimed {
+    fn hold(&self, peer: PeerId, lease: u64) {
+        if let Ok(mut held) = self.leases.lock() {
+            held.push((peer, lease));
+        }
+    }
+
+    fn forget(&self, leases: &[(PeerId, u64)]) {
+        if let Ok(mut held) = self.leases.lock() {
+            held.retain(|l| !leases.contains(l));
+        }
+    }
 }
 
 impl Drop for Unclaimed {
     fn drop(&mut self) {
-        if self.leases.is_empty() {
+        let leases = std::mem::take(self.leases.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if leases.is_empty() {
             return;
         }
-        let leases = std::mem::take(&mut self.leases);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let node = self.node.clone();

@@ -9,9 +9,8 @@
 
 use std::time::Duration;
 
-use libp2p::PeerId;
 use serde::{Deserialize, Serialize};
-use swarm_core::link::sla::{Metric, SlaState};
+use swarm_core::link::{Metric, SlaState};
 
 use super::OverlayAddresses;
 use crate::dataplane::LinkReport;
@@ -156,10 +155,11 @@ impl LinkJson {
     pub fn new(report: &LinkReport, overlay: Option<&OverlayAddresses>) -> LinkJson {
         let w = &report.stats.short;
         let verdict = |metric: Metric| report.sla.iter().find(|v| v.metric == metric);
-        let state = |metric: Metric| sla_state_name(verdict(metric).map_or(SlaState::Unknown, |v| v.state)).to_owned();
-        // The judge keeps latency and jitter in ms, loss as a ratio, throughput in bit/s;
-        // a value is shown only once the verdict is known.
-        let value = |metric: Metric| verdict(metric).filter(|v| v.state != SlaState::Unknown).map(|v| v.value);
+        let state = |metric: Metric| {
+            sla_state_name(verdict(metric).map_or(SlaState::Unknown, |v| v.state)).to_owned()
+        };
+        // The judge keeps latency and jitter in ms, loss as a ratio, throughput in bit/s.
+        let value = |metric: Metric| verdict(metric).and_then(|v| v.value);
         let target = |metric: Metric| verdict(metric).map(|v| v.target);
         let ms_verdict = |metric: Metric| MsVerdict {
             state: state(metric),
@@ -169,7 +169,7 @@ impl LinkJson {
         LinkJson {
             peer: report.peer.to_string(),
             path: report.path.kind().to_owned(),
-            via: report.path.via().map(PeerId::to_string),
+            via: report.path.via().map(|p| p.to_string()),
             overlay: overlay.copied(),
             window_s: round(w.window.as_secs_f64(), 3),
             rtt_samples: w.rtt.map_or(0, |q| q.samples),

@@ -15,10 +15,8 @@ impl Driver {
     pub(super) fn handle_command(&mut self, command: Command) {
         match command {
             Command::Dial(addr, reply) => {
-                let result = self
-                    .swarm
-                    .dial(addr.clone())
-                    .map_err(|e| NodeError::Dial { addr, source: Arc::new(e) });
+                let result =
+                    self.swarm.dial(addr.clone()).map_err(|e| NodeError::Dial { addr, source: Arc::new(e) });
                 let _ = reply.send(result);
             }
             Command::OpenTunnel(peer, reply) => {
@@ -160,10 +158,14 @@ impl Driver {
         for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
             for entry in bucket.iter() {
                 let peer = *entry.node.key.preimage();
-                let connected = entry.status == libp2p::kad::EntryStatus::Connected;
+                let connected = entry.status == libp2p::kad::NodeStatus::Connected;
                 for addr in entry.node.value.iter() {
                     if let Ok(addr) = addr.clone().with_p2p(peer) {
-                        if connected { out.push(addr) } else { later.push(addr) }
+                        if connected {
+                            out.push(addr)
+                        } else {
+                            later.push(addr)
+                        }
                     }
                 }
             }

@@ -28,24 +28,16 @@ impl Driver {
     }
 
     /// Hands a lease answer to its asker. A grant whose asker is gone (its `place` future
-    /// was dropped) is released at once rather than left to expire.
+    /// was dropped) is released rather than left to expire: [`LeaseAnswer`]'s drop.
+    ///
+    /// [`LeaseAnswer`]: crate::api::LeaseAnswer
     fn answer_lease_waiter(
         &mut self,
         peer: PeerId,
         reply: LeaseWaiter,
         answer: Result<LeaseResponse, NodeError>,
     ) {
-        if let Err(Ok(LeaseResponse::Granted { lease, .. })) = reply.send(answer) {
-            tracing::debug!(%peer, lease, "granted after its asker left: releasing");
-            let release = LeaseRequest::Release { lease };
-            if peer == self.leases.local() {
-                let (_, advert) = self.leases.handle_request(Instant::now(), peer, release);
-                self.advertise_leases(advert);
-            } else {
-                // No waiter: the answer is dropped when it comes.
-                let _ = self.swarm.behaviour_mut().lease.send_request(&peer, release);
-            }
-        }
+        let _ = reply.send(crate::api::LeaseAnswer::new(peer, answer, self.weak_commands.clone()));
     }
 
     pub(super) fn handle_lease(&mut self, event: request_response::Event<LeaseRequest, LeaseResponse>) {

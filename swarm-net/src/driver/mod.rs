@@ -37,7 +37,6 @@ use libp2p::{gossipsub, kad, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuSnapshot};
 use swarm_core::overlay::{Ipv4Claimer, OverlayV6};
-use swarm_core::place::wire::LeaseResponse;
 use swarm_core::publish::RecordPublisher;
 use swarm_core::view::ClusterView;
 use tokio::sync::{mpsc, oneshot};
@@ -63,7 +62,7 @@ const READS_PER_TURN: usize = 8;
 const SPIN: Duration = Duration::from_micros(500);
 
 /// A caller waiting for a peer's answer to a lease request.
-type LeaseWaiter = oneshot::Sender<Result<LeaseResponse, NodeError>>;
+type LeaseWaiter = oneshot::Sender<crate::api::LeaseAnswer>;
 /// A caller waiting for a throughput test's figure.
 type ThroughputWaiter = oneshot::Sender<Result<f64, NodeError>>;
 /// A caller waiting for a ping's round trip.
