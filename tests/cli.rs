@@ -849,3 +849,163 @@ fn the_systemd_unit_verifies() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The control socket under abuse: it refuses to replace a file that is not a socket;
+/// past 64 connections a newcomer is told so and closed, and served again once some
+/// close; thousands of requests on one connection are all answered; a line that is not
+/// UTF-8 gets an error and the connection goes on; a line past 64 KiB gets "too long";
+/// an idle connection is closed after 30 s.
+#[test]
+fn the_control_socket_holds_its_limits() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("precious.txt");
+    std::fs::write(&file, "keep me\n").unwrap();
+    let key = dir.path().join("n.key");
+    let base = ["--gpus", "none", "--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0"];
+    let mut args = vec!["run", "--identity", key.to_str().unwrap(), "--control", file.to_str().unwrap()];
+    args.extend_from_slice(&base);
+    let out = run(&args);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a socket"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n", "the file is left alone");
+
+    let sock = dir.path().join("c.sock");
+    let mut args = vec!["run", "--identity", key.to_str().unwrap(), "--control", sock.to_str().unwrap()];
+    args.extend_from_slice(&base);
+    let (_node, rx) = spawn_node(&args);
+    wait_line(&rx, |l| l.starts_with("control socket "));
+    let connect = || {
+        let s = UnixStream::connect(&sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        (BufReader::new(s.try_clone().unwrap()), s)
+    };
+    let ask = |r: &mut BufReader<UnixStream>, w: &mut UnixStream, line: &[u8]| -> serde_json::Value {
+        w.write_all(line).unwrap();
+        let mut answer = String::new();
+        r.read_line(&mut answer).unwrap();
+        serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}: {answer:?}"))
+    };
+
+    // 64 connections held open (each answered once, so each is being served).
+    let mut held: Vec<_> = (0..64)
+        .map(|_| {
+            let (mut r, mut w) = connect();
+            assert_eq!(ask(&mut r, &mut w, b"{\"op\":\"status\"}\n")["ok"], true);
+            (r, w)
+        })
+        .collect();
+    let (mut r, _w) = connect();
+    let mut refusal = String::new();
+    r.read_line(&mut refusal).unwrap();
+    assert!(refusal.contains("64 control connections are open"), "{refusal}");
+    held.truncate(50);
+    let served = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        let (mut r, mut w) = connect();
+        w.write_all(b"{\"op\":\"status\"}\n").unwrap();
+        let mut answer = String::new();
+        r.read_line(&mut answer).is_ok() && answer.contains("\"ok\":true")
+    });
+    assert!(served, "served again once connections closed");
+    drop(held);
+
+    // One connection, 6 000 requests (about 100 KiB of them).
+    let (mut r, mut w) = connect();
+    for i in 0..6000 {
+        let answer = ask(&mut r, &mut w, b"{\"op\":\"no-such-op\"}\n");
+        assert_eq!(answer["ok"], false, "request {i}: {answer}");
+    }
+    let answer = ask(&mut r, &mut w, b"\xff\xfe\n");
+    assert!(answer["error"].as_str().unwrap().contains("not UTF-8"), "{answer}");
+    assert_eq!(ask(&mut r, &mut w, b"{\"op\":\"status\"}\n")["ok"], true, "the connection goes on");
+    let answer = ask(&mut r, &mut w, &vec![b'a'; 70_000]);
+    assert!(answer["error"].as_str().unwrap().contains("too long"), "{answer}");
+
+    // Idle: closed after 30 s, with a line that says why.
+    let (mut r, _w) = connect();
+    let started = std::time::Instant::now();
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("idle"), "{line}");
+    assert!(started.elapsed() >= Duration::from_secs(29), "{:?}", started.elapsed());
+    line.clear();
+    assert_eq!(r.read_line(&mut line).unwrap(), 0, "closed");
+}
+
+/// Out of file descriptors, the node's accept loops pause instead of spinning: with its
+/// descriptors used up by idle metrics and control connections, it stays under half a
+/// core, and serves again once they close.
+#[test]
+fn out_of_descriptors_the_accept_loops_do_not_spin() {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    use std::os::unix::net::UnixStream;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("n.key");
+    let sock = dir.path().join("c.sock");
+    let mut c = Command::new("prlimit");
+    c.args(["--nofile=120", "--"]).arg(common::swarm_node_path());
+    common::own_runtime_dir(&mut c);
+    let args = [
+        "run",
+        "--identity",
+        key.to_str().unwrap(),
+        "--control",
+        sock.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--gpus",
+        "none",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--tunnel-port",
+        "0",
+    ];
+    let (node, rx) = spawn_in(c, &args);
+    let metrics = wait_line(&rx, |l| l.starts_with("metrics on http://"));
+    let metrics = metrics.trim_start_matches("metrics on http://").trim_end_matches("/metrics").to_owned();
+    wait_line(&rx, |l| l.starts_with("control socket "));
+    let pid = node.0.id();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    println!("descriptors at start: {}", fds());
+    // Fill the table: idle metrics connections (the server holds up to 64) and idle
+    // control connections (up to 64), well past the 120 allowed.
+    let mut open = Vec::new();
+    for _ in 0..64 {
+        open.push(std::net::TcpStream::connect(&metrics).unwrap());
+    }
+    let mut control = Vec::new();
+    for _ in 0..64 {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            control.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    println!("descriptors when full: {}", fds());
+    let cpu = || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = cpu();
+    std::thread::sleep(Duration::from_secs(3));
+    let ticks = cpu() - before;
+    // Clock ticks are 1/100 s: a spinning loop burns ~300 in 3 s.
+    assert!(ticks < 150, "{ticks} ticks of CPU in 3 s while out of descriptors");
+    drop(open);
+    drop(control);
+    let served = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok(mut s) = UnixStream::connect(&sock) else { return false };
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(b"{\"op\":\"status\"}\n");
+        let mut answer = String::new();
+        BufReader::new(s).read_line(&mut answer).is_ok() && answer.contains("\"ok\":true")
+    });
+    assert!(served, "the control socket serves again");
+}

@@ -51,6 +51,7 @@ mod lease;
 pub mod mesh;
 mod punch;
 mod serve;
+pub use serve::AcceptBackoff;
 mod tunnel_relay;
 
 pub use api::summary;

@@ -7,7 +7,10 @@
 //! Local users only: the socket is made mode 0600, and every connection's peer
 //! credentials (SO_PEERCRED) are checked: only the socket's owner (the user running the
 //! node) and root are served; anyone else gets an error line and is disconnected.
-//! Requests are bounded (64 KiB per line, 1 024 placements held).
+//! Bounded: 64 KiB per request line ("line too long" past it), 64 connections (more are
+//! told so and closed), 30 s idle per connection, 1 024 placements held; a line that is
+//! not UTF-8 or not JSON gets an error answer. A failing `accept()` (out of file
+//! descriptors) is paced, not spun on.
 
 use std::collections::HashMap;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
@@ -84,6 +87,11 @@ fn prepare_dir(path: &Path) -> anyhow::Result<()> {
 
 /// Longest request line.
 const MAX_LINE: u64 = 64 * 1024;
+/// Connections served at once; more are told so and closed.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection that sends no request this long is closed (`monitor` streams are not
+/// idle: they are written to).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Placements the endpoint holds at once.
 const MAX_HELD: usize = 1024;
 
@@ -206,10 +214,19 @@ impl Drop for Control {
     }
 }
 
-/// Binds the endpoint at `path` and serves `node` until the returned handle drops.
+/// Binds the endpoint at `path` and serves `node` until the returned handle drops. Only a
+/// stale socket (one nobody answers on) at `path` is replaced; anything else there is an
+/// error.
 pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Result<Control> {
+    use std::os::unix::fs::FileTypeExt as _;
     prepare_dir(path)?;
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            bail!(
+                "{} exists and is not a socket: not replacing it (give --control another path)",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).await.is_ok() {
             bail!(
                 "the control socket {} is in use by another running node: give this one --control PATH (or --no-control)",
@@ -224,10 +241,33 @@ pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Resul
     let owner = std::fs::metadata(path)?.uid();
     let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
     let task = tokio::spawn(async move {
+        // Dropping the set (when the endpoint stops) ends every connection.
+        let mut connections = tokio::task::JoinSet::new();
+        let mut backoff = swarm::net::AcceptBackoff::new("control socket");
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            while connections.try_join_next().is_some() {}
+            let mut stream = match listener.accept().await {
+                Ok((stream, _)) => {
+                    backoff.accepted();
+                    stream
+                }
+                Err(e) => {
+                    tokio::time::sleep(backoff.failed(&e)).await;
+                    continue;
+                }
+            };
+            if connections.len() >= MAX_CONNECTIONS {
+                // Told why, briefly, without a task of its own.
+                let line = json!({"ok": false, "error": format!("{MAX_CONNECTIONS} control connections are open: try again later")});
+                let _ = tokio::time::timeout(
+                    Duration::from_millis(100),
+                    stream.write_all(format!("{line}\n").as_bytes()),
+                )
+                .await;
+                continue;
+            }
             let (node, held, info) = (node.clone(), held.clone(), info.clone());
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(e) = connection(stream, owner, node, held, info).await {
                     tracing::debug!(error = %e, "control connection ended");
                 }
@@ -235,6 +275,39 @@ pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Resul
         }
     });
     Ok(Control { path: path.to_owned(), task })
+}
+
+/// One request line read, or why none was.
+enum Line {
+    /// A complete line (without its newline), as UTF-8.
+    Text(String),
+    /// A line that is not UTF-8.
+    NotUtf8(std::str::Utf8Error),
+    /// A line longer than [`MAX_LINE`]: the connection cannot find the next one.
+    TooLong,
+    /// The client closed (a last line without its newline counts as a line).
+    Closed,
+}
+
+/// Reads one line of at most [`MAX_LINE`] bytes.
+async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Line> {
+    buf.clear();
+    let n = (&mut *reader).take(MAX_LINE + 1).read_until(b'\n', buf).await?;
+    if n == 0 {
+        return Ok(Line::Closed);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+    } else if n as u64 > MAX_LINE {
+        return Ok(Line::TooLong);
+    }
+    Ok(match std::str::from_utf8(buf) {
+        Ok(text) => Line::Text(text.to_owned()),
+        Err(e) => Line::NotUtf8(e),
+    })
 }
 
 async fn connection(
@@ -256,9 +329,31 @@ async fn connection(
         return Ok(());
     }
     let (read, mut write) = stream.split();
-    let mut lines = BufReader::new(read.take(MAX_LINE));
-    let mut line = String::new();
-    while lines.read_line(&mut line).await? > 0 {
+    let mut lines = BufReader::new(read);
+    let mut buf = Vec::new();
+    loop {
+        let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut lines, &mut buf)).await {
+            Err(_) => {
+                let error = format!("idle for {} s: closing", IDLE_TIMEOUT.as_secs());
+                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                return Ok(());
+            }
+            Ok(line) => line?,
+        };
+        let line = match line {
+            Line::Text(line) => line,
+            Line::Closed => return Ok(()),
+            Line::NotUtf8(e) => {
+                let error = format!("the request is not UTF-8: {e}");
+                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                continue;
+            }
+            Line::TooLong => {
+                let error = format!("request line too long (more than {MAX_LINE} bytes): closing");
+                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                return Ok(());
+            }
+        };
         let request = serde_json::from_str::<Value>(&line);
         if let Ok(r) = &request {
             if r["op"] == "monitor" {
@@ -274,9 +369,7 @@ async fn connection(
             Err(e) => json!({"ok": false, "error": format!("not a JSON request: {e}")}),
         };
         write.write_all(format!("{answer}\n").as_bytes()).await?;
-        line.clear();
     }
-    Ok(())
 }
 
 /// Writes the node's events (and lease changes, looked at every second) as JSON lines

@@ -172,14 +172,34 @@ fn builder(args: &RunArgs, identity: &std::path::Path) -> anyhow::Result<NodeBui
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let state = crate::state::open(args.state_dir.as_deref())?;
-    let identity = args.identity.clone().unwrap_or_else(|| state.join(crate::state::IDENTITY_FILE));
+    // The state directory holds the identity unless --identity says where; then it only
+    // keeps the members' addresses, and a default one that cannot be made is no reason
+    // not to run.
+    let (state, identity) = match (&args.state_dir, &args.identity) {
+        (None, Some(path)) => {
+            let state = crate::state::open(None)
+                .inspect_err(|e| {
+                    let error = format!("{e:#}");
+                    tracing::warn!(error, "no state directory: the members' addresses are not saved");
+                })
+                .ok();
+            (state, path.clone())
+        }
+        (dir, path) => {
+            let state = crate::state::open(dir.as_deref())?;
+            let identity = path.clone().unwrap_or_else(|| state.join(crate::state::IDENTITY_FILE));
+            (Some(state), identity)
+        }
+    };
     // A node restarted on an existing identity may have granted leases it forgot.
     let restarted = identity.exists();
     let builder = builder(&args, &identity)?;
     let (node, mut events) = builder.start().await.context("cannot start the node")?;
     println!("peer id {}", node.peer_id());
-    println!("state directory {} (identity {})", state.display(), identity.display());
+    match &state {
+        Some(dir) => println!("state directory {} (identity {})", dir.display(), identity.display()),
+        None => println!("identity {}", identity.display()),
+    }
     if args.vpn {
         print_overlay(&node, &args.vpn_dev).await?;
     }
@@ -203,7 +223,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         println!("listening on {addr}");
     }
     print_tunnel_socket(&node).await?;
-    let saved = crate::state::load_peers(&state);
+    let saved = state.as_deref().map(crate::state::load_peers).unwrap_or_default();
     if !saved.is_empty() {
         println!("dialing {} members saved by the last run", saved.len());
     }
@@ -236,7 +256,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
             _ = save_peers.tick() => {
-                if let Err(e) = crate::state::save_peers(&node, &state).await {
+                if let Err(e) = crate::state::save_peers(&node, state.as_deref()).await {
                     tracing::warn!(error = %format!("{e:#}"), "cannot save the members' addresses");
                 }
             }
@@ -281,7 +301,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     println!("shutting down");
     crate::notify::notify("STOPPING=1");
-    if let Err(e) = crate::state::save_peers(&node, &state).await {
+    if let Err(e) = crate::state::save_peers(&node, state.as_deref()).await {
         tracing::warn!(error = %format!("{e:#}"), "cannot save the members' addresses");
     }
     node.shutdown().await;

@@ -82,8 +82,10 @@ pub fn load_peers(dir: &Path) -> Vec<Multiaddr> {
 }
 
 /// Saves the members' addresses the node knows now, if it knows any (an empty table
-/// keeps the last file: a node that lost its peers still knows where they were).
-pub async fn save_peers(node: &Node, dir: &Path) -> anyhow::Result<usize> {
+/// keeps the last file: a node that lost its peers still knows where they were), in
+/// `dir` if there is one.
+pub async fn save_peers(node: &Node, dir: Option<&Path>) -> anyhow::Result<usize> {
+    let Some(dir) = dir else { return Ok(0) };
     let addrs = node.known_addresses(MAX_PEERS).await?;
     if addrs.is_empty() {
         return Ok(0);

@@ -60,13 +60,23 @@ async fn ask<T>(
 pub(crate) async fn serve(listener: TcpListener, commands: mpsc::WeakSender<Command>) {
     // Dropping the set (when this task is aborted with the node) aborts every connection.
     let mut connections = JoinSet::new();
+    let mut backoff = super::AcceptBackoff::new("metrics");
     loop {
         while connections.try_join_next().is_some() {}
         if connections.len() >= MAX_CONNECTIONS {
             connections.join_next().await;
             continue;
         }
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff.accepted();
+                stream
+            }
+            Err(e) => {
+                tokio::time::sleep(backoff.failed(&e)).await;
+                continue;
+            }
+        };
         if commands.upgrade().is_none() {
             return;
         }
