@@ -1009,3 +1009,65 @@ fn out_of_descriptors_the_accept_loops_do_not_spin() {
     });
     assert!(served, "the control socket serves again");
 }
+
+/// A peer killed with SIGKILL shows `unreachable` at the other node within about 2 s
+/// (state and event), and its tunnel is up again soon after it restarts on the same
+/// identity. Prints the figures.
+#[test]
+fn a_killed_peer_is_unreachable_then_back_after_its_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let common = ["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0", "--gpus", "none", "--refresh", "1s"];
+    let mut a_args = vec!["run", "--identity", &path("a.key")].into_iter().map(str::to_owned).collect::<Vec<_>>();
+    a_args.extend(common.iter().map(|s| (*s).to_owned()));
+    a_args.extend(["--control".to_owned(), path("a.sock"), "--heartbeat".to_owned(), "1s".to_owned()]);
+    let refs: Vec<&str> = a_args.iter().map(String::as_str).collect();
+    let (_a, rx_a) = spawn_node(&refs);
+    let addr = wait_line(&rx_a, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+    let b_args = {
+        let mut v = vec!["run", "--identity", &path("b.key"), "--bootstrap", &addr, "--no-control"];
+        v.extend_from_slice(&common);
+        v.into_iter().map(str::to_owned).collect::<Vec<_>>()
+    };
+    let start_b = || {
+        let refs: Vec<&str> = b_args.iter().map(String::as_str).collect();
+        spawn_node(&refs)
+    };
+    let tunnel_of = |peer: &str| -> Option<String> {
+        let out = run(&["peers", "--control", &path("a.sock"), "--json"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let p = v.as_array()?.iter().find(|p| p["peer"] == peer)?;
+        p["tunnel"]["state"].as_str().map(str::to_owned)
+    };
+    let wait_state = |peer: &str, want: &str, within: Duration| -> Option<Duration> {
+        let start = std::time::Instant::now();
+        while start.elapsed() < within {
+            if tunnel_of(peer).as_deref() == Some(want) {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    let (mut b, rx_b) = start_b();
+    let b_id = wait_line(&rx_b, |l| l.starts_with("peer id ")).trim_start_matches("peer id ").to_owned();
+    assert!(wait_state(&b_id, "up", Duration::from_secs(30)).is_some(), "A's tunnel to B comes up");
+    // Let the link be measured a while, then kill B outright.
+    std::thread::sleep(Duration::from_secs(2));
+    let mut monitor = swarm_node();
+    monitor.args(["monitor", "--control", &path("a.sock"), "--json"]);
+    let (_m, events) = spawn_in(monitor, &[]);
+    b.0.kill().unwrap();
+    b.0.wait().unwrap();
+    let took = wait_state(&b_id, "unreachable", Duration::from_secs(10)).expect("A shows B unreachable");
+    println!("B unreachable at A {took:?} after SIGKILL");
+    assert!(took < Duration::from_millis(2_500), "{took:?}");
+    let event = wait_line(&events, |l| l.contains("\"peer_unreachable\""));
+    assert!(event.contains(&b_id), "{event}");
+    // B restarts on its identity: A's tunnel to it is up again.
+    let (_b, rx_b) = start_b();
+    wait_line(&rx_b, |l| l.starts_with("peer id "));
+    let back = wait_state(&b_id, "up", Duration::from_secs(30)).expect("the tunnel comes back");
+    println!("tunnel up again {back:?} after B restarted");
+    assert!(back < Duration::from_secs(10), "{back:?}");
+}

@@ -8,68 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{ip, spawn_in, swarm_node, wait_line, Guard};
-
-/// Hosts in network namespaces on one Ethernet segment (a bridge in a namespace of its
-/// own): host `i` is 10.204.0.(i+1)/24. Every namespace is deleted on drop, also when the
-/// test fails.
-struct Lan {
-    hub: String,
-    hosts: Vec<String>,
-}
-
-impl Lan {
-    fn new(n: usize) -> Lan {
-        static LANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let lans = LANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let id = format!("{}{lans}", std::process::id());
-        let lan =
-            Lan { hub: format!("swv-hub-{id}"), hosts: (0..n).map(|i| format!("swv-{i}-{id}")).collect() };
-        ip(&["netns", "add", &lan.hub]);
-        ip(&["-n", &lan.hub, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &lan.hub, "link", "set", "br0", "up"]);
-        for (i, ns) in lan.hosts.iter().enumerate() {
-            let (h, v) = (format!("svh{i}-{id}"), format!("svn{i}-{id}"));
-            ip(&["netns", "add", ns]);
-            ip(&["link", "add", &h, "type", "veth", "peer", "name", &v]);
-            ip(&["link", "set", &h, "netns", &lan.hub]);
-            ip(&["-n", &lan.hub, "link", "set", &h, "master", "br0", "up"]);
-            ip(&["link", "set", &v, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", &format!("10.204.0.{}/24", i + 1), "dev", &v]);
-            ip(&["-n", ns, "link", "set", &v, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        lan
-    }
-
-    /// `program` run inside host `i`'s namespace.
-    fn exec(&self, i: usize, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.hosts[i], program]);
-        c
-    }
-
-    fn node(&self, i: usize) -> Command {
-        let mut c = self.exec(i, swarm_node().get_program().to_str().unwrap());
-        common::own_runtime_dir(&mut c);
-        c
-    }
-}
-
-impl Drop for Lan {
-    /// Ends every process still in the namespaces (Ray's workers, a daemon that escaped
-    /// its group: all ours, as only the test starts processes there), then deletes them.
-    fn drop(&mut self) {
-        for ns in self.hosts.iter().chain([&self.hub]) {
-            if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
-                for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
-                    let _ = Command::new("kill").args(["-KILL", pid]).status();
-                }
-            }
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
+use common::{ip, spawn_in, swarm_node, wait_line, Guard, Lan};
 
 /// A node's overlay addresses, as `run` prints them: `overlay <IPv6> and <IPv4> on <dev>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -33,6 +33,8 @@ struct Node {
     /// Throughput tests' results, in order.
     throughput: Vec<Result<f64, ThroughputError>>,
     pongs: Vec<Result<Duration, PingError>>,
+    /// Unreachable (with the silence) and reachable again, with when.
+    liveness: Vec<(Instant, Option<Duration>)>,
     /// The summaries this node would have gossiped, with when and whether urgently.
     gossip: Vec<(Instant, bool, LinkSummaries)>,
 }
@@ -81,6 +83,7 @@ impl Sim {
                 events: Vec::new(),
                 throughput: Vec::new(),
                 pongs: Vec::new(),
+                liveness: Vec::new(),
                 gossip: Vec::new(),
             }
         });
@@ -150,6 +153,8 @@ impl Sim {
                 LinkEvent::Sla { event, .. } => node.events.push((now, event)),
                 LinkEvent::Throughput { result, .. } => node.throughput.push(result),
                 LinkEvent::Pong { result, .. } => node.pongs.push(result),
+                LinkEvent::Unreachable { silent, .. } => node.liveness.push((now, Some(silent))),
+                LinkEvent::Reachable { .. } => node.liveness.push((now, None)),
                 _ => {}
             }
         }
@@ -575,4 +580,30 @@ fn a_restarted_peer_leaves_the_jitter_true() {
     let (mean, _) = s.long.jitter_mean.unwrap();
     assert!(mean < Duration::from_millis(2), "{mean:?}");
     assert!(sim.events(0, Metric::Jitter).is_empty(), "{:?}", sim.events(0, Metric::Jitter));
+}
+
+/// A peer that stops answering (every packet lost) is unreachable within 2 s, and
+/// reachable again with its first answer; loss alone (20 %) never makes it so.
+#[test]
+fn a_silent_peer_is_unreachable_within_two_seconds() {
+    let calm = LinkProfile { delay: Duration::from_millis(10), ..LinkProfile::default() };
+    let mut sim = Sim::new(calm, 100, LinkConfig::default(), 61);
+    sim.run_for(Duration::from_secs(10));
+    sim.set_profile(LinkProfile { loss: 0.2, ..calm });
+    sim.run_for(Duration::from_secs(20));
+    assert!(sim.nodes[0].liveness.is_empty(), "20 % loss is not unreachable: {:?}", sim.nodes[0].liveness);
+    sim.set_profile(LinkProfile { loss: 1.0, ..calm });
+    let cut = sim.now;
+    sim.run_for(Duration::from_secs(5));
+    let (at, silent) = sim.nodes[0].liveness[0];
+    let after = at - cut;
+    println!("unreachable {after:?} after the cut (silent {silent:?})");
+    assert!(after <= Duration::from_secs(2), "{after:?}");
+    assert!(silent.is_some_and(|s| s >= Duration::from_millis(1_500)), "{silent:?}");
+    assert_eq!(sim.nodes[0].liveness.len(), 1, "said once: {:?}", sim.nodes[0].liveness);
+    sim.set_profile(calm);
+    let healed = sim.now;
+    sim.run_for(Duration::from_secs(3));
+    let (back, none) = sim.nodes[0].liveness[1];
+    assert!(none.is_none() && back - healed < Duration::from_secs(1), "{:?}", sim.nodes[0].liveness);
 }

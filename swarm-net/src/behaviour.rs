@@ -48,6 +48,8 @@ pub(crate) type Mdns = libp2p::swarm::dummy::Behaviour;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// First: a connection it refuses takes no slot of `limits`.
+    pub(crate) admission: crate::admission::Admission,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
@@ -111,6 +113,7 @@ impl Behaviour {
         .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_owned() })?;
 
         Ok(Self {
+            admission: crate::admission::Admission::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify,
             kad,

@@ -140,6 +140,10 @@ pub const MIN_VPN_MTU: u16 = 1280;
 /// The largest TUN MTU: a jumbo frame's.
 pub const MAX_VPN_MTU: u16 = 9000;
 
+/// The shortest record heartbeat: every node re-gossips each record at about this rate,
+/// so a shorter one multiplies the whole swarm's gossip.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
 /// Why a node could not be configured or started.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -224,6 +228,7 @@ pub struct NodeBuilder {
     pub(crate) event_capacity: usize,
     pub(crate) tunnel_port: u16,
     pub(crate) mdns: bool,
+    pub(crate) new_tunnel_key: bool,
     pub(crate) tunnel_psk: Option<[u8; 32]>,
     pub(crate) eager_tunnels: usize,
     pub(crate) tunnel_buffer_bytes: usize,
@@ -260,6 +265,7 @@ impl NodeBuilder {
             event_capacity: 1024,
             tunnel_port: 0,
             mdns: false,
+            new_tunnel_key: false,
             tunnel_psk: None,
             eager_tunnels: 8,
             tunnel_buffer_bytes: 4 << 20,
@@ -289,6 +295,14 @@ impl NodeBuilder {
     /// Loads the keys from `path` (created on first run).
     pub fn identity_file(mut self, path: impl Into<PathBuf>) -> Self {
         self.identity = IdentitySource::File(path.into());
+        self
+    }
+
+    /// Lets [`identity_file`](Self::identity_file) make a new tunnel key when the
+    /// identity exists but its `.wg` file does not (peers then see a new WireGuard key);
+    /// without it that is an error. Off by default.
+    pub fn new_tunnel_key(mut self, on: bool) -> Self {
+        self.new_tunnel_key = on;
         self
     }
 
@@ -489,6 +503,35 @@ impl NodeBuilder {
                 return Err(BuildError::Setting(format!("label key {:?} given twice", l.key.as_str())));
             }
         }
+        if self.heartbeat < MIN_HEARTBEAT {
+            return Err(BuildError::Setting(format!(
+                "a heartbeat of {:?} is below the least, {MIN_HEARTBEAT:?} (every node re-gossips each record at that rate)",
+                self.heartbeat
+            )));
+        }
+        for e in &self.tunnel_endpoints {
+            if e.ip().is_unspecified() || e.port() == 0 || e.ip().is_multicast() {
+                return Err(BuildError::Setting(format!(
+                    "tunnel endpoint {e} is not an address peers can send to (it needs a unicast IP and a port)"
+                )));
+            }
+        }
+        if let Some(psk) = &self.tunnel_psk {
+            if psk.iter().all(|b| *b == 0) {
+                return Err(BuildError::Setting(
+                    "an all-zero pre-shared key is no key (the same as none): make one with `swarm-node genpsk`"
+                        .to_owned(),
+                ));
+            }
+        }
+        let mut listen: Vec<Multiaddr> = Vec::with_capacity(self.listen.len());
+        for addr in &self.listen {
+            if listen.contains(addr) {
+                tracing::warn!(%addr, "listen address given twice: listening once");
+            } else {
+                listen.push(addr.clone());
+            }
+        }
         if self.heartbeat.is_zero() || self.ttl <= self.heartbeat {
             return Err(BuildError::Setting(format!(
                 "the record TTL ({:?}) must be longer than the heartbeat ({:?})",
@@ -539,7 +582,7 @@ impl NodeBuilder {
         let view = ViewConfig { ttl: self.ttl, max_records: self.max_records, ..ViewConfig::default() };
         Ok(NodeConfig {
             namespace,
-            listen: self.listen.clone(),
+            listen,
             bootstrap: self.bootstrap.clone(),
             publish,
             view,

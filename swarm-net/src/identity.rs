@@ -58,6 +58,31 @@ pub enum IdentityError {
         /// What is wrong.
         detail: String,
     },
+    /// A key file other users may write: anyone of them could replace the node's key.
+    #[error("{path} is writable by other users (mode {mode:o}): anyone of them could replace the key; chmod 600 it")]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// A key of all zeros: no secret at all.
+    #[error("{path} holds an all-zero {what} key, which is no secret; make a new one")]
+    ZeroKey {
+        /// The file.
+        path: PathBuf,
+        /// Which key.
+        what: &'static str,
+    },
+    /// The identity exists but its tunnel key does not: peers know this node by that
+    /// key, so a new one is made only when asked for.
+    #[error("{path} exists but its tunnel key {tunnel} is missing: restore it, or ask for a new one (`run --new-tunnel-key`; peers then see a new WireGuard key)")]
+    MissingTunnelKey {
+        /// The identity file.
+        path: PathBuf,
+        /// The tunnel key file.
+        tunnel: PathBuf,
+    },
     /// A pre-shared key file does not hold a key.
     #[error("{path} is not a pre-shared key file (expected 32 bytes in base64 on one line, as `wg genpsk` writes)")]
     BadPsk {
@@ -74,8 +99,23 @@ pub fn load_psk(path: &Path) -> Result<[u8; 32], IdentityError> {
         path: path.to_owned(),
         source,
     })?;
-    warn_if_readable_by_others(path);
-    parse_wg_key(&bytes).ok_or_else(|| IdentityError::BadPsk { path: path.to_owned() })
+    check_permissions(path)?;
+    let psk = parse_wg_key(&bytes).ok_or_else(|| IdentityError::BadPsk { path: path.to_owned() })?;
+    if psk == [0; 32] {
+        return Err(IdentityError::ZeroKey { path: path.to_owned(), what: "pre-shared" });
+    }
+    Ok(psk)
+}
+
+/// What [`NodeIdentity`]'s loader may create.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Create {
+    /// Nothing: both files must exist.
+    Nothing,
+    /// A missing identity, and with a new identity its tunnel key.
+    New,
+    /// Also a tunnel key missing beside an existing identity.
+    TunnelKeyToo,
 }
 
 impl NodeIdentity {
@@ -92,30 +132,46 @@ impl NodeIdentity {
         Self { keypair, tunnel_secret }
     }
 
-    /// Loads the keys at `path` (and `path` + `.wg`), creating whichever is missing.
+    /// Loads the keys at `path` (and `path` + `.wg`), creating both when there is no
+    /// identity yet. An existing identity whose tunnel key is missing is an error
+    /// ([`IdentityError::MissingTunnelKey`]): see
+    /// [`load_or_create_tunnel_key`](Self::load_or_create_tunnel_key).
     pub fn load_or_create(path: &Path) -> Result<Self, IdentityError> {
-        Self::load_with(path, true)
+        Self::load_with(path, Create::New)
+    }
+
+    /// [`load_or_create`](Self::load_or_create), also making a new tunnel key beside an
+    /// existing identity whose key is missing.
+    pub fn load_or_create_tunnel_key(path: &Path) -> Result<Self, IdentityError> {
+        Self::load_with(path, Create::TunnelKeyToo)
     }
 
     /// Loads the keys at `path` (and `path` + `.wg`); a missing file is an error, and
     /// nothing is created (for tools that read a node's identity, such as `swarm-node id`).
     pub fn load(path: &Path) -> Result<Self, IdentityError> {
-        Self::load_with(path, false)
+        Self::load_with(path, Create::Nothing)
     }
 
-    fn load_with(path: &Path, create: bool) -> Result<Self, IdentityError> {
+    fn load_with(path: &Path, create: Create) -> Result<Self, IdentityError> {
         let missing = |path: &Path| IdentityError::Io {
             action: "read",
             path: path.to_owned(),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
         };
-        let keypair = match read_if_exists(path)? {
-            Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|e| IdentityError::Corrupt {
+        let existed = read_if_exists(path)?;
+        let identity_existed = existed.is_some();
+        let keypair = match existed {
+            Some(bytes) => Keypair::from_protobuf_encoding(&bytes).map_err(|_| IdentityError::Corrupt {
                 path: path.to_owned(),
                 what: "libp2p identity",
-                detail: e.to_string(),
+                // libp2p's own text speaks of RSA and cargo features: say what is wrong.
+                detail: if bytes.is_empty() {
+                    "the file is empty".to_owned()
+                } else {
+                    format!("{} bytes that are not a protobuf-encoded Ed25519 keypair", bytes.len())
+                },
             })?,
-            None if !create => return Err(missing(path)),
+            None if create == Create::Nothing => return Err(missing(path)),
             None => {
                 let keypair = Keypair::generate_ed25519();
                 let bytes = keypair.to_protobuf_encoding().map_err(|e| IdentityError::Corrupt {
@@ -130,12 +186,21 @@ impl NodeIdentity {
         };
         let tunnel_path = tunnel_key_path(path);
         let tunnel_secret = match read_if_exists(&tunnel_path)? {
-            Some(bytes) => parse_wg_key(&bytes).ok_or_else(|| IdentityError::Corrupt {
-                path: tunnel_path.clone(),
-                what: "WireGuard tunnel",
-                detail: "expected 32 bytes in base64 on one line".to_owned(),
-            })?,
-            None if !create => return Err(missing(&tunnel_path)),
+            Some(bytes) => {
+                let secret = parse_wg_key(&bytes).ok_or_else(|| IdentityError::Corrupt {
+                    path: tunnel_path.clone(),
+                    what: "WireGuard tunnel",
+                    detail: "expected 32 bytes in base64 on one line".to_owned(),
+                })?;
+                if secret == [0; 32] {
+                    return Err(IdentityError::ZeroKey { path: tunnel_path, what: "WireGuard tunnel" });
+                }
+                secret
+            }
+            None if create == Create::Nothing => return Err(missing(&tunnel_path)),
+            None if identity_existed && create == Create::New => {
+                return Err(IdentityError::MissingTunnelKey { path: path.to_owned(), tunnel: tunnel_path });
+            }
             None => {
                 let secret: [u8; 32] = rand::random();
                 let mut text = base64::engine::general_purpose::STANDARD.encode(secret);
@@ -279,7 +344,7 @@ fn parse_wg_key(bytes: &[u8]) -> Option<[u8; 32]> {
 fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     match fs::read(path) {
         Ok(bytes) => {
-            warn_if_readable_by_others(path);
+            check_permissions(path)?;
             Ok(Some(bytes))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -299,6 +364,25 @@ fn warn_if_readable_by_others(path: &Path) {
 
 #[cfg(not(unix))]
 fn warn_if_readable_by_others(_: &Path) {}
+
+/// A key file others may write is refused; one they may read is warned about.
+#[cfg(unix)]
+fn check_permissions(path: &Path) -> Result<(), IdentityError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(IdentityError::Unsafe { path: path.to_owned(), mode });
+        }
+    }
+    warn_if_readable_by_others(path);
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_permissions(_: &Path) -> Result<(), IdentityError> {
+    Ok(())
+}
 
 /// Writes `bytes` to a new file at `path` with mode 0600, atomically.
 fn write_new(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
@@ -374,6 +458,46 @@ mod tests {
         let wg = fs::read_to_string(tunnel_key_path(&path)).unwrap();
         assert_eq!(wg.trim().len(), 44, "WireGuard's base64 key format");
         assert_eq!(fs::read_dir(dir.path().join("keys")).unwrap().count(), 2, "no temporary files left");
+    }
+
+    /// Keys that are no secret, or that others could swap, are refused with a reason;
+    /// a missing tunnel key beside an existing identity is made only when asked for.
+    #[test]
+    fn weak_keys_and_unsafe_files_are_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let psk = dir.path().join("swarm.psk");
+        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32]))).unwrap();
+        let err = load_psk(&psk).unwrap_err();
+        assert!(matches!(err, IdentityError::ZeroKey { .. }) && err.to_string().contains("all-zero"), "{err}");
+        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([7u8; 32]))).unwrap();
+        fs::set_permissions(&psk, fs::Permissions::from_mode(0o666)).unwrap();
+        let err = load_psk(&psk).unwrap_err();
+        assert!(err.to_string().contains("writable by other users (mode 666)"), "{err}");
+
+        let path = dir.path().join("n.key");
+        fs::write(&path, b"").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err().to_string();
+        assert!(err.contains("the file is empty") && !err.contains("rsa"), "{err}");
+
+        let path = dir.path().join("m.key");
+        let first = NodeIdentity::load_or_create(&path).unwrap();
+        fs::remove_file(tunnel_key_path(&path)).unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::MissingTunnelKey { .. }), "{err}");
+        assert!(!tunnel_key_path(&path).exists(), "nothing made");
+        let again = NodeIdentity::load_or_create_tunnel_key(&path).unwrap();
+        assert_eq!(again.keypair.public(), first.keypair.public());
+        assert_ne!(again.tunnel_secret(), first.tunnel_secret());
+
+        fs::write(tunnel_key_path(&path), format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32])))
+            .unwrap();
+        let err = NodeIdentity::load_or_create(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::ZeroKey { .. }), "{err}");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o646)).unwrap();
+        let err = NodeIdentity::load(&path).unwrap_err();
+        assert!(matches!(err, IdentityError::Unsafe { mode: 0o646, .. }), "{err}");
     }
 
     #[test]

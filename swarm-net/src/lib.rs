@@ -37,6 +37,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod admission;
 mod api;
 mod autonat_client;
 mod behaviour;
@@ -61,7 +62,7 @@ pub use api::{
     RatioVerdict, RelayStats, SlaSummary, StockPeer, TunnelStatus, VpnDrops,
 };
 pub use config::{
-    BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU,
+    BuildError, IdentitySource, NodeBuilder, NodeConfig, RelayMode, VpnConfig, DEFAULT_VPN_MTU, MIN_HEARTBEAT,
 };
 pub use dataplane::tun::{TunError, TunStats};
 pub use identity::{load_psk, overlay_path, tunnel_key_path, IdentityError, NodeIdentity};

@@ -121,7 +121,16 @@ fn ms(v: Option<f64>, what: &str) -> anyhow::Result<Option<Duration>> {
         Some(x) if x.is_finite() && (0.0..=86_400_000.0).contains(&x) => {
             Ok(Some(Duration::from_secs_f64(x / 1e3)))
         }
-        Some(x) => bail!("{what} {x} ms is out of range"),
+        Some(x) => bail!("{what} {} ms is out of range (0 to 86400000 ms)", short_number(x)),
+    }
+}
+
+/// A number as people read it: `1e308`, not 309 digits.
+fn short_number(x: f64) -> String {
+    if x.is_finite() && x.abs() < 1e9 {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }
 
@@ -170,7 +179,7 @@ pub fn placement_json(p: &Placement) -> Value {
         "nodes": p.nodes.iter().map(|n| json!({
             "peer": n.peer.to_string(),
             "gpus": n.gpus,
-            "lease": n.lease,
+            "lease": n.lease.to_string(),
             "score": n.score,
             "rtt_ms": n.rtt_ms,
             "measured": n.measured,

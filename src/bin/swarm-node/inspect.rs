@@ -64,6 +64,10 @@ pub fn event_json(event: &NodeEvent) -> Option<Value> {
         NodeEvent::TunnelDown { peer, reason } => {
             ("tunnel_down", json!({"peer": peer.to_string(), "reason": reason}))
         }
+        NodeEvent::PeerUnreachable { peer, silent } => {
+            let silent_ms = swarm::net::summary::ms(*silent);
+            ("peer_unreachable", json!({"peer": peer.to_string(), "silent_ms": silent_ms}))
+        }
         NodeEvent::TunnelEndpointChanged { peer, endpoint } => {
             ("tunnel_endpoint", json!({"peer": peer.to_string(), "endpoint": endpoint.to_string()}))
         }
@@ -107,7 +111,9 @@ fn sla_state(l: &LinkReport) -> &'static str {
 
 fn tunnel_json(t: Option<&TunnelStatus>) -> Value {
     let Some(t) = t else { return json!({"state": "none"}) };
-    let state = if t.established {
+    let state = if t.unreachable {
+        "unreachable"
+    } else if t.established {
         "up"
     } else if t.handshake_in_progress {
         "opening"
@@ -184,7 +190,7 @@ pub async fn status_json(node: &Node, info: &RunInfo) -> anyhow::Result<Value> {
         "lease_grace_left_s": grace,
         "records": view.len(),
         "connected_peers": stats.connected_peers,
-        "tunnels_up": tunnels.iter().filter(|t| t.established).count(),
+        "tunnels_up": tunnels.iter().filter(|t| t.established && !t.unreachable).count(),
         "relayed_paths": stats.relay.open,
         "peers": peers_json(node).await?,
     }))

@@ -33,6 +33,10 @@ pub struct RunArgs {
     /// Bootstrap peer (repeatable), ideally ending in /p2p/<peer id>.
     #[arg(long, value_name = "MULTIADDR")]
     bootstrap: Vec<Multiaddr>,
+    /// Make a new tunnel key when the identity exists but its <file>.wg does not (peers
+    /// then see a new WireGuard key); without it that is an error.
+    #[arg(long)]
+    new_tunnel_key: bool,
     /// Identity key file, created on first run (mode 0600; locked while the node runs);
     /// the tunnel key goes beside it as <file>.wg [default: <state-dir>/identity.key].
     #[arg(long, value_name = "FILE")]
@@ -52,8 +56,8 @@ pub struct RunArgs {
     /// Record time-to-live.
     #[arg(long, default_value = "30s", value_parser = crate::parse_duration)]
     ttl: Duration,
-    /// How often the peer table is printed.
-    #[arg(long, default_value = "5s", value_parser = crate::parse_duration)]
+    /// How often the peer table is printed (at least 100ms).
+    #[arg(long, default_value = "5s", value_parser = parse_refresh)]
     refresh: Duration,
     /// UDP port of the tunnel socket (0: any).
     #[arg(long, default_value_t = DEFAULT_TUNNEL_PORT)]
@@ -106,6 +110,15 @@ pub struct RunArgs {
     vpn_ipv4: Ipv4Choice,
 }
 
+/// `--refresh`: a duration of at least 100 ms (the table is printed that often).
+fn parse_refresh(text: &str) -> Result<Duration, String> {
+    let d = crate::parse_duration(text)?;
+    if d < Duration::from_millis(100) {
+        return Err(format!("{:?} is shorter than 100ms", text.trim()));
+    }
+    Ok(d)
+}
+
 /// `--vpn-ipv4`: a range, or none.
 #[derive(Debug, Clone)]
 pub struct Ipv4Choice(Option<Ipv4Range>);
@@ -143,6 +156,7 @@ fn builder(args: &RunArgs, identity: &std::path::Path) -> anyhow::Result<NodeBui
         .record_ttl(args.ttl)
         .tunnel_port(args.tunnel_port)
         .relay(args.relay)
+        .new_tunnel_key(args.new_tunnel_key)
         .max_lease(args.max_lease);
     if let Some(grace) = args.lease_grace {
         builder = builder.lease_restart_grace(grace);
@@ -316,6 +330,10 @@ fn log_event(event: NodeEvent) {
         NodeEvent::RecordRejected { from, reason } => tracing::warn!(%from, reason, "record rejected"),
         NodeEvent::TunnelUp { peer, endpoint } => tracing::info!(%peer, ?endpoint, "tunnel up"),
         NodeEvent::TunnelDown { peer, reason } => tracing::info!(%peer, reason, "tunnel down"),
+        NodeEvent::PeerUnreachable { peer, silent } => {
+            let silent_ms = swarm::net::summary::ms(silent);
+            tracing::warn!(%peer, silent_ms, "peer unreachable: no probe answered; re-establishing its tunnel");
+        }
         NodeEvent::TunnelPath { peer, path } => tracing::info!(%peer, %path, "tunnel path"),
         NodeEvent::NatDetected { nat, mapped } => match mapped {
             Some(m) => println!("tunnel socket: {} NAT, reached at {m}", nat.as_str()),

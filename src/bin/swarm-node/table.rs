@@ -17,9 +17,10 @@ pub fn short(peer: &PeerId) -> String {
 }
 
 /// The state of a tunnel in a few characters: `up 12s` (since its last handshake),
-/// `opening`, `down`, or `-` for none.
+/// `unreach` (its probes went unanswered), `opening`, `down`, or `-` for none.
 pub fn tunnel_state(t: Option<&TunnelStatus>) -> String {
     match t {
+        Some(t) if t.unreachable => "unreach".to_owned(),
         Some(t) if t.established => {
             format!("up {}s", t.last_handshake.unwrap_or(Duration::ZERO).as_secs())
         }

@@ -39,6 +39,9 @@ pub struct LinkConfig {
     /// Inbound packets the short window needs before the loss is reported to the peer
     /// (1 000).
     pub report_loss_after: u64,
+    /// A link whose probes went unanswered this long is unreachable (1.5 s: seven
+    /// probes in a row, which loss alone does not take at any sane rate).
+    pub unreachable_after: Duration,
 }
 
 impl Default for LinkConfig {
@@ -50,6 +53,7 @@ impl Default for LinkConfig {
             long_window: Duration::from_secs(60),
             max_outstanding: 64,
             report_loss_after: 1_000,
+            unreachable_after: Duration::from_millis(1_500),
         }
     }
 }

@@ -110,6 +110,19 @@ pub enum LinkEvent {
         /// The round trip over the tunnel, or why not.
         result: Result<Duration, PingError>,
     },
+    /// No probe to the peer was answered for [`LinkConfig::unreachable_after`]: it is
+    /// gone, or every path to it is.
+    Unreachable {
+        /// The peer.
+        peer: PeerId,
+        /// How long it has been silent.
+        silent: Duration,
+    },
+    /// An unreachable peer answered again.
+    Reachable {
+        /// The peer.
+        peer: PeerId,
+    },
     /// A throughput test ended.
     Throughput {
         /// The peer.
@@ -146,6 +159,11 @@ struct Link {
     judge: SlaJudge,
     /// When the tunnel's session in use was made.
     last_handshake: Option<Instant>,
+    /// When the peer last answered a probe (or, before its first answer, when the link
+    /// began to be measured).
+    heard: Instant,
+    /// No probe answered for [`LinkConfig::unreachable_after`].
+    unreachable: bool,
 }
 
 /// The table's timers (quinn-proto's shape: an enum and an array of deadlines).
@@ -243,6 +261,8 @@ impl LinkTable {
             rtt_buckets: RttBuckets::default(),
             judge: SlaJudge::new(policy),
             last_handshake: None,
+            heard: now,
+            unreachable: false,
         })
     }
 
@@ -308,6 +328,11 @@ impl LinkTable {
                     let rtt = link.monitor.handle_reply(now, body);
                     if let Ok(Some(rtt)) = rtt {
                         link.rtt_buckets.record(rtt);
+                        link.heard = now;
+                        if link.unreachable {
+                            link.unreachable = false;
+                            self.events.push_back(LinkEvent::Reachable { peer });
+                        }
                     }
                     if let (Ok(Some(rtt)), Ok(seq)) = (rtt, seq) {
                         if self.pings.get(&peer).is_some_and(|(s, _)| *s == seq) {
@@ -429,6 +454,11 @@ impl LinkTable {
     fn judge(&mut self, now: Instant) {
         let mut changed = false;
         for (peer, link) in &mut self.links {
+            let silent = now.saturating_duration_since(link.heard);
+            if !link.unreachable && silent >= self.config.unreachable_after {
+                link.unreachable = true;
+                self.events.push_back(LinkEvent::Unreachable { peer: *peer, silent });
+            }
             let stats = link.monitor.snapshot(now);
             link.judge.judge(now, &stats);
             while let Some(event) = link.judge.poll_event() {

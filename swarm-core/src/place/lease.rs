@@ -57,6 +57,9 @@ pub enum Refusal {
     /// The holder already has this many leases.
     #[error("at most {0} leases per holder")]
     TooMany(usize),
+    /// A lease of no GPU holds nothing.
+    #[error("a lease holds at least one GPU")]
+    NoGpus,
 }
 
 /// Why a renewal or release failed.
@@ -134,6 +137,9 @@ impl LeaseTable {
         ttl: Duration,
     ) -> Result<Lease, Refusal> {
         self.expire(now);
+        if wanted == 0 {
+            return Err(Refusal::NoGpus);
+        }
         if now < self.accepting_from {
             return Err(Refusal::Restarting(self.accepting_from - now));
         }

@@ -72,8 +72,8 @@ pub enum TaskError {
     /// `nodes` is 0 or above the maximum.
     #[error("a task needs 1 to {MAX_NODES} nodes, not {0}")]
     Nodes(u16),
-    /// `gpus_per_node` is above the maximum.
-    #[error("at most {MAX_GPUS_PER_NODE} GPUs per node, not {0}")]
+    /// `gpus_per_node` is 0 or above the maximum.
+    #[error("a task needs 1 to {MAX_GPUS_PER_NODE} GPUs per node, not {0}")]
     Gpus(u16),
     /// The lease is out of range.
     #[error("a lease lasts 1 s to 24 h, not {0:?}")]
@@ -121,7 +121,7 @@ impl TaskSpec {
         if self.nodes == 0 || self.nodes > MAX_NODES {
             return Err(TaskError::Nodes(self.nodes));
         }
-        if self.gpus_per_node > MAX_GPUS_PER_NODE {
+        if self.gpus_per_node == 0 || self.gpus_per_node > MAX_GPUS_PER_NODE {
             return Err(TaskError::Gpus(self.gpus_per_node));
         }
         if self.lease < MIN_LEASE || self.lease > MAX_LEASE {

@@ -205,7 +205,26 @@ pub struct Tunnels {
     /// Whether authenticated packets move their peer's endpoint (off while a pinned
     /// datagram is handled).
     roaming: bool,
+    /// Authenticated initiations from static keys not (yet) known: a new member whose
+    /// first initiation outran its signed record. Bounded; see
+    /// [`Tunnels::take_pending_initiation`].
+    pending: VecDeque<KeptInitiation>,
 }
+
+/// An initiation kept for a key that is not a peer yet.
+#[derive(Debug, Clone)]
+struct KeptInitiation {
+    key: [u8; 32],
+    src: SocketAddr,
+    bytes: Vec<u8>,
+    at: Instant,
+}
+
+/// Initiations from unknown keys kept at most.
+pub const MAX_PENDING_INITIATIONS: usize = 64;
+/// How long one is kept: an initiator retries after 5 s (REKEY_TIMEOUT) with a new
+/// ephemeral key, which the answer to an older initiation would not match.
+pub const PENDING_INITIATION_TTL: Duration = Duration::from_secs(5);
 
 impl core::fmt::Debug for Tunnels {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -262,6 +281,7 @@ impl Tunnels {
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_key: HashMap::new(),
+            pending: VecDeque::new(),
             by_index: HashMap::new(),
             control: VecDeque::new(),
             flush: VecDeque::new(),
@@ -275,6 +295,26 @@ impl Tunnels {
     /// Our static public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.public
+    }
+
+    /// Keeps an authenticated initiation from `key`, not a peer yet (the newest per key;
+    /// the oldest goes when [`MAX_PENDING_INITIATIONS`] are kept).
+    pub(crate) fn keep_pending(&mut self, now: Instant, key: [u8; 32], src: SocketAddr, bytes: &[u8]) {
+        self.pending.retain(|p| p.key != key && now.saturating_duration_since(p.at) < PENDING_INITIATION_TTL);
+        if self.pending.len() >= MAX_PENDING_INITIATIONS {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(KeptInitiation { key, src, bytes: bytes.to_vec(), at: now });
+    }
+
+    /// The initiation `key` sent before it was a peer, if one came in the last
+    /// [`PENDING_INITIATION_TTL`]: where it came from and its bytes, to be handled again
+    /// now that the peer is added (the initiator then has its answer at once instead of
+    /// after its 5 s retry).
+    pub fn take_pending_initiation(&mut self, now: Instant, key: &[u8; 32]) -> Option<(SocketAddr, Vec<u8>)> {
+        let i = self.pending.iter().position(|p| p.key == *key)?;
+        let p = self.pending.remove(i)?;
+        (now.saturating_duration_since(p.at) < PENDING_INITIATION_TTL).then_some((p.src, p.bytes))
     }
 
     /// The settings.

@@ -23,7 +23,10 @@ pub mod tai64n;
 pub mod wire;
 
 pub use config::{Timers, TunnelConfig};
-pub use device::{AddPeerError, PeerHandle, PeerStatus, Received, SendError, Transmit, TunnelEvent, Tunnels};
+pub use device::{
+    AddPeerError, PeerHandle, PeerStatus, Received, SendError, Transmit, TunnelEvent, Tunnels,
+    MAX_PENDING_INITIATIONS, PENDING_INITIATION_TTL,
+};
 pub use drops::{DropCounts, DropReason};
 pub use frame::{FrameKind, Payload};
 

@@ -56,6 +56,15 @@ pub enum NodeEvent {
         /// Where its packets go (`None` when relayed: see [`NodeEvent::TunnelPath`]).
         endpoint: Option<SocketAddr>,
     },
+    /// The peer answered no probe for 1.5 s: it is gone, or every path to it is. Its
+    /// tunnel was torn down and a new handshake begun; [`NodeEvent::TunnelUp`] says when
+    /// it is back, [`NodeEvent::TunnelDown`] when the handshake gives up.
+    PeerUnreachable {
+        /// The peer.
+        peer: PeerId,
+        /// How long it had been silent.
+        silent: std::time::Duration,
+    },
     /// A tunnel stopped: its handshake gave up after 90 s, or it sat idle until its keys
     /// were erased.
     TunnelDown {
@@ -148,6 +157,8 @@ pub struct NodeStats {
     pub relay: crate::api::RelayStats,
     /// AutoNAT v2 probes of this node's own addresses.
     pub autonat: AutonatStats,
+    /// Inbound connections refused: too many from one address were being set up.
+    pub connections_denied: u64,
 }
 
 /// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our

@@ -198,6 +198,8 @@ pub(crate) struct DataPlane {
     binding_limiter: RateLimiter,
     /// Relayed paths, by their relay endpoint.
     relayed: HashMap<SocketAddr, RelayedPath>,
+    /// Peers whose probes went unanswered, until their tunnel is up again.
+    unreachable: std::collections::HashSet<PeerId>,
     next_relay_slot: u32,
     /// Where relayed paths' pumps deliver.
     relay_inbox: mpsc::Sender<RelayIn>,
@@ -252,6 +254,7 @@ impl DataPlane {
             bindings: VecDeque::new(),
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             relayed: HashMap::new(),
+            unreachable: std::collections::HashSet::new(),
             next_relay_slot: 0,
             relay_inbox: inboxes.relayed,
             own_public: false,
@@ -410,9 +413,29 @@ impl DataPlane {
         let Ok(handle) = self.tunnels.add_peer(key, endpoint) else { return };
         self.peers.insert(peer, Known { nat: record.nat, ..Known::new(handle, key, false, announced) });
         self.by_handle.insert(handle, peer);
+        if self.answer_pending_initiation(now, &key) {
+            return;
+        }
         if self.peers.len() <= self.eager {
             self.tunnels.open(now, handle);
         }
+    }
+
+    /// A new peer whose initiation came before its record (and was kept): it is handled
+    /// again now, so its tunnel is up within a round trip of the record instead of at
+    /// the initiator's 5 s retry. Whether there was one.
+    fn answer_pending_initiation(&mut self, now: Instant, key: &[u8; 32]) -> bool {
+        let Some((src, bytes)) = self.tunnels.take_pending_initiation(now, key) else { return false };
+        let len = bytes.len().min(self.rx.len());
+        self.rx[..len].copy_from_slice(&bytes[..len]);
+        let pinned = is_relay_endpoint(&src);
+        self.handle_one(now, src, None, (0, len), pinned);
+        if !pinned {
+            // Counted once already, when it arrived.
+            self.stats.udp_in = self.stats.udp_in.saturating_sub(1);
+        }
+        self.stats.initiations_answered_late += 1;
+        true
     }
 
     /// A stock WireGuard peer of this gateway, known as `id` in the routes: a tunnel
@@ -432,6 +455,7 @@ impl DataPlane {
 
     /// A peer's record expired: its tunnel closes and its keys are erased.
     pub(crate) fn remove_peer(&mut self, peer: &PeerId) {
+        self.unreachable.remove(peer);
         self.forget(peer);
         self.routes.retain(|p| p != peer);
         self.links.handle_coordinate(*peer, None);
@@ -475,6 +499,20 @@ impl DataPlane {
         true
     }
 
+    /// The peer's probes went unanswered ([`LinkEvent::Unreachable`]): its tunnel is torn
+    /// down (sessions erased, so nothing more is sent on a dead session) and a new
+    /// handshake begins at once, retried as WireGuard does; the peer shows
+    /// `unreachable` until a handshake completes. Whether the peer was a measured one.
+    pub(crate) fn handle_unreachable(&mut self, now: Instant, peer: &PeerId) -> bool {
+        if !self.peers.get(peer).is_some_and(|k| !k.stock) {
+            return false;
+        }
+        self.unreachable.insert(*peer);
+        self.close(now, peer);
+        self.open(now, peer);
+        true
+    }
+
     pub(crate) fn status(&self, now: Instant) -> Vec<TunnelStatus> {
         let mut out: Vec<TunnelStatus> = self.peers.keys().filter_map(|p| self.status_of(p, now)).collect();
         out.sort_by_key(|s| s.peer);
@@ -491,6 +529,7 @@ impl DataPlane {
             endpoint: if relayed.is_some() { None } else { s.endpoint },
             path: known.path,
             established: s.established,
+            unreachable: self.unreachable.contains(peer),
             handshake_in_progress: s.handshake_in_progress,
             last_handshake: s.last_handshake.map(|t| now.saturating_duration_since(t)),
             handshakes: s.handshakes,
@@ -909,8 +948,11 @@ impl DataPlane {
             let handle = known.handle;
             self.make_room(&mut gso, data.len() + FRAME_ROOM).await;
             match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[gso.filled..]) {
-                Ok(Some(t)) => self.stage(&mut gso, t).await,
-                Ok(None) => {}
+                Ok(Some(t)) => {
+                    self.stats.datagrams_sent += 1;
+                    self.stage(&mut gso, t).await;
+                }
+                Ok(None) => self.stats.datagrams_sent += 1,
                 Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.datagrams_unroutable += 1,
                 Err(_) => self.stats.datagrams_refused += 1,
             }
@@ -1093,6 +1135,7 @@ impl DataPlane {
                     return;
                 }
                 known.up = true;
+                self.unreachable.remove(&peer);
                 // A relay endpoint names no address the caller could use: the path says it.
                 let endpoint = self
                     .tunnels

@@ -19,10 +19,16 @@ pub struct DataPlaneStats {
     pub datagrams_delivered: u64,
     /// Application datagrams dropped because the reader fell behind.
     pub datagrams_overflow: u64,
+    /// Application datagrams sealed and sent, or queued for the handshake (empty ones
+    /// included: every datagram given to the node is counted once, here or below).
+    pub datagrams_sent: u64,
     /// Application datagrams for peers without a verified tunnel record.
     pub datagrams_unroutable: u64,
     /// Application datagrams refused by the tunnel (queue full, too large).
     pub datagrams_refused: u64,
+    /// Initiations from a key that was no peer yet, kept and answered when its record
+    /// arrived.
+    pub initiations_answered_late: u64,
     /// Socket errors other than a full buffer.
     pub socket_errors: u64,
     /// Binding requests not answered (rate limit, full queue) or malformed.
@@ -167,6 +173,9 @@ pub struct TunnelStatus {
     pub path: Path,
     /// Whether a session carries data now.
     pub established: bool,
+    /// Its probes went unanswered (1.5 s): the tunnel was torn down and is being
+    /// re-established; until then the peer is unreachable, not `up`.
+    pub unreachable: bool,
     /// Whether a handshake of ours awaits its answer.
     pub handshake_in_progress: bool,
     /// How long ago the session in use was established.

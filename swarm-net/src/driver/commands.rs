@@ -145,6 +145,7 @@ impl Driver {
             tunnel_drops: self.dataplane.drops(),
             leases: self.leases.stats(),
             relay: self.relayed.counters.snapshot(),
+            connections_denied: self.swarm.behaviour().admission.denied(),
             ..self.stats.clone()
         }
     }

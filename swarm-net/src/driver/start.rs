@@ -44,6 +44,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// server answers "not reachable" and the address is not probed again. QUIC has its
 /// own handshake limit of the same length.
 const TCP_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an inbound TCP connection may take to authenticate and multiplex.
+const TCP_INBOUND_UPGRADE_TIMEOUT: Duration = Duration::from_secs(3);
 /// Capacity of the command channel.
 const COMMAND_CAPACITY: usize = 64;
 /// Application datagrams waiting to be sealed and sent.
@@ -79,6 +81,7 @@ fn lock_identity(path: &std::path::Path) -> Result<std::fs::File, BuildError> {
 async fn identity(
     source: IdentitySource,
     grace_set: bool,
+    new_tunnel_key: bool,
 ) -> Result<(NodeIdentity, bool, Option<PathBuf>, Option<std::fs::File>), BuildError> {
     let lock = match &source {
         IdentitySource::File(path) => Some(lock_identity(path)?),
@@ -97,7 +100,10 @@ async fn identity(
         IdentitySource::Ephemeral => NodeIdentity::generate(),
         IdentitySource::Keys(keys) => *keys,
         IdentitySource::File(path) => {
-            tokio::task::spawn_blocking(move || NodeIdentity::load_or_create(&path))
+            tokio::task::spawn_blocking(move || match new_tunnel_key {
+                true => NodeIdentity::load_or_create_tunnel_key(&path),
+                false => NodeIdentity::load_or_create(&path),
+            })
                 .await
                 .map_err(|e| BuildError::Network(e.to_string()))??
         }
@@ -193,7 +199,7 @@ pub(super) async fn spawn(
     config: NodeConfig,
 ) -> Result<(Node, NodeEvents), BuildError> {
     let (identity, restarted, identity_file, identity_lock) =
-        identity(builder.identity, builder.grace_set).await?;
+        identity(builder.identity, builder.grace_set, builder.new_tunnel_key).await?;
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
@@ -263,12 +269,18 @@ fn build_swarm(
         .with_tokio()
         .with_quic()
         .with_other_transport(|key| {
+            let upgraded = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+                .upgrade(libp2p::core::upgrade::Version::V1Lazy)
+                .authenticate(noise::Config::new(key)?)
+                .multiplex(yamux::Config::default());
+            // An inbound connection that has not authenticated within 3 s gives its slot
+            // back (a silent one otherwise holds it for the whole dial timeout).
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
-                    .upgrade(libp2p::core::upgrade::Version::V1Lazy)
-                    .authenticate(noise::Config::new(key)?)
-                    .multiplex(yamux::Config::default())
-                    .timeout(TCP_DIAL_TIMEOUT),
+                libp2p::core::transport::timeout::TransportTimeout::with_timeouts(
+                    upgraded,
+                    TCP_DIAL_TIMEOUT,
+                    TCP_INBOUND_UPGRADE_TIMEOUT,
+                ),
             )
         })
         .map_err(|e| net_err(&e))?

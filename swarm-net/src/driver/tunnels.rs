@@ -25,7 +25,7 @@ impl Driver {
                 DataPlaneEvent::EndpointChanged { peer, endpoint } => {
                     self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
                 }
-                DataPlaneEvent::Link(e) => self.on_link_event(e),
+                DataPlaneEvent::Link(e) => self.on_link_event(now, e),
                 DataPlaneEvent::Punch(e) => {
                     tracing::info!(?e, "hole punch ended");
                     let (peer, punched) = match e {
@@ -60,8 +60,13 @@ impl Driver {
         }
     }
 
-    fn on_link_event(&mut self, event: LinkEvent) {
+    fn on_link_event(&mut self, now: Instant, event: LinkEvent) {
         match event {
+            LinkEvent::Unreachable { peer, silent } => {
+                if self.dataplane.handle_unreachable(now, &peer) {
+                    self.emit(NodeEvent::PeerUnreachable { peer, silent });
+                }
+            }
             LinkEvent::Sla { peer, event: SlaEvent::Degraded { metric, value, target } } => {
                 let (value, target) = (metric.to_si(value), metric.to_si(target));
                 self.emit(NodeEvent::LinkDegraded { peer, metric, value, target });

@@ -342,7 +342,9 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
 }
 
 fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &NodeStats) {
-    let up = gauge(registry, "tunnel_up", "1 when the tunnel carries data");
+    let up = gauge(registry, "tunnel_up", "1 when the tunnel carries data (and its peer answers probes)");
+    let unreachable =
+        gauge(registry, "tunnel_unreachable", "1 while the peer answers no probe and its tunnel is being re-established");
     let bytes = counter(registry, "tunnel_bytes", "Bytes through the tunnel (whole UDP datagrams)");
     let packets = counter(registry, "tunnel_packets", "Datagrams through the tunnel");
     let handshakes = counter(registry, "tunnel_handshakes", "Completed handshakes (first and rekeys)");
@@ -355,7 +357,8 @@ fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &N
             v.extend(extra.map(|(k, x)| (k, x.to_owned())));
             v
         };
-        up.get_or_create(&l(None)).set(if t.established { 1.0 } else { 0.0 });
+        up.get_or_create(&l(None)).set(if t.established && !t.unreachable { 1.0 } else { 0.0 });
+        unreachable.get_or_create(&l(None)).set(if t.unreachable { 1.0 } else { 0.0 });
         bytes.get_or_create(&l(Some(("direction", "tx")))).inc_by(t.tx_bytes);
         bytes.get_or_create(&l(Some(("direction", "rx")))).inc_by(t.rx_bytes);
         packets.get_or_create(&l(Some(("direction", "tx")))).inc_by(t.tx_packets);
@@ -434,6 +437,12 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
     n(registry, "records_published", "Records this node published", stats.published);
     n(registry, "records_rejected", "Records refused by the view", stats.gossip.rejected_total());
     n(registry, "events_dropped", "Node events dropped because the reader fell behind", stats.events_dropped);
+    n(
+        registry,
+        "connections_denied",
+        "Inbound libp2p connections refused: too many from one address were being set up",
+        stats.connections_denied,
+    );
     let bytes = counter(registry, "libp2p_bytes", "Bytes over all libp2p connections, by direction");
     bytes.get_or_create(&dir("in")).inc_by(stats.bytes_in);
     bytes.get_or_create(&dir("out")).inc_by(stats.bytes_out);
@@ -441,10 +450,24 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         counter(registry, "tunnel_socket_datagrams", "UDP datagrams through the tunnel socket, by direction");
     datagrams.get_or_create(&dir("in")).inc_by(stats.dataplane.udp_in);
     datagrams.get_or_create(&dir("out")).inc_by(stats.dataplane.udp_out);
+    counter(
+        registry,
+        "tunnel_initiations_answered_late",
+        "Initiations from a key that was no peer yet, kept and answered when its record came",
+    )
+    .inc_by(stats.dataplane.initiations_answered_late);
     let app =
-        counter(registry, "app_datagrams", "Application datagrams delivered, or dropped for a full queue");
-    app.get_or_create(&vec![("outcome", "delivered".to_owned())]).inc_by(stats.dataplane.datagrams_delivered);
-    app.get_or_create(&vec![("outcome", "overflow".to_owned())]).inc_by(stats.dataplane.datagrams_overflow);
+        counter(registry, "app_datagrams", "Application datagrams, by outcome: received (delivered, overflow) and sent (sent, unroutable, refused)");
+    let d = &stats.dataplane;
+    for (outcome, n) in [
+        ("delivered", d.datagrams_delivered),
+        ("overflow", d.datagrams_overflow),
+        ("sent", d.datagrams_sent),
+        ("unroutable", d.datagrams_unroutable),
+        ("refused", d.datagrams_refused),
+    ] {
+        app.get_or_create(&vec![("outcome", outcome.to_owned())]).inc_by(n);
+    }
     let leases = counter(registry, "lease_requests", "Lease requests this node answered, by outcome");
     let l = &stats.leases;
     for (outcome, n) in [

@@ -164,6 +164,11 @@ impl Tunnels {
         }
         let remote: Option<[u8; 32]> = state.get_remote_static().and_then(|k| k.try_into().ok());
         let Some(h) = remote.and_then(|k| self.by_key.get(&k).copied()) else {
+            if let Some(key) = remote {
+                // Authenticated (the timestamp decrypted under the sender's static key):
+                // kept briefly in case its record is on its way.
+                self.keep_pending(now, key, src, m.bytes());
+            }
             return Err(self.count(None, DropReason::UnknownPeer));
         };
         let mut stamp = [0u8; 12];
@@ -286,6 +291,12 @@ impl Tunnels {
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownIndex) };
         if !peer.jar.open_reply(now, &peer.cookie_key, m) {
             return Err(self.count(Some(h), DropReason::BadCookieReply));
+        }
+        // The responder is under load and refused our initiation for want of mac2: retry
+        // at once with it, rather than at the 5 s retransmission (one retry per valid
+        // reply, which only the responder can make for our last initiation).
+        if peer.initiation.is_some() {
+            self.initiate(now, h, true);
         }
         Ok(Received::Handshake { peer: h })
     }
