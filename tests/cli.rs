@@ -1017,15 +1017,19 @@ fn out_of_descriptors_the_accept_loops_do_not_spin() {
 fn a_killed_peer_is_unreachable_then_back_after_its_restart() {
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let common = ["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0", "--gpus", "none", "--refresh", "1s"];
-    let mut a_args = vec!["run", "--identity", &path("a.key")].into_iter().map(str::to_owned).collect::<Vec<_>>();
+    let common =
+        ["--listen", "/ip4/127.0.0.1/tcp/0", "--tunnel-port", "0", "--gpus", "none", "--refresh", "1s"];
+    let mut a_args =
+        vec!["run", "--identity", &path("a.key")].into_iter().map(str::to_owned).collect::<Vec<_>>();
     a_args.extend(common.iter().map(|s| (*s).to_owned()));
     a_args.extend(["--control".to_owned(), path("a.sock"), "--heartbeat".to_owned(), "1s".to_owned()]);
     let refs: Vec<&str> = a_args.iter().map(String::as_str).collect();
     let (_a, rx_a) = spawn_node(&refs);
-    let addr = wait_line(&rx_a, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+    let addr =
+        wait_line(&rx_a, |l| l.starts_with("listening on ")).trim_start_matches("listening on ").to_owned();
+    let b_key = path("b.key");
     let b_args = {
-        let mut v = vec!["run", "--identity", &path("b.key"), "--bootstrap", &addr, "--no-control"];
+        let mut v = vec!["run", "--identity", &b_key, "--bootstrap", &addr, "--no-control"];
         v.extend_from_slice(&common);
         v.into_iter().map(str::to_owned).collect::<Vec<_>>()
     };

@@ -54,8 +54,11 @@ fn idle_connection_floods_do_not_lock_newcomers_out() {
         attack.args(["-c", ATTACKER, "10.204.0.1", "4190", "300", &sources.join(","), "20"]);
         let mut attacker = Guard(attack.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap());
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(attacker.0.stdout.take().unwrap()), &mut line)
-            .unwrap();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(attacker.0.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
         assert!(line.starts_with("ready"), "{line}");
         let mut newcomer = lan.node(2);
         newcomer.args(["run", "--identity", &key(&format!("n-{}.key", sources.len())), "--gpus", "none"]);

@@ -505,13 +505,14 @@ fn an_initiation_before_its_record_is_answered_when_the_record_comes() {
     let mut buf = [0u8; 256];
     let t0 = Instant::now();
     let (ka, kb) = ([1u8; 32], [2u8; 32]);
-    let (aa, ab): (SocketAddr, SocketAddr) = ("10.0.0.1:51820".parse().unwrap(), "10.0.0.2:51820".parse().unwrap());
+    let (aa, ab): (SocketAddr, SocketAddr) =
+        ("10.0.0.1:51820".parse().unwrap(), "10.0.0.2:51820".parse().unwrap());
     let mut a = Tunnels::new(ka, TunnelConfig::default(), t0, UNIX, [11; 32]);
     let mut b = Tunnels::new(kb, TunnelConfig::default(), t0, UNIX, [12; 32]);
     let pa = a.add_peer(public(kb), Some(ab)).unwrap();
     a.open(t0, pa);
     let t = a.poll_transmit(t0, &mut buf).unwrap();
-    let mut init = buf[..t.len].to_vec();
+    let init = buf[..t.len].to_vec();
     assert!(matches!(b.handle_datagram(t0, aa, &mut init.clone()), Err(DropReason::UnknownPeer)));
     assert!(b.poll_transmit(t0, &mut buf).is_none(), "no answer to a stranger");
     // 300 ms later A's record arrives at B.

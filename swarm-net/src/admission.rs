@@ -161,20 +161,34 @@ mod tests {
         let mut a = Admission::default();
         let (local, from) = (addr("/ip4/10.0.0.1/tcp/4190"), addr("/ip4/192.0.2.7/tcp/5555"));
         for i in 1..=MAX_PENDING_PER_IP {
-            assert!(a.handle_pending_inbound_connection(ConnectionId::new_unchecked(i), &local, &from).is_ok());
+            assert!(a
+                .handle_pending_inbound_connection(ConnectionId::new_unchecked(i), &local, &from)
+                .is_ok());
         }
         let denied = a.handle_pending_inbound_connection(ConnectionId::new_unchecked(100), &local, &from);
         assert!(denied.is_err());
         assert_eq!(a.denied(), 1);
         // Another address, loopback, and relayed connections are not held back.
-        for other in ["/ip4/192.0.2.8/tcp/1", "/ip4/127.0.0.1/tcp/1", "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit"] {
-            assert!(a.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &addr(other)).is_ok(), "{other}");
+        for other in [
+            "/ip4/192.0.2.8/tcp/1",
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip4/198.51.100.1/tcp/4001/p2p/12D3KooWEyoppNCUx8Yx66oV9fJnriXwCcXwDDUA2kj6vnc6iDEp/p2p-circuit",
+        ] {
+            assert!(
+                a.handle_pending_inbound_connection(ConnectionId::new_unchecked(200), &local, &addr(other))
+                    .is_ok(),
+                "{other}"
+            );
         }
         // One upgrade ends (established): one more fits.
         let peer = PeerId::random();
-        assert!(a.handle_established_inbound_connection(ConnectionId::new_unchecked(1), peer, &local, &from).is_ok());
+        assert!(a
+            .handle_established_inbound_connection(ConnectionId::new_unchecked(1), peer, &local, &from)
+            .is_ok());
         assert!(a.handle_pending_inbound_connection(ConnectionId::new_unchecked(101), &local, &from).is_ok());
-        assert!(a.handle_pending_inbound_connection(ConnectionId::new_unchecked(102), &local, &from).is_err());
+        assert!(a
+            .handle_pending_inbound_connection(ConnectionId::new_unchecked(102), &local, &from)
+            .is_err());
         // Every pending one ends: nothing is left behind.
         for i in (2..=MAX_PENDING_PER_IP).chain([101]) {
             a.release(ConnectionId::new_unchecked(i));

@@ -467,10 +467,15 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let psk = dir.path().join("swarm.psk");
-        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32]))).unwrap();
+        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32])))
+            .unwrap();
         let err = load_psk(&psk).unwrap_err();
-        assert!(matches!(err, IdentityError::ZeroKey { .. }) && err.to_string().contains("all-zero"), "{err}");
-        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([7u8; 32]))).unwrap();
+        assert!(
+            matches!(err, IdentityError::ZeroKey { .. }) && err.to_string().contains("all-zero"),
+            "{err}"
+        );
+        fs::write(&psk, format!("{}\n", base64::engine::general_purpose::STANDARD.encode([7u8; 32])))
+            .unwrap();
         fs::set_permissions(&psk, fs::Permissions::from_mode(0o666)).unwrap();
         let err = load_psk(&psk).unwrap_err();
         assert!(err.to_string().contains("writable by other users (mode 666)"), "{err}");
@@ -491,8 +496,11 @@ mod tests {
         assert_eq!(again.keypair.public(), first.keypair.public());
         assert_ne!(again.tunnel_secret(), first.tunnel_secret());
 
-        fs::write(tunnel_key_path(&path), format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32])))
-            .unwrap();
+        fs::write(
+            tunnel_key_path(&path),
+            format!("{}\n", base64::engine::general_purpose::STANDARD.encode([0u8; 32])),
+        )
+        .unwrap();
         let err = NodeIdentity::load_or_create(&path).unwrap_err();
         assert!(matches!(err, IdentityError::ZeroKey { .. }), "{err}");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o646)).unwrap();

@@ -173,12 +173,11 @@ impl Lan {
         static LANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let lans = LANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}{lans}", std::process::id());
-        let lan =
-            Lan {
-                hub: format!("swv-hub-{id}"),
-                hosts: (0..n).map(|i| format!("swv-{i}-{id}")).collect(),
-                devs: (0..n).map(|i| format!("svn{i}-{id}")).collect(),
-            };
+        let lan = Lan {
+            hub: format!("swv-hub-{id}"),
+            hosts: (0..n).map(|i| format!("swv-{i}-{id}")).collect(),
+            devs: (0..n).map(|i| format!("svn{i}-{id}")).collect(),
+        };
         ip(&["netns", "add", &lan.hub]);
         ip(&["-n", &lan.hub, "link", "add", "br0", "type", "bridge"]);
         ip(&["-n", &lan.hub, "link", "set", "br0", "up"]);

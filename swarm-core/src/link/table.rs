@@ -162,9 +162,15 @@ struct Link {
     /// When the peer last answered a probe (or, before its first answer, when the link
     /// began to be measured).
     heard: Instant,
+    /// Probes sent since the last answer.
+    unanswered: u32,
     /// No probe answered for [`LinkConfig::unreachable_after`].
     unreachable: bool,
 }
+
+/// Probes that must go unanswered, besides the time, before a link is unreachable: a
+/// node too busy to send its probes has no evidence against its peer.
+const MIN_UNANSWERED: u32 = 5;
 
 /// The table's timers (quinn-proto's shape: an enum and an array of deadlines).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +268,7 @@ impl LinkTable {
             judge: SlaJudge::new(policy),
             last_handshake: None,
             heard: now,
+            unanswered: 0,
             unreachable: false,
         })
     }
@@ -329,6 +336,7 @@ impl LinkTable {
                     if let Ok(Some(rtt)) = rtt {
                         link.rtt_buckets.record(rtt);
                         link.heard = now;
+                        link.unanswered = 0;
                         if link.unreachable {
                             link.unreachable = false;
                             self.events.push_back(LinkEvent::Reachable { peer });
@@ -419,6 +427,7 @@ impl LinkTable {
         for (peer, link) in links.iter_mut() {
             link.monitor.handle_timeout(now);
             if let Some(probe) = link.monitor.poll_probe(now) {
+                link.unanswered = link.unanswered.saturating_add(1);
                 push_frame(frames, *peer, FrameKind::PROBE, &probe);
             }
             if let Some(report) = link.monitor.poll_train_report() {
@@ -455,7 +464,10 @@ impl LinkTable {
         let mut changed = false;
         for (peer, link) in &mut self.links {
             let silent = now.saturating_duration_since(link.heard);
-            if !link.unreachable && silent >= self.config.unreachable_after {
+            if !link.unreachable
+                && silent >= self.config.unreachable_after
+                && link.unanswered >= MIN_UNANSWERED
+            {
                 link.unreachable = true;
                 self.events.push_back(LinkEvent::Unreachable { peer: *peer, silent });
             }

@@ -43,6 +43,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// 30-100 kB of dial data each time. With the limit the dial-back fails in time, the
 /// server answers "not reachable" and the address is not probed again. QUIC has its
 /// own handshake limit of the same length.
+use libp2p::core::transport::timeout::TransportTimeout;
+
 const TCP_DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an inbound TCP connection may take to authenticate and multiplex.
 const TCP_INBOUND_UPGRADE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -99,14 +101,12 @@ async fn identity(
     let identity = match source {
         IdentitySource::Ephemeral => NodeIdentity::generate(),
         IdentitySource::Keys(keys) => *keys,
-        IdentitySource::File(path) => {
-            tokio::task::spawn_blocking(move || match new_tunnel_key {
-                true => NodeIdentity::load_or_create_tunnel_key(&path),
-                false => NodeIdentity::load_or_create(&path),
-            })
-                .await
-                .map_err(|e| BuildError::Network(e.to_string()))??
-        }
+        IdentitySource::File(path) => tokio::task::spawn_blocking(move || match new_tunnel_key {
+            true => NodeIdentity::load_or_create_tunnel_key(&path),
+            false => NodeIdentity::load_or_create(&path),
+        })
+        .await
+        .map_err(|e| BuildError::Network(e.to_string()))??,
     };
     Ok((identity, restarted, identity_file, lock))
 }
@@ -275,13 +275,10 @@ fn build_swarm(
                 .multiplex(yamux::Config::default());
             // An inbound connection that has not authenticated within 3 s gives its slot
             // back (a silent one otherwise holds it for the whole dial timeout).
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(
-                libp2p::core::transport::timeout::TransportTimeout::with_timeouts(
-                    upgraded,
-                    TCP_DIAL_TIMEOUT,
-                    TCP_INBOUND_UPGRADE_TIMEOUT,
-                ),
-            )
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(TransportTimeout::with_ingoing_timeout(
+                TransportTimeout::with_outgoing_timeout(upgraded, TCP_DIAL_TIMEOUT),
+                TCP_INBOUND_UPGRADE_TIMEOUT,
+            ))
         })
         .map_err(|e| net_err(&e))?
         .with_relay_client(noise::Config::new, yamux::Config::default)

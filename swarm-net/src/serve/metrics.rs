@@ -343,8 +343,11 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
 
 fn register_tunnels(registry: &mut Registry, tunnels: &[TunnelStatus], stats: &NodeStats) {
     let up = gauge(registry, "tunnel_up", "1 when the tunnel carries data (and its peer answers probes)");
-    let unreachable =
-        gauge(registry, "tunnel_unreachable", "1 while the peer answers no probe and its tunnel is being re-established");
+    let unreachable = gauge(
+        registry,
+        "tunnel_unreachable",
+        "1 while the peer answers no probe and its tunnel is being re-established",
+    );
     let bytes = counter(registry, "tunnel_bytes", "Bytes through the tunnel (whole UDP datagrams)");
     let packets = counter(registry, "tunnel_packets", "Datagrams through the tunnel");
     let handshakes = counter(registry, "tunnel_handshakes", "Completed handshakes (first and rekeys)");
@@ -455,6 +458,7 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "tunnel_initiations_answered_late",
         "Initiations from a key that was no peer yet, kept and answered when its record came",
     )
+    .get_or_create(&vec![])
     .inc_by(stats.dataplane.initiations_answered_late);
     let app =
         counter(registry, "app_datagrams", "Application datagrams, by outcome: received (delivered, overflow) and sent (sent, unroutable, refused)");
