@@ -504,7 +504,7 @@ impl DataPlane {
     /// handshake begins at once, retried as WireGuard does; the peer shows
     /// `unreachable` until a handshake completes. Whether the peer was a measured one.
     pub(crate) fn handle_unreachable(&mut self, now: Instant, peer: &PeerId) -> bool {
-        if !self.peers.get(peer).is_some_and(|k| !k.stock) {
+        if self.peers.get(peer).is_none_or(|k| k.stock) {
             return false;
         }
         self.unreachable.insert(*peer);

@@ -62,10 +62,8 @@ impl Driver {
 
     fn on_link_event(&mut self, now: Instant, event: LinkEvent) {
         match event {
-            LinkEvent::Unreachable { peer, silent } => {
-                if self.dataplane.handle_unreachable(now, &peer) {
-                    self.emit(NodeEvent::PeerUnreachable { peer, silent });
-                }
+            LinkEvent::Unreachable { peer, silent } if self.dataplane.handle_unreachable(now, &peer) => {
+                self.emit(NodeEvent::PeerUnreachable { peer, silent });
             }
             LinkEvent::Sla { peer, event: SlaEvent::Degraded { metric, value, target } } => {
                 let (value, target) = (metric.to_si(value), metric.to_si(target));
