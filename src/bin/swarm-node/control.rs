@@ -255,16 +255,7 @@ pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Resul
         let mut backoff = swarm::net::AcceptBackoff::new("control socket");
         loop {
             while connections.try_join_next().is_some() {}
-            let mut stream = match listener.accept().await {
-                Ok((stream, _)) => {
-                    backoff.accepted();
-                    stream
-                }
-                Err(e) => {
-                    tokio::time::sleep(backoff.failed(&e)).await;
-                    continue;
-                }
-            };
+            let Some((mut stream, _)) = backoff.check(listener.accept().await).await else { continue };
             if connections.len() >= MAX_CONNECTIONS {
                 // Told why, briefly, without a task of its own.
                 let line = json!({"ok": false, "error": format!("{MAX_CONNECTIONS} control connections are open: try again later")});

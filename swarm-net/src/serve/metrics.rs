@@ -67,16 +67,7 @@ pub(crate) async fn serve(listener: TcpListener, commands: mpsc::WeakSender<Comm
             connections.join_next().await;
             continue;
         }
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => {
-                backoff.accepted();
-                stream
-            }
-            Err(e) => {
-                tokio::time::sleep(backoff.failed(&e)).await;
-                continue;
-            }
-        };
+        let Some((stream, _)) = backoff.check(listener.accept().await).await else { continue };
         if commands.upgrade().is_none() {
             return;
         }

@@ -53,6 +53,21 @@ impl AcceptBackoff {
         self.delay = Duration::ZERO;
     }
 
+    /// The result of an `accept()`: the connection, or `None` after pausing as long as
+    /// the failure calls for (the loop then goes round again).
+    pub async fn check<T>(&mut self, accepted: std::io::Result<T>) -> Option<T> {
+        match accepted {
+            Ok(connection) => {
+                self.accepted();
+                Some(connection)
+            }
+            Err(e) => {
+                tokio::time::sleep(self.failed(&e)).await;
+                None
+            }
+        }
+    }
+
     /// `accept()` calls that failed in a row.
     pub fn failures(&self) -> u64 {
         self.failures
