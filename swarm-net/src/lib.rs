@@ -55,7 +55,7 @@ mod serve;
 pub use serve::AcceptBackoff;
 mod tunnel_relay;
 
-pub use api::summary;
+pub use api::{answers, summary};
 pub use api::{
     sla_state_name, AutonatStats, BpsVerdict, DataPlaneStats, Datagram, Datagrams, Gateway, LinkJson,
     LinkReport, MsVerdict, Node, NodeError, NodeEvent, NodeEvents, NodeStats, OverlayAddresses, Path,

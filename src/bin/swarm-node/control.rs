@@ -21,15 +21,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 use clap::Args;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use swarm::core::place::{LinkLimits, Placement, TaskSpec};
 use swarm::core::record::Label;
+use swarm::net::answers::{
+    EventKind, GatewaySummary, LeaseSummary, MonitorEvent, PeerSummary, PingSummary, PlacementSummary,
+    RttSummary, StatusSummary, StockPeerSummary,
+};
 use swarm::Node;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use crate::inspect::{join_json, lease_events, leases_json, peers_json, rtt_json, status_json, RunInfo};
+use crate::inspect::RunInfo;
 
 /// Where `run` serves its control socket, and where client commands look for it,
 /// unless given `--control PATH`: `$RUNTIME_DIRECTORY/control.sock` under systemd
@@ -169,40 +173,130 @@ impl TaskRequest {
     }
 }
 
-/// A placement as JSON.
-pub fn placement_json(p: &Placement) -> Value {
-    json!({
-        "task": p.task,
-        "attempts": p.attempts,
-        "lease_ms": p.lease.as_millis() as u64,
-        "worst_member_rtt_ms": p.worst_member_rtt_ms.filter(|w| w.is_finite()),
-        "nodes": p.nodes.iter().map(|n| json!({
-            "peer": n.peer.to_string(),
-            "gpus": n.gpus,
-            "lease": n.lease.to_string(),
-            "score": n.score,
-            "rtt_ms": n.rtt_ms,
-            "measured": n.measured,
-        })).collect::<Vec<_>>(),
-        "explain": p.explain(),
-    })
+/// One request line of the control protocol: `{"op": "status"}`, `{"op": "rtt", "a":
+/// ID, "b": ID}`, ...
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// This node and its peers.
+    Status,
+    /// Its peers.
+    Peers,
+    /// The leases it granted.
+    Leases,
+    /// The round trip between two nodes.
+    Rtt { a: String, b: String },
+    /// Dial a member.
+    Join { addr: String },
+    /// One ping over a tunnel.
+    Ping { peer: String },
+    /// Stream events (the connection then serves nothing else).
+    Monitor,
+    /// Place a task; the endpoint holds the placement.
+    Place { task: TaskRequest },
+    /// Release a held placement.
+    Release { task: String },
+    /// Renew a held placement's leases.
+    Renew { task: String },
+    /// The placements held.
+    List,
+    /// Add a stock WireGuard peer.
+    VpnAddPeer {
+        pubkey: String,
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Remove one.
+    VpnRemovePeer { pubkey: String },
+    /// List them.
+    VpnPeers,
 }
 
-/// Each node of a placement's JSON gets its overlay addresses (`null` when unknown),
-/// where the task's programs reach it over the VPN.
-pub async fn add_overlay(node: &Node, placement: &mut Value) -> anyhow::Result<()> {
-    for n in placement["nodes"].as_array_mut().into_iter().flatten() {
-        let peer: Option<swarm::PeerId> = n["peer"].as_str().and_then(|p| p.parse().ok());
-        let overlay = match peer {
-            Some(peer) => node.overlay_of(peer).await?,
-            None => None,
-        };
-        n["overlay"] = overlay.map_or(
-            Value::Null,
-            |a| json!({"ipv6": a.ipv6.to_string(), "ipv4": a.ipv4.map(|v| v.to_string())}),
-        );
+/// A placement, with the ranking that chose it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Placed {
+    #[serde(flatten)]
+    pub placement: PlacementSummary,
+    /// The best candidates, one line each.
+    pub ranking: Vec<String>,
+}
+
+/// A released placement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Released {
+    pub task: String,
+    /// Leases given back.
+    pub released: usize,
+}
+
+/// A renewed placement.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Renewed {
+    pub task: String,
+    pub expires_in_ms: u64,
+}
+
+/// A dialled member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Joined {
+    pub joined: String,
+    pub connected_peers: usize,
+}
+
+/// A stock peer added, and the gateway it is to configure.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StockPeerAdded {
+    pub peer: StockPeerSummary,
+    pub gateway: GatewaySummary,
+}
+
+/// What a request answers, under its own key: `{"ok": true, "status": {...}}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Body {
+    Status(StatusSummary),
+    Peers(Vec<PeerSummary>),
+    Leases(Vec<LeaseSummary>),
+    Rtt(RttSummary),
+    Join(Joined),
+    Ping(PingSummary),
+    /// The stream of [`MonitorEvent`] lines follows.
+    Monitor(bool),
+    Place(Placed),
+    Release(Released),
+    Renew(Renewed),
+    Placements(Vec<PlacementSummary>),
+    StockPeerAdded(StockPeerAdded),
+    StockPeerRemoved(bool),
+    StockPeers(Vec<StockPeerSummary>),
+}
+
+/// One answer line: `{"ok": true, <body>}` or `{"ok": false, "error": "..."}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(flatten)]
+    pub body: Option<Body>,
+}
+
+impl Reply {
+    pub fn ok(body: Body) -> Reply {
+        Reply { ok: true, error: None, body: Some(body) }
     }
-    Ok(())
+
+    pub fn error(error: impl Into<String>) -> Reply {
+        Reply { ok: false, error: Some(error.into()), body: None }
+    }
+
+    /// The reply as one line, newline included.
+    pub fn line(&self) -> String {
+        let mut line = serde_json::to_string(self)
+            .unwrap_or_else(|e| format!(r#"{{"ok":false,"error":"cannot write the answer: {e}"}}"#));
+        line.push('\n');
+        line
+    }
 }
 
 struct Held {
@@ -258,10 +352,11 @@ pub async fn serve(node: Node, path: &Path, info: Arc<RunInfo>) -> anyhow::Resul
             let Some((mut stream, _)) = backoff.check(listener.accept().await).await else { continue };
             if connections.len() >= MAX_CONNECTIONS {
                 // Told why, briefly, without a task of its own.
-                let line = json!({"ok": false, "error": format!("{MAX_CONNECTIONS} control connections are open: try again later")});
+                let line =
+                    Reply::error(format!("{MAX_CONNECTIONS} control connections are open: try again later"));
                 let _ = tokio::time::timeout(
                     Duration::from_millis(100),
-                    stream.write_all(format!("{line}\n").as_bytes()),
+                    stream.write_all(line.line().as_bytes()),
                 )
                 .await;
                 continue;
@@ -319,8 +414,8 @@ async fn connection(
 ) -> anyhow::Result<()> {
     let uid = stream.peer_cred()?.uid();
     if uid != owner && uid != 0 {
-        let line = json!({"ok": false, "error": format!("uid {uid} may not control this node")});
-        stream.write_all(format!("{line}\n").as_bytes()).await?;
+        let line = Reply::error(format!("uid {uid} may not control this node"));
+        stream.write_all(line.line().as_bytes()).await?;
         stream.shutdown().await?;
         // Take what it sent (bounded, briefly) so closing does not reset the refusal away.
         let mut sink = Vec::new();
@@ -335,7 +430,7 @@ async fn connection(
         let line = match tokio::time::timeout(IDLE_TIMEOUT, read_line(&mut lines, &mut buf)).await {
             Err(_) => {
                 let error = format!("idle for {} s: closing", IDLE_TIMEOUT.as_secs());
-                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                write.write_all(Reply::error(error).line().as_bytes()).await?;
                 return Ok(());
             }
             Ok(line) => line?,
@@ -345,58 +440,75 @@ async fn connection(
             Line::Closed => return Ok(()),
             Line::NotUtf8(e) => {
                 let error = format!("the request is not UTF-8: {e}");
-                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                write.write_all(Reply::error(error).line().as_bytes()).await?;
                 continue;
             }
             Line::TooLong => {
                 let error = format!("request line too long (more than {MAX_LINE} bytes): closing");
-                write.write_all(format!("{}\n", json!({"ok": false, "error": error})).as_bytes()).await?;
+                write.write_all(Reply::error(error).line().as_bytes()).await?;
                 return Ok(());
             }
         };
-        let request = serde_json::from_str::<Value>(&line);
-        if let Ok(r) = &request {
-            if r["op"] == "monitor" {
+        let request = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Monitor) => {
                 // Streams until the client goes away; the connection serves nothing else.
-                write.write_all(format!("{}\n", json!({"ok": true, "monitor": true})).as_bytes()).await?;
+                write.write_all(Reply::ok(Body::Monitor(true)).line().as_bytes()).await?;
                 return monitor(&node, &info, write).await;
             }
-        }
-        let answer = match request {
-            Ok(request) => handle(&node, &held, &info, &request)
-                .await
-                .unwrap_or_else(|e| json!({"ok": false, "error": format!("{e:#}")})),
-            Err(e) => json!({"ok": false, "error": format!("not a JSON request: {e}")}),
+            Ok(request) => request,
+            Err(e) => {
+                let error = match serde_json::from_str::<Value>(&line) {
+                    Ok(_) => format!("bad request: {e} (ops: {OPS})"),
+                    Err(e) => format!("not a JSON request: {e}"),
+                };
+                write.write_all(Reply::error(error).line().as_bytes()).await?;
+                continue;
+            }
         };
-        write.write_all(format!("{answer}\n").as_bytes()).await?;
+        let answer = match handle(&node, &held, &info, request).await {
+            Ok(body) => Reply::ok(body),
+            Err(e) => Reply::error(format!("{e:#}")),
+        };
+        write.write_all(answer.line().as_bytes()).await?;
     }
 }
+
+/// The ops a request may name.
+const OPS: &str = "status, peers, leases, rtt, join, ping, monitor, place, release, renew, list, vpn-add-peer, vpn-remove-peer, vpn-peers";
 
 /// Writes the node's events (and lease changes, looked at every second) as JSON lines
 /// until the client closes. A client that falls more than [`MONITOR_BACKLOG`] events
 /// behind is told how many it missed.
+///
+/// [`MONITOR_BACKLOG`]: crate::inspect::MONITOR_BACKLOG
 async fn monitor(
     node: &Node,
     info: &RunInfo,
     mut write: tokio::net::unix::WriteHalf<'_>,
 ) -> anyhow::Result<()> {
     let mut events = info.events.subscribe();
-    let mut known = Vec::new();
-    lease_events(node, &mut known).await?;
+    let mut known = node.leases().await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let lines = tokio::select! {
             e = events.recv() => match e {
                 Ok(e) => vec![e],
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    vec![json!({"event": "missed", "events": n})]
+                    vec![MonitorEvent::now(EventKind::Missed { events: n })]
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return Ok(()),
             },
-            _ = tick.tick() => lease_events(node, &mut known).await?,
+            _ = tick.tick() => {
+                let now = node.leases().await?;
+                let changes = MonitorEvent::lease_changes(&known, &now);
+                known = now;
+                changes
+            }
         };
         for line in lines {
-            write.write_all(format!("{line}\n").as_bytes()).await?;
+            let mut text = serde_json::to_string(&line)?;
+            text.push('\n');
+            write.write_all(text.as_bytes()).await?;
         }
     }
 }
@@ -405,48 +517,66 @@ async fn handle(
     node: &Node,
     held: &Mutex<HashMap<String, Held>>,
     info: &RunInfo,
-    request: &Value,
-) -> anyhow::Result<Value> {
-    match request["op"].as_str() {
-        Some("status") => Ok(json!({"ok": true, "status": status_json(node, info).await?})),
-        Some("peers") => Ok(json!({"ok": true, "peers": peers_json(node).await?})),
-        Some("leases") => Ok(json!({"ok": true, "leases": leases_json(node).await?})),
-        Some("rtt") => Ok(json!({"ok": true, "rtt": rtt_json(node, request).await?})),
-        Some("join") => Ok(json!({"ok": true, "join": join_json(node, request).await?})),
-        Some("ping") => Ok(json!({"ok": true, "ping": crate::ping::ping_json(node, request).await?})),
-        Some("place") => place(node, held, request).await,
-        Some(op @ ("release" | "renew")) => {
-            let id = request["task"].as_str().context("which task?")?.to_owned();
-            let placement = {
-                let held = live(held)?;
-                let Some(h) = held.get(&id) else { bail!("no live placement of task {id}") };
-                h.placement.clone()
-            };
-            if op == "release" {
-                live(held)?.remove(&id);
-                node.release(&placement).await?;
-                return Ok(json!({"ok": true, "task": id, "released": placement.nodes.len()}));
-            }
+    request: Request,
+) -> anyhow::Result<Body> {
+    Ok(match request {
+        Request::Status => Body::Status(StatusSummary::gather(node, info.grace_left()).await?),
+        Request::Peers => Body::Peers(PeerSummary::gather(node).await?),
+        Request::Leases => Body::Leases(LeaseSummary::gather(node).await?),
+        Request::Rtt { a, b } => Body::Rtt(crate::inspect::rtt_between(node, &a, &b).await?),
+        Request::Join { addr } => Body::Join(crate::inspect::join_addr(node, &addr).await?),
+        Request::Ping { peer } => Body::Ping(crate::ping::ping_once(node, &peer).await?),
+        Request::Monitor => bail!("monitor streams on a connection of its own"),
+        Request::Place { task } => Body::Place(place(node, held, &task).await?),
+        Request::Release { task } => {
+            let placement = take_held(held, &task, true)?;
+            node.release(&placement).await?;
+            Body::Release(Released { task, released: placement.nodes.len() })
+        }
+        Request::Renew { task } => {
+            let placement = take_held(held, &task, false)?;
             let left = node.renew(&placement).await?;
-            if let Some(h) = live(held)?.get_mut(&id) {
+            if let Some(h) = live(held)?.get_mut(&task) {
                 h.until = Instant::now() + left;
             }
-            Ok(json!({"ok": true, "task": id, "expires_in_ms": left.as_millis() as u64}))
+            Body::Renew(Renewed { task, expires_in_ms: left.as_millis() as u64 })
         }
-        Some(op @ ("vpn-add-peer" | "vpn-remove-peer" | "vpn-peers")) => {
-            crate::vpn::handle(node, op, request).await
-        }
-        Some("list") => {
-            let mut list: Vec<Value> = live(held)?.values().map(|h| placement_json(&h.placement)).collect();
-            for p in &mut list {
-                add_overlay(node, p).await?;
+        Request::List => {
+            let list: Vec<Placement> = live(held)?.values().map(|h| h.placement.clone()).collect();
+            let mut out = Vec::with_capacity(list.len());
+            for p in &list {
+                out.push(PlacementSummary::gather(node, p).await?);
             }
-            Ok(json!({"ok": true, "placements": list}))
+            Body::Placements(out)
         }
-        _ => {
-            bail!("unknown op (use status, peers, leases, rtt, join, ping, monitor, place, release, renew, list, vpn-add-peer, vpn-remove-peer or vpn-peers)")
+        Request::VpnAddPeer { pubkey, name } => {
+            let (peer, gateway) =
+                crate::vpn::add_peer(node, &pubkey, name.as_deref().unwrap_or_default()).await?;
+            Body::StockPeerAdded(StockPeerAdded {
+                peer: StockPeerSummary::new(&peer, true),
+                gateway: GatewaySummary::new(&gateway),
+            })
         }
+        Request::VpnRemovePeer { pubkey } => {
+            Body::StockPeerRemoved(node.remove_stock_peer(crate::vpn::key_arg(&pubkey)?).await?)
+        }
+        Request::VpnPeers => Body::StockPeers(
+            node.stock_peers().await?.iter().map(|p| StockPeerSummary::new(p, false)).collect(),
+        ),
+    })
+}
+
+/// A held placement of `task` (taken out of the table when `remove`), or why none.
+fn take_held(held: &Mutex<HashMap<String, Held>>, task: &str, remove: bool) -> anyhow::Result<Placement> {
+    let mut held = live(held)?;
+    let placement = match held.get(task) {
+        Some(h) => h.placement.clone(),
+        None => bail!("no live placement of task {task}"),
+    };
+    if remove {
+        held.remove(task);
     }
+    Ok(placement)
 }
 
 /// The placements held, with the expired ones dropped.
@@ -459,8 +589,11 @@ fn live(
     Ok(held)
 }
 
-async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value) -> anyhow::Result<Value> {
-    let task: TaskRequest = serde_json::from_value(request["task"].clone()).context("bad task")?;
+async fn place(
+    node: &Node,
+    held: &Mutex<HashMap<String, Held>>,
+    task: &TaskRequest,
+) -> anyhow::Result<Placed> {
     let spec = task.to_spec()?;
     {
         let held = live(held)?;
@@ -472,10 +605,10 @@ async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value
         }
     }
     let (placement, ranking) = node.place_explained(spec).await?;
-    let mut out = placement_json(&placement);
-    add_overlay(node, &mut out).await?;
-    out["ok"] = json!(true);
-    out["ranking"] = json!(ranking.explain().lines().take(8).collect::<Vec<_>>());
+    let out = Placed {
+        placement: PlacementSummary::gather(node, &placement).await?,
+        ranking: ranking.explain().lines().take(8).map(str::to_owned).collect(),
+    };
     let until = Instant::now() + placement.lease;
     let duplicate = {
         let mut held = live(held)?;
@@ -496,10 +629,10 @@ async fn place(node: &Node, held: &Mutex<HashMap<String, Held>>, request: &Value
 /// Sends one request to the endpoint at `path` and returns its answer; an answer with
 /// `ok: false` becomes an error. With `json`, a failure is also printed on stdout as
 /// `{"ok": false, "error": ...}`, so scripts parse one format.
-pub async fn call(path: &Path, request: &Value, json: bool) -> anyhow::Result<Value> {
+pub async fn call(path: &Path, request: &Request, json: bool) -> anyhow::Result<Body> {
     let answer = call_inner(path, request).await;
     if let (true, Err(e)) = (json, &answer) {
-        println!("{}", json!({"ok": false, "error": format!("{e:#}")}));
+        print!("{}", Reply::error(format!("{e:#}")).line());
     }
     answer
 }
@@ -523,20 +656,33 @@ pub async fn connect(path: &Path) -> anyhow::Result<UnixStream> {
     Ok(stream)
 }
 
-async fn call_inner(path: &Path, request: &Value) -> anyhow::Result<Value> {
+async fn call_inner(path: &Path, request: &Request) -> anyhow::Result<Body> {
     let mut stream = connect(path).await?;
     // A refusal may come before the request is read (the socket then closes): read the
     // answer even when writing failed.
-    let written = stream.write_all(format!("{request}\n").as_bytes()).await;
+    let mut line = serde_json::to_string(request)?;
+    line.push('\n');
+    let written = stream.write_all(line.as_bytes()).await;
     let mut line = String::new();
     BufReader::new((&mut stream).take(16 << 20)).read_line(&mut line).await?;
     if line.is_empty() {
         written?;
         bail!("the node closed the connection without an answer");
     }
-    let answer: Value = serde_json::from_str(&line).context("the node's answer is not JSON")?;
-    if answer["ok"] != json!(true) {
-        bail!("{}", answer["error"].as_str().unwrap_or("the node refused"));
+    read_reply(&line)
+}
+
+/// The body of one answer line, or its error.
+pub fn read_reply(line: &str) -> anyhow::Result<Body> {
+    let reply: Reply =
+        serde_json::from_str(line).context("the node's answer is not one this program knows")?;
+    match reply {
+        Reply { ok: true, body: Some(body), .. } => Ok(body),
+        Reply { error, .. } => bail!("{}", error.as_deref().unwrap_or("the node refused")),
     }
-    Ok(answer)
+}
+
+/// The error for an answer of the wrong kind (a node of another version).
+pub fn unexpected(body: Body) -> anyhow::Error {
+    anyhow::anyhow!("the node answered something else: {body:?}")
 }

@@ -289,6 +289,52 @@ async fn ping_over_tunnels(from: &Node, peers: &[Node]) -> Vec<(PeerId, Option<D
     out
 }
 
+/// What `demo --json` prints.
+#[derive(serde::Serialize)]
+struct DemoJson {
+    namespace: &'static str,
+    placements: Vec<PlacedJson>,
+    leases_released: usize,
+    nodes: Vec<DemoNodeJson>,
+    converged: bool,
+    converge_ms: u64,
+    tunnels_ms: u64,
+    tunnel_rtt_from_node_0: Vec<PingJson>,
+    links_of_node_0: Vec<swarm::net::LinkJson>,
+}
+
+#[derive(serde::Serialize)]
+struct DemoNodeJson {
+    id: String,
+    addresses: Vec<String>,
+    overlay: swarm::net::OverlayAddresses,
+    gpus: &'static str,
+    records_seen: usize,
+    tunnels_up: usize,
+}
+
+#[derive(serde::Serialize)]
+struct PingJson {
+    peer: String,
+    rtt_ms: Option<f64>,
+}
+
+/// A placement of the batch, or why it failed, with how long it took.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum PlacedJson {
+    Placed {
+        #[serde(flatten)]
+        placement: swarm::net::answers::PlacementSummary,
+        ms: f64,
+    },
+    Failed {
+        task: &'static str,
+        error: String,
+        ms: f64,
+    },
+}
+
 async fn print_json(
     mesh: &LocalMesh,
     result: &Convergence,
@@ -300,55 +346,39 @@ async fn print_json(
 ) -> anyhow::Result<()> {
     let mut nodes = Vec::new();
     for (i, node) in mesh.nodes.iter().enumerate() {
-        let addrs: Vec<String> = node.listen_addrs().await?.iter().map(ToString::to_string).collect();
-        let overlay = node.overlay().await?;
-        nodes.push(serde_json::json!({
-            "id": node.peer_id().to_string(),
-            "addresses": addrs,
-            "overlay": {"ipv6": overlay.ipv6.to_string(), "ipv4": overlay.ipv4.map(|a| a.to_string())},
-            "gpus": mesh.inventories[i],
-            "records_seen": result.counts[i],
-            "tunnels_up": tunnels_up[i],
-        }));
+        nodes.push(DemoNodeJson {
+            id: node.peer_id().to_string(),
+            addresses: node.listen_addrs().await?.iter().map(ToString::to_string).collect(),
+            overlay: node.overlay().await?,
+            gpus: mesh.inventories[i],
+            records_seen: result.counts[i],
+            tunnels_up: tunnels_up[i],
+        });
     }
-    let rtt: Vec<_> = rtts
-        .iter()
-        .map(|(peer, r)| {
-            serde_json::json!({
-                "peer": peer.to_string(),
-                "rtt_ms": r.map(swarm::net::summary::ms),
-            })
-        })
-        .collect();
-    let placements = placements_json(mesh, placed).await?;
-    let summary = serde_json::json!({
-        "namespace": "demo",
-        "placements": placements,
-        "leases_released": released,
-        "nodes": nodes,
-        "converged": result.converged,
-        "converge_ms": result.elapsed.as_millis() as u64,
-        "tunnels_ms": tunnels_ms,
-        "tunnel_rtt_from_node_0": rtt,
-        "links_of_node_0": links.iter().map(|l| swarm::net::LinkJson::new(l, None)).collect::<Vec<_>>(),
-    });
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
-}
-
-/// Node 0's placements as JSON, each member with its overlay addresses.
-async fn placements_json(mesh: &LocalMesh, placed: &[Placed]) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut placements = Vec::with_capacity(placed.len());
     for p in placed {
         placements.push(match &p.result {
-            Ok(placement) => {
-                let mut v = crate::control::placement_json(placement);
-                crate::control::add_overlay(&mesh.nodes[0], &mut v).await?;
-                v["ms"] = serde_json::json!(p.ms);
-                v
-            }
-            Err(e) => serde_json::json!({"task": p.name, "error": e.to_string(), "ms": p.ms}),
+            Ok(placement) => PlacedJson::Placed {
+                placement: swarm::net::answers::PlacementSummary::gather(&mesh.nodes[0], placement).await?,
+                ms: p.ms,
+            },
+            Err(e) => PlacedJson::Failed { task: p.name, error: e.to_string(), ms: p.ms },
         });
     }
-    Ok(placements)
+    let summary = DemoJson {
+        namespace: "demo",
+        placements,
+        leases_released: released,
+        nodes,
+        converged: result.converged,
+        converge_ms: result.elapsed.as_millis() as u64,
+        tunnels_ms,
+        tunnel_rtt_from_node_0: rtts
+            .iter()
+            .map(|(peer, r)| PingJson { peer: peer.to_string(), rtt_ms: r.map(swarm::net::summary::ms) })
+            .collect(),
+        links_of_node_0: links.iter().map(|l| swarm::net::LinkJson::new(l, None)).collect(),
+    };
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(())
 }

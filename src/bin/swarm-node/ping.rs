@@ -4,12 +4,11 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use clap::Args;
-use serde_json::{json, Value};
+use swarm::net::answers::PingSummary;
 use swarm::{Node, PeerId};
 
-use crate::control::{call, ControlArgs};
+use crate::control::{call, unexpected, Body, ControlArgs, Request};
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
@@ -48,18 +47,11 @@ pub async fn resolve_peer(node: &Node, text: &str) -> anyhow::Result<PeerId> {
 }
 
 /// The node's side: one ping, with the path it took.
-pub async fn ping_json(node: &Node, request: &Value) -> anyhow::Result<Value> {
-    let text = request["peer"].as_str().context("which peer?")?;
-    let peer = resolve_peer(node, text).await?;
+pub async fn ping_once(node: &Node, peer: &str) -> anyhow::Result<PingSummary> {
+    let peer = resolve_peer(node, peer).await?;
     let rtt = node.ping(peer).await?;
     let tunnel = node.tunnels().await?.into_iter().find(|t| t.peer == peer);
-    Ok(json!({
-        "peer": peer.to_string(),
-        "rtt_ms": (rtt.as_secs_f64() * 1e6).round() / 1e3,
-        "path": tunnel.as_ref().map_or("closed", |t| t.path.kind()),
-        "via": tunnel.as_ref().and_then(|t| t.path.via()).map(|v| v.to_string()),
-        "endpoint": tunnel.and_then(|t| t.endpoint).map(|e| e.to_string()),
-    }))
+    Ok(PingSummary::new(peer, rtt, tunnel.as_ref()))
 }
 
 pub async fn ping(args: PingArgs) -> anyhow::Result<()> {
@@ -72,23 +64,23 @@ pub async fn ping(args: PingArgs) -> anyhow::Result<()> {
             tokio::time::sleep(args.interval).await;
         }
         sent += 1;
-        match call(&path, &json!({"op": "ping", "peer": args.peer}), args.json).await {
-            Ok(answer) => {
+        let answer = match call(&path, &Request::Ping { peer: args.peer.clone() }, args.json).await {
+            Ok(Body::Ping(p)) => Ok(p),
+            Ok(other) => Err(unexpected(other)),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(p) => {
                 answered += 1;
-                let p = &answer["ping"];
                 if args.json {
-                    println!("{p}");
+                    println!("{}", serde_json::to_string(&p)?);
                 } else {
-                    let route = match (p["via"].as_str(), p["endpoint"].as_str()) {
+                    let route = match (&p.via, &p.endpoint) {
                         (Some(via), _) => format!("relayed via {via}"),
                         (None, Some(e)) => format!("direct {e}"),
                         _ => "-".to_owned(),
                     };
-                    println!(
-                        "pong from {} ({route}) in {} ms",
-                        p["peer"].as_str().unwrap_or("?"),
-                        p["rtt_ms"]
-                    );
+                    println!("pong from {} ({route}) in {} ms", p.peer, p.rtt_ms);
                 }
             }
             Err(e) => {

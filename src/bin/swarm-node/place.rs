@@ -5,9 +5,8 @@
 use std::time::Duration;
 
 use clap::Args;
-use serde_json::{json, Value};
 
-use crate::control::{call, TaskRequest};
+use crate::control::{call, unexpected, Body, Request, TaskRequest};
 
 #[derive(Debug, Args)]
 pub struct ControlArgs {
@@ -102,54 +101,55 @@ pub async fn place(args: PlaceArgs) -> anyhow::Result<()> {
     };
     // Checked here too, so a bad flag fails before anything is sent.
     task.to_spec()?;
-    let answer =
-        call(&args.control.socket.path(), &json!({"op": "place", "task": task}), args.control.json).await?;
+    let request = Request::Place { task };
+    let placed = match call(&args.control.socket.path(), &request, args.control.json).await? {
+        Body::Place(placed) => placed,
+        other => return Err(unexpected(other)),
+    };
     if args.control.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
+        println!("{}", serde_json::to_string_pretty(&placed)?);
         return Ok(());
     }
-    print!("{}", answer["explain"].as_str().unwrap_or(""));
-    for n in answer["nodes"].as_array().into_iter().flatten() {
-        let o = &n["overlay"];
-        if let Some(v6) = o["ipv6"].as_str() {
-            let v4 = o["ipv4"].as_str().map(|a| format!("{a} ")).unwrap_or_default();
-            println!("  {} reachable at {v4}{v6}", n["peer"].as_str().unwrap_or("?"));
+    let p = &placed.placement;
+    print!("{}", p.explain);
+    for n in &p.nodes {
+        if let Some(o) = &n.overlay {
+            let v4 = o.ipv4.map(|a| format!("{a} ")).unwrap_or_default();
+            println!("  {} reachable at {v4}{}", n.peer, o.ipv6);
         }
     }
     println!("ranking (best first):");
-    for line in answer["ranking"].as_array().into_iter().flatten() {
-        println!("  {}", line.as_str().unwrap_or(""));
+    for line in &placed.ranking {
+        println!("  {line}");
     }
-    println!(
-        "leases expire in {} s unless renewed (swarm-node renew --id {})",
-        answer["lease_ms"].as_u64().unwrap_or(0) / 1000,
-        answer["task"].as_str().unwrap_or("?")
-    );
+    println!("leases expire in {} s unless renewed (swarm-node renew --id {})", p.lease_ms / 1000, p.task);
     Ok(())
 }
 
-pub async fn release(args: TaskIdArgs, op: &str) -> anyhow::Result<()> {
-    let answer =
-        call(&args.control.socket.path(), &json!({"op": op, "task": args.id}), args.control.json).await?;
-    if args.control.json {
-        println!("{}", serde_json::to_string_pretty(&answer)?);
-    } else if op == "release" {
-        println!("released task {} ({} leases)", args.id, answer["released"]);
-    } else {
-        println!("renewed task {}: expires in {} ms", args.id, answer["expires_in_ms"]);
+/// `release` (or `renew` when `renew`).
+pub async fn release(args: TaskIdArgs, renew: bool) -> anyhow::Result<()> {
+    let request = if renew { Request::Renew { task: args.id } } else { Request::Release { task: args.id } };
+    match call(&args.control.socket.path(), &request, args.control.json).await? {
+        Body::Release(r) if args.control.json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Body::Renew(r) if args.control.json => println!("{}", serde_json::to_string_pretty(&r)?),
+        Body::Release(r) => println!("released task {} ({} leases)", r.task, r.released),
+        Body::Renew(r) => println!("renewed task {}: expires in {} ms", r.task, r.expires_in_ms),
+        other => return Err(unexpected(other)),
     }
     Ok(())
 }
 
 pub async fn placements(args: ControlArgs) -> anyhow::Result<()> {
-    let answer = call(&args.socket.path(), &json!({"op": "list"}), args.json).await?;
-    let list = answer["placements"].as_array().cloned().unwrap_or_default();
+    let list = match call(&args.socket.path(), &Request::List, args.json).await? {
+        Body::Placements(list) => list,
+        other => return Err(unexpected(other)),
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&Value::Array(list))?);
+        println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(());
     }
     for p in &list {
-        print!("{}", p["explain"].as_str().unwrap_or(""));
+        print!("{}", p.explain);
     }
     println!("{} placements held", list.len());
     Ok(())

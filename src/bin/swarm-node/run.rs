@@ -303,7 +303,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
             event = events.next() => match event {
                 Some(event) => {
-                    if let Some(line) = crate::inspect::event_json(&event) {
+                    if let Some(line) = swarm::net::answers::MonitorEvent::from_event(&event) {
                         // No monitor listening is fine.
                         let _ = event_lines.send(line);
                     }

@@ -4,7 +4,6 @@
 //! the peer.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -25,6 +24,13 @@ pub struct IdArgs {
     json: bool,
 }
 
+/// What `id --json` prints.
+#[derive(serde::Serialize)]
+struct IdJson {
+    peer_id: String,
+    wireguard_public_key: String,
+}
+
 /// Prints the peer id and the WireGuard public key of an identity, without creating one.
 pub fn id(args: IdArgs) -> anyhow::Result<()> {
     let path = match args.identity {
@@ -38,7 +44,8 @@ pub fn id(args: IdArgs) -> anyhow::Result<()> {
     let peer = identity.keypair.public().to_peer_id();
     let wg = B64.encode(identity.tunnel_public_key().0);
     if args.json {
-        println!("{}", serde_json::json!({ "peer_id": peer.to_string(), "wireguard_public_key": wg }));
+        let id = IdJson { peer_id: peer.to_string(), wireguard_public_key: wg };
+        println!("{}", serde_json::to_string(&id)?);
     } else {
         println!("peer id {peer}");
         println!("wireguard public key {wg}");
@@ -52,11 +59,11 @@ pub fn genpsk() -> String {
     B64.encode(key)
 }
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use swarm::net::answers::{GatewaySummary, StockPeerSummary};
 use swarm::net::{Gateway, StockPeer};
 use swarm::Node;
 
-use crate::control::{call, ControlArgs};
+use crate::control::{call, unexpected, Body, ControlArgs, Request};
 
 #[derive(Debug, Subcommand)]
 pub enum VpnCommand {
@@ -110,103 +117,61 @@ fn parse_key(s: &str) -> Result<[u8; 32], String> {
 pub async fn run(command: VpnCommand) -> anyhow::Result<()> {
     match command {
         VpnCommand::AddPeer(a) => {
-            let request = json!({"op": "vpn-add-peer", "pubkey": B64.encode(a.pubkey), "name": a.name});
-            let answer = call(&a.control.path(), &request, false).await?;
-            print!("{}", wg_quick(&answer, a.endpoint.as_deref())?);
+            let request = Request::VpnAddPeer { pubkey: B64.encode(a.pubkey), name: Some(a.name) };
+            match call(&a.control.path(), &request, false).await? {
+                Body::StockPeerAdded(added) => {
+                    print!("{}", wg_quick(&added.peer, &added.gateway, a.endpoint.as_deref())?)
+                }
+                other => return Err(unexpected(other)),
+            }
         }
         VpnCommand::RemovePeer(a) => {
-            let answer = call(
-                &a.control.path(),
-                &json!({"op": "vpn-remove-peer", "pubkey": B64.encode(a.pubkey)}),
-                false,
-            )
-            .await?;
-            if answer["removed"] != json!(true) {
-                bail!("{} is not a stock peer of this node", B64.encode(a.pubkey));
-            }
-            println!("removed {}", B64.encode(a.pubkey));
-        }
-        VpnCommand::Peers(a) => {
-            let answer = call(&a.control.path(), &json!({"op": "vpn-peers"}), a.json).await?;
-            if a.json {
-                println!("{}", answer["peers"]);
-            } else {
-                print!("{}", peer_table(&answer["peers"]));
+            let request = Request::VpnRemovePeer { pubkey: B64.encode(a.pubkey) };
+            match call(&a.control.path(), &request, false).await? {
+                Body::StockPeerRemoved(true) => println!("removed {}", B64.encode(a.pubkey)),
+                Body::StockPeerRemoved(false) => {
+                    bail!("{} is not a stock peer of this node", B64.encode(a.pubkey))
+                }
+                other => return Err(unexpected(other)),
             }
         }
+        VpnCommand::Peers(a) => match call(&a.control.path(), &Request::VpnPeers, a.json).await? {
+            Body::StockPeers(peers) if a.json => println!("{}", serde_json::to_string(&peers)?),
+            Body::StockPeers(peers) => print!("{}", peer_table(&peers)),
+            other => return Err(unexpected(other)),
+        },
     }
     Ok(())
 }
 
-/// A stock peer as JSON; with its pre-shared key only when `secret`.
-pub fn peer_json(p: &StockPeer, secret: bool) -> Value {
-    let mut v = json!({
-        "public_key": B64.encode(p.public_key),
-        "name": p.name,
-        "ipv6": p.ipv6.to_string(),
-        "ipv4": p.ipv4.map(|a| a.to_string()),
-        "endpoint": p.endpoint.map(|e| e.to_string()),
-        "last_handshake_s": p.last_handshake.map(|d| d.as_secs()),
-        "rx_bytes": p.rx_bytes,
-        "tx_bytes": p.tx_bytes,
-    });
-    if secret {
-        v["preshared_key"] = json!(B64.encode(p.preshared_key));
+/// A base64 key from a control request.
+pub fn key_arg(text: &str) -> anyhow::Result<[u8; 32]> {
+    parse_key(text).map_err(anyhow::Error::msg)
+}
+
+/// The control socket's `vpn-add-peer`: the name checked, the peer added.
+pub async fn add_peer(node: &Node, pubkey: &str, name: &str) -> anyhow::Result<(StockPeer, Gateway)> {
+    let key = key_arg(pubkey)?;
+    if name.len() > 64 || name.chars().any(char::is_control) {
+        bail!("a peer name is at most 64 printable characters");
     }
-    v
+    Ok(node.add_stock_peer(key, name).await?)
 }
 
-fn gateway_json(g: &Gateway) -> Value {
-    json!({
-        "public_key": B64.encode(g.public_key),
-        "endpoints": g.endpoints.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        "ipv6_prefix": format!("{}/48", g.ipv6_prefix),
-        "ipv4_range": g.ipv4_range.map(|r| r.to_string()),
-        "mtu": g.mtu,
-    })
-}
-
-/// The control socket's VPN operations.
-pub async fn handle(node: &Node, op: &str, request: &Value) -> anyhow::Result<Value> {
-    match op {
-        "vpn-add-peer" => {
-            let key =
-                parse_key(request["pubkey"].as_str().context("which key?")?).map_err(anyhow::Error::msg)?;
-            let name = request["name"].as_str().unwrap_or_default();
-            if name.len() > 64 || name.chars().any(char::is_control) {
-                bail!("a peer name is at most 64 printable characters");
-            }
-            let (peer, gateway) = node.add_stock_peer(key, name).await?;
-            Ok(json!({"ok": true, "peer": peer_json(&peer, true), "gateway": gateway_json(&gateway)}))
-        }
-        "vpn-remove-peer" => {
-            let key =
-                parse_key(request["pubkey"].as_str().context("which key?")?).map_err(anyhow::Error::msg)?;
-            Ok(json!({"ok": true, "removed": node.remove_stock_peer(key).await?}))
-        }
-        _ => {
-            let peers: Vec<Value> = node.stock_peers().await?.iter().map(|p| peer_json(p, false)).collect();
-            Ok(json!({"ok": true, "peers": peers}))
-        }
-    }
-}
-
-/// The wg-quick configuration of the peer in an `add-peer` answer.
-fn wg_quick(answer: &Value, endpoint: Option<&str>) -> anyhow::Result<String> {
-    let (p, g) = (&answer["peer"], &answer["gateway"]);
-    let s = |v: &Value| v.as_str().map(str::to_owned).context("incomplete answer from the node");
-    let mut address = vec![format!("{}/128", s(&p["ipv6"])?)];
-    let mut allowed = vec![s(&g["ipv6_prefix"])?];
-    if let (Some(v4), Some(range)) = (p["ipv4"].as_str(), g["ipv4_range"].as_str()) {
+/// The wg-quick configuration of a stock peer just added.
+fn wg_quick(p: &StockPeerSummary, g: &GatewaySummary, endpoint: Option<&str>) -> anyhow::Result<String> {
+    let mut address = vec![format!("{}/128", p.ipv6)];
+    let mut allowed = vec![g.ipv6_prefix.clone()];
+    if let (Some(v4), Some(range)) = (&p.ipv4, &g.ipv4_range) {
         address.insert(0, format!("{v4}/32"));
-        allowed.insert(0, range.to_owned());
+        allowed.insert(0, range.clone());
     }
     let endpoint = match endpoint {
         Some(e) => e.to_owned(),
-        None => pick_endpoint(g["endpoints"].as_array().map(Vec::as_slice).unwrap_or_default())
+        None => pick_endpoint(&g.endpoints)
             .context("the node announces no tunnel endpoint: give one with --endpoint HOST:PORT")?,
     };
-    let name = p["name"].as_str().unwrap_or_default();
+    let psk = p.preshared_key.as_deref().context("the node's answer has no pre-shared key")?;
     Ok(format!(
         "# swarm VPN: stock peer {name} via gateway {gw}\n\
          # Replace the PrivateKey line with this peer's private key (the one `wg pubkey` turned into {pk}).\n\
@@ -221,49 +186,45 @@ fn wg_quick(answer: &Value, endpoint: Option<&str>) -> anyhow::Result<String> {
          Endpoint = {endpoint}\n\
          AllowedIPs = {allowed}\n\
          PersistentKeepalive = 25\n",
-        gw = s(&g["public_key"])?,
-        pk = s(&p["public_key"])?,
+        name = p.name,
+        gw = g.public_key,
+        pk = p.public_key,
         address = address.join(", "),
-        mtu = g["mtu"].as_u64().unwrap_or(1420),
-        psk = s(&p["preshared_key"])?,
+        mtu = g.mtu,
         allowed = allowed.join(", "),
     ))
 }
 
 /// The endpoint to give a stock peer: a routable one first (not unspecified, loopback
 /// last).
-fn pick_endpoint(endpoints: &[Value]) -> Option<String> {
-    let mut e: Vec<SocketAddr> = endpoints.iter().filter_map(|v| v.as_str()?.parse().ok()).collect();
+fn pick_endpoint(endpoints: &[String]) -> Option<String> {
+    let mut e: Vec<SocketAddr> = endpoints.iter().filter_map(|v| v.parse().ok()).collect();
     e.retain(|a| !a.ip().is_unspecified());
     e.sort_by_key(|a| (a.ip().is_loopback(), a.is_ipv6()));
     e.first().map(ToString::to_string)
 }
 
-fn peer_table(peers: &Value) -> String {
+fn peer_table(peers: &[StockPeerSummary]) -> String {
     use std::fmt::Write as _;
     let mut out = format!(
         "{:<46} {:<16} {:<16} {:<40} {:<22} {:>10} {:>12} {:>12}\n",
         "PUBLIC KEY", "NAME", "IPV4", "IPV6", "ENDPOINT", "HANDSHAKE", "RX BYTES", "TX BYTES"
     );
-    for p in peers.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
-        let handshake = p["last_handshake_s"]
-            .as_u64()
-            .map_or("never".to_owned(), |s| format!("{:?} ago", Duration::from_secs(s)));
+    for p in peers {
+        let handshake = p.last_handshake_s.map_or("never".to_owned(), |s| format!("{s} s ago"));
         let _ = writeln!(
             out,
             "{:<46} {:<16} {:<16} {:<40} {:<22} {:>10} {:>12} {:>12}",
-            text(&p["public_key"]),
-            text(&p["name"]),
-            text(&p["ipv4"]),
-            text(&p["ipv6"]),
-            text(&p["endpoint"]),
+            p.public_key,
+            p.name,
+            p.ipv4.as_deref().unwrap_or("-"),
+            p.ipv6,
+            p.endpoint.as_deref().unwrap_or("-"),
             handshake,
-            p["rx_bytes"].as_u64().unwrap_or(0),
-            p["tx_bytes"].as_u64().unwrap_or(0),
+            p.rx_bytes,
+            p.tx_bytes,
         );
     }
-    let n = peers.as_array().map_or(0, Vec::len);
-    let _ = writeln!(out, "{n} stock peers");
+    let _ = writeln!(out, "{} stock peers", peers.len());
     out
 }

@@ -4,8 +4,10 @@
 //! - [`event`]: what a node reports ([`NodeEvent`], [`NodeStats`]);
 //! - [`error`]: why a call failed ([`NodeError`]);
 //! - `command`: what a call asks of the driver;
-//! - `placing`: placing tasks ([`Node::place`]) over the lease protocol.
+//! - `placing`: placing tasks ([`Node::place`]) over the lease protocol;
+//! - [`summary`] and [`answers`]: the JSON the node's commands and endpoints print.
 
+pub mod answers;
 mod command;
 mod error;
 mod event;
