@@ -360,6 +360,79 @@ fn under_load_a_cookie_is_required_then_honoured() {
     assert!(n.s[1].t.drops().get(DropReason::RateLimited) > 0);
 }
 
+/// The initiator is the one under load: the responder's response wants mac2, and comes
+/// again with it at once after the cookie reply, so the tunnel is up within round trips,
+/// not after the initiator's 5 s retry.
+#[test]
+fn an_initiator_under_load_gets_the_response_again_with_mac2() {
+    let loaded = TunnelConfig { load_threshold: 0, ..TunnelConfig::default() };
+    let mut n = pair_with2(loaded, TunnelConfig::default());
+    n.send(0, b"from a loaded node").unwrap();
+    n.run_for(Duration::from_millis(30));
+    assert_eq!(n.s[0].t.drops().get(DropReason::CookieRequired), 1, "{:?}", n.s[0].t.drops());
+    assert_eq!(
+        n.s[1].got,
+        vec![b"from a loaded node".to_vec()],
+        "{:?} {:?}",
+        n.s[0].t.drops(),
+        n.s[1].t.drops()
+    );
+}
+
+/// A valid-mac1 flood (random content, the victim's mac1 key) under load gets few cookie
+/// replies: 5 at once and 20 a second per source, 2 000 a second in all; the rest is
+/// dropped as `cookie_capped`, and a fresh source still gets its reply.
+#[test]
+fn cookie_replies_are_capped_per_source_and_in_all() {
+    let t0 = Instant::now();
+    let config = TunnelConfig { load_threshold: 0, ..TunnelConfig::default() };
+    let mut victim = Tunnels::new([2; 32], config, t0, UNIX, [2; 32]);
+    let mac1_key = swarm_core::tunnel::mac::mac1_key(&public([2; 32]));
+    let forged = |i: u32| {
+        let mut m = vec![0u8; 148];
+        m[0] = 1;
+        m[4..8].copy_from_slice(&i.to_le_bytes());
+        for (j, b) in m[8..116].iter_mut().enumerate() {
+            *b = (i as usize * 31 + j * 7) as u8;
+        }
+        let mac1 = swarm_core::tunnel::mac::mac(&mac1_key, &m[..116]);
+        m[116..132].copy_from_slice(&mac1);
+        m
+    };
+    let mut buf = [0u8; 256];
+    let mut replies = |victim: &mut Tunnels, now: Instant| {
+        let mut n = 0;
+        while victim.poll_transmit(now, &mut buf).is_some() {
+            n += 1;
+        }
+        n
+    };
+    // One source, 10 000 initiations within a second: the burst, then 20 a second.
+    let one: SocketAddr = "10.0.0.9:9".parse().unwrap();
+    let mut answered = 0;
+    for i in 0..10_000u32 {
+        let now = t0 + Duration::from_micros(u64::from(i) * 100);
+        let _ = victim.handle_datagram(now, one, &mut forged(i));
+        answered += replies(&mut victim, now);
+    }
+    assert!((5..=26).contains(&answered), "{answered} replies to one source in 1 s");
+    assert!(victim.drops().get(DropReason::CookieCapped) >= 9_970, "{:?}", victim.drops());
+    // 20 000 sources within a second: at most the global burst and rate.
+    let t1 = t0 + Duration::from_secs(10);
+    let mut answered = 0;
+    for i in 0..20_000u32 {
+        let now = t1 + Duration::from_micros(u64::from(i) * 50);
+        let src = SocketAddr::from(([10, 1, (i >> 8) as u8, i as u8], 9));
+        let _ = victim.handle_datagram(now, src, &mut forged(i));
+        answered += replies(&mut victim, now);
+    }
+    assert!((200..=2_300).contains(&answered), "{answered} replies to 20 000 sources in 1 s");
+    // A quiet second later a new source is answered again.
+    let later = t1 + Duration::from_secs(3);
+    let _ = victim.handle_datagram(later, "10.2.0.1:9".parse().unwrap(), &mut forged(1));
+    assert_eq!(replies(&mut victim, later), 1);
+}
+
 #[test]
 fn a_wrong_preshared_key_never_completes() {
     let t0 = Instant::now();

@@ -46,6 +46,12 @@ pub struct TunnelConfig {
     pub load_threshold: u32,
     /// The per-source limit applied under load.
     pub rate_limit: RateLimit,
+    /// Cookie replies per source address under load (a flood with valid mac1 from few
+    /// addresses gets few answers).
+    pub cookie_replies_per_source: RateLimit,
+    /// Cookie replies per second in all (a flood from many addresses, or spoofed ones,
+    /// cannot turn the node into a reflector).
+    pub cookie_replies_per_second: u32,
     /// Payloads kept per peer while its handshake is under way.
     pub queue_per_peer: usize,
     /// Bytes of those payloads at most (with `queue_per_peer`, what keeps a peer
@@ -67,6 +73,8 @@ impl Default for TunnelConfig {
             psk: None,
             load_threshold: 1000,
             rate_limit: RateLimit::default(),
+            cookie_replies_per_source: RateLimit::default(),
+            cookie_replies_per_second: 2_000,
             queue_per_peer: 32,
             queue_bytes_per_peer: 48 * 1024,
             max_peers: 65_536,

@@ -26,7 +26,7 @@ use super::cookie::CookieChecker;
 use super::drops::{DropCounts, DropReason};
 use super::frame::{classify, frame_header, FrameKind, Payload};
 use super::noise::NoiseFactory;
-use super::ratelimit::RateLimiter;
+use super::ratelimit::{RateLimit, RateLimiter};
 use super::session::{SealError, Session};
 use super::wire::Message;
 use handshake::LoadMeter;
@@ -190,6 +190,9 @@ pub struct Tunnels {
     noise: NoiseFactory,
     checker: CookieChecker,
     limiter: RateLimiter,
+    /// Cookie replies per source, and in all (keyed by the unspecified address).
+    cookie_per_source: RateLimiter,
+    cookie_total: RateLimiter,
     load: LoadMeter,
     rng: StdRng,
     anchor: (Instant, Duration),
@@ -273,6 +276,12 @@ impl Tunnels {
             noise: NoiseFactory::new(private_key, config.psk),
             checker: CookieChecker::new(&public),
             limiter: RateLimiter::new(config.rate_limit),
+            cookie_per_source: RateLimiter::new(config.cookie_replies_per_source),
+            cookie_total: RateLimiter::new(RateLimit {
+                per_second: config.cookie_replies_per_second.max(1),
+                burst: (config.cookie_replies_per_second / 10).max(1),
+                max_sources: 1,
+            }),
             load: LoadMeter::default(),
             rng: StdRng::from_seed(seed),
             anchor: (now, unix_now),

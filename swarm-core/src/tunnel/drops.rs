@@ -15,6 +15,9 @@ pub enum DropReason {
     CookieRequired,
     /// Under load, the source sent handshakes faster than its token bucket allows.
     RateLimited,
+    /// Under load, a handshake without a valid mac2 left unanswered: the cookie replies'
+    /// budget (per source, or in all) was spent.
+    CookieCapped,
     /// The Noise part of a handshake message did not authenticate.
     HandshakeFailed,
     /// An initiation from a static key that is not one of our peers.
@@ -47,7 +50,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// Number of reasons.
-    pub const COUNT: usize = 19;
+    pub const COUNT: usize = 20;
     /// Every reason, in counter order.
     pub const ALL: [DropReason; Self::COUNT] = [
         Self::Malformed,
@@ -55,6 +58,7 @@ impl DropReason {
         Self::BadMac1,
         Self::CookieRequired,
         Self::RateLimited,
+        Self::CookieCapped,
         Self::HandshakeFailed,
         Self::UnknownPeer,
         Self::StaleTimestamp,
@@ -79,6 +83,7 @@ impl DropReason {
             Self::BadMac1 => "bad_mac1",
             Self::CookieRequired => "cookie_required",
             Self::RateLimited => "rate_limited",
+            Self::CookieCapped => "cookie_capped",
             Self::HandshakeFailed => "handshake_failed",
             Self::UnknownPeer => "unknown_peer",
             Self::StaleTimestamp => "stale_timestamp",

@@ -23,6 +23,7 @@
 //! authenticated packet within [`DIRECT_FRESH`]; each path change restarts the link's
 //! measurement windows and is reported.
 
+mod handshakes;
 mod report;
 mod socket;
 pub(crate) mod tun;
@@ -53,6 +54,7 @@ use swarm_core::tunnel::{
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
+use handshakes::{is_handshake, HandshakeQueue, HANDSHAKE_BUDGET};
 pub use report::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
 use socket::{SendFailure, Sockets, BATCH, RX_BUF};
 use tun::Tun;
@@ -192,6 +194,8 @@ pub(crate) struct DataPlane {
     nat: NatProbe,
     /// Hole punches to peers behind NATs.
     puncher: Puncher<PeerId>,
+    /// Handshake messages waiting for their turn after data.
+    handshakes: HandshakeQueue,
     /// Answers to binding requests, waiting for the next flush (bounded).
     bindings: VecDeque<(SocketAddr, Option<IpAddr>, [u8; BINDING_LEN])>,
     /// Binding requests answered per source, at most.
@@ -251,6 +255,7 @@ impl DataPlane {
             forward: Forward::default(),
             nat: NatProbe::new(ProbeConfig::default(), seed),
             puncher: Puncher::new(PunchConfig::default()),
+            handshakes: HandshakeQueue::default(),
             bindings: VecDeque::new(),
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             relayed: HashMap::new(),
@@ -276,6 +281,7 @@ impl DataPlane {
     /// The counters, the VPN device's included.
     pub(crate) fn stats(&self) -> DataPlaneStats {
         let mut stats = self.stats;
+        stats.handshakes_queued = self.handshakes.len();
         if let Some(tun) = &self.vpn {
             stats.tun = tun.stats;
         }
@@ -547,13 +553,41 @@ impl DataPlane {
         self.tunnels.public_key()
     }
 
-    /// Drops by reason over the whole data plane.
+    /// Drops by reason over the whole data plane: the tunnels', the handshake queue's
+    /// (`handshake_queue_full`), and the kernel's on the tunnel sockets
+    /// (`socket_receive_buffer`: datagrams that never reached the node).
     pub(crate) fn drops(&self) -> Vec<(&'static str, u64)> {
-        self.tunnels.drops().nonzero().map(|(r, n)| (r.as_str(), n)).collect()
+        let mut drops: Vec<_> = self.tunnels.drops().nonzero().map(|(r, n)| (r.as_str(), n)).collect();
+        drops.push(("handshake_queue_full", self.handshakes.dropped));
+        drops.push(("socket_receive_buffer", self.sockets.kernel_drops()));
+        drops.retain(|(_, n)| *n > 0);
+        drops
+    }
+
+    /// Handles queued handshake messages for at most [`HANDSHAKE_BUDGET`]; what is left
+    /// waits for the next turn (see [`Self::poll_timeout`]).
+    pub(crate) fn handle_handshakes(&mut self, now: Instant) {
+        if self.handshakes.loaded() {
+            self.tunnels.mark_loaded(now);
+        }
+        let start = Instant::now();
+        let mut handled = 0u32;
+        while let Some(mut queued) = self.handshakes.pop() {
+            // Handshakes, cookie replies and their drops: nothing to deliver, only to
+            // send (flushed with the rest) and count (by the tunnels).
+            let (src, kind) = (queued.src, queued.bytes()[0]);
+            let result = self.tunnels.handle_datagram(now, src, queued.bytes()).map(|_| ());
+            tracing::trace!(%src, kind, ?result, "handshake message");
+            handled += 1;
+            if handled.is_multiple_of(8) && start.elapsed() >= HANDSHAKE_BUDGET {
+                break;
+            }
+        }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         [
+            self.handshakes.poll_timeout(),
             self.tunnels.poll_timeout(),
             self.links.poll_timeout(),
             self.nat.poll_timeout(),
@@ -567,6 +601,7 @@ impl DataPlane {
     /// Tunnel timers, then the links: their counters when the judge is due, probes,
     /// judgements.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.handle_handshakes(now);
         self.tunnels.handle_timeout(now);
         self.nat.handle_timeout(now);
         self.puncher.handle_timeout(now);
@@ -693,6 +728,11 @@ impl DataPlane {
             }
             if binding::is_binding(datagram) {
                 return self.on_binding(now, src, dst, start, end);
+            }
+            if is_handshake(datagram) {
+                // After the data, within a budget (see `handshakes`).
+                self.handshakes.push(now, src, datagram);
+                return;
             }
         }
         let received = if pinned {

@@ -31,6 +31,8 @@ pub struct DataPlaneStats {
     pub initiations_answered_late: u64,
     /// Socket errors other than a full buffer.
     pub socket_errors: u64,
+    /// Handshake messages waiting for their turn after data.
+    pub handshakes_queued: usize,
     /// Binding requests not answered (rate limit, full queue) or malformed.
     pub bindings_refused: u64,
     /// Receive buffer the kernel granted, bytes.

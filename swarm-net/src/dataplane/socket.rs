@@ -143,6 +143,27 @@ impl Sockets {
         }
     }
 
+    /// Datagrams the kernel dropped on these sockets (receive buffer full, or refused by
+    /// a filter) since they were opened: the socket's drop counter, which `SO_RXQ_OVFL`
+    /// reports per message and `/proc/net/udp` per socket, read from the latter (found by
+    /// the socket's inode), so the node counts what never reached it.
+    pub(super) fn kernel_drops(&self) -> u64 {
+        use std::os::fd::AsRawFd as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let inodes: Vec<u64> = self
+            .slots
+            .iter()
+            .flatten()
+            .filter_map(|s| std::fs::metadata(format!("/proc/self/fd/{}", s.socket.as_raw_fd())).ok())
+            .map(|m| m.ino())
+            .collect();
+        ["/proc/self/net/udp", "/proc/self/net/udp6"]
+            .iter()
+            .filter_map(|path| std::fs::read_to_string(path).ok())
+            .map(|table| udp_table_drops(&table, &inodes))
+            .sum()
+    }
+
     /// How many socket slots there are (one per address family).
     pub(super) fn families(&self) -> usize {
         self.slots.len()
@@ -200,5 +221,58 @@ impl Sockets {
                 }
             }
         }
+    }
+}
+
+/// The drops column of the sockets with `inodes` in a `/proc/net/udp` table (columns:
+/// sl, local, remote, st, queues, tr, retrnsmt, uid, timeout, inode, ref, pointer, drops).
+fn udp_table_drops(table: &str, inodes: &[u64]) -> u64 {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let inode: u64 = fields.get(9)?.parse().ok()?;
+            inodes.contains(&inode).then(|| fields.get(12)?.parse::<u64>().ok()).flatten()
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_drops_column_is_read_for_our_sockets_only() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops
+  1: 00000000:10F2 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17
+  2: 00000000:10F3 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 5
+";
+        assert_eq!(udp_table_drops(table, &[4242]), 17);
+        assert_eq!(udp_table_drops(table, &[4242, 4243]), 22);
+        assert_eq!(udp_table_drops(table, &[1]), 0);
+        assert_eq!(
+            udp_table_drops(
+                "garbage
+more garbage",
+                &[1]
+            ),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn datagrams_the_kernel_drops_are_counted() {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        // The smallest buffer the kernel grants, and nobody reading.
+        let (sockets, _) = Sockets::new(vec![socket], 1).unwrap();
+        assert_eq!(sockets.kernel_drops(), 0);
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            let _ = sender.send_to(&[0u8; 1200], addr);
+        }
+        let drops = sockets.kernel_drops();
+        assert!(drops > 100, "{drops} of 200 dropped by a full buffer");
     }
 }

@@ -180,6 +180,8 @@ impl Driver {
                             break;
                         }
                     }
+                    // Handshakes after the data they arrived with, within a budget.
+                    self.dataplane.handle_handshakes(Instant::now());
                     if self.dataplane.vpn_packets() != vpn_before {
                         self.spin().await;
                     }

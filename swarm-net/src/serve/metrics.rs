@@ -422,6 +422,9 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         stats.connected_peers as f64,
     );
     one(registry, "records", "Records in the view, this node's own included", stats.records as f64);
+    gauge(registry, "tunnel_handshakes_queued", "Handshake messages waiting for their turn after data")
+        .get_or_create(&vec![])
+        .set(stats.dataplane.handshakes_queued as f64);
     let buffers = gauge(registry, "udp_buffer_bytes", "The tunnel socket's kernel buffers, by direction");
     buffers.get_or_create(&dir("recv")).set(stats.dataplane.recv_buffer as f64);
     buffers.get_or_create(&dir("send")).set(stats.dataplane.send_buffer as f64);

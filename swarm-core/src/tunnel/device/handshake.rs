@@ -15,7 +15,7 @@ use super::super::wire::{
     CookieReply, Initiation, Response, COOKIE_REPLY_LEN, INITIATION_LEN, RESPONSE_LEN, TYPE_INITIATION,
     TYPE_RESPONSE,
 };
-use super::peer::{Control, PendingInitiation};
+use super::peer::{Control, PendingInitiation, SentResponse};
 use super::timer::Timer;
 use super::{new_index, retire, slot_mut, DropReason, PeerHandle, Received, TunnelEvent, Tunnels};
 
@@ -46,6 +46,12 @@ impl LoadMeter {
 const INITIATION_MIN_INTERVAL: Duration = Duration::from_millis(20);
 
 impl Tunnels {
+    /// Puts the node under load for the next second, whatever the handshake rate: the
+    /// caller's handshake queue is filling up (WireGuard's "queue over half full").
+    pub fn mark_loaded(&mut self, now: Instant) {
+        self.load.loaded_until = Some(now + Duration::from_secs(1));
+    }
+
     /// Sends a handshake initiation, at most one per rekey timeout unless `force`.
     pub(super) fn initiate(&mut self, now: Instant, h: PeerHandle, force: bool) {
         let timers = self.config.timers;
@@ -111,6 +117,10 @@ impl Tunnels {
             return Ok(());
         }
         if !self.checker.check_mac2(now, &mut self.rng, src, &msg[..mac2_at], &msg[mac2_at..]) {
+            let all = std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+            if !self.cookie_per_source.allow(now, src.ip()) || !self.cookie_total.allow(now, all) {
+                return Err(self.count(None, DropReason::CookieCapped));
+            }
             let mut reply = [0u8; COOKIE_REPLY_LEN];
             self.checker.seal_reply(now, &mut self.rng, src, sender, &msg[mac1_at..mac2_at], &mut reply);
             let mut bytes = [0u8; INITIATION_LEN];
@@ -210,6 +220,10 @@ impl Tunnels {
         }
         let Some(peer) = slot_mut(&mut self.slots, h) else { return Err(DropReason::UnknownPeer) };
         peer.jar.stamp(now, &peer.mac1_key, &mut bytes[..RESPONSE_LEN]);
+        let mut kept = [0u8; RESPONSE_LEN];
+        kept.copy_from_slice(&bytes[..RESPONSE_LEN]);
+        peer.response =
+            Some(Box::new(SentResponse { local_index: local, destination: src, sent_at: now, bytes: kept }));
         let (i2r, r2i) = state.dangerously_get_raw_split();
         let (i2r, r2i) = (Zeroizing::new(i2r), Zeroizing::new(r2i));
         let session = Session::new(local, sender, &r2i, &i2r, now, false);
@@ -295,8 +309,28 @@ impl Tunnels {
         // The responder is under load and refused our initiation for want of mac2: retry
         // at once with it, rather than at the 5 s retransmission (one retry per valid
         // reply, which only the responder can make for our last initiation).
-        if peer.initiation.is_some() {
+        if peer.initiation.as_ref().is_some_and(|p| p.local_index == m.receiver()) {
             self.initiate(now, h, true);
+            return Ok(Received::Handshake { peer: h });
+        }
+        // The initiator is under load and refused our response for want of mac2: send it
+        // again with mac2, once, while its initiation can still be waiting for it.
+        let fresh = |r: &SentResponse| {
+            r.local_index == m.receiver() && now < r.sent_at + self.config.timers.rekey_timeout
+        };
+        if let Some(mut r) = peer.response.take().filter(|r| fresh(r)) {
+            peer.jar.stamp(now, &peer.mac1_key, &mut r.bytes);
+            let mut bytes = [0u8; INITIATION_LEN];
+            bytes[..RESPONSE_LEN].copy_from_slice(&r.bytes);
+            peer.counters.tx_bytes += RESPONSE_LEN as u64;
+            peer.counters.tx_packets += 1;
+            peer.last_sent = Some(now);
+            self.push_control(Control::Handshake {
+                destination: r.destination,
+                peer: Some(h),
+                len: RESPONSE_LEN,
+                bytes,
+            });
         }
         Ok(Received::Handshake { peer: h })
     }

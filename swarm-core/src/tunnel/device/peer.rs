@@ -12,7 +12,7 @@ use super::super::mac::{cookie_key, mac1_key};
 use super::super::replay::REJECT_AFTER_MESSAGES;
 use super::super::session::Session;
 use super::super::tai64n::Tai64N;
-use super::super::wire::{INITIATION_LEN, TRANSPORT_HEADER_LEN};
+use super::super::wire::{INITIATION_LEN, RESPONSE_LEN, TRANSPORT_HEADER_LEN};
 use super::sessions::{Sessions, Slot};
 use super::timer::{Timer, TimerTable};
 use super::DropReason;
@@ -22,6 +22,16 @@ pub(super) struct PendingInitiation {
     pub(super) state: HandshakeState,
     pub(super) local_index: u32,
     pub(super) sent_at: Instant,
+}
+
+/// The last response this node sent as responder, kept until a session confirms it, so
+/// that a cookie reply to it (the initiator is under load) brings it again at once with
+/// mac2, instead of the initiator's retry 5 s later.
+pub(super) struct SentResponse {
+    pub(super) local_index: u32,
+    pub(super) destination: SocketAddr,
+    pub(super) sent_at: Instant,
+    pub(super) bytes: [u8; RESPONSE_LEN],
 }
 
 #[derive(Default, Clone, Copy)]
@@ -43,6 +53,7 @@ pub(super) struct Peer {
     /// When an authenticated packet last came from `endpoint`.
     pub(super) endpoint_seen: Option<Instant>,
     pub(super) initiation: Option<PendingInitiation>,
+    pub(super) response: Option<Box<SentResponse>>,
     pub(super) sessions: Sessions,
     pub(super) last_timestamp: Option<Tai64N>,
     pub(super) last_sent_timestamp: Option<Tai64N>,
@@ -69,6 +80,7 @@ impl Peer {
             endpoint,
             endpoint_seen: None,
             initiation: None,
+            response: None,
             sessions: Sessions::default(),
             last_timestamp: None,
             last_sent_timestamp: None,
