@@ -11,7 +11,9 @@ use std::time::Duration;
 use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
-use libp2p::{autonat, connection_limits, dcutr, gossipsub, identify, kad, relay, PeerId, StreamProtocol};
+use libp2p::{
+    autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay, PeerId, StreamProtocol,
+};
 use swarm_core::record::Namespace;
 
 use crate::config::{NodeConfig, RelayMode};
@@ -52,6 +54,10 @@ pub(crate) struct Behaviour {
     pub(crate) admission: crate::admission::Admission,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
+    /// A ping every second on every connection; one unanswered for 2 s closes the
+    /// connection, so a dead one (a partition, a peer gone without a FIN) is replaced
+    /// within seconds rather than after TCP's retransmission backoff.
+    pub(crate) ping: ping::Behaviour,
     pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Mdns,
@@ -65,6 +71,11 @@ pub(crate) struct Behaviour {
     /// Raw streams: relayed tunnels (`crate::tunnel_relay`).
     pub(crate) streams: libp2p_stream::Behaviour,
 }
+
+/// How often each connection is pinged.
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
+/// A ping unanswered this long closes its connection.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the behaviours could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +127,9 @@ impl Behaviour {
             admission: crate::admission::Admission::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify,
+            ping: ping::Behaviour::new(
+                ping::Config::new().with_interval(PING_INTERVAL).with_timeout(PING_TIMEOUT),
+            ),
             kad,
             gossipsub,
             mdns: mdns(config, peer_id)?,

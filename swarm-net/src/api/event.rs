@@ -159,6 +159,11 @@ pub struct NodeStats {
     pub autonat: AutonatStats,
     /// Inbound connections refused: too many from one address were being set up.
     pub connections_denied: u64,
+    /// libp2p connections closed because a ping went unanswered for 2 s.
+    pub dead_connections: u64,
+    /// Lease requests sent again on a fresh connection after the first timed out or
+    /// lost its connection.
+    pub lease_retries: u64,
 }
 
 /// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our

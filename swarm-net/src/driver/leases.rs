@@ -14,6 +14,16 @@ use swarm_core::place::LeasedGpus;
 use super::{Driver, LeaseWaiter};
 use crate::api::NodeError;
 
+/// A lease request sent, waiting for its answer.
+pub(crate) struct PendingLease {
+    peer: PeerId,
+    reply: LeaseWaiter,
+    /// Kept to send again once: on a fresh connection, after a timeout or a lost
+    /// connection (reservations are idempotent per holder and task, renewals and
+    /// releases by nature).
+    request: Option<LeaseRequest>,
+}
+
 impl Driver {
     /// Answers a lease request of our own at once; sends one to a peer.
     pub(super) fn lease_request(&mut self, peer: PeerId, request: LeaseRequest, reply: LeaseWaiter) {
@@ -23,8 +33,8 @@ impl Driver {
             self.answer_lease_waiter(peer, reply, Ok(response));
             return;
         }
-        let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
-        self.lease_waiters.insert(id, (peer, reply));
+        let id = self.swarm.behaviour_mut().lease.send_request(&peer, request.clone());
+        self.lease_waiters.insert(id, PendingLease { peer, reply, request: Some(request) });
     }
 
     /// Hands a lease answer to its asker. A grant whose asker is gone (its `place` future
@@ -69,10 +79,24 @@ impl Driver {
         id: request_response::OutboundRequestId,
         answer: Result<LeaseResponse, request_response::OutboundFailure>,
     ) {
-        if let Some((peer, reply)) = self.lease_waiters.remove(&id) {
-            let answer = answer.map_err(|e| NodeError::Lease { peer, source: std::sync::Arc::new(e) });
-            self.answer_lease_waiter(peer, reply, answer);
+        let Some(mut pending) = self.lease_waiters.remove(&id) else { return };
+        let peer = pending.peer;
+        let retry = matches!(
+            answer,
+            Err(request_response::OutboundFailure::Timeout
+                | request_response::OutboundFailure::ConnectionClosed)
+        );
+        if let (true, Some(request)) = (retry, pending.request.take()) {
+            // A dead connection is closed by ping within 3 s (its requests fail as
+            // `ConnectionClosed`), so this goes on a live or freshly dialled one.
+            tracing::debug!(%peer, error = ?answer.as_ref().err(), "lease request retried on a fresh connection");
+            self.stats.lease_retries += 1;
+            let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
+            self.lease_waiters.insert(id, pending);
+            return;
         }
+        let answer = answer.map_err(|e| NodeError::Lease { peer, source: std::sync::Arc::new(e) });
+        self.answer_lease_waiter(peer, pending.reply, answer);
     }
 
     /// Puts the leased GPUs, when they changed, into the local record and publishes it

@@ -97,7 +97,7 @@ pub(crate) struct Driver {
     metrics_tasks: Vec<JoinHandle<()>>,
     leases: Leases,
     /// Our lease requests to peers, waiting for their answer.
-    lease_waiters: HashMap<OutboundRequestId, (PeerId, LeaseWaiter)>,
+    lease_waiters: HashMap<OutboundRequestId, leases::PendingLease>,
     /// Throughput tests waiting for their figure.
     throughput_waiters: HashMap<PeerId, ThroughputWaiter>,
     /// Pings waiting for their answer (one per peer: a newer one replaces it).

@@ -440,6 +440,18 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "Inbound libp2p connections refused: too many from one address were being set up",
         stats.connections_denied,
     );
+    n(
+        registry,
+        "libp2p_dead_connections_closed",
+        "libp2p connections closed because a ping went unanswered for 2 s",
+        stats.dead_connections,
+    );
+    n(
+        registry,
+        "lease_requests_retried",
+        "Lease requests sent again on a fresh connection after a timeout or a lost connection",
+        stats.lease_retries,
+    );
     let bytes = counter(registry, "libp2p_bytes", "Bytes over all libp2p connections, by direction");
     bytes.get_or_create(&dir("in")).inc_by(stats.bytes_in);
     bytes.get_or_create(&dir("out")).inc_by(stats.bytes_out);
