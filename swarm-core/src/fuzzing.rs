@@ -52,12 +52,17 @@ pub fn view_ingest(data: &[u8]) {
     }
 }
 
-/// Parses `data` as a WireGuard message and reads every field; marks its counter in a
-/// replay window and checks the window's invariant.
+/// Parses `data` as a WireGuard message and reads every field; then drives the rest as
+/// a sequence of counters through one replay window (each 3 bytes: a step forward or
+/// back from the highest counter seen, so the window slides, wraps its words, and sees
+/// old, duplicate and out-of-order counters), checked against a model: a counter is
+/// accepted once, never when it is [`WINDOW`] or more behind the highest, always when it
+/// is new and inside the window.
+///
+/// [`WINDOW`]: crate::tunnel::replay::WINDOW
 pub fn tunnel_wire(data: &[u8]) {
-    use crate::tunnel::replay::ReplayWindow;
+    use crate::tunnel::replay::{ReplayWindow, REJECT_AFTER_MESSAGES, WINDOW};
     use crate::tunnel::wire::Message;
-    let mut window = ReplayWindow::new();
     match Message::parse(data) {
         Ok(Message::Initiation(m)) => {
             let _ = (m.sender(), m.noise(), m.mac1(), m.mac2(), m.mac1_input(), m.mac2_input());
@@ -70,11 +75,33 @@ pub fn tunnel_wire(data: &[u8]) {
         }
         Ok(Message::Transport(m)) => {
             let _ = (m.receiver(), m.sealed());
-            if window.mark(m.counter()).is_ok() {
-                assert!(window.mark(m.counter()).is_err(), "a counter is accepted once");
-            }
         }
         Err(_) => {}
+    }
+    let mut window = ReplayWindow::new();
+    let mut accepted = std::collections::HashSet::new();
+    let mut highest: Option<u64> = None;
+    for step in data.chunks_exact(3) {
+        // Top bit: backwards; the rest: how far (up to 8 M), scaled so big jumps happen.
+        let raw = u32::from_le_bytes([step[0], step[1], step[2], 0]);
+        let back = raw & 0x80_0000 != 0;
+        let distance = u64::from(raw & 0x7F_FFFF) >> (step[2] & 3);
+        let base = highest.unwrap_or(0);
+        let counter = if back { base.saturating_sub(distance) } else { base.saturating_add(distance) };
+        let result = window.mark(counter);
+        let fresh = !accepted.contains(&counter);
+        let inside = highest.is_none_or(|h| counter > h || h - counter < WINDOW);
+        if counter >= REJECT_AFTER_MESSAGES {
+            assert!(result.is_err(), "counter {counter} past the limit");
+        } else if fresh && inside {
+            assert!(result.is_ok(), "new counter {counter} inside the window (highest {highest:?})");
+        } else {
+            assert!(result.is_err(), "counter {counter} replayed or too old (highest {highest:?})");
+        }
+        if result.is_ok() {
+            accepted.insert(counter);
+            highest = Some(highest.map_or(counter, |h| h.max(counter)));
+        }
     }
 }
 
@@ -92,11 +119,11 @@ pub fn tunnel_record(data: &[u8]) {
 /// four GPUs, for one of two holders), as a response and as an advert. No GPU is ever held twice, or held outside the four.
 pub fn lease_messages(data: &[u8]) {
     use crate::place::wire::{LeaseRequest, LeaseResponse};
-    use crate::place::{LeaseConfig, LeaseService, LeaseTable, LeasedGpus};
-    #[allow(clippy::disallowed_methods)]
-    let t0 = Instant::now();
-    let devices = (0..4).map(fuzz_gpu).collect();
-    let mut service = LeaseService::new(LeaseTable::new_first_start(t0, LeaseConfig::default()), devices);
+    use crate::place::LeasedGpus;
+    // A service with history (leases granted, renewed, released), built once and
+    // restored per input: inputs start deep instead of from an empty table.
+    let (t0, prepared) = prepared_lease_service();
+    let mut service = prepared.clone();
     let mut rest = data;
     let mut step = 0u64;
     while let Some((&head, tail)) = rest.split_first() {
@@ -119,6 +146,42 @@ pub fn lease_messages(data: &[u8]) {
         assert!(held.len() == n && held.iter().all(|g| *g < 4), "{held:?}");
         rest = next;
     }
+}
+
+/// The lease service [`lease_messages`] starts from (and its epoch): four GPUs, two
+/// holders, leases granted, one renewed, one released, one still held.
+fn prepared_lease_service() -> &'static (Instant, crate::place::LeaseService) {
+    use crate::place::wire::{GpuDemand, LeaseRequest};
+    use crate::place::{LeaseConfig, LeaseService, LeaseTable};
+    static PREPARED: std::sync::OnceLock<(Instant, LeaseService)> = std::sync::OnceLock::new();
+    PREPARED.get_or_init(|| {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let devices = (0..4).map(fuzz_gpu).collect();
+        let mut service = LeaseService::new(LeaseTable::new_first_start(t0, LeaseConfig::default()), devices);
+        let reserve = |task: &str, count| LeaseRequest::Reserve {
+            task: crate::bounded::BoundedString::try_new(task).unwrap_or_default(),
+            demand: GpuDemand {
+                count,
+                min_memory_mib: 0,
+                min_compute_capability: None,
+                models: crate::bounded::BoundedVec::new(),
+            },
+            ttl_ms: 60_000,
+        };
+        for (holder, request) in [
+            (0u8, reserve("a", 1)),
+            (1, reserve("b", 2)),
+            (0, LeaseRequest::Renew { lease: 1, ttl_ms: 30_000 }),
+            (1, LeaseRequest::Release { lease: 2 }),
+            (1, reserve("c", 1)),
+        ] {
+            let _ = service.handle(t0, author(holder), request);
+            while service.poll_event().is_some() {}
+            let _ = service.poll_advert();
+        }
+        (t0, service)
+    })
 }
 
 /// GPU `index` of the fuzzed node: an idle 80 GB A100.
@@ -412,6 +475,55 @@ mod tests {
                 [&[0u8][..], &crate::nat::binding::request(&[5; 12])].concat(),
             ),
         ]
+    }
+
+    /// Inputs per second of each target, without sanitizers (what a soak's length is
+    /// planned from): for one second each, corpus seeds with random bytes flipped, and
+    /// random inputs up to libFuzzer's default 4 096 bytes.
+    /// `cargo test --release -p swarm-mesh-core --lib fuzzing -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "a measurement: prints each target's inputs per second"]
+    fn inputs_per_second() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for (target, run) in [
+            ("record_decode", record_decode as fn(&[u8])),
+            ("view_ingest", view_ingest),
+            ("tunnel_record", tunnel_record),
+            ("tunnel_wire", tunnel_wire),
+            ("tunnel_responder", tunnel_responder),
+            ("lease_messages", lease_messages),
+            ("nat_messages", nat_messages),
+        ] {
+            let seeds: Vec<Vec<u8>> = std::fs::read_dir(corpus_dir(target))
+                .unwrap()
+                .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+                .collect();
+            #[allow(clippy::disallowed_methods)]
+            let start = Instant::now();
+            let mut inputs = 0u64;
+            while start.elapsed() < Duration::from_secs(1) {
+                let mut input = if inputs % 2 == 0 {
+                    seeds[(next() as usize) % seeds.len()].clone()
+                } else {
+                    (0..next() % 4097).map(|_| next() as u8).collect()
+                };
+                for _ in 0..(next() % 8) {
+                    if !input.is_empty() {
+                        let at = (next() as usize) % input.len();
+                        input[at] ^= next() as u8;
+                    }
+                }
+                run(&input);
+                inputs += 1;
+            }
+            println!("{target}: {:.0} inputs/s", inputs as f64 / start.elapsed().as_secs_f64());
+        }
     }
 
     /// Replays every file of the checked-in corpus through its target. Set

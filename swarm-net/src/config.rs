@@ -174,13 +174,19 @@ pub enum BuildError {
     /// The transports or behaviours could not be set up.
     #[error("cannot set up the network stack: {0}")]
     Network(String),
-    /// A listen address could not be bound.
-    #[error("cannot listen on {addr}: {detail}")]
+    /// A listen address could not be bound. The OS's reason is the [`source`]; print
+    /// the chain (`{:#}` with anyhow) to see it.
+    ///
+    /// [`source`]: std::error::Error::source
+    #[error("cannot listen on {addr}{hint}")]
     Listen {
         /// The address.
         addr: Multiaddr,
+        /// A hint for people (`" (is another node using that port?)"`), or empty.
+        hint: &'static str,
         /// Why.
-        detail: String,
+        #[source]
+        source: std::sync::Arc<std::io::Error>,
     },
     /// Another process runs a node on this identity file (it holds `<file>.lock`).
     #[error("{path} is in use by another running node (it holds {path}.lock); stop it, or give this node its own --identity")]

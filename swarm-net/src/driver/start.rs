@@ -302,9 +302,7 @@ fn listen(
     let mut listeners = Vec::new();
     for addr in &config.listen {
         probe_tcp_port(addr)?;
-        let id = swarm
-            .listen_on(addr.clone())
-            .map_err(|e| BuildError::Listen { addr: addr.clone(), detail: error_chain(&e) })?;
+        let id = swarm.listen_on(addr.clone()).map_err(|e| listen_error(addr, "", transport_error(e)))?;
         listeners.push((id, addr.clone()));
     }
     let topic = records_topic(&config.namespace);
@@ -383,7 +381,9 @@ impl Driver {
         while !pending.is_empty() {
             let Ok(event) = tokio::time::timeout_at(deadline, self.swarm.select_next_some()).await else {
                 let (_, addr) = pending.swap_remove(0);
-                return Err(BuildError::Listen { addr, detail: "timed out".to_owned() });
+                let timeout =
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "no listener came up in time");
+                return Err(listen_error(&addr, "", timeout));
             };
             if let Some(e) = listen_failure(&pending, &event) {
                 return Err(e);
@@ -445,29 +445,43 @@ fn probe_tcp_port(addr: &Multiaddr) -> Result<(), BuildError> {
         }
     }
     match (ip, port) {
-        (Some(ip), Some(port)) if port != 0 => {
-            std::net::TcpListener::bind((ip, port)).map(drop).map_err(|e| BuildError::Listen {
-                addr: addr.clone(),
-                detail: format!("{e} (is another node using that port?)"),
-            })
-        }
+        (Some(ip), Some(port)) if port != 0 => std::net::TcpListener::bind((ip, port))
+            .map(drop)
+            .map_err(|e| listen_error(addr, " (is another node using that port?)", e)),
         _ => Ok(()),
     }
 }
 
 /// The error of a pending listener that `event` says closed or failed.
 fn listen_failure<E>(pending: &[(ListenerId, Multiaddr)], event: &SwarmEvent<E>) -> Option<BuildError> {
-    let (listener_id, detail) = match event {
+    let (listener_id, error) = match event {
         SwarmEvent::ListenerClosed { listener_id, reason, .. } => {
-            let detail = match reason {
-                Err(e) => error_chain(e),
-                Ok(()) => "closed".to_owned(),
+            let error = match reason {
+                Err(e) => std::io::Error::new(e.kind(), error_chain(e)),
+                Ok(()) => std::io::Error::other("the listener closed"),
             };
-            (listener_id, detail)
+            (listener_id, error)
         }
-        SwarmEvent::ListenerError { listener_id, error } => (listener_id, error_chain(error)),
+        SwarmEvent::ListenerError { listener_id, error } => {
+            (listener_id, std::io::Error::new(error.kind(), error_chain(error)))
+        }
         _ => return None,
     };
     let (_, addr) = pending.iter().find(|(id, _)| id == listener_id)?;
-    Some(BuildError::Listen { addr: addr.clone(), detail })
+    Some(listen_error(addr, "", error))
+}
+
+fn listen_error(addr: &Multiaddr, hint: &'static str, source: std::io::Error) -> BuildError {
+    BuildError::Listen { addr: addr.clone(), hint, source: std::sync::Arc::new(source) }
+}
+
+/// A transport's refusal as the I/O error it carries (or says it is).
+fn transport_error(e: libp2p::TransportError<std::io::Error>) -> std::io::Error {
+    match e {
+        libp2p::TransportError::Other(e) => e,
+        libp2p::TransportError::MultiaddrNotSupported(addr) => std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            format!("no transport for {addr} (use /ip4|ip6/.../tcp/PORT or .../udp/PORT/quic-v1)"),
+        ),
+    }
 }
