@@ -122,7 +122,7 @@ pub fn lease_messages(data: &[u8]) {
     use crate::place::LeasedGpus;
     // A service with history (leases granted, renewed, released), built once and
     // restored per input: inputs start deep instead of from an empty table.
-    let (t0, prepared) = prepared_lease_service();
+    let &(t0, ref prepared) = prepared_lease_service();
     let mut service = prepared.clone();
     let mut rest = data;
     let mut step = 0u64;
@@ -508,7 +508,7 @@ mod tests {
             let start = Instant::now();
             let mut inputs = 0u64;
             while start.elapsed() < Duration::from_secs(1) {
-                let mut input = if inputs % 2 == 0 {
+                let mut input = if inputs.is_multiple_of(2) {
                     seeds[(next() as usize) % seeds.len()].clone()
                 } else {
                     (0..next() % 4097).map(|_| next() as u8).collect()

@@ -171,9 +171,9 @@ pub enum BuildError {
     /// The GPU probe failed at start.
     #[error("GPU probe failed: {0}")]
     Gpu(#[from] swarm_gpu::ProbeError),
-    /// The transports or behaviours could not be set up.
-    #[error("cannot set up the network stack: {0}")]
-    Network(String),
+    /// The transports or behaviours could not be set up (the libp2p error is the source).
+    #[error("cannot set up the network stack")]
+    Network(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// A listen address could not be bound. The OS's reason is the [`source`]; print
     /// the chain (`{:#}` with anyhow) to see it.
     ///

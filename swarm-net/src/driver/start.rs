@@ -106,7 +106,7 @@ async fn identity(
             false => NodeIdentity::load_or_create(&path),
         })
         .await
-        .map_err(|e| BuildError::Network(e.to_string()))??,
+        .map_err(network_error)??,
     };
     Ok((identity, restarted, identity_file, lock))
 }
@@ -115,9 +115,7 @@ async fn identity(
 async fn sample_gpus(
     probe: std::sync::Arc<dyn swarm_gpu::GpuProbe>,
 ) -> Result<(GpuSnapshot, GpuChangeFilter), BuildError> {
-    let gpus = tokio::task::spawn_blocking(move || probe.sample())
-        .await
-        .map_err(|e| BuildError::Network(e.to_string()))??;
+    let gpus = tokio::task::spawn_blocking(move || probe.sample()).await.map_err(network_error)??;
     let mut filter = GpuChangeFilter::new(GpuChangePolicy::default());
     filter.handle_sample(Instant::now(), &gpus);
     Ok((gpus, filter))
@@ -264,7 +262,7 @@ fn build_swarm(
     lease_codec: &LeaseCodec,
     gate: &Arc<RelayGate>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
-    let net_err = |e: &dyn std::fmt::Display| BuildError::Network(e.to_string());
+    let net_err = |e: &dyn std::fmt::Display| network_error(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
         .with_tokio()
         .with_quic()
@@ -306,7 +304,7 @@ fn listen(
         listeners.push((id, addr.clone()));
     }
     let topic = records_topic(&config.namespace);
-    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(|e| BuildError::Network(e.to_string()))?;
+    swarm.behaviour_mut().gossipsub.subscribe(&topic).map_err(network_error)?;
     if !config.listen.is_empty() {
         swarm.behaviour_mut().kad.set_mode(Some(kad::Mode::Server));
     }
@@ -469,6 +467,10 @@ fn listen_failure<E>(pending: &[(ListenerId, Multiaddr)], event: &SwarmEvent<E>)
     };
     let (_, addr) = pending.iter().find(|(id, _)| id == listener_id)?;
     Some(listen_error(addr, "", error))
+}
+
+fn network_error(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> BuildError {
+    BuildError::Network(std::sync::Arc::from(e.into()))
 }
 
 fn listen_error(addr: &Multiaddr, hint: &'static str, source: std::io::Error) -> BuildError {

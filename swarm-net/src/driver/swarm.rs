@@ -24,14 +24,16 @@ impl Driver {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(e)) => self.handle_gossip(e),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(e)) => self.handle_identify(e),
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event { peer, connection, result })) => {
-                if let Err(error) = result {
-                    // Dead (or too slow to matter): closed, so requests and discovery use
-                    // a fresh connection rather than wait out TCP's backoff on this one.
-                    tracing::debug!(%peer, %error, "ping failed: closing the connection");
-                    self.stats.dead_connections += 1;
-                    self.swarm.close_connection(connection);
-                }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
+                peer,
+                connection,
+                result: Err(error),
+            })) => {
+                // Dead (or too slow to matter): closed, so requests and discovery use a
+                // fresh connection rather than wait out TCP's backoff on this one.
+                tracing::debug!(%peer, %error, "ping failed: closing the connection");
+                self.stats.dead_connections += 1;
+                self.swarm.close_connection(connection);
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
