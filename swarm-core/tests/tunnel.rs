@@ -379,6 +379,32 @@ fn an_initiator_under_load_gets_the_response_again_with_mac2() {
     );
 }
 
+/// A copy of two tunnels after their handshake carries on like the original (the same
+/// sessions, the same counters), independently of it; no copy while a handshake is
+/// under way.
+#[test]
+fn a_copy_of_established_tunnels_carries_on_independently() {
+    let mut n = pair();
+    n.s[0].t.open(n.now, n.s[0].peer);
+    assert!(n.s[0].t.try_clone([9; 32]).is_none(), "a handshake is under way");
+    n.send(0, b"before").unwrap();
+    n.run_for(Duration::from_millis(50));
+    assert_eq!(n.s[1].got, vec![b"before".to_vec()]);
+    let (mut a2, mut b2) = (n.s[0].t.try_clone([9; 32]).unwrap(), n.s[1].t.try_clone([10; 32]).unwrap());
+    let (pa, from) = (n.s[0].peer, n.s[0].addr);
+    // Both the original and the copy send the same next counter; each receiver takes its own.
+    let mut out = [0u8; 256];
+    let [s0, s1] = &mut n.s;
+    for (a, b) in [(&mut a2, &mut b2), (&mut s0.t, &mut s1.t)] {
+        let t = a.send_datagram(n.now, pa, b"after", &mut out).unwrap().unwrap();
+        let mut d = out[..t.len].to_vec();
+        assert!(
+            matches!(b.handle_datagram(n.now, from, &mut d), Ok(Received::Data { .. })),
+            "the copy and the original each accept their packet"
+        );
+    }
+}
+
 /// A valid-mac1 flood (random content, the victim's mac1 key) under load gets few cookie
 /// replies: 5 at once and 20 a second per source, 2 000 a second in all; the rest is
 /// dropped as `cookie_capped`, and a fresh source still gets its reply.

@@ -8,9 +8,11 @@
 //! address holds at most 8 slots, so it takes 32 addresses (a /27) to fill the node,
 //! and the upgrade timeout (3 s inbound) frees them soon.
 //!
-//! Not bounded here: established connections per address (a farm of GPU machines behind
-//! one NAT shares an address, and is welcome), loopback (local tests and tools), and
-//! relayed connections (they all come from their relay's address).
+//! Established inbound connections per address are bounded too, generously
+//! ([`MAX_ESTABLISHED_PER_IP`]: a farm of GPU machines behind one NAT shares an address,
+//! and is welcome), so one host with many identities cannot take every inbound slot.
+//! Not bounded: loopback (local tests and tools) and relayed connections (they all come
+//! from their relay's address).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -20,7 +22,7 @@ use std::task::{Context, Poll};
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::behaviour::{ConnectionEstablished, ListenFailure};
+use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished, ListenFailure};
 use libp2p::swarm::{
     dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
     THandlerOutEvent, ToSwarm,
@@ -29,6 +31,19 @@ use libp2p::{Multiaddr, PeerId};
 
 /// Inbound connections from one IP address in their upgrade at once.
 pub const MAX_PENDING_PER_IP: usize = 8;
+
+/// Established inbound connections from one IP address at once.
+pub const MAX_ESTABLISHED_PER_IP: usize = 128;
+
+/// Why an upgraded connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{established} connections from {ip} are already established (at most {MAX_ESTABLISHED_PER_IP})")]
+pub struct TooManyEstablished {
+    /// The source address.
+    pub ip: IpAddr,
+    /// Its established inbound connections.
+    pub established: usize,
+}
 
 /// Why a connection was refused (the [`ConnectionDenied`]'s inner error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -47,6 +62,10 @@ pub(crate) struct Admission {
     pending: HashMap<ConnectionId, IpAddr>,
     /// Pending inbound connections per address.
     per_ip: HashMap<IpAddr, usize>,
+    /// Established inbound connections, and the address each counts against.
+    established: HashMap<ConnectionId, IpAddr>,
+    /// Established inbound connections per address.
+    established_per_ip: HashMap<IpAddr, usize>,
     /// Connections refused so far.
     denied: u64,
 }
@@ -59,11 +78,27 @@ impl Admission {
 
     fn release(&mut self, connection_id: ConnectionId) {
         let Some(ip) = self.pending.remove(&connection_id) else { return };
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
+        decrement(&mut self.per_ip, ip);
+    }
+
+    fn closed(&mut self, connection_id: ConnectionId) {
+        let Some(ip) = self.established.remove(&connection_id) else { return };
+        decrement(&mut self.established_per_ip, ip);
+    }
+
+    fn refuse(&mut self, ip: IpAddr, why: &'static str) {
+        self.denied += 1;
+        if self.denied.is_power_of_two() {
+            tracing::info!(%ip, denied = self.denied, "refusing connections: {why}");
+        }
+    }
+}
+
+fn decrement(counts: &mut HashMap<IpAddr, usize>, ip: IpAddr) {
+    if let Some(n) = counts.get_mut(&ip) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(&ip);
         }
     }
 }
@@ -98,10 +133,7 @@ impl NetworkBehaviour for Admission {
         let Some(ip) = counted_ip(remote) else { return Ok(()) };
         let pending = self.per_ip.get(&ip).copied().unwrap_or(0);
         if pending >= MAX_PENDING_PER_IP {
-            self.denied += 1;
-            if self.denied.is_power_of_two() {
-                tracing::info!(%ip, pending, denied = self.denied, "refusing connections: too many pending from one address");
-            }
+            self.refuse(ip, "too many pending from one address");
             return Err(ConnectionDenied::new(TooManyPending { ip, pending }));
         }
         *self.per_ip.entry(ip).or_default() += 1;
@@ -114,9 +146,18 @@ impl NetworkBehaviour for Admission {
         connection_id: ConnectionId,
         _peer: PeerId,
         _local: &Multiaddr,
-        _remote: &Multiaddr,
+        remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.release(connection_id);
+        if let Some(ip) = counted_ip(remote) {
+            let established = self.established_per_ip.get(&ip).copied().unwrap_or(0);
+            if established >= MAX_ESTABLISHED_PER_IP {
+                self.refuse(ip, "too many established from one address");
+                return Err(ConnectionDenied::new(TooManyEstablished { ip, established }));
+            }
+            *self.established_per_ip.entry(ip).or_default() += 1;
+            self.established.insert(connection_id, ip);
+        }
         Ok(dummy::ConnectionHandler)
     }
 
@@ -133,8 +174,16 @@ impl NetworkBehaviour for Admission {
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         match event {
-            FromSwarm::ConnectionEstablished(ConnectionEstablished { connection_id, .. })
-            | FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => self.release(connection_id),
+            FromSwarm::ConnectionEstablished(ConnectionEstablished { connection_id, .. }) => {
+                self.release(connection_id)
+            }
+            // Also an upgraded connection that a later behaviour refused: never
+            // established, so no `ConnectionClosed` will come for it.
+            FromSwarm::ListenFailure(ListenFailure { connection_id, .. }) => {
+                self.release(connection_id);
+                self.closed(connection_id);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed { connection_id, .. }) => self.closed(connection_id),
             _ => {}
         }
     }
@@ -195,5 +244,30 @@ mod tests {
         }
         assert!(!a.per_ip.contains_key(&"192.0.2.7".parse::<IpAddr>().unwrap()), "{:?}", a.per_ip);
         assert_eq!(counted_ip(&addr("/ip6/::ffff:192.0.2.7/tcp/1")), Some("192.0.2.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn established_connections_per_address_are_bounded_and_given_back() {
+        let mut a = Admission::default();
+        let (local, from) = (addr("/ip4/10.0.0.1/tcp/4190"), addr("/ip4/192.0.2.7/tcp/5555"));
+        let establish = |a: &mut Admission, i: usize, remote: &Multiaddr| {
+            let id = ConnectionId::new_unchecked(i);
+            a.handle_pending_inbound_connection(id, &local, remote)?;
+            a.handle_established_inbound_connection(id, PeerId::random(), &local, remote).map(drop)
+        };
+        for i in 0..MAX_ESTABLISHED_PER_IP {
+            assert!(establish(&mut a, i, &from).is_ok(), "{i}");
+        }
+        assert!(establish(&mut a, 1000, &from).is_err(), "one more from the same address");
+        assert!(establish(&mut a, 1001, &addr("/ip4/192.0.2.8/tcp/1")).is_ok(), "another address");
+        assert!(establish(&mut a, 1002, &addr("/ip4/127.0.0.1/tcp/1")).is_ok(), "loopback");
+        // One closes: one more fits; every one closes: nothing is left behind.
+        a.closed(ConnectionId::new_unchecked(0));
+        assert!(establish(&mut a, 2000, &from).is_ok());
+        for i in (1..MAX_ESTABLISHED_PER_IP).chain([2000, 1001]) {
+            a.closed(ConnectionId::new_unchecked(i));
+        }
+        assert!(a.established.is_empty() && a.established_per_ip.is_empty(), "{:?}", a.established_per_ip);
+        assert!(a.pending.is_empty(), "upgrades ended");
     }
 }

@@ -29,6 +29,7 @@ pub const COOKIE_SECRET_MAX_AGE: Duration = Duration::from_secs(120);
 const COOKIE_LATENCY: Duration = Duration::from_secs(5);
 
 /// The responder's side: mac1 and mac2 checks and cookie replies.
+#[derive(Clone)]
 pub struct CookieChecker {
     mac1_key: [u8; 32],
     reply_key: Zeroizing<[u8; 32]>,
@@ -124,7 +125,7 @@ impl CookieChecker {
 }
 
 /// The initiator's side, per remote peer: the cookie it gave us and our last mac1.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct CookieJar {
     cookie: Option<(Zeroizing<[u8; MAC_LEN]>, Instant)>,
     last_mac1: Option<[u8; MAC_LEN]>,

@@ -301,6 +301,43 @@ impl Tunnels {
         }
     }
 
+    /// A copy of every tunnel, to restore later (fuzzing from a prepared state, tests
+    /// that branch), its randomness from `seed` from then on; `None` while a handshake of
+    /// ours is under way, as its Noise state cannot be copied.
+    pub fn try_clone(&self, seed: [u8; 32]) -> Option<Tunnels> {
+        let mut slots = Vec::with_capacity(self.slots.len());
+        for (generation, peer) in &self.slots {
+            let peer = match peer {
+                Some(p) => Some(p.try_clone()?),
+                None => None,
+            };
+            slots.push((*generation, peer));
+        }
+        Some(Tunnels {
+            config: self.config.clone(),
+            public: self.public,
+            noise: self.noise.clone(),
+            checker: self.checker.clone(),
+            limiter: self.limiter.clone(),
+            cookie_per_source: self.cookie_per_source.clone(),
+            cookie_total: self.cookie_total.clone(),
+            load: self.load.clone(),
+            rng: StdRng::from_seed(seed),
+            anchor: self.anchor,
+            slots,
+            free_slots: self.free_slots.clone(),
+            by_key: self.by_key.clone(),
+            by_index: self.by_index.clone(),
+            control: self.control.clone(),
+            flush: self.flush.clone(),
+            events: self.events.clone(),
+            drops: self.drops,
+            earliest: self.earliest,
+            roaming: self.roaming,
+            pending: self.pending.clone(),
+        })
+    }
+
     /// Our static public key.
     pub fn public_key(&self) -> [u8; 32] {
         self.public

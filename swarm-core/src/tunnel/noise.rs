@@ -49,6 +49,7 @@ impl CryptoResolver for Resolver {
 }
 
 /// Builds handshake states for one local static key.
+#[derive(Clone)]
 pub(crate) struct NoiseFactory {
     params: NoiseParams,
     private: Zeroizing<[u8; 32]>,

@@ -25,7 +25,7 @@ impl Default for RateLimit {
 }
 
 /// See the module docs.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RateLimiter {
     limit: RateLimit,
     interval: Duration,

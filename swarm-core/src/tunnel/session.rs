@@ -10,6 +10,7 @@ use super::replay::{ReplayError, ReplayWindow, REJECT_AFTER_MESSAGES};
 use super::wire::{emit_transport_header, padded_len, TAG_LEN, TRANSPORT_HEADER_LEN};
 use super::DropReason;
 
+#[derive(Clone)]
 pub(crate) struct Session {
     pub(crate) local_index: u32,
     pub(crate) remote_index: u32,

@@ -27,10 +27,11 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(libp2p::ping::Event {
                 peer,
                 connection,
-                result: Err(error),
+                result: Err(error @ (libp2p::ping::Failure::Timeout | libp2p::ping::Failure::Other { .. })),
             })) => {
                 // Dead (or too slow to matter): closed, so requests and discovery use a
-                // fresh connection rather than wait out TCP's backoff on this one.
+                // fresh connection rather than wait out TCP's backoff on this one. A peer
+                // that does not speak ping (`Unsupported`) keeps its connection.
                 tracing::debug!(%peer, %error, "ping failed: closing the connection");
                 self.stats.dead_connections += 1;
                 self.swarm.close_connection(connection);

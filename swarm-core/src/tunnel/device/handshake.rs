@@ -20,7 +20,7 @@ use super::timer::Timer;
 use super::{new_index, retire, slot_mut, DropReason, PeerHandle, Received, TunnelEvent, Tunnels};
 
 /// Handshake messages in one second, to tell whether the node is under load.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct LoadMeter {
     window_start: Option<Instant>,
     count: u32,

@@ -27,6 +27,7 @@ pub(super) struct PendingInitiation {
 /// The last response this node sent as responder, kept until a session confirms it, so
 /// that a cookie reply to it (the initiator is under load) brings it again at once with
 /// mac2, instead of the initiator's retry 5 s later.
+#[derive(Clone)]
 pub(super) struct SentResponse {
     pub(super) local_index: u32,
     pub(super) destination: SocketAddr,
@@ -72,6 +73,36 @@ pub(super) struct Peer {
 }
 
 impl Peer {
+    /// A copy, unless a handshake is under way (its Noise state cannot be copied).
+    pub(super) fn try_clone(&self) -> Option<Peer> {
+        if self.initiation.is_some() {
+            return None;
+        }
+        Some(Peer {
+            public: self.public,
+            mac1_key: self.mac1_key,
+            cookie_key: self.cookie_key,
+            endpoint: self.endpoint,
+            endpoint_seen: self.endpoint_seen,
+            initiation: None,
+            response: self.response.clone(),
+            sessions: self.sessions.clone(),
+            last_timestamp: self.last_timestamp,
+            last_sent_timestamp: self.last_sent_timestamp,
+            last_initiation_at: self.last_initiation_at,
+            jar: self.jar.clone(),
+            queue: self.queue.clone(),
+            in_flush: self.in_flush,
+            attempts_since: self.attempts_since,
+            deadlines: self.deadlines,
+            last_sent: self.last_sent,
+            last_handshake: self.last_handshake,
+            counters: self.counters,
+            drops: self.drops,
+            psk: self.psk.clone(),
+        })
+    }
+
     pub(super) fn new(public: [u8; 32], endpoint: Option<SocketAddr>) -> Self {
         Self {
             public,
@@ -183,6 +214,7 @@ pub(super) fn sendable(s: &Session, now: Instant, timers: &Timers) -> bool {
         && s.send_counter < REJECT_AFTER_MESSAGES
 }
 
+#[derive(Clone)]
 pub(super) enum Control {
     Handshake { destination: SocketAddr, peer: Option<PeerHandle>, len: usize, bytes: [u8; INITIATION_LEN] },
     Keepalive(PeerHandle),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use super::super::session::Session;
 
 /// See the module docs.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Sessions {
     current: Option<Session>,
     previous: Option<Session>,
