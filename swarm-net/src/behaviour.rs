@@ -54,7 +54,7 @@ pub(crate) struct Behaviour {
     pub(crate) admission: crate::admission::Admission,
     pub(crate) limits: connection_limits::Behaviour,
     pub(crate) identify: identify::Behaviour,
-    /// A ping every second on every connection; one unanswered for 2 s closes the
+    /// A ping every 5 s on every connection; one unanswered for 5 s closes the
     /// connection, so a dead one (a partition, a peer gone without a FIN) is replaced
     /// within seconds rather than after TCP's retransmission backoff.
     pub(crate) ping: ping::Behaviour,
@@ -72,10 +72,12 @@ pub(crate) struct Behaviour {
     pub(crate) streams: libp2p_stream::Behaviour,
 }
 
-/// How often each connection is pinged.
-pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(1);
-/// A ping unanswered this long closes its connection.
-pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often each connection is pinged (a member of a large swarm holds many
+/// connections: pings are cheap, not free).
+pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
+/// A ping unanswered this long closes its connection (not shorter: a node busy with a
+/// flood, or 32 nodes sharing two cores in a test, must not lose healthy connections).
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the behaviours could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -159,7 +159,7 @@ pub struct NodeStats {
     pub autonat: AutonatStats,
     /// Inbound connections refused: too many from one address were being set up.
     pub connections_denied: u64,
-    /// libp2p connections closed because a ping went unanswered for 2 s.
+    /// libp2p connections closed because a ping went unanswered for 5 s or failed.
     pub dead_connections: u64,
     /// Lease requests sent again on a fresh connection after the first timed out or
     /// lost its connection.

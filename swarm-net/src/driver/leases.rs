@@ -18,9 +18,11 @@ use crate::api::NodeError;
 pub(crate) struct PendingLease {
     peer: PeerId,
     reply: LeaseWaiter,
-    /// Kept to send again once: on a fresh connection, after a timeout or a lost
-    /// connection (reservations are idempotent per holder and task, renewals and
-    /// releases by nature).
+    /// A renewal, kept to send again once on a fresh connection after a timeout or a
+    /// lost connection or stream (renewing twice is renewing). Reservations and releases
+    /// are not sent again: a lost answer's grant would be a second lease, and a release
+    /// that did arrive would be answered "unknown lease" the second time (an unanswered
+    /// release ends at the lease's expiry anyway).
     request: Option<LeaseRequest>,
 }
 
@@ -33,8 +35,9 @@ impl Driver {
             self.answer_lease_waiter(peer, reply, Ok(response));
             return;
         }
-        let id = self.swarm.behaviour_mut().lease.send_request(&peer, request.clone());
-        self.lease_waiters.insert(id, PendingLease { peer, reply, request: Some(request) });
+        let retry = matches!(request, LeaseRequest::Renew { .. }).then(|| request.clone());
+        let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
+        self.lease_waiters.insert(id, PendingLease { peer, reply, request: retry });
     }
 
     /// Hands a lease answer to its asker. A grant whose asker is gone (its `place` future

@@ -443,7 +443,7 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
     n(
         registry,
         "libp2p_dead_connections_closed",
-        "libp2p connections closed because a ping went unanswered for 2 s",
+        "libp2p connections closed because a ping went unanswered for 5 s or failed",
         stats.dead_connections,
     );
     n(
