@@ -18,12 +18,14 @@ use crate::api::NodeError;
 pub(crate) struct PendingLease {
     peer: PeerId,
     reply: LeaseWaiter,
-    /// A renewal, kept to send again once on a fresh connection after a timeout or a
-    /// lost connection or stream (renewing twice is renewing). Reservations and releases
-    /// are not sent again: a lost answer's grant would be a second lease, and a release
-    /// that did arrive would be answered "unknown lease" the second time (an unanswered
-    /// release ends at the lease's expiry anyway).
+    /// A renewal or release, kept to send again once on a fresh connection after a
+    /// timeout or a lost connection or stream (renewing twice is renewing; a release
+    /// that did arrive the first time is answered "unknown" the second, which counts as
+    /// released). Reservations are not sent again: a lost answer's grant would be a
+    /// second lease, and the placer's next round tries again.
     request: Option<LeaseRequest>,
+    /// Whether this is the second sending.
+    retried: bool,
 }
 
 impl Driver {
@@ -35,9 +37,9 @@ impl Driver {
             self.answer_lease_waiter(peer, reply, Ok(response));
             return;
         }
-        let retry = matches!(request, LeaseRequest::Renew { .. }).then(|| request.clone());
+        let retry = (!matches!(request, LeaseRequest::Reserve { .. })).then(|| request.clone());
         let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
-        self.lease_waiters.insert(id, PendingLease { peer, reply, request: retry });
+        self.lease_waiters.insert(id, PendingLease { peer, reply, request: retry, retried: false });
     }
 
     /// Hands a lease answer to its asker. A grant whose asker is gone (its `place` future
@@ -94,10 +96,19 @@ impl Driver {
             // `ConnectionClosed`), so this goes on a live or freshly dialled one.
             tracing::debug!(%peer, error = ?answer.as_ref().err(), "lease request retried on a fresh connection");
             self.stats.lease_retries += 1;
+            pending.retried = matches!(request, LeaseRequest::Release { .. });
             let id = self.swarm.behaviour_mut().lease.send_request(&peer, request);
             self.lease_waiters.insert(id, pending);
             return;
         }
+        let unknown = swarm_core::place::LeaseError::Unknown.to_string();
+        let answer = match answer {
+            // The first sending released it; its answer was what got lost.
+            Ok(LeaseResponse::Failed { reason }) if pending.retried && reason.as_str() == unknown => {
+                Ok(LeaseResponse::Released)
+            }
+            other => other,
+        };
         let answer = answer.map_err(|e| NodeError::Lease { peer, source: std::sync::Arc::new(e) });
         self.answer_lease_waiter(peer, pending.reply, answer);
     }
