@@ -456,6 +456,18 @@ mod tests {
     use crate::record::MAX_RECORD_SIZE;
     use std::path::PathBuf;
 
+    /// Every target, by its name in `fuzz/` (and its corpus directory).
+    type Target = (&'static str, fn(&[u8]));
+    const TARGETS: [Target; 7] = [
+        ("record_decode", record_decode),
+        ("view_ingest", view_ingest),
+        ("tunnel_record", tunnel_record),
+        ("tunnel_wire", tunnel_wire),
+        ("tunnel_responder", tunnel_responder),
+        ("lease_messages", lease_messages),
+        ("nat_messages", nat_messages),
+    ];
+
     fn corpus_dir(target: &str) -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target)
     }
@@ -585,15 +597,7 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for (target, run) in [
-            ("record_decode", record_decode as fn(&[u8])),
-            ("view_ingest", view_ingest),
-            ("tunnel_record", tunnel_record),
-            ("tunnel_wire", tunnel_wire),
-            ("tunnel_responder", tunnel_responder),
-            ("lease_messages", lease_messages),
-            ("nat_messages", nat_messages),
-        ] {
+        for (target, run) in TARGETS {
             let seeds: Vec<Vec<u8>> = std::fs::read_dir(corpus_dir(target))
                 .unwrap()
                 .map(|e| std::fs::read(e.unwrap().path()).unwrap())
@@ -634,15 +638,7 @@ mod tests {
         assert!(NodeRecord::decode_verified(&good, &author(1), &namespace(), NOW, &RecordPolicy::default())
             .is_ok());
         let mut replayed = 0;
-        for (target, run) in [
-            ("record_decode", record_decode as fn(&[u8])),
-            ("view_ingest", view_ingest),
-            ("tunnel_record", tunnel_record),
-            ("tunnel_wire", tunnel_wire),
-            ("tunnel_responder", tunnel_responder),
-            ("lease_messages", lease_messages),
-            ("nat_messages", nat_messages),
-        ] {
+        for (target, run) in TARGETS {
             let dir = corpus_dir(target);
             for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{dir:?}: {e}")) {
                 let bytes = std::fs::read(entry.unwrap().path()).unwrap();
