@@ -21,8 +21,7 @@ pub struct TunnelPublicKey(pub [u8; 32]);
 impl TunnelPublicKey {
     /// The public key of a 32-byte X25519 secret.
     pub fn from_secret(secret: &[u8; 32]) -> Self {
-        let secret = x25519_dalek::StaticSecret::from(*secret);
-        Self(x25519_dalek::PublicKey::from(&secret).to_bytes())
+        Self(crate::tunnel::noise::public_key(secret))
     }
 }
 

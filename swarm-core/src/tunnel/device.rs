@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use x25519_dalek::{PublicKey, StaticSecret};
 
 use super::config::{Timers, TunnelConfig};
 use super::cookie::CookieChecker;
@@ -270,8 +269,7 @@ impl Tunnels {
         unix_now: Duration,
         seed: [u8; 32],
     ) -> Self {
-        let secret = StaticSecret::from(private_key);
-        let public = PublicKey::from(&secret).to_bytes();
+        let public = super::noise::public_key(&private_key);
         Self {
             noise: NoiseFactory::new(private_key, config.psk),
             checker: CookieChecker::new(&public),

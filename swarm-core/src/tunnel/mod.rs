@@ -15,7 +15,7 @@ mod device;
 pub mod drops;
 pub mod frame;
 pub mod mac;
-mod noise;
+pub(crate) mod noise;
 pub mod ratelimit;
 pub mod replay;
 mod session;
