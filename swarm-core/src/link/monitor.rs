@@ -122,7 +122,9 @@ pub const RTT_BUCKET_BOUNDS: [Duration; 14] = [
 /// Every round trip of a link counted into fixed buckets since its tunnel came up: a
 /// Prometheus histogram (cumulative, so rates and quantiles over any range can be
 /// computed from scrapes), where the windows' quantiles only tell the last seconds.
-/// Unlike the windows it goes on across path changes: a counter never goes back.
+/// Unlike the windows it goes on across path changes and rekeys; a tunnel that goes down
+/// (or a restart) starts it over from zero, a counter reset as Prometheus' `rate()` and
+/// `increase()` expect.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct RttBuckets {

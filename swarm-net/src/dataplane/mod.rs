@@ -432,13 +432,14 @@ impl DataPlane {
     /// the initiator's 5 s retry. Whether there was one.
     fn answer_pending_initiation(&mut self, now: Instant, key: &[u8; 32]) -> bool {
         let Some((src, bytes)) = self.tunnels.take_pending_initiation(now, key) else { return false };
-        let len = bytes.len().min(self.rx.len());
-        self.rx[..len].copy_from_slice(&bytes[..len]);
-        let pinned = is_relay_endpoint(&src);
-        self.handle_one(now, src, None, (0, len), pinned);
-        if !pinned {
-            // Counted once already, when it arrived.
-            self.stats.udp_in = self.stats.udp_in.saturating_sub(1);
+        if is_relay_endpoint(&src) {
+            // Came over a relayed path: handled as that path's datagrams are.
+            let len = bytes.len().min(self.rx.len());
+            self.rx[..len].copy_from_slice(&bytes[..len]);
+            self.handle_one(now, src, None, (0, len), true);
+        } else {
+            // Counted when it arrived; it takes its turn with the other handshakes.
+            self.handshakes.push(now, src, &bytes);
         }
         self.stats.initiations_answered_late += 1;
         true
