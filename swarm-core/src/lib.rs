@@ -35,6 +35,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admission;
 pub mod bounded;
 pub mod codec;
 #[cfg(any(fuzzing, test))]
