@@ -26,7 +26,7 @@ pub mod window;
 
 pub use monitor::{
     LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, RttBuckets, WindowStats,
-    RTT_BUCKET_BOUNDS,
+    MAX_LINK_MEMORY, RTT_BUCKET_BOUNDS,
 };
 pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 pub use table::{

@@ -100,6 +100,10 @@ pub struct Quantiles {
     pub samples: u64,
 }
 
+/// What one link's monitor may hold, at most, with the default [`LinkConfig`]: 1 000
+/// measured links stay under 64 MiB.
+pub const MAX_LINK_MEMORY: usize = 64 * 1024;
+
 /// Upper bounds of [`RttBuckets`]: 0.25 ms to 2.5 s, for loopback, a LAN, a region and
 /// the far side of the world (the SLA's 50 ms is one of them).
 pub const RTT_BUCKET_BOUNDS: [Duration; 14] = [
@@ -253,11 +257,21 @@ struct Windows {
 }
 
 impl Windows {
+    /// Bytes held once full.
+    fn memory_bytes(&self) -> usize {
+        self.probes.memory_bytes() + self.jitter.memory_bytes() + self.passive.memory_bytes()
+    }
+
+    /// Samples per counter window: 16 (a sample every 4 s in the long window, every
+    /// counter reading of the data plane's 1 s in the short one), so a window's increase
+    /// spans its length plus at most a spacing.
+    const SAMPLES: usize = 16;
+
     fn new(window: Duration) -> Self {
         Self {
-            probes: CounterWindow::new(window, 32),
-            jitter: CounterWindow::new(window, 32),
-            passive: CounterWindow::new(window, 32),
+            probes: CounterWindow::new(window, Self::SAMPLES),
+            jitter: CounterWindow::new(window, Self::SAMPLES),
+            passive: CounterWindow::new(window, Self::SAMPLES),
         }
     }
 }
@@ -292,6 +306,13 @@ impl core::fmt::Debug for LinkMonitor {
             .field("last_rtt", &self.last_rtt)
             .finish_non_exhaustive()
     }
+}
+
+/// The `q` quantile of `h`, µs: the middle of the bucket that holds it (HdrHistogram
+/// answers with the bucket's top, up to 1/128 above a sample with two significant
+/// figures; the middle halves that error and does not lean upwards, toward a breach).
+fn quantile_us(h: &Histogram<u16>, q: f64) -> u64 {
+    h.median_equivalent(h.value_at_quantile(q))
 }
 
 fn micros(d: Duration) -> u64 {
@@ -332,9 +353,9 @@ impl LinkMonitor {
     }
 
     /// Bytes this monitor holds once its windows are full (histograms, counter windows,
-    /// outstanding probes).
+    /// outstanding probes). At most [`MAX_LINK_MEMORY`] with the default settings.
     pub fn memory_bytes(&self) -> usize {
-        let counters = 2 * 3 * 32 * (core::mem::size_of::<Instant>() + 4 * 8);
+        let counters = self.windows.iter().map(Windows::memory_bytes).sum::<usize>();
         core::mem::size_of::<Self>()
             + self.rtt.iter().map(WindowedHistogram::memory_bytes).sum::<usize>()
             + super::window::histogram_bytes()
@@ -438,7 +459,7 @@ impl LinkMonitor {
         }
         self.rtt[0].merge_into(now, &mut self.scratch);
         let median =
-            (self.scratch.len() >= 5).then(|| Duration::from_micros(self.scratch.value_at_quantile(0.5)));
+            (self.scratch.len() >= 5).then(|| Duration::from_micros(quantile_us(&self.scratch, 0.5)));
         self.median_cache = Some((now, median));
         median
     }
@@ -502,7 +523,7 @@ impl LinkMonitor {
     fn window_stats(&mut self, now: Instant, i: usize) -> WindowStats {
         self.rtt[i].merge_into(now, &mut self.scratch);
         let h = &self.scratch;
-        let q = |v: f64| Duration::from_micros(h.value_at_quantile(v));
+        let q = |v: f64| Duration::from_micros(quantile_us(h, v));
         let rtt = (!h.is_empty()).then(|| Quantiles {
             p50: q(0.5),
             p90: q(0.9),
