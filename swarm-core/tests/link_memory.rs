@@ -48,13 +48,13 @@ fn fill(m: &mut LinkMonitor, peer: &mut LinkMonitor, t0: Instant, salt: u64) {
 fn a_thousand_measured_links_fit_in_64_mib() {
     let t0 = Instant::now();
     let config = LinkConfig::default();
-    let mut peer = LinkMonitor::new(t0, config.clone());
-    fill(&mut LinkMonitor::new(t0, config.clone()), &mut peer, t0, 0);
+    let mut peer = LinkMonitor::new(t0, config);
+    fill(&mut LinkMonitor::new(t0, config), &mut peer, t0, 0);
 
     let region = Region::new(GLOBAL);
     let mut monitors: Vec<LinkMonitor> = Vec::with_capacity(1000);
     for i in 0..1000u64 {
-        let mut m = LinkMonitor::new(t0, config.clone());
+        let mut m = LinkMonitor::new(t0, config);
         fill(&mut m, &mut peer, t0, i);
         monitors.push(m);
     }
