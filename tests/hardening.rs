@@ -367,3 +367,67 @@ fn after_a_partition_heals_records_and_leases_come_back_at_once() {
     assert_eq!(leases.len(), 1, "one lease, not a second one from a retried request: {leases:?}");
     assert_eq!(leases[0]["gpus"].as_array().unwrap().len(), 1, "{leases:?}");
 }
+
+/// The value of the metric line starting with `name` in a Prometheus text page.
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+/// Sybils from one address range cannot fill a node's Kademlia routing table: six
+/// identities on one public-looking /24 (11.204.0.2) and an honest node on another
+/// (11.204.1.3) join a node (11.204.0.1); the node's table holds at most 3 of the six (2
+/// per bucket, 3 per table: swarm-core's diversity rule) and refuses the rest. Without
+/// the rule, or on private addresses (exempt), its table holds all seven.
+#[test]
+#[ignore = "needs root and iproute2 (ip netns); `.ci/run` runs it as root with --include-ignored"]
+fn sybils_from_one_range_get_at_most_three_places_in_a_routing_table() {
+    let lan = Lan::with_addrs(&["11.204.0.1/16", "11.204.0.2/16", "11.204.1.3/16"]);
+    let dir = tempfile::tempdir().unwrap();
+    let key = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let mut victim = lan.node(0);
+    victim.args(["run", "--identity", &key("v.key"), "--gpus", "none", "--tunnel-port", "0"]);
+    victim.args(["--listen", "/ip4/11.204.0.1/tcp/4190", "--metrics", "11.204.0.1:9464"]);
+    let (_victim, rx) = spawn_in(victim, &[]);
+    let addr = wait_line(&rx, |l| l.starts_with("listening on /ip4/11.204.0.1/tcp/4190"));
+    let addr = addr.trim_start_matches("listening on ").to_owned();
+    let join = |host: usize, listen: &str, name: &str| {
+        let mut c = lan.node(host);
+        c.args(["run", "--identity", &key(name), "--gpus", "none", "--tunnel-port", "0"]);
+        c.args(["--listen", listen, "--refresh", "1s", "--bootstrap", &addr]);
+        let (guard, rx) = spawn_in(c, &[]);
+        wait_line_within(&rx, Duration::from_secs(20), |l| l.starts_with("listening on "));
+        // Kept: a node whose output nobody reads dies of a broken pipe.
+        (guard, rx)
+    };
+    let mut nodes: Vec<_> =
+        (0..6).map(|i| join(1, "/ip4/11.204.0.2/tcp/0", &format!("sybil-{i}.key"))).collect();
+    nodes.push(join(2, "/ip4/11.204.1.3/tcp/0", "honest.key"));
+    // Until all seven are connected and identified (each connection's identify puts its
+    // peer in the table, or not), at most 20 s.
+    let scrape = || {
+        let page = lan.exec(0, "python3")
+            .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://11.204.0.1:9464/metrics').read().decode())"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&page.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut text = scrape();
+    while metric(&text, "swarm_connected_peers") < 7.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+        text = scrape();
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let text = scrape();
+    let (table, refused) =
+        (metric(&text, "swarm_kad_routing_table_peers"), metric(&text, "swarm_kad_diversity_refused_total"));
+    let connected = metric(&text, "swarm_connected_peers");
+    println!("{connected} peers connected; routing table {table} peers; refused {refused}");
+    assert!(connected >= 7.0, "{connected}");
+    assert!((2.0..=4.0).contains(&table), "at most 3 sybils and the honest node: {table}");
+    assert!(refused >= 3.0, "{refused}");
+    drop(nodes);
+}

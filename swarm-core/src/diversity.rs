@@ -157,6 +157,15 @@ impl<P: Hash + Eq + Clone> RoutingDiversity<P> {
         decrement(&mut self.per_table, range);
     }
 
+    /// Keeps the places of the peers `keep` says are still in the table; the others'
+    /// are given back (a table that dropped peers without saying so).
+    pub fn retain(&mut self, mut keep: impl FnMut(&P) -> bool) {
+        let gone: Vec<P> = self.peers.keys().filter(|p| !keep(p)).cloned().collect();
+        for p in gone {
+            self.removed(&p);
+        }
+    }
+
     /// Peers kept out so far.
     pub fn refused(&self) -> u64 {
         self.refused
@@ -230,7 +239,7 @@ mod tests {
             d.admit(p, 7, ip("10.0.0.1")).unwrap();
         }
         // A peer dropped gives its place back; a peer moved counts once.
-        d.removed(&1);
+        d.retain(|p| *p != 1);
         d.admit(4, 9, ip("203.0.114.4")).unwrap();
         d.admit(4, 9, ip("203.0.114.4")).unwrap();
         assert_eq!(d.len(), 4);

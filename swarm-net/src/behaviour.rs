@@ -116,7 +116,9 @@ impl Behaviour {
             .set_query_timeout(Duration::from_secs(30))
             .set_provider_record_ttl(Some(config.provider_ttl))
             .set_provider_publication_interval(Some(config.provider_ttl / 2))
-            .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)));
+            .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
+            // Every insertion goes through the driver's diversity rule (`driver::routing`).
+            .set_kbucket_inserts(kad::BucketInserts::Manual);
         let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
 
         let gossipsub = gossipsub::Behaviour::new(

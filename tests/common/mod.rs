@@ -159,8 +159,8 @@ impl Drop for Veth {
 }
 
 /// Hosts in network namespaces on one Ethernet segment (a bridge in a namespace of its
-/// own): host `i` is 10.204.0.(i+1)/24. Every namespace is deleted on drop, also when the
-/// test fails.
+/// own): host `i` is 10.204.0.(i+1)/24 (or the addresses given). Every namespace is
+/// deleted on drop, also when the test fails.
 pub struct Lan {
     pub hub: String,
     pub hosts: Vec<String>,
@@ -170,6 +170,13 @@ pub struct Lan {
 
 impl Lan {
     pub fn new(n: usize) -> Lan {
+        let addrs: Vec<String> = (0..n).map(|i| format!("10.204.0.{}/24", i + 1)).collect();
+        Lan::with_addrs(&addrs.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// One host per address (with its prefix length, e.g. `11.204.0.1/16`).
+    pub fn with_addrs(addrs: &[&str]) -> Lan {
+        let n = addrs.len();
         static LANS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let lans = LANS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}{lans}", std::process::id());
@@ -188,7 +195,7 @@ impl Lan {
             ip(&["link", "set", &h, "netns", &lan.hub]);
             ip(&["-n", &lan.hub, "link", "set", &h, "master", "br0", "up"]);
             ip(&["link", "set", &v, "netns", ns]);
-            ip(&["-n", ns, "addr", "add", &format!("10.204.0.{}/24", i + 1), "dev", &v]);
+            ip(&["-n", ns, "addr", "add", addrs[i], "dev", &v]);
             ip(&["-n", ns, "link", "set", &v, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }

@@ -161,6 +161,11 @@ pub struct NodeStats {
     pub connections_denied: u64,
     /// libp2p connections closed because a ping went unanswered for 5 s or failed.
     pub dead_connections: u64,
+    /// Peers in Kademlia's routing table.
+    pub kad_peers: usize,
+    /// Peers kept out of Kademlia's routing table because their address range already
+    /// held its places (2 per bucket, 3 in all: `swarm_core::diversity`).
+    pub kad_diversity_refused: u64,
     /// Lease requests sent again on a fresh connection after the first timed out or
     /// lost its connection.
     pub lease_retries: u64,

@@ -133,7 +133,7 @@ impl Driver {
         Ok(bound)
     }
 
-    fn stats(&self) -> NodeStats {
+    fn stats(&mut self) -> NodeStats {
         let (bytes_in, bytes_out) = bandwidth_totals(&self.registry);
         NodeStats {
             connected_peers: self.swarm.connected_peers().count(),
@@ -146,6 +146,8 @@ impl Driver {
             leases: self.leases.stats(),
             relay: self.relayed.counters.snapshot(),
             connections_denied: self.swarm.behaviour().admission.denied(),
+            kad_peers: self.kad_peers(),
+            kad_diversity_refused: self.diversity.refused(),
             ..self.stats.clone()
         }
     }

@@ -24,6 +24,7 @@ mod punches;
 mod records;
 mod relayed;
 mod relays;
+mod routing;
 mod start;
 mod swarm;
 mod tunnels;
@@ -84,6 +85,12 @@ pub(crate) struct Driver {
     identified: HashSet<PeerId>,
     /// Members we are dialing, so a burst of discoveries does not overshoot `target_peers`.
     dialing: HashSet<PeerId>,
+    /// Address ranges' places in Kademlia's routing table (see `routing`).
+    diversity: swarm_core::diversity::RoutingDiversity<PeerId>,
+    /// Where each open connection comes from (`None`: through a relay).
+    connection_ips: HashMap<libp2p::swarm::ConnectionId, Option<std::net::IpAddr>>,
+    /// When the diversity table was last checked against Kademlia's.
+    diversity_reconciled: Option<Instant>,
     dataplane: DataPlane,
     outgoing: mpsc::Receiver<(PeerId, Vec<u8>)>,
     outgoing_open: bool,

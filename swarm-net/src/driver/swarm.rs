@@ -52,7 +52,7 @@ impl Driver {
             #[cfg(feature = "mdns")]
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(libp2p::mdns::Event::Discovered(found))) => {
                 for (peer, addr) in found {
-                    self.swarm.behaviour_mut().kad.add_address(&peer, addr);
+                    self.kad_insert(peer, &[addr], None);
                     self.dial_member(peer);
                 }
             }
@@ -70,13 +70,17 @@ impl Driver {
                 self.listen_addrs.retain(|a| *a != full);
                 self.update_tunnel_endpoints();
             }
-            SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+            SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 self.dialing.remove(&peer_id);
                 self.bootstrap_dials.remove(&connection_id);
+                self.connection_opened(connection_id, &endpoint);
             }
-            SwarmEvent::ConnectionClosed { peer_id, num_established: 0, .. } => {
-                self.identified.remove(&peer_id);
-                self.member_maybe_lost(peer_id);
+            SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
+                self.connection_gone(connection_id);
+                if num_established == 0 {
+                    self.identified.remove(&peer_id);
+                    self.member_maybe_lost(peer_id);
+                }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
                 match self.bootstrap_dials.remove(&connection_id) {
@@ -129,11 +133,9 @@ impl Driver {
     }
 
     fn handle_identify(&mut self, event: identify::Event) {
-        let identify::Event::Received { peer_id, info, .. } = event else { return };
+        let identify::Event::Received { peer_id, info, connection_id } = event else { return };
         if info.protocols.contains(&KAD_PROTOCOL) {
-            for addr in info.listen_addrs.iter().cloned() {
-                self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-            }
+            self.kad_insert(peer_id, &info.listen_addrs, Some(connection_id));
         }
         if info.protocol_version == self.config.namespace.identify_protocol() {
             self.identified.insert(peer_id);
@@ -143,6 +145,7 @@ impl Driver {
     }
 
     fn handle_kad(&mut self, event: kad::Event) {
+        self.on_kad_routing(&event);
         match event {
             kad::Event::RoutingUpdated { .. } if self.discovery.on_routing_peer(Instant::now()) => {
                 let key = kad::RecordKey::new(&self.config.namespace.provider_key());

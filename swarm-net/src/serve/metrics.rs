@@ -422,6 +422,7 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         stats.connected_peers as f64,
     );
     one(registry, "records", "Records in the view, this node's own included", stats.records as f64);
+    one(registry, "kad_routing_table_peers", "Peers in Kademlia's routing table", stats.kad_peers as f64);
     gauge(registry, "tunnel_handshakes_queued", "Handshake messages waiting for their turn after data")
         .get_or_create(&vec![])
         .set(stats.dataplane.handshakes_queued as f64);
@@ -445,6 +446,12 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "libp2p_dead_connections_closed",
         "libp2p connections closed because a ping went unanswered for 5 s or failed",
         stats.dead_connections,
+    );
+    n(
+        registry,
+        "kad_diversity_refused",
+        "Peers kept out of Kademlia's routing table: their address range (/24, /48) held 2 places of the bucket or 3 of the table",
+        stats.kad_diversity_refused,
     );
     n(
         registry,

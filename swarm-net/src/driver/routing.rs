@@ -1,0 +1,130 @@
+//! Kademlia's routing table under swarm-core's diversity rule
+//! ([`swarm_core::diversity`]): Kademlia inserts nothing by itself
+//! (`BucketInserts::Manual`); every insertion comes through [`Driver::kad_insert`], which
+//! asks the rule first, with the address range the peer's connection comes from. One
+//! address range then holds at most 2 places of a bucket and 3 of the table, however
+//! many identities it makes.
+
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use libp2p::core::ConnectedPoint;
+use libp2p::kad::{self, KBucketKey, RoutingUpdate};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::ConnectionId;
+use libp2p::{Multiaddr, PeerId};
+
+use super::Driver;
+
+/// The diversity table is checked against Kademlia's own at most this often (only when a
+/// peer is refused: a place held by a peer Kademlia dropped without an event is given
+/// back then).
+const RECONCILE_EVERY: Duration = Duration::from_secs(1);
+
+/// The IP address an address reaches, unless it goes through a relay (its IP is the
+/// relay's).
+pub(super) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
+        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+        _ => None,
+    })
+}
+
+impl Driver {
+    /// Remembers where a connection comes from (the range its peer counts against).
+    pub(super) fn connection_opened(&mut self, id: ConnectionId, endpoint: &ConnectedPoint) {
+        self.connection_ips.insert(id, direct_ip(endpoint.get_remote_address()));
+    }
+
+    pub(super) fn connection_gone(&mut self, id: ConnectionId) {
+        self.connection_ips.remove(&id);
+    }
+
+    /// Puts `peer`'s `addrs` into Kademlia's routing table if the diversity rule lets it
+    /// into its bucket. The range is that of the connection `via` (the address the peer
+    /// really comes from) when there is one, else of the first address. Whether it went
+    /// in.
+    pub(super) fn kad_insert(
+        &mut self,
+        peer: PeerId,
+        addrs: &[Multiaddr],
+        via: Option<ConnectionId>,
+    ) -> bool {
+        let local = *self.swarm.local_peer_id();
+        let Some(bucket) = KBucketKey::from(peer).distance(&KBucketKey::from(local)).ilog2() else {
+            return false;
+        };
+        let ip = match via.and_then(|c| self.connection_ips.get(&c)) {
+            Some(ip) => *ip,
+            None => addrs.first().and_then(direct_ip),
+        };
+        if let Some(ip) = ip {
+            let bucket = bucket as u16;
+            let mut verdict = self.diversity.admit(peer, bucket, ip);
+            if verdict.is_err() && self.reconcile_diversity(Instant::now()) {
+                verdict = self.diversity.admit(peer, bucket, ip);
+            }
+            if let Err(crowded) = verdict {
+                if self.diversity.refused().is_power_of_two() {
+                    tracing::info!(%peer, %ip, refused = self.diversity.refused(), "routing table: {crowded}");
+                }
+                return false;
+            }
+        }
+        let mut inserted = false;
+        for addr in addrs {
+            match self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone()) {
+                RoutingUpdate::Success | RoutingUpdate::Pending => inserted = true,
+                RoutingUpdate::Failed => {}
+            }
+        }
+        if !inserted {
+            self.diversity.removed(&peer);
+        }
+        inserted
+    }
+
+    /// Kademlia evicted `peer` (its place went to another).
+    pub(super) fn kad_evicted(&mut self, peer: &PeerId) {
+        self.diversity.removed(peer);
+    }
+
+    /// Gives back the places of peers no longer in Kademlia's table, at most once per
+    /// [`RECONCILE_EVERY`]; whether it looked.
+    fn reconcile_diversity(&mut self, now: Instant) -> bool {
+        if self.diversity_reconciled.is_some_and(|t| now.saturating_duration_since(t) < RECONCILE_EVERY) {
+            return false;
+        }
+        self.diversity_reconciled = Some(now);
+        let mut present = std::collections::HashSet::new();
+        for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+            for entry in bucket.iter() {
+                present.insert(*entry.node.key.preimage());
+            }
+        }
+        self.diversity.retain(|p| present.contains(p));
+        true
+    }
+
+    /// Peers in Kademlia's routing table.
+    pub(super) fn kad_peers(&mut self) -> usize {
+        self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
+    }
+
+    /// A Kademlia event about the table itself.
+    pub(super) fn on_kad_routing(&mut self, event: &kad::Event) {
+        match event {
+            kad::Event::RoutingUpdated { old_peer: Some(old), .. } => self.kad_evicted(old),
+            kad::Event::RoutablePeer { peer, address }
+            | kad::Event::PendingRoutablePeer { peer, address } => {
+                let (peer, addrs) = (*peer, [address.clone()]);
+                self.kad_insert(peer, &addrs, None);
+            }
+            _ => {}
+        }
+    }
+}
