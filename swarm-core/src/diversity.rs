@@ -182,6 +182,20 @@ impl<P: Hash + Eq + Clone> RoutingDiversity<P> {
     }
 }
 
+/// Provider records of one key (a namespace's) from one address range, at most. A
+/// Kademlia node keeps 20 providers per key and ignores newcomers once it has them, so
+/// without this cap identities from one range could take every slot and hide the
+/// namespace's honest members from look-ups.
+pub const PROVIDERS_PER_RANGE: usize = 2;
+
+/// Whether a provider record from `range` may join a key whose current providers come
+/// from `held` (their ranges; `None` for local addresses). Local addresses are not
+/// limited.
+pub fn provider_admitted(held: impl IntoIterator<Item = Option<Range>>, range: Option<Range>) -> bool {
+    let Some(range) = range else { return true };
+    held.into_iter().filter(|r| *r == Some(range)).count() < PROVIDERS_PER_RANGE
+}
+
 fn decrement<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
     if let Some(n) = counts.get_mut(&key) {
         *n -= 1;
@@ -222,6 +236,17 @@ mod tests {
         ] {
             assert_eq!(Range::of(ip(local)), None, "{local}");
         }
+    }
+
+    #[test]
+    fn a_key_takes_two_providers_per_range() {
+        let a = Range::of(ip("203.0.114.1"));
+        let b = Range::of(ip("203.0.115.1"));
+        assert!(provider_admitted([], a));
+        assert!(provider_admitted([a, b, None], a));
+        assert!(!provider_admitted([a, b, a], a));
+        assert!(provider_admitted([a, a, a], b));
+        assert!(provider_admitted([None, None, None], None), "local addresses are not limited");
     }
 
     #[test]

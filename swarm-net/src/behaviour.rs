@@ -118,7 +118,10 @@ impl Behaviour {
             .set_provider_publication_interval(Some(config.provider_ttl / 2))
             .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
             // Every insertion goes through the driver's diversity rule (`driver::routing`).
-            .set_kbucket_inserts(kad::BucketInserts::Manual);
+            .set_kbucket_inserts(kad::BucketInserts::Manual)
+            // Provider records are stored by the driver, at most 2 per address range and
+            // key (`swarm_core::diversity::PROVIDERS_PER_RANGE`).
+            .set_record_filtering(kad::StoreInserts::FilterBoth);
         let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
 
         let gossipsub = gossipsub::Behaviour::new(

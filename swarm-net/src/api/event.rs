@@ -166,6 +166,9 @@ pub struct NodeStats {
     /// Peers kept out of Kademlia's routing table because their address range already
     /// held its places (2 per bucket, 3 in all: `swarm_core::diversity`).
     pub kad_diversity_refused: u64,
+    /// Namespace provider records not stored because their key already held 2 from the
+    /// provider's address range.
+    pub kad_providers_refused: u64,
     /// Lease requests sent again on a fresh connection after the first timed out or
     /// lost its connection.
     pub lease_retries: u64,

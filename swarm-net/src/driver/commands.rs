@@ -148,6 +148,7 @@ impl Driver {
             connections_denied: self.swarm.behaviour().admission.denied(),
             kad_peers: self.kad_peers(),
             kad_diversity_refused: self.diversity.refused(),
+            kad_providers_refused: self.providers_refused,
             ..self.stats.clone()
         }
     }

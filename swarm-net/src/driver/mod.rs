@@ -91,6 +91,12 @@ pub(crate) struct Driver {
     connection_ips: HashMap<libp2p::swarm::ConnectionId, Option<std::net::IpAddr>>,
     /// When the diversity table was last checked against Kademlia's.
     diversity_reconciled: Option<Instant>,
+    /// Where each connected peer's latest connection comes from.
+    peer_ips: HashMap<PeerId, Option<std::net::IpAddr>>,
+    /// The range of each provider record stored, per key.
+    provider_ranges: HashMap<libp2p::kad::RecordKey, HashMap<PeerId, Option<swarm_core::diversity::Range>>>,
+    /// Provider records refused for their range.
+    providers_refused: u64,
     dataplane: DataPlane,
     outgoing: mpsc::Receiver<(PeerId, Vec<u8>)>,
     outgoing_open: bool,

@@ -9,10 +9,13 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::core::ConnectedPoint;
+use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, KBucketKey, RoutingUpdate};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
+
+use swarm_core::diversity::{provider_admitted, Range};
 
 use super::Driver;
 
@@ -36,8 +39,15 @@ pub(super) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
 
 impl Driver {
     /// Remembers where a connection comes from (the range its peer counts against).
-    pub(super) fn connection_opened(&mut self, id: ConnectionId, endpoint: &ConnectedPoint) {
-        self.connection_ips.insert(id, direct_ip(endpoint.get_remote_address()));
+    pub(super) fn connection_opened(&mut self, peer: PeerId, id: ConnectionId, endpoint: &ConnectedPoint) {
+        let ip = direct_ip(endpoint.get_remote_address());
+        self.connection_ips.insert(id, ip);
+        self.peer_ips.insert(peer, ip);
+    }
+
+    /// The peer has no connection left.
+    pub(super) fn peer_gone(&mut self, peer: &PeerId) {
+        self.peer_ips.remove(peer);
     }
 
     pub(super) fn connection_gone(&mut self, id: ConnectionId) {
@@ -115,9 +125,38 @@ impl Driver {
         self.swarm.behaviour_mut().kad.kbuckets().map(|b| b.num_entries()).sum()
     }
 
-    /// A Kademlia event about the table itself.
+    /// A peer asks this node to store its provider record (Kademlia hands them over:
+    /// `StoreInserts::FilterBoth`): stored unless the key already holds
+    /// [`PROVIDERS_PER_RANGE`](swarm_core::diversity::PROVIDERS_PER_RANGE) providers from the range the peer is connected from.
+    /// (Value records are not used by swarm, and are not stored.)
+    fn on_add_provider(&mut self, record: kad::ProviderRecord) {
+        let range = self.peer_ips.get(&record.provider).copied().flatten().and_then(Range::of);
+        let held = self.swarm.behaviour_mut().kad.store_mut().providers(&record.key);
+        let ranges = self.provider_ranges.entry(record.key.clone()).or_default();
+        ranges.retain(|p, _| held.iter().any(|h| h.provider == *p));
+        let others = held.iter().filter(|h| h.provider != record.provider);
+        if !provider_admitted(others.map(|h| ranges.get(&h.provider).copied().flatten()), range) {
+            self.providers_refused += 1;
+            if self.providers_refused.is_power_of_two() {
+                tracing::info!(provider = %record.provider, ?range, refused = self.providers_refused, "provider record refused: its range holds its share");
+            }
+            return;
+        }
+        let provider = record.provider;
+        match self.swarm.behaviour_mut().kad.store_mut().add_provider(record) {
+            Ok(()) => {
+                ranges.insert(provider, range);
+            }
+            Err(e) => tracing::debug!(%provider, error = %e, "provider record not stored"),
+        }
+    }
+
+    /// A Kademlia event about the table itself, or a provider record to store.
     pub(super) fn on_kad_routing(&mut self, event: &kad::Event) {
         match event {
+            kad::Event::InboundRequest { request: kad::InboundRequest::AddProvider { record: Some(r) } } => {
+                self.on_add_provider(r.clone())
+            }
             kad::Event::RoutingUpdated { old_peer: Some(old), .. } => self.kad_evicted(old),
             kad::Event::RoutablePeer { peer, address }
             | kad::Event::PendingRoutablePeer { peer, address } => {

@@ -73,11 +73,12 @@ impl Driver {
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
                 self.dialing.remove(&peer_id);
                 self.bootstrap_dials.remove(&connection_id);
-                self.connection_opened(connection_id, &endpoint);
+                self.connection_opened(peer_id, connection_id, &endpoint);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
                 self.connection_gone(connection_id);
                 if num_established == 0 {
+                    self.peer_gone(&peer_id);
                     self.identified.remove(&peer_id);
                     self.member_maybe_lost(peer_id);
                 }

@@ -455,6 +455,12 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
     );
     n(
         registry,
+        "kad_providers_refused",
+        "Provider records not stored: their key already held 2 from the provider's address range",
+        stats.kad_providers_refused,
+    );
+    n(
+        registry,
         "lease_requests_retried",
         "Lease requests sent again on a fresh connection after a timeout or a lost connection",
         stats.lease_retries,
