@@ -124,11 +124,15 @@ impl Behaviour {
             .set_record_filtering(kad::StoreInserts::FilterBoth);
         let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
 
-        let gossipsub = gossipsub::Behaviour::new(
+        let mut gossipsub = gossipsub::Behaviour::new(
             gossipsub::MessageAuthenticity::Signed(key.clone()),
             gossipsub_config(config)?,
         )
         .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_owned() })?;
+        let (params, thresholds) = gossip_scoring();
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(|detail| BehaviourError { what: "gossipsub peer scoring", detail })?;
 
         Ok(Self {
             admission: crate::admission::Admission::default(),
@@ -211,6 +215,34 @@ fn gossipsub_config(config: &NodeConfig) -> Result<gossipsub::Config, BehaviourE
         .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_string() })
 }
 
+/// Peers from one IP address beyond which gossipsub's score falls.
+pub(crate) const GOSSIP_PEERS_PER_IP: f64 = 16.0;
+
+/// Gossipsub peer scoring for its IP-colocation factor: the score of every peer sharing
+/// an IP address with more than [`GOSSIP_PEERS_PER_IP`] others falls with the square of
+/// the surplus (weight -0.5): 20 peers behind one NAT score -8 (out of the mesh, still
+/// sent gossip), 30 score -98 (graylisted: ignored), a sybil farm of thousands on one
+/// address far below. Loopback is exempt (a mesh of local nodes, the tests). Gossipsub's
+/// other penalties (broken IWANT promises, slow peers) are off: a node busy with a join
+/// burst would lose its mesh for them. Topic scores are not used: invalid records are
+/// already penalised through validation.
+fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThresholds) {
+    let params = gossipsub::PeerScoreParams {
+        ip_colocation_factor_weight: -0.5,
+        ip_colocation_factor_threshold: GOSSIP_PEERS_PER_IP,
+        ip_colocation_factor_whitelist: [
+            std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+            std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        ]
+        .into_iter()
+        .collect(),
+        behaviour_penalty_weight: 0.0,
+        slow_peer_weight: 0.0,
+        ..Default::default()
+    };
+    (params, gossipsub::PeerScoreThresholds::default())
+}
+
 /// 20 bytes instead of gossipsub's default (base58 source and decimal sequence number,
 /// about 70 bytes), which every IHAVE, IWANT and IDONTWANT repeats. Still the
 /// authenticated (source, sequence number) pair: the last 12 bytes of an Ed25519 peer id
@@ -241,4 +273,21 @@ fn mdns(_: &NodeConfig, _: libp2p::PeerId) -> Result<Mdns, BehaviourError> {
 /// The topic carrying `namespace`'s records.
 pub(crate) fn records_topic(namespace: &Namespace) -> gossipsub::IdentTopic {
     gossipsub::IdentTopic::new(namespace.records_topic())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn gossip_scoring_is_valid_and_spares_loopback() {
+        let (params, thresholds) = super::gossip_scoring();
+        params.validate().unwrap();
+        thresholds.validate().unwrap();
+        assert!(params.ip_colocation_factor_whitelist.contains(&std::net::Ipv4Addr::LOCALHOST.into()));
+        // 30 peers on one address (14 over the threshold) are graylisted; 20 only leave
+        // the mesh.
+        let penalty =
+            |peers: f64| params.ip_colocation_factor_weight * (peers - super::GOSSIP_PEERS_PER_IP).powi(2);
+        assert!(penalty(30.0) < thresholds.graylist_threshold);
+        assert!(penalty(20.0) > thresholds.gossip_threshold && penalty(20.0) < 0.0);
+    }
 }
