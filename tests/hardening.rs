@@ -79,16 +79,8 @@ fn idle_connection_floods_do_not_lock_newcomers_out() {
         drop(n);
         drop(attacker);
     }
-    let metrics = lan.exec(0, "python3")
-        .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://10.204.0.1:9464/metrics').read().decode())"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&metrics.stdout);
-    let denied: u64 = text
-        .lines()
-        .find(|l| l.starts_with("swarm_connections_denied_total"))
-        .and_then(|l| l.split_whitespace().last()?.parse().ok())
-        .unwrap_or_else(|| panic!("no swarm_connections_denied_total in {text}"));
+    let text = scrape(&lan, 0, "10.204.0.1:9464");
+    let denied = metric(&text, "swarm_connections_denied_total") as u64;
     println!("connections refused by the victim: {denied}");
     assert!(denied > 100, "{denied}");
 }
@@ -269,12 +261,7 @@ fn a_handshake_flood_leaves_links_and_newcomers_served() {
     let cores = cpu.as_secs_f64() / cpu_before.1.elapsed().as_secs_f64();
     line.clear();
     std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-    let metrics = lan
-        .exec(0, "python3")
-        .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://10.204.0.1:9464/metrics').read().decode())"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&metrics.stdout);
+    let text = scrape(&lan, 0, "10.204.0.1:9464");
     let drops: Vec<&str> = text.lines().filter(|l| l.starts_with("swarm_tunnel_drops_total{")).collect();
     println!(
         "flood at {kpps} kpps ({}): existing link p50 {idle:.3} ms idle, {flooded:.3} ms flooded; \
@@ -368,6 +355,16 @@ fn after_a_partition_heals_records_and_leases_come_back_at_once() {
     assert_eq!(leases[0]["gpus"].as_array().unwrap().len(), 1, "{leases:?}");
 }
 
+/// The `/metrics` page a node in host `host` of `lan` serves at `addr`, fetched from
+/// inside that host.
+fn scrape(lan: &Lan, host: usize, addr: &str) -> String {
+    let script = format!(
+        "import urllib.request; print(urllib.request.urlopen('http://{addr}/metrics').read().decode())"
+    );
+    let page = lan.exec(host, "python3").args(["-c", &script]).output().unwrap();
+    String::from_utf8_lossy(&page.stdout).into_owned()
+}
+
 /// The value of the metric line starting with `name` in a Prometheus text page.
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -408,13 +405,7 @@ fn sybils_from_one_range_get_at_most_three_places_in_a_routing_table() {
     nodes.push(join(2, "/ip4/11.204.1.3/tcp/0", "honest.key"));
     // Until all seven are connected and identified (each connection's identify puts its
     // peer in the table, or not), at most 20 s.
-    let scrape = || {
-        let page = lan.exec(0, "python3")
-            .args(["-c", "import urllib.request; print(urllib.request.urlopen('http://11.204.0.1:9464/metrics').read().decode())"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&page.stdout).into_owned()
-    };
+    let scrape = || scrape(&lan, 0, "11.204.0.1:9464");
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut text = scrape();
     while metric(&text, "swarm_connected_peers") < 7.0 && Instant::now() < deadline {

@@ -19,6 +19,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
+use crate::tally::Tally;
+
 /// The bounds. See the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionLimits {
@@ -59,14 +61,19 @@ pub enum Refused {
     },
 }
 
+/// `ip`, or the IPv4 address an IPv4-mapped IPv6 address carries.
+pub fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// The address an inbound connection from `ip` counts against: `ip` itself (an IPv4
 /// address mapped into IPv6 as the IPv4 address), or none for loopback (local tools and
 /// tests).
 pub fn counted_ip(ip: IpAddr) -> Option<IpAddr> {
-    let ip = match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let ip = unmapped(ip);
     (!ip.is_loopback()).then_some(ip)
 }
 
@@ -74,39 +81,30 @@ pub fn counted_ip(ip: IpAddr) -> Option<IpAddr> {
 #[derive(Debug, Clone)]
 struct Stage<C> {
     of: HashMap<C, IpAddr>,
-    per_ip: HashMap<IpAddr, usize>,
+    per_ip: Tally<IpAddr>,
 }
 
 impl<C> Default for Stage<C> {
     fn default() -> Self {
-        Self { of: HashMap::new(), per_ip: HashMap::new() }
+        Self { of: HashMap::new(), per_ip: Tally::default() }
     }
 }
 
 impl<C: Hash + Eq> Stage<C> {
     fn count(&self, ip: IpAddr) -> usize {
-        self.per_ip.get(&ip).copied().unwrap_or(0)
+        self.per_ip.get(&ip)
     }
 
     fn add(&mut self, c: C, ip: IpAddr) {
         if let Some(old) = self.of.insert(c, ip) {
-            self.remove_ip(old);
+            self.per_ip.remove(&old);
         }
-        *self.per_ip.entry(ip).or_default() += 1;
+        self.per_ip.add(ip);
     }
 
     fn remove(&mut self, c: &C) {
         if let Some(ip) = self.of.remove(c) {
-            self.remove_ip(ip);
-        }
-    }
-
-    fn remove_ip(&mut self, ip: IpAddr) {
-        if let Some(n) = self.per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_ip.remove(&ip);
-            }
+            self.per_ip.remove(&ip);
         }
     }
 }

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::net::IpAddr;
 
+use crate::tally::Tally;
+
 pub mod sim;
 
 /// An address range: the first 24 bits of an IPv4 address, or the first 48 of an IPv6
@@ -32,11 +34,7 @@ pub enum Range {
 impl Range {
     /// The range of `ip`, or `None` when `ip` is not a global address (not limited).
     pub fn of(ip: IpAddr) -> Option<Self> {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        match ip {
+        match crate::admission::unmapped(ip) {
             IpAddr::V4(v4) => {
                 let o = v4.octets();
                 let shared = o[0] == 100 && (o[1] & 0xC0) == 64; // 100.64.0.0/10, carrier NAT
@@ -112,8 +110,8 @@ pub struct RoutingDiversity<P> {
     limits: DiversityLimits,
     /// Each counted peer's bucket and range.
     peers: HashMap<P, (u16, Range)>,
-    per_bucket: HashMap<(u16, Range), usize>,
-    per_table: HashMap<Range, usize>,
+    per_bucket: Tally<(u16, Range)>,
+    per_table: Tally<Range>,
     refused: u64,
 }
 
@@ -123,8 +121,8 @@ impl<P: Hash + Eq + Clone> RoutingDiversity<P> {
         Self {
             limits,
             peers: HashMap::new(),
-            per_bucket: HashMap::new(),
-            per_table: HashMap::new(),
+            per_bucket: Tally::default(),
+            per_table: Tally::default(),
             refused: 0,
         }
     }
@@ -134,18 +132,18 @@ impl<P: Hash + Eq + Clone> RoutingDiversity<P> {
     pub fn admit(&mut self, peer: P, bucket: u16, ip: IpAddr) -> Result<(), Crowded> {
         self.removed(&peer);
         let Some(range) = Range::of(ip) else { return Ok(()) };
-        let in_bucket = self.per_bucket.get(&(bucket, range)).copied().unwrap_or(0);
+        let in_bucket = self.per_bucket.get(&(bucket, range));
         if in_bucket >= self.limits.per_bucket {
             self.refused += 1;
             return Err(Crowded::Bucket { bucket, range, held: in_bucket, limit: self.limits.per_bucket });
         }
-        let in_table = self.per_table.get(&range).copied().unwrap_or(0);
+        let in_table = self.per_table.get(&range);
         if in_table >= self.limits.per_table {
             self.refused += 1;
             return Err(Crowded::Table { range, held: in_table, limit: self.limits.per_table });
         }
-        *self.per_bucket.entry((bucket, range)).or_default() += 1;
-        *self.per_table.entry(range).or_default() += 1;
+        self.per_bucket.add((bucket, range));
+        self.per_table.add(range);
         self.peers.insert(peer, (bucket, range));
         Ok(())
     }
@@ -153,8 +151,8 @@ impl<P: Hash + Eq + Clone> RoutingDiversity<P> {
     /// The table dropped `peer`: its place is given back. Unknown peers are ignored.
     pub fn removed(&mut self, peer: &P) {
         let Some((bucket, range)) = self.peers.remove(peer) else { return };
-        decrement(&mut self.per_bucket, (bucket, range));
-        decrement(&mut self.per_table, range);
+        self.per_bucket.remove(&(bucket, range));
+        self.per_table.remove(&range);
     }
 
     /// Keeps the places of the peers `keep` says are still in the table; the others'
@@ -194,15 +192,6 @@ pub const PROVIDERS_PER_RANGE: usize = 2;
 pub fn provider_admitted(held: impl IntoIterator<Item = Option<Range>>, range: Option<Range>) -> bool {
     let Some(range) = range else { return true };
     held.into_iter().filter(|r| *r == Some(range)).count() < PROVIDERS_PER_RANGE
-}
-
-fn decrement<K: Hash + Eq>(counts: &mut HashMap<K, usize>, key: K) {
-    if let Some(n) = counts.get_mut(&key) {
-        *n -= 1;
-        if *n == 0 {
-            counts.remove(&key);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -50,6 +50,7 @@ pub mod overlay;
 pub mod place;
 pub mod publish;
 pub mod record;
+mod tally;
 pub mod time;
 mod timer;
 pub mod tunnel;

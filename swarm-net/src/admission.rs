@@ -15,7 +15,6 @@ use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished, ListenFailure};
 use libp2p::swarm::{
     dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
@@ -49,17 +48,7 @@ impl Admission {
 
 /// The address a connection counts against: its IP, unless it is loopback or relayed.
 fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
-    if remote.iter().any(|p| p == Protocol::P2pCircuit) {
-        return None;
-    }
-    remote
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Ip4(a) => Some(IpAddr::V4(a)),
-            Protocol::Ip6(a) => Some(IpAddr::V6(a)),
-            _ => None,
-        })
-        .and_then(admission::counted_ip)
+    crate::driver::direct_ip(remote).and_then(admission::counted_ip)
 }
 
 impl NetworkBehaviour for Admission {

@@ -25,6 +25,8 @@ mod records;
 mod relayed;
 mod relays;
 mod routing;
+
+pub(crate) use routing::direct_ip;
 mod start;
 mod swarm;
 mod tunnels;

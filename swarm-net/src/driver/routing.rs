@@ -26,7 +26,7 @@ const RECONCILE_EVERY: Duration = Duration::from_secs(1);
 
 /// The IP address an address reaches, unless it goes through a relay (its IP is the
 /// relay's).
-pub(super) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+pub(crate) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
     if addr.iter().any(|p| p == Protocol::P2pCircuit) {
         return None;
     }
