@@ -14,6 +14,7 @@ pub mod cookie;
 mod device;
 pub mod drops;
 pub mod frame;
+pub mod handshakes;
 pub mod mac;
 pub(crate) mod noise;
 pub mod ratelimit;

@@ -23,7 +23,6 @@
 //! authenticated packet within [`DIRECT_FRESH`]; each path change restarts the link's
 //! measurement windows and is reported.
 
-mod handshakes;
 mod report;
 mod socket;
 pub(crate) mod tun;
@@ -54,9 +53,9 @@ use swarm_core::tunnel::{
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
-use handshakes::{is_handshake, HandshakeQueue, HANDSHAKE_BUDGET};
 pub use report::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
 use socket::{SendFailure, Sockets, BATCH, RX_BUF};
+use swarm_core::tunnel::handshakes::{is_handshake, HandshakeQueue, HANDSHAKE_BUDGET};
 use tun::Tun;
 
 use crate::tunnel_relay::{self, Pumps, RelayIn};
@@ -571,19 +570,14 @@ impl DataPlane {
         if self.handshakes.loaded() {
             self.tunnels.mark_loaded(now);
         }
-        let start = Instant::now();
-        let mut handled = 0u32;
-        while let Some(mut queued) = self.handshakes.pop() {
+        let tunnels = &mut self.tunnels;
+        self.handshakes.drain(HANDSHAKE_BUDGET, Instant::now, |mut queued| {
             // Handshakes, cookie replies and their drops: nothing to deliver, only to
             // send (flushed with the rest) and count (by the tunnels).
             let (src, kind) = (queued.src, queued.bytes()[0]);
-            let result = self.tunnels.handle_datagram(now, src, queued.bytes()).map(|_| ());
+            let result = tunnels.handle_datagram(now, src, queued.bytes()).map(|_| ());
             tracing::trace!(%src, kind, ?result, "handshake message");
-            handled += 1;
-            if handled.is_multiple_of(8) && start.elapsed() >= HANDSHAKE_BUDGET {
-                break;
-            }
-        }
+        });
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {

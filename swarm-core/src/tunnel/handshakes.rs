@@ -3,53 +3,57 @@
 //! within a CPU budget, as the Linux module queues them for its handshake workers. A
 //! flood of handshakes (each a Diffie-Hellman when it authenticates) so never delays
 //! the data of established tunnels: it fills this queue, whose overflow is dropped and
-//! counted, and whose filling puts the tunnels under load (cookies required).
+//! counted, and whose filling puts the tunnels under load (cookies required). The caller
+//! (the node's data plane) queues what [`is_handshake`] picks out of a batch, handles the
+//! batch's data, then calls [`HandshakeQueue::drain`] with its clock.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use swarm_core::tunnel::wire::INITIATION_LEN;
+use super::wire::INITIATION_LEN;
 
 /// Handshake messages waiting at most (about 180 KB); more are dropped.
-pub(super) const HANDSHAKE_QUEUE: usize = 1024;
+pub const HANDSHAKE_QUEUE: usize = 1024;
 /// Time spent on handshakes per turn, at most, before data gets its turn again.
-pub(super) const HANDSHAKE_BUDGET: Duration = Duration::from_millis(1);
+pub const HANDSHAKE_BUDGET: Duration = Duration::from_millis(1);
 
 /// A handshake message received, waiting for its turn.
-pub(super) struct Queued {
-    pub(super) src: SocketAddr,
+#[derive(Debug)]
+pub struct Queued {
+    /// Where it came from.
+    pub src: SocketAddr,
     len: usize,
     bytes: [u8; INITIATION_LEN],
 }
 
 impl Queued {
     /// The message, to be handled in place.
-    pub(super) fn bytes(&mut self) -> &mut [u8] {
+    pub fn bytes(&mut self) -> &mut [u8] {
         &mut self.bytes[..self.len]
     }
 }
 
 /// Whether `datagram` is a handshake message (type 1, 2 or 3 with zero reserved bytes,
 /// no longer than an initiation): the kinds that go through the queue.
-pub(super) fn is_handshake(datagram: &[u8]) -> bool {
+pub fn is_handshake(datagram: &[u8]) -> bool {
     matches!(datagram, [1..=3, 0, 0, 0, ..]) && datagram.len() <= INITIATION_LEN
 }
 
 /// See the module docs.
-#[derive(Default)]
-pub(super) struct HandshakeQueue {
+#[derive(Debug, Default)]
+pub struct HandshakeQueue {
     items: VecDeque<Queued>,
     /// Since when the oldest message waits.
     since: Option<Instant>,
     /// Messages dropped because the queue was full.
-    pub(super) dropped: u64,
+    pub dropped: u64,
 }
 
 impl HandshakeQueue {
     /// Queues `datagram` (a handshake message, see [`is_handshake`]); false when the
     /// queue is full and it was dropped.
-    pub(super) fn push(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> bool {
+    pub fn push(&mut self, now: Instant, src: SocketAddr, datagram: &[u8]) -> bool {
         if self.items.len() >= HANDSHAKE_QUEUE || datagram.len() > INITIATION_LEN {
             self.dropped += 1;
             return false;
@@ -62,7 +66,7 @@ impl HandshakeQueue {
     }
 
     /// The next message, oldest first.
-    pub(super) fn pop(&mut self) -> Option<Queued> {
+    pub fn pop(&mut self) -> Option<Queued> {
         let item = self.items.pop_front();
         if self.items.is_empty() {
             self.since = None;
@@ -70,18 +74,45 @@ impl HandshakeQueue {
         item
     }
 
+    /// Hands queued messages to `handle`, oldest first, until the queue is empty or
+    /// `budget` has passed by `clock` (read once every 8 messages: reading a clock costs
+    /// more than refusing a forged message). How many were handed over.
+    pub fn drain(
+        &mut self,
+        budget: Duration,
+        mut clock: impl FnMut() -> Instant,
+        mut handle: impl FnMut(Queued),
+    ) -> u32 {
+        let start = clock();
+        let mut handled = 0u32;
+        while let Some(queued) = self.pop() {
+            handle(queued);
+            handled += 1;
+            if handled.is_multiple_of(8) && clock().saturating_duration_since(start) >= budget {
+                break;
+            }
+        }
+        handled
+    }
+
     /// Over half full: the node is under load.
-    pub(super) fn loaded(&self) -> bool {
+    pub fn loaded(&self) -> bool {
         self.items.len() > HANDSHAKE_QUEUE / 2
     }
 
     /// When messages wait: at once.
-    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+    pub fn poll_timeout(&self) -> Option<Instant> {
         self.since
     }
 
-    pub(super) fn len(&self) -> usize {
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
         self.items.len()
+    }
+
+    /// Whether none waits.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
     }
 }
 
@@ -89,8 +120,36 @@ impl HandshakeQueue {
 mod tests {
     use super::*;
 
+    /// On a virtual clock where each message takes 100 µs: a 1 ms budget hands over 16
+    /// (the clock is read every 8), the rest waits for the next turn, oldest first.
+    #[test]
+    fn a_turn_ends_when_its_budget_is_spent() {
+        #[allow(clippy::disallowed_methods)] // the virtual clock's epoch
+        let t0 = Instant::now();
+        let now = std::cell::Cell::new(t0);
+        let src: SocketAddr = "10.0.0.1:1".parse().unwrap();
+        let mut q = HandshakeQueue::default();
+        for i in 0..40u8 {
+            assert!(q.push(t0, src, &[1, 0, 0, 0, i]));
+        }
+        let mut seen = Vec::new();
+        let clock = || now.get();
+        let handled = q.drain(HANDSHAKE_BUDGET, clock, |mut m| {
+            seen.push(m.bytes()[4]);
+            now.set(now.get() + Duration::from_micros(100));
+        });
+        assert_eq!(handled, 16);
+        assert_eq!(seen, (0..16).collect::<Vec<u8>>());
+        assert_eq!(q.len(), 24);
+        assert_eq!(q.poll_timeout(), Some(t0), "the rest still waits");
+        // Cheap messages: the whole queue in one turn.
+        assert_eq!(q.drain(HANDSHAKE_BUDGET, || t0, |_| {}), 24);
+        assert_eq!(q.poll_timeout(), None);
+    }
+
     #[test]
     fn the_queue_is_bounded_and_counts_what_it_drops() {
+        #[allow(clippy::disallowed_methods)] // the virtual clock's epoch
         let now = Instant::now();
         let src: SocketAddr = "10.0.0.1:1".parse().unwrap();
         let mut q = HandshakeQueue::default();
