@@ -516,7 +516,7 @@ mod tests {
     fn nat_relay_seed() -> Vec<u8> {
         use crate::nat::relay::{frame_header, RelayHeader};
         let mut out = vec![2u8];
-        out.extend(RelayHeader::Connect { to: author(2) }.encode());
+        out.extend(RelayHeader::Connect { to: author(2), detour: false }.encode());
         for d in [&[9u8; 32][..], &[8u8; 148][..]] {
             out.extend(frame_header(d.len()).unwrap());
             out.extend_from_slice(d);

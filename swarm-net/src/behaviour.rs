@@ -26,6 +26,8 @@ use crate::config::{NodeConfig, RelayMode};
 pub(crate) struct RelayGate {
     pub(crate) members: RwLock<HashSet<PeerId>>,
     pub(crate) open: AtomicBool,
+    /// Whether this node carries members' detours (relay mode `auto` or `on`).
+    pub(crate) detours: AtomicBool,
 }
 
 impl RelayGate {
@@ -104,6 +106,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(4));
         let serve = config.relay != RelayMode::Off;
         gate.open.store(config.relay == RelayMode::On, Ordering::Relaxed);
+        gate.detours.store(config.relay != RelayMode::Off, Ordering::Relaxed);
 
         let identify = identify::Behaviour::new(
             identify::Config::new(config.namespace.identify_protocol(), key.public())

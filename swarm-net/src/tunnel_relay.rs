@@ -15,6 +15,10 @@
 //!   data plane's `relay_dropped`, so the link's loss sees them); datagrams from the
 //!   peer wait in the data plane's bounded inbox (the pump, not the data plane, waits).
 //!
+//! Detours (issue 16, part 1) take the same streams with a `detour` header: any member
+//! relays them while it serves relays at all (relay mode `auto` or `on`, public or not),
+//! within the same book, and the far end gets them as [`PathKind::DetourIn`].
+//!
 //! Nothing here blocks the driver: it only ever `try_send`s.
 
 use std::net::SocketAddr;
@@ -87,13 +91,24 @@ impl RelayCounters {
     }
 }
 
+/// What a relayed path is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PathKind {
+    /// The tunnel's way to a peer no hole could be punched to (ours or offered).
+    Fallback,
+    /// Our detour around a breached direct path: carries our data to the peer.
+    DetourOut,
+    /// The peer's detour to us: an extra way in.
+    DetourIn,
+}
+
 /// A relayed path came up or failed, for the driver.
 #[derive(Debug)]
 pub(crate) enum PathEvent {
     /// A stream to `peer` through `via`, past its header and answer.
-    Opened { peer: PeerId, via: PeerId, stream: Stream },
+    Opened { peer: PeerId, via: PeerId, stream: Stream, kind: PathKind },
     /// Our attempt to reach `peer` through `via` failed.
-    Failed { peer: PeerId, via: PeerId, why: String },
+    Failed { peer: PeerId, via: PeerId, why: String, detour: bool },
 }
 
 /// What a path's reading pump hands the data plane.
@@ -162,17 +177,18 @@ impl Relay {
             }
         };
         match header {
-            RelayHeader::From { from: peer } => {
+            RelayHeader::From { from: peer, detour } => {
                 drop(permit);
                 // Offered a path to `peer` through `from`: a member's, or nothing.
                 let ok = self.gate.is_member(&peer) && self.gate.is_member(&from);
                 let a = if ok { RelayAnswer::Ok } else { RelayAnswer::NotMember };
                 if answer(&mut stream, a).await.is_ok() && ok {
-                    let _ = events.send(PathEvent::Opened { peer, via: from, stream }).await;
+                    let kind = if detour { PathKind::DetourIn } else { PathKind::Fallback };
+                    let _ = events.send(PathEvent::Opened { peer, via: from, stream, kind }).await;
                 }
             }
-            RelayHeader::Connect { to } => {
-                let outcome = self.connect(from, to, &mut stream).await;
+            RelayHeader::Connect { to, detour } => {
+                let outcome = self.connect(from, to, detour, &mut stream).await;
                 drop(permit);
                 match outcome {
                     Ok(other) => self.copy(from, stream, other).await,
@@ -192,9 +208,17 @@ impl Relay {
         &mut self,
         from: PeerId,
         to: PeerId,
+        detour: bool,
         stream: &mut Stream,
     ) -> Result<Stream, RelayAnswer> {
-        if from == to || !self.gate.admits(&from) || !self.gate.admits(&to) {
+        let admits = |p: &PeerId| {
+            if detour {
+                self.gate.detours.load(Ordering::Relaxed) && self.gate.is_member(p)
+            } else {
+                self.gate.admits(p)
+            }
+        };
+        if from == to || !admits(&from) || !admits(&to) {
             return Err(RelayAnswer::NotMember);
         }
         if !self.book.lock().map(|mut b| b.admit(from)).unwrap_or(false) {
@@ -204,7 +228,7 @@ impl Relay {
             let mut other =
                 self.control.open_stream(to, PROTOCOL).await.map_err(|_| RelayAnswer::Unreachable)?;
             other
-                .write_all(&RelayHeader::From { from }.encode())
+                .write_all(&RelayHeader::From { from, detour }.encode())
                 .await
                 .map_err(|_| RelayAnswer::Unreachable)?;
             other.flush().await.map_err(|_| RelayAnswer::Unreachable)?;
@@ -279,11 +303,19 @@ async fn answer(stream: &mut Stream, a: RelayAnswer) -> std::io::Result<()> {
     stream.flush().await
 }
 
-/// Opens a path to `peer` through `via`; its outcome comes on `events`.
-pub(crate) async fn open(mut control: Control, peer: PeerId, via: PeerId, events: mpsc::Sender<PathEvent>) {
+/// Opens a path to `peer` through `via` (a detour, or a fallback path); its outcome
+/// comes on `events`.
+pub(crate) async fn open(
+    mut control: Control,
+    peer: PeerId,
+    via: PeerId,
+    detour: bool,
+    events: mpsc::Sender<PathEvent>,
+) {
     let attempt = async {
         let mut stream = control.open_stream(via, PROTOCOL).await.map_err(|e| e.to_string())?;
-        stream.write_all(&RelayHeader::Connect { to: peer }.encode()).await.map_err(|e| e.to_string())?;
+        let header = RelayHeader::Connect { to: peer, detour };
+        stream.write_all(&header.encode()).await.map_err(|e| e.to_string())?;
         stream.flush().await.map_err(|e| e.to_string())?;
         let mut a = [0u8; 1];
         stream.read_exact(&mut a).await.map_err(|e| e.to_string())?;
@@ -293,10 +325,11 @@ pub(crate) async fn open(mut control: Control, peer: PeerId, via: PeerId, events
         }
     };
     // The relay takes up to a step to reach the peer, after our own step.
+    let kind = if detour { PathKind::DetourOut } else { PathKind::Fallback };
     let event = match tokio::time::timeout(STEP * 2, attempt).await {
-        Ok(Ok(stream)) => PathEvent::Opened { peer, via, stream },
-        Ok(Err(why)) => PathEvent::Failed { peer, via, why },
-        Err(_) => PathEvent::Failed { peer, via, why: "timed out".into() },
+        Ok(Ok(stream)) => PathEvent::Opened { peer, via, stream, kind },
+        Ok(Err(why)) => PathEvent::Failed { peer, via, why, detour },
+        Err(_) => PathEvent::Failed { peer, via, why: "timed out".into(), detour },
     };
     let _ = events.send(event).await;
 }

@@ -8,6 +8,7 @@ use swarm::core::link::{Metric, SlaState};
 use swarm::core::view::ClusterSnapshot;
 use swarm::net::LinkReport;
 use swarm::net::OverlayAddresses;
+use swarm::net::Path;
 use swarm::{PeerId, TunnelStatus};
 
 /// Shortens a peer id to its last 8 characters, as libp2p logs do.
@@ -30,12 +31,15 @@ pub fn tunnel_state(t: Option<&TunnelStatus>) -> String {
     }
 }
 
-/// Where a tunnel's packets go, in one column: its UDP endpoint, or `relayed …via`.
+/// Where a tunnel's packets go, in one column: its UDP endpoint, `relayed …via`, or
+/// `ENDPOINT via …` while its data takes a detour.
 pub fn path_column(t: &TunnelStatus) -> String {
-    match (t.path.via(), t.endpoint) {
-        (Some(via), _) => format!("relayed {}", short(&via)),
-        (None, Some(e)) => e.to_string(),
-        (None, None) => "-".to_owned(),
+    match (t.path, t.endpoint) {
+        (Path::Detour { via }, Some(e)) => format!("{e} via {}", short(&via)),
+        (Path::Detour { via }, None) => format!("via {}", short(&via)),
+        (Path::Relayed { via }, _) => format!("relayed {}", short(&via)),
+        (_, Some(e)) => e.to_string(),
+        (_, None) => "-".to_owned(),
     }
 }
 

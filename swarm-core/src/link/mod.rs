@@ -11,8 +11,11 @@
 //! - [`train`]: the active throughput test, a bounded packet train;
 //! - [`summary`]: link summaries and coordinates in gossip, and the A-to-B query;
 //! - [`vivaldi`]: network coordinates that estimate the round trip of unmeasured pairs;
-//! - [`emulator`]: a seeded link emulator for the deterministic simulator.
+//! - [`emulator`]: a seeded link emulator for the deterministic simulator;
+//! - [`detour`]: when a breached link's traffic takes a two-hop path through a member,
+//!   and when it comes back.
 
+pub mod detour;
 pub mod emulator;
 pub mod index;
 mod monitor;

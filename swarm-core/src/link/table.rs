@@ -548,6 +548,14 @@ impl LinkTable {
         }
     }
 
+    /// The summary of the link to `peer` as it would be gossiped now (its short
+    /// window), without moving the coordinate: what a detour's first hop is judged by.
+    pub fn summary(&mut self, now: Instant, peer: &PeerId) -> Option<LinkSummary> {
+        let link = self.links.get_mut(peer)?;
+        let stats = link.monitor.snapshot(now);
+        summarise(now, *peer, &stats, link)
+    }
+
     /// The measurements and verdicts of the link to `peer`.
     pub fn report(&mut self, now: Instant, peer: &PeerId) -> Option<(LinkStats, Vec<SlaVerdict>)> {
         let link = self.links.get_mut(peer)?;

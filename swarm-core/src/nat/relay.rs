@@ -18,6 +18,12 @@
 //! such a source, and records announcing one, are refused.
 //!
 //! [`RelayBook`] bounds what a relay carries: paths per opener and in all.
+//!
+//! The same streams carry *detours* (issue 16, part 1): a member whose direct path to a
+//! peer breaches its SLA sends that tunnel's data through a third member with better
+//! links to both (see [`crate::link::detour`]). The headers then say `detour`: any member
+//! relays a detour (not only public relays), and the far end takes it as an extra way
+//! in, never as the tunnel's endpoint (its probes stay on the direct path).
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -69,11 +75,15 @@ pub enum RelayHeader {
     Connect {
         /// The peer to carry datagrams to.
         to: PeerId,
+        /// A detour around a breached direct path, not a path for want of one.
+        detour: bool,
     },
     /// From a relay: `from` sends datagrams through me.
     From {
         /// The peer whose datagrams come.
         from: PeerId,
+        /// A detour (see `Connect`).
+        detour: bool,
     },
 }
 
@@ -83,7 +93,7 @@ pub enum HeaderError {
     /// Another version than ours.
     #[error("unknown relay header version {0}")]
     Version(u8),
-    /// Neither `Connect` nor `From`.
+    /// Neither `Connect` nor `From` (plain or detour).
     #[error("unknown relay header kind {0}")]
     Kind(u8),
     /// The peer id's length or bytes are wrong.
@@ -97,9 +107,9 @@ pub enum HeaderError {
 impl RelayHeader {
     /// The header's bytes: version, kind, the peer id's length and its bytes.
     pub fn encode(&self) -> Vec<u8> {
-        let (kind, peer) = match self {
-            Self::Connect { to } => (1, to),
-            Self::From { from } => (2, from),
+        let (kind, peer) = match *self {
+            Self::Connect { ref to, detour } => (if detour { 3 } else { 1 }, to),
+            Self::From { ref from, detour } => (if detour { 4 } else { 2 }, from),
         };
         let id = peer.to_bytes();
         let mut out = Vec::with_capacity(3 + id.len());
@@ -113,7 +123,7 @@ impl RelayHeader {
         if prefix[0] != VERSION {
             return Err(HeaderError::Version(prefix[0]));
         }
-        if !(1..=2).contains(&prefix[1]) {
+        if !(1..=4).contains(&prefix[1]) {
             return Err(HeaderError::Kind(prefix[1]));
         }
         let n = usize::from(prefix[2]);
@@ -132,8 +142,10 @@ impl RelayHeader {
         }
         let peer = PeerId::from_bytes(&bytes[3..]).map_err(|_| HeaderError::PeerId)?;
         Ok(match prefix[1] {
-            1 => Self::Connect { to: peer },
-            _ => Self::From { from: peer },
+            1 => Self::Connect { to: peer, detour: false },
+            2 => Self::From { from: peer, detour: false },
+            3 => Self::Connect { to: peer, detour: true },
+            _ => Self::From { from: peer, detour: true },
         })
     }
 }
@@ -280,15 +292,18 @@ mod tests {
     #[test]
     fn headers_round_trip_and_bad_ones_are_refused() {
         let peer = crate::overlay::tests::peer(7);
-        for h in [RelayHeader::Connect { to: peer }, RelayHeader::From { from: peer }] {
-            let bytes = h.encode();
-            assert!(bytes.len() <= MAX_HEADER_LEN);
-            let prefix: [u8; 3] = bytes[..3].try_into().unwrap();
-            assert_eq!(RelayHeader::len_from_prefix(prefix), Ok(bytes.len()));
-            assert_eq!(RelayHeader::parse(&bytes), Ok(h));
+        for detour in [false, true] {
+            for h in [RelayHeader::Connect { to: peer, detour }, RelayHeader::From { from: peer, detour }] {
+                let bytes = h.encode();
+                assert!(bytes.len() <= MAX_HEADER_LEN);
+                let prefix: [u8; 3] = bytes[..3].try_into().unwrap();
+                assert_eq!(RelayHeader::len_from_prefix(prefix), Ok(bytes.len()));
+                assert_eq!(RelayHeader::parse(&bytes), Ok(h));
+            }
         }
         assert_eq!(RelayHeader::len_from_prefix([2, 1, 38]), Err(HeaderError::Version(2)));
-        assert_eq!(RelayHeader::len_from_prefix([1, 3, 38]), Err(HeaderError::Kind(3)));
+        assert_eq!(RelayHeader::len_from_prefix([1, 0, 38]), Err(HeaderError::Kind(0)));
+        assert_eq!(RelayHeader::len_from_prefix([1, 5, 38]), Err(HeaderError::Kind(5)));
         assert_eq!(RelayHeader::len_from_prefix([1, 1, 0]), Err(HeaderError::PeerId));
         assert_eq!(RelayHeader::len_from_prefix([1, 1, 200]), Err(HeaderError::PeerId));
         assert_eq!(RelayHeader::parse(&[1, 1, 3, 0, 0, 0]), Err(HeaderError::PeerId));

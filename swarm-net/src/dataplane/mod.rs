@@ -22,6 +22,16 @@
 //! socket. A relayed datagram never replaces a direct endpoint that carried an
 //! authenticated packet within [`DIRECT_FRESH`]; each path change restarts the link's
 //! measurement windows and is reported.
+//!
+//! A *detour* (issue 16, part 1) is a relayed path taken by choice: while the direct
+//! path breaches its SLA, the driver (by `swarm_core::link::detour`) opens one through a
+//! better-placed member and [`DataPlane::add_relay_path`] takes it as
+//! [`PathKind::DetourOut`]: application datagrams and IP packets to that peer go over it,
+//! while the tunnel's endpoint, its handshakes, keepalives and link probes stay on the
+//! direct path, so the link monitor keeps judging the direct path. The peer's own
+//! detour to us ([`PathKind::DetourIn`]) is one more way in, never an endpoint. The path
+//! reads `via <member>` ([`Path::Detour`]); taking or leaving a detour does not restart
+//! the link's windows (what they measure did not move).
 
 mod report;
 mod socket;
@@ -58,7 +68,7 @@ use socket::{SendFailure, Sockets, BATCH, RX_BUF};
 use swarm_core::tunnel::handshakes::{is_handshake, HandshakeQueue, HANDSHAKE_BUDGET};
 use tun::Tun;
 
-use crate::tunnel_relay::{self, Pumps, RelayIn};
+use crate::tunnel_relay::{self, PathKind, Pumps, RelayIn};
 
 /// A direct endpoint that carried an authenticated packet this recently, or was punched
 /// this recently, is kept: a datagram that came through a relay does not replace it.
@@ -90,6 +100,9 @@ pub(crate) enum DataPlaneEvent {
     Punch(PunchEvent<PeerId>),
     /// A tunnel's packets take another path.
     PathChanged { peer: PeerId, path: Path },
+    /// Our detour to `peer` through `via` closed under the traffic (its stream ended, or
+    /// the tunnel went with its peer): the data is direct again.
+    DetourClosed { peer: PeerId, via: PeerId },
 }
 
 /// Why a throughput test did not start.
@@ -128,6 +141,10 @@ struct Known {
     nat: NatKind,
     /// Its relayed path's endpoint, while it has one.
     relay: Option<SocketAddr>,
+    /// Our detour to it (its relay endpoint), while our data to it takes one.
+    detour: Option<SocketAddr>,
+    /// Its detour to us, while it has one.
+    detour_in: Option<SocketAddr>,
     /// When a punch last set a direct endpoint.
     punched: Option<Instant>,
     /// The path last reported.
@@ -137,7 +154,8 @@ struct Known {
 impl Known {
     fn new(handle: PeerHandle, key: [u8; 32], stock: bool, endpoints: Vec<SocketAddr>) -> Self {
         let (up, relay, punched, path, nat) = (false, None, None, Path::Direct, NatKind::Unknown);
-        Self { handle, key, up, stock, endpoints, nat, relay, punched, path }
+        let (detour, detour_in) = (None, None);
+        Self { handle, key, up, stock, endpoints, nat, relay, detour, detour_in, punched, path }
     }
 }
 
@@ -145,6 +163,7 @@ impl Known {
 struct RelayedPath {
     peer: PeerId,
     via: PeerId,
+    kind: PathKind,
     pumps: Pumps,
 }
 
@@ -201,6 +220,8 @@ pub(crate) struct DataPlane {
     binding_limiter: RateLimiter,
     /// Relayed paths, by their relay endpoint.
     relayed: HashMap<SocketAddr, RelayedPath>,
+    /// Peers whose data takes a detour, and its relay endpoint (see `Known::detour`).
+    detours: HashMap<PeerHandle, SocketAddr>,
     /// Peers whose probes went unanswered, until their tunnel is up again.
     unreachable: std::collections::HashSet<PeerId>,
     next_relay_slot: u32,
@@ -258,6 +279,7 @@ impl DataPlane {
             bindings: VecDeque::new(),
             binding_limiter: RateLimiter::new(RateLimit { per_second: 10, burst: 5, max_sources: 4096 }),
             relayed: HashMap::new(),
+            detours: HashMap::new(),
             unreachable: std::collections::HashSet::new(),
             next_relay_slot: 0,
             relay_inbox: inboxes.relayed,
@@ -470,9 +492,13 @@ impl DataPlane {
     /// Drops the peer's tunnel and link; the known peer, if it was known.
     fn forget(&mut self, peer: &PeerId) -> Option<Known> {
         let known = self.peers.remove(peer)?;
-        if let Some(addr) = known.relay {
+        for addr in [known.relay, known.detour_in].into_iter().flatten() {
             self.relayed.remove(&addr);
         }
+        if let Some(path) = known.detour.and_then(|addr| self.relayed.remove(&addr)) {
+            self.events.push_back(DataPlaneEvent::DetourClosed { peer: *peer, via: path.via });
+        }
+        self.detours.remove(&known.handle);
         self.nat.remove_reflectors(&known.endpoints);
         self.links.handle_tunnel_down(peer);
         self.tunnels.remove_peer(known.handle);
@@ -622,6 +648,15 @@ impl DataPlane {
     /// Summaries and coordinate for the record, when due.
     pub(crate) fn poll_gossip(&mut self, now: Instant) -> Option<LinkGossip> {
         self.links.poll_gossip(now)
+    }
+
+    /// The summary of the link to `peer` now (its short window).
+    pub(crate) fn link_summary(
+        &mut self,
+        now: Instant,
+        peer: &PeerId,
+    ) -> Option<swarm_core::link::summary::LinkSummary> {
+        self.links.summary(now, peer)
     }
 
     /// Pings `peer` over its tunnel; the answer comes as a [`DataPlaneEvent::Link`].
@@ -850,31 +885,68 @@ impl DataPlane {
         self.peers.get(peer).map(|k| k.path)
     }
 
-    /// A relayed path to `peer` through `via` is open on `stream`: it replaces the
-    /// peer's last one, and carries the tunnel unless a direct endpoint is fresh.
-    /// Whether the peer was known (else the stream is dropped).
+    /// A relayed path to `peer` through `via` is open on `stream`. It replaces the
+    /// peer's last one of its kind. A fallback path carries the tunnel unless a direct
+    /// endpoint is fresh; our detour carries our data (see the module docs); the peer's
+    /// detour is one more way in. Whether the peer was known (else the stream is
+    /// dropped).
     pub(crate) fn add_relay_path(
         &mut self,
         now: Instant,
         peer: PeerId,
         via: PeerId,
         stream: libp2p::Stream,
+        kind: PathKind,
     ) -> bool {
         let Some(known) = self.peers.get_mut(&peer).filter(|k| !k.stock) else { return false };
         let addr = relay_endpoint(self.next_relay_slot);
         self.next_relay_slot = self.next_relay_slot.wrapping_add(1);
-        if let Some(old) = known.relay.replace(addr) {
+        let slot = match kind {
+            PathKind::Fallback => &mut known.relay,
+            PathKind::DetourOut => &mut known.detour,
+            PathKind::DetourIn => &mut known.detour_in,
+        };
+        if let Some(old) = slot.replace(addr) {
             self.relayed.remove(&old);
         }
         let handle = known.handle;
         let pumps = tunnel_relay::attach(stream, addr, self.relay_inbox.clone());
-        self.relayed.insert(addr, RelayedPath { peer, via, pumps });
-        if !self.direct_fresh(now, &peer) {
-            self.tunnels.set_endpoint(handle, addr);
-            self.handshake_now(now, handle);
+        self.relayed.insert(addr, RelayedPath { peer, via, kind, pumps });
+        match kind {
+            PathKind::Fallback if !self.direct_fresh(now, &peer) => {
+                self.tunnels.set_endpoint(handle, addr);
+                self.handshake_now(now, handle);
+            }
+            PathKind::DetourOut => {
+                self.detours.insert(handle, addr);
+            }
+            _ => {}
         }
         self.update_path(now, peer);
         true
+    }
+
+    /// Our data to `peer` goes straight again: its detour, if any, is closed (the
+    /// intermediate and the peer see the stream end). Whether there was one.
+    pub(crate) fn end_detour(&mut self, now: Instant, peer: &PeerId) -> bool {
+        let Some(known) = self.peers.get_mut(peer) else { return false };
+        let Some(addr) = known.detour.take() else { return false };
+        self.detours.remove(&known.handle);
+        self.relayed.remove(&addr);
+        self.update_path(now, *peer);
+        true
+    }
+
+    /// Where a datagram just sealed for a peer goes: over its detour while it has one,
+    /// else where the tunnel said.
+    fn detoured(&self, mut t: Transmit) -> Transmit {
+        if self.detours.is_empty() || is_relay_endpoint(&t.destination) {
+            return t;
+        }
+        if let Some(addr) = t.peer.and_then(|h| self.detours.get(&h)) {
+            t.destination = *addr;
+        }
+        t
     }
 
     /// What a relayed path's pumps delivered: a datagram, handled as from the socket
@@ -883,7 +955,7 @@ impl DataPlane {
     pub(crate) fn handle_relayed(&mut self, now: Instant, message: RelayIn) {
         match message {
             RelayIn::Datagram { addr, data } => {
-                let Some(peer) = self.relayed.get(&addr).map(|p| p.peer) else { return };
+                let Some((peer, kind)) = self.relayed.get(&addr).map(|p| (p.peer, p.kind)) else { return };
                 let Some(handle) = self.peers.get(&peer).map(|k| k.handle) else { return };
                 self.stats.relay_in += 1;
                 let len = data.len().min(self.rx.len());
@@ -893,7 +965,9 @@ impl DataPlane {
                 let status = self.tunnels.status(handle, now);
                 let authenticated = status.as_ref().map(|s| s.rx_packets) > before;
                 let here = status.and_then(|s| s.endpoint) == Some(addr);
-                if authenticated && !here && !self.direct_fresh(now, &peer) {
+                // A detour (either way) never becomes the endpoint: the direct path stays
+                // measured.
+                if kind == PathKind::Fallback && authenticated && !here && !self.direct_fresh(now, &peer) {
                     self.tunnels.set_endpoint(handle, addr);
                     self.update_path(now, peer);
                 }
@@ -903,8 +977,27 @@ impl DataPlane {
             }
             RelayIn::Closed { addr } => {
                 let Some(path) = self.relayed.remove(&addr) else { return };
-                tracing::debug!(peer = %path.peer, via = %path.via, "relayed path closed");
+                tracing::debug!(peer = %path.peer, via = %path.via, kind = ?path.kind, "relayed path closed");
                 let Some(known) = self.peers.get_mut(&path.peer) else { return };
+                match path.kind {
+                    PathKind::DetourIn => {
+                        if known.detour_in == Some(addr) {
+                            known.detour_in = None;
+                        }
+                        return;
+                    }
+                    PathKind::DetourOut => {
+                        if known.detour == Some(addr) {
+                            known.detour = None;
+                            self.detours.remove(&known.handle);
+                            self.events
+                                .push_back(DataPlaneEvent::DetourClosed { peer: path.peer, via: path.via });
+                            self.update_path(now, path.peer);
+                        }
+                        return;
+                    }
+                    PathKind::Fallback => {}
+                }
                 if known.relay == Some(addr) {
                     known.relay = None;
                 }
@@ -930,7 +1023,7 @@ impl DataPlane {
             .filter(|(addr, p)| {
                 self.peers.get(&p.peer).is_some_and(|k| k.relay == Some(**addr))
                     && !self.direct_fresh(now, &p.peer)
-                    && self.path(&p.peer) == Some(Path::Direct)
+                    && matches!(self.path(&p.peer), Some(Path::Direct | Path::Detour { .. }))
             })
             .map(|(addr, p)| (p.peer, *addr))
             .collect();
@@ -943,19 +1036,25 @@ impl DataPlane {
         }
     }
 
-    /// Reports `peer`'s path when it changed, and restarts its link's windows.
+    /// Reports `peer`'s path when it changed, and restarts its link's windows when what
+    /// they measure moved (not for a detour: probes stay on the direct path).
     fn update_path(&mut self, now: Instant, peer: PeerId) {
         let Some(known) = self.peers.get(&peer) else { return };
         let endpoint = self.tunnels.status(known.handle, now).and_then(|s| s.endpoint);
-        let path = match endpoint.and_then(|e| self.relayed.get(&e)) {
-            Some(p) => Path::Relayed { via: p.via },
-            None if endpoint.is_some_and(|e| is_relay_endpoint(&e)) => Path::Closed,
-            None => Path::Direct,
+        let detour = known.detour.and_then(|d| self.relayed.get(&d)).map(|p| p.via);
+        let path = match (endpoint.and_then(|e| self.relayed.get(&e)), detour) {
+            (Some(p), _) => Path::Relayed { via: p.via },
+            (None, _) if endpoint.is_some_and(|e| is_relay_endpoint(&e)) => Path::Closed,
+            (None, Some(via)) => Path::Detour { via },
+            (None, None) => Path::Direct,
         };
         let Some(known) = self.peers.get_mut(&peer) else { return };
         if known.path != path {
+            let measured = |p: Path| if let Path::Detour { .. } = p { Path::Direct } else { p };
+            if measured(known.path) != measured(path) {
+                self.links.handle_path_change(now, &peer);
+            }
             known.path = path;
-            self.links.handle_path_change(now, &peer);
             self.events.push_back(DataPlaneEvent::PathChanged { peer, path });
         }
     }
@@ -985,6 +1084,7 @@ impl DataPlane {
             match self.tunnels.send_datagram(now, handle, &data, &mut self.tx[gso.filled..]) {
                 Ok(Some(t)) => {
                     self.stats.datagrams_sent += 1;
+                    let t = self.detoured(t);
                     self.stage(&mut gso, t).await;
                 }
                 Ok(None) => self.stats.datagrams_sent += 1,
@@ -1036,7 +1136,10 @@ impl DataPlane {
             self.make_room(&mut gso, len).await;
             let Some(tun) = &self.vpn else { break };
             match self.tunnels.send_ip(now, handle, tun.packet(i), &mut self.tx[gso.filled..]) {
-                Ok(Some(t)) => self.stage(&mut gso, t).await,
+                Ok(Some(t)) => {
+                    let t = self.detoured(t);
+                    self.stage(&mut gso, t).await
+                }
                 Ok(None) => {}
                 Err(SendError::NoEndpoint | SendError::UnknownPeer) => self.stats.vpn_drops.no_route += 1,
                 Err(SendError::NotIp) => self.stats.vpn_drops.not_ip += 1,
@@ -1089,7 +1192,10 @@ impl DataPlane {
     pub(crate) async fn flush(&mut self, now: Instant) {
         while let Some((to, packet)) = self.forward.queue.pop_front() {
             match self.tunnels.send_ip(now, to, &packet, &mut self.tx) {
-                Ok(Some(t)) => self.send(t.destination, t.len, t.len, 1).await,
+                Ok(Some(t)) => {
+                    let t = self.detoured(t);
+                    self.send(t.destination, t.len, t.len, 1).await
+                }
                 Ok(None) => {}
                 Err(_) => self.stats.vpn_drops.no_route += 1,
             }

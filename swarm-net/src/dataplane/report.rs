@@ -71,22 +71,29 @@ pub enum Path {
     },
     /// Its relayed path closed, and no direct endpoint is known yet.
     Closed,
+    /// Direct, but our data takes a detour through a member while the direct path
+    /// breaches its SLA (probes stay on the direct path).
+    Detour {
+        /// The member the data goes through.
+        via: PeerId,
+    },
 }
 
 impl Path {
-    /// The name in metrics and JSON: `direct`, `relayed` or `closed`.
+    /// The name in metrics and JSON: `direct`, `relayed`, `closed` or `detour`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Direct => "direct",
             Self::Relayed { .. } => "relayed",
             Self::Closed => "closed",
+            Self::Detour { .. } => "detour",
         }
     }
 
-    /// The relaying member, when relayed.
+    /// The member the packets go through, when relayed or detoured.
     pub fn via(&self) -> Option<PeerId> {
         match self {
-            Self::Relayed { via } => Some(*via),
+            Self::Relayed { via } | Self::Detour { via } => Some(*via),
             _ => None,
         }
     }
@@ -96,6 +103,7 @@ impl std::fmt::Display for Path {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Relayed { via } => write!(f, "relayed via {via}"),
+            Self::Detour { via } => write!(f, "via {via}"),
             other => f.write_str(other.kind()),
         }
     }

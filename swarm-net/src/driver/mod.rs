@@ -14,9 +14,11 @@
 //! - [`relays`]: libp2p relays, reservations behind a NAT, DCUtR and AutoNAT;
 //! - [`punches`]: hole punching for tunnels, and its signalling;
 //! - [`relayed`]: tunnels relayed through a member where no hole can be punched;
+//! - [`detours`]: a breached link's data through a better-placed member;
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
+mod detours;
 mod gateway;
 mod leases;
 mod overlay;
@@ -152,6 +154,12 @@ pub(crate) struct Driver {
     reflexive: swarm_core::nat::Reflexive,
     /// What each other gateway announces.
     remote_stock: HashMap<PeerId, Vec<swarm_core::record::ext::StockRoute>>,
+    /// Which breached links take a detour, and through whom.
+    detours: swarm_core::link::detour::Detours<PeerId>,
+    /// When breached and detoured peers are looked at next.
+    detour_check: Option<Instant>,
+    /// Our links as last gossiped (the first hops of detours).
+    own_links: Option<swarm_core::link::summary::LinkSummaries>,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
@@ -279,6 +287,7 @@ impl Driver {
             self.dataplane.poll_timeout(),
             self.leases.poll_timeout(),
             self.relays.poll_timeout(),
+            self.detour_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -289,6 +298,7 @@ impl Driver {
         self.view.handle_timeout(now);
         self.dataplane.handle_timeout(now);
         self.relays_timeout(now);
+        self.check_detours(now);
         let advert = self.leases.handle_timeout(now);
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);

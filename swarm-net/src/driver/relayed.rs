@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 
 use super::Driver;
 use crate::api::{NodeEvent, Path};
-use crate::tunnel_relay::{self, PathEvent, RelayCounters, RelayIn};
+use crate::tunnel_relay::{self, PathEvent, PathKind, RelayCounters, RelayIn};
 
 /// Relayed datagrams handed to the data plane per turn of the loop, at most.
 pub(super) const RELAYED_PER_TURN: usize = 64;
@@ -26,7 +26,7 @@ pub(super) struct Relayed {
     pub(super) counters: Arc<RelayCounters>,
     /// Paths opened or failed (ours and offered ones).
     pub(super) events: mpsc::Receiver<PathEvent>,
-    events_tx: mpsc::Sender<PathEvent>,
+    pub(super) events_tx: mpsc::Sender<PathEvent>,
     /// Datagrams from relayed paths' pumps.
     pub(super) inbox: mpsc::Receiver<RelayIn>,
     server: JoinHandle<()>,
@@ -78,7 +78,7 @@ impl Driver {
                 tracing::debug!(%peer, %via, "opening a relayed path");
                 let control = self.relayed.control.clone();
                 let events = self.relayed.events_tx.clone();
-                tokio::spawn(tunnel_relay::open(control, peer, via, events));
+                tokio::spawn(tunnel_relay::open(control, peer, via, false, events));
             }
             None => {}
         }
@@ -88,15 +88,27 @@ impl Driver {
     pub(super) fn on_path_event(&mut self, event: PathEvent) {
         let now = Instant::now();
         match event {
-            PathEvent::Opened { peer, via, stream } => {
+            PathEvent::Opened { peer, via, stream, kind: PathKind::Fallback } => {
                 self.planner.relay_ended(peer, true);
-                if self.dataplane.add_relay_path(now, peer, via, stream) {
+                if self.dataplane.add_relay_path(now, peer, via, stream, PathKind::Fallback) {
                     tracing::info!(%peer, %via, "relayed path open");
                 }
             }
-            PathEvent::Failed { peer, via, why } => {
+            PathEvent::Opened { peer, via, stream, kind: PathKind::DetourOut } => {
+                self.on_detour_opened(now, peer, via, stream);
+            }
+            PathEvent::Opened { peer, via, stream, kind: PathKind::DetourIn } => {
+                if self.dataplane.add_relay_path(now, peer, via, stream, PathKind::DetourIn) {
+                    tracing::info!(%peer, %via, "the peer's detour to us is open");
+                }
+            }
+            PathEvent::Failed { peer, via, why, detour: false } => {
                 self.planner.relay_ended(peer, false);
                 tracing::info!(%peer, %via, %why, "relayed path failed");
+            }
+            PathEvent::Failed { peer, via, why, detour: true } => {
+                tracing::info!(%peer, %via, %why, "detour failed");
+                self.detours.handle_failed(now, peer, via);
             }
         }
     }

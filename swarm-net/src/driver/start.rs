@@ -372,6 +372,9 @@ impl Driver {
             stock_gateway: HashMap::new(),
             reflexive: swarm_core::nat::Reflexive { kind: swarm_core::nat::NatKind::Unknown, mapped: None },
             remote_stock: HashMap::new(),
+            detours: swarm_core::link::detour::Detours::new(swarm_core::link::detour::DetourPolicy::default()),
+            detour_check: None,
+            own_links: None,
             config: p.config,
         }
     }

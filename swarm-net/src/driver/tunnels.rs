@@ -20,8 +20,10 @@ impl Driver {
                     self.emit(NodeEvent::TunnelUp { peer, endpoint })
                 }
                 DataPlaneEvent::TunnelDown { peer, reason } => {
+                    self.forget_detour(now, &peer);
                     self.emit(NodeEvent::TunnelDown { peer, reason })
                 }
+                DataPlaneEvent::DetourClosed { peer, via } => self.on_detour_closed(now, peer, via),
                 DataPlaneEvent::EndpointChanged { peer, endpoint } => {
                     self.emit(NodeEvent::TunnelEndpointChanged { peer, endpoint });
                 }
@@ -47,7 +49,9 @@ impl Driver {
             }
         }
         if let Some(gossip) = self.dataplane.poll_gossip(now) {
-            match gossip.summaries.to_extension() {
+            let encoded = gossip.summaries.to_extension();
+            self.set_own_links(gossip.summaries);
+            match encoded {
                 Ok(ext) => {
                     let _ = self.publisher.set_extension_quiet(ext);
                 }
@@ -68,10 +72,12 @@ impl Driver {
             LinkEvent::Sla { peer, event: SlaEvent::Degraded { metric, value, target } } => {
                 let (value, target) = (metric.to_si(value), metric.to_si(target));
                 self.emit(NodeEvent::LinkDegraded { peer, metric, value, target });
+                self.on_sla_for_detour(now, peer, metric, true);
             }
             LinkEvent::Sla { peer, event: SlaEvent::Recovered { metric, value, target } } => {
                 let (value, target) = (metric.to_si(value), metric.to_si(target));
                 self.emit(NodeEvent::LinkRecovered { peer, metric, value, target });
+                self.on_sla_for_detour(now, peer, metric, false);
             }
             LinkEvent::Pong { peer, result } => {
                 if let Some(reply) = self.ping_waiters.remove(&peer) {
