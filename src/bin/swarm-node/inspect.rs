@@ -120,6 +120,8 @@ fn peers_text(peers: &[PeerSummary]) -> String {
         let t = &p.tunnel;
         let path = match (t.path.as_deref(), &t.via, &t.endpoint) {
             (Some("relayed"), Some(via), _) => format!("relayed via {}", peer_short(via)),
+            (Some("detour"), Some(via), Some(endpoint)) => format!("{endpoint} via {}", peer_short(via)),
+            (Some("detour"), Some(via), None) => format!("via {}", peer_short(via)),
             (Some(_), _, Some(endpoint)) => endpoint.clone(),
             (path, _, _) => path.unwrap_or("-").to_owned(),
         };

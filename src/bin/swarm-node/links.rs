@@ -51,10 +51,14 @@ pub fn links(args: LinksArgs) -> anyhow::Result<()> {
         "PEER", "PATH", "N", "p50 ms", "p99 ms", "max ms", "jit in", "jit out", "loss %", "rx Mbps"
     );
     for l in &links {
+        let path = match (l.path.as_str(), &l.via) {
+            ("detour", Some(via)) => format!("via …{}", &via[via.len().saturating_sub(8)..]),
+            (path, _) => path.to_owned(),
+        };
         println!(
             "{:<54} {:<8} {:>5} {:>8} {:>8} {:>8} {:>7} {:>7} {:>8} {:>9}  {}/{}/{}/{}",
             l.peer,
-            l.path,
+            path,
             l.rtt_samples,
             num(l.rtt_p50_ms, 3),
             num(l.rtt_p99_ms, 3),
