@@ -218,7 +218,19 @@ pub fn event_text(e: &MonitorEvent) -> String {
             };
             match k.as_str() {
                 "event" | "time_unix_ms" => {}
-                "peer" | "holder" | "via" => parts.push(format!("{k}={}", peer_short(&text))),
+                "peer" | "holder" | "via" | "member" | "other" => {
+                    parts.push(format!("{k}={}", peer_short(&text)))
+                }
+                "alternatives" => {
+                    let peers: Vec<String> = v
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x["peer"].as_str()).map(peer_short).collect())
+                        .unwrap_or_default();
+                    parts.push(format!(
+                        "{k}={}",
+                        if peers.is_empty() { "-".to_owned() } else { peers.join(",") }
+                    ));
+                }
                 _ => parts.push(format!("{k}={text}")),
             }
         }

@@ -51,7 +51,7 @@ pub enum GangError {
 }
 
 /// The member link between `a` and `b`, checked: its RTT, or why it fails.
-fn pair(links: &LinkIndex, task: &TaskSpec, a: &PeerId, b: &PeerId) -> Result<f64, Rejection> {
+pub(crate) fn pair(links: &LinkIndex, task: &TaskSpec, a: &PeerId, b: &PeerId) -> Result<f64, Rejection> {
     let l = &task.member_limits;
     match links.link_between(a, b) {
         Some(LinkAnswer::Measured { summary, .. }) => {

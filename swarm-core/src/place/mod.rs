@@ -11,7 +11,8 @@
 //! - [`wire`]: the lease protocol's messages;
 //! - [`advert`]: the leased GPUs a node advertises in its record;
 //! - [`submit`]: a submission (sans-IO): power-of-d choices, retries, gangs all or
-//!   nothing.
+//!   nothing;
+//! - [`watch`]: live placements watching the links their task constrained.
 
 pub mod advert;
 pub mod gang;
@@ -22,6 +23,7 @@ mod service;
 pub mod sim;
 pub mod submit;
 mod task;
+pub mod watch;
 pub mod wire;
 
 pub use advert::{leased_in, LeasedGpus};

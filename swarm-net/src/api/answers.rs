@@ -536,6 +536,20 @@ impl MetricValue {
     }
 }
 
+/// A node that could take a breached member's place.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Alternative {
+    /// The node.
+    pub peer: String,
+    /// Its score for the task, 0 to 1.
+    pub score: f64,
+    /// Its round trip to the origin, ms.
+    pub rtt_ms: f64,
+    /// Whether that round trip was measured.
+    pub measured: bool,
+}
+
 /// What happened, in a [`MonitorEvent`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -630,6 +644,36 @@ pub enum EventKind {
         /// Its value and target.
         #[serde(flatten)]
         value: MetricValue,
+    },
+    /// A link that a placement held by this node constrained passed the task's limit.
+    PlacementLinkBreached {
+        /// The task.
+        task: String,
+        /// The member at the far end of the link.
+        member: String,
+        /// The other end: this node (the origin) or another member.
+        other: String,
+        /// Whether `other` is the origin.
+        from_origin: bool,
+        /// `rtt`, `loss`, `jitter` or `throughput`.
+        metric: String,
+        /// Its value, in `unit`.
+        value: f64,
+        /// The task's limit, in `unit`.
+        limit: f64,
+        /// `ms`, `ratio` or `bit/s`.
+        unit: String,
+        /// Nodes that could take the member's place, best first.
+        alternatives: Vec<Alternative>,
+    },
+    /// A breached placement link met its task's limits again.
+    PlacementLinkRecovered {
+        /// The task.
+        task: String,
+        /// The member at the far end.
+        member: String,
+        /// The other end.
+        other: String,
     },
     /// A link met its target again.
     LinkRecovered {
@@ -729,6 +773,44 @@ impl MonitorEvent {
                 peer: text(peer),
                 metric: metric.as_str().to_owned(),
                 value: MetricValue::from_si(*metric, *value, *target),
+            },
+            NodeEvent::PlacementLinkBreached {
+                task,
+                member,
+                other,
+                from_origin,
+                metric,
+                value,
+                limit,
+                alternatives,
+            } => EventKind::PlacementLinkBreached {
+                task: task.clone(),
+                member: text(member),
+                other: text(other),
+                from_origin: *from_origin,
+                metric: (*metric).to_owned(),
+                value: *value,
+                limit: *limit,
+                unit: match *metric {
+                    "loss" => "ratio",
+                    "throughput" => "bit/s",
+                    _ => "ms",
+                }
+                .to_owned(),
+                alternatives: alternatives
+                    .iter()
+                    .map(|s| Alternative {
+                        peer: text(s.peer),
+                        score: s.score,
+                        rtt_ms: s.rtt_ms,
+                        measured: s.measured,
+                    })
+                    .collect(),
+            },
+            NodeEvent::PlacementLinkRecovered { task, member, other } => EventKind::PlacementLinkRecovered {
+                task: task.clone(),
+                member: text(member),
+                other: text(other),
             },
             NodeEvent::Listening { .. } => return None,
         };

@@ -32,6 +32,12 @@ pub(crate) enum Command {
     ServeMetrics(SocketAddr, oneshot::Sender<Result<SocketAddr, NodeError>>),
     Lease(PeerId, swarm_core::place::wire::LeaseRequest, oneshot::Sender<LeaseAnswer>),
     Leases(oneshot::Sender<Vec<swarm_core::place::Lease>>),
+    /// A placement this node holds now: watch its constrained links.
+    WatchPlacement(Box<(swarm_core::place::TaskSpec, swarm_core::place::Placement)>),
+    /// A watched placement was renewed: its leases last this much longer.
+    PlacementRenewed(String, std::time::Duration),
+    /// A watched placement was released.
+    PlacementReleased(String),
     Overlay(PeerId, oneshot::Sender<Option<OverlayAddresses>>),
     AddStockPeer([u8; 32], String, oneshot::Sender<Result<(StockPeer, Gateway), NodeError>>),
     RemoveStockPeer([u8; 32], oneshot::Sender<bool>),

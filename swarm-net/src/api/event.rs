@@ -107,6 +107,38 @@ pub enum NodeEvent {
         /// The target, in the same unit.
         target: f64,
     },
+    /// A link that a live placement held by this node constrained (origin to member, or
+    /// member to member for a gang) passed the task's own limit (issue 16, part 2).
+    PlacementLinkBreached {
+        /// The task.
+        task: String,
+        /// The member at the far end of the link.
+        member: PeerId,
+        /// The other end: this node (the origin), or another member.
+        other: PeerId,
+        /// Whether `other` is the origin.
+        from_origin: bool,
+        /// `rtt`, `loss`, `jitter` or `throughput`, as placement judges them (the round
+        /// trip at its median).
+        metric: &'static str,
+        /// Its value: ms for rtt and jitter, a ratio for loss, bits per second for
+        /// throughput.
+        value: f64,
+        /// The task's limit, in the same unit.
+        limit: f64,
+        /// Nodes that could take `member`'s place, best first (as `Node::rank` ranks
+        /// them, less the members, fitting the gang's member limits).
+        alternatives: Vec<swarm_core::place::Scored>,
+    },
+    /// A breached placement link met its task's limits again (at 80 % of them).
+    PlacementLinkRecovered {
+        /// The task.
+        task: String,
+        /// The member at the far end.
+        member: PeerId,
+        /// The other end.
+        other: PeerId,
+    },
     /// A degraded link metric came back within its recovery margin and stayed there.
     LinkRecovered {
         /// The peer.

@@ -39,6 +39,12 @@ impl Node {
         Ok(self.submit(task, config, false).await?.0)
     }
 
+    /// Has the driver watch a placement this node holds (issue 16, part 2): its
+    /// constrained links raise [`NodeEvent::PlacementLinkBreached`](crate::NodeEvent).
+    async fn watch(&self, task: TaskSpec, placement: &Placement) {
+        let _ = self.commands.send(Command::WatchPlacement(Box::new((task, placement.clone())))).await;
+    }
+
     /// [`Node::place`], and the ranking the placement was chosen from (to explain it
     /// without ranking the view a second time).
     pub async fn place_explained(&self, task: TaskSpec) -> Result<(Placement, Ranking), NodeError> {
@@ -55,6 +61,7 @@ impl Node {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
         let (shared, ranking) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
+        let spec = task.clone();
         let mut submission = Submission::new(task, ranking, config, seed)?;
         let request = submission.request();
         // Every grant is in `unclaimed` from the poll that takes it out of its channel
@@ -80,6 +87,9 @@ impl Node {
                     }
                 }
                 Step::Done(placement) => {
+                    // Watched before the grants are handed over: dropped at this await,
+                    // the grants are still released (a watch alone expires with them).
+                    self.watch(spec.clone(), &placement).await;
                     // The caller holds them now.
                     unclaimed.forget(&placement.leases());
                     return Ok((placement, keep_ranking.then(|| submission.ranking().clone())));
@@ -131,11 +141,13 @@ impl Node {
                 other => return Err(refused(peer, lease, &other)),
             }
         }
+        let _ = self.commands.send(Command::PlacementRenewed(placement.task.clone(), earliest)).await;
         Ok(earliest)
     }
 
     /// Ends every lease of `placement`. All are asked; the first failure is returned.
     pub async fn release(&self, placement: &Placement) -> Result<(), NodeError> {
+        let _ = self.commands.send(Command::PlacementReleased(placement.task.clone())).await;
         let mut first = None;
         for (peer, lease, answer) in self.release_leases(&placement.leases()).await {
             let err = match answer {

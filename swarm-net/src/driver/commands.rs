@@ -64,6 +64,12 @@ impl Driver {
             Command::Snapshot(reply) => {
                 let _ = reply.send(self.view.snapshot());
             }
+            Command::WatchPlacement(w) => {
+                let (task, placement) = *w;
+                self.watch_placement(task, placement);
+            }
+            Command::PlacementRenewed(task, left) => self.placement_renewed(&task, left),
+            Command::PlacementReleased(task) => self.placement_released(&task),
             Command::PlacementView(reply) => {
                 let _ = reply.send(self.placement_view());
             }
@@ -104,7 +110,7 @@ impl Driver {
         self.placement_view().1.link_between_as_of(a, b, wall_clock())
     }
 
-    fn placement_view(&mut self) -> SharedView {
+    pub(super) fn placement_view(&mut self) -> SharedView {
         let now = Instant::now();
         let max_age = placement_view_max_age(self.view.len());
         match &self.placement_view {

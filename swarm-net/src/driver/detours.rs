@@ -94,7 +94,7 @@ impl Driver {
     }
 
     /// The fresher of `a`'s and `b`'s gossiped claims about their link, when fresh.
-    fn claimed(&self, now: Instant, a: &PeerId, b: &PeerId) -> Option<LinkSummary> {
+    pub(super) fn claimed(&self, now: Instant, a: &PeerId, b: &PeerId) -> Option<LinkSummary> {
         let claim = |by: &PeerId, of: &PeerId| {
             let entry = self.view.get(by)?;
             let s = *entry.extensions.links.as_ref()?.links.iter().find(|l| l.peer == *of)?;

@@ -15,6 +15,7 @@
 //! - [`punches`]: hole punching for tunnels, and its signalling;
 //! - [`relayed`]: tunnels relayed through a member where no hole can be punched;
 //! - [`detours`]: a breached link's data through a better-placed member;
+//! - [`watch`]: live placements watching the links their task constrained;
 //! - [`commands`]: the [`Node`] handle's calls.
 
 mod commands;
@@ -32,6 +33,7 @@ pub(crate) use routing::direct_ip;
 mod start;
 mod swarm;
 mod tunnels;
+mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -160,6 +162,10 @@ pub(crate) struct Driver {
     detour_check: Option<Instant>,
     /// Our links as last gossiped (the first hops of detours).
     own_links: Option<swarm_core::link::summary::LinkSummaries>,
+    /// The placements this node holds, watching their links.
+    watch: swarm_core::place::watch::PlacementWatch,
+    /// When they are judged next.
+    watch_check: Option<Instant>,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
@@ -288,6 +294,7 @@ impl Driver {
             self.leases.poll_timeout(),
             self.relays.poll_timeout(),
             self.detour_timeout(),
+            self.watch_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -299,6 +306,7 @@ impl Driver {
         self.dataplane.handle_timeout(now);
         self.relays_timeout(now);
         self.check_detours(now);
+        self.check_placements(now);
         let advert = self.leases.handle_timeout(now);
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);

@@ -375,6 +375,8 @@ impl Driver {
             detours: swarm_core::link::detour::Detours::new(swarm_core::link::detour::DetourPolicy::default()),
             detour_check: None,
             own_links: None,
+            watch: swarm_core::place::watch::PlacementWatch::new(),
+            watch_check: None,
             config: p.config,
         }
     }

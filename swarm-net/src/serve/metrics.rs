@@ -279,7 +279,11 @@ fn register_links(registry: &mut Registry, links: &[LinkReport]) {
     let rate =
         gauge(registry, "link_goodput_bytes_per_second", "Goodput of real traffic over the short window");
     let sla = gauge(registry, "link_sla_degraded", "1 when the metric is past its SLA target, 0 when within");
-    let path = gauge(registry, "link_path", "1 for the path the link's packets take (direct, relayed, detour; via the member)");
+    let path = gauge(
+        registry,
+        "link_path",
+        "1 for the path the link's packets take (direct, relayed, detour; via the member)",
+    );
     for l in links {
         let peer = l.peer.to_string();
         let with = |extra: &[(&'static str, &str)]| {
