@@ -449,9 +449,9 @@ fn ping_reply(line: &str) -> Option<(u64, u64, f64)> {
 /// comes after, with one too) limited to 20 ms from A and between members.
 ///
 /// When the relay starts impairing (40 ms each way, 1 % loss), A's tunnel to B breaches
-/// its SLA and its traffic goes via C within 2 s of the breach event; the pings' round
+/// its SLA and its traffic goes via C or D within 2 s of the breach event; the pings' round
 /// trip falls back under the 50 ms target while A's link monitor still measures the
-/// direct path; C counts the path it relays. When A's measured RTT to B passes the
+/// direct path; the intermediate counts the path it relays. When A's measured RTT to B passes the
 /// gang's 20 ms, A's placement event names B, the metric and the value, with D as the
 /// alternative, within one judge interval (200 ms, + 100 ms for this test's polling).
 /// When the relay is clean again, the placement link recovers and the traffic comes back
@@ -621,21 +621,27 @@ fn a_breached_link_detours_through_a_member_and_comes_back() {
     let (detour, path_event) =
         events.find("tunnel_path", ("peer", &b_id), |v| v["path"] == "detour", Duration::from_secs(10));
     println!("detour {} ms after the breach: {path_event}", detour.saturating_sub(breach));
-    assert_eq!(path_event["via"], c_id.as_str(), "the detour goes through C");
+    // Through C or D: both have clean links to A and B.
+    let via = path_event["via"].as_str().unwrap().to_owned();
+    let via_host = if via == c_id { 2 } else { 3 };
+    assert!(via == c_id || via == d_id, "the detour goes through C or D: {path_event}");
     assert!(detour.saturating_sub(breach) <= 2_000, "the detour within 2 s of the breach");
     let tunnel = tunnel_of(0, &b_id);
     assert_eq!(
         (tunnel["tunnel"]["path"].as_str(), tunnel["tunnel"]["via"].as_str()),
-        (Some("detour"), Some(c_id.as_str())),
+        (Some("detour"), Some(via.as_str())),
         "{tunnel}"
     );
     let peers_text =
         String::from_utf8_lossy(&common::run(&["peers", "--control", &path("0.sock")]).stdout).into_owned();
     println!("{peers_text}");
     assert!(peers_text.contains(" via …"), "the peers table shows the detour: {peers_text}");
-    let c_status = control(2, &["status"]);
-    println!("C relays: {}", c_status["relayed_paths"]);
-    assert!(c_status["relayed_paths"].as_u64().unwrap_or(0) >= 1, "C counts the path it relays: {c_status}");
+    let via_status = control(via_host, &["status"]);
+    println!("the intermediate relays: {}", via_status["relayed_paths"]);
+    assert!(
+        via_status["relayed_paths"].as_u64().unwrap_or(0) >= 1,
+        "the intermediate counts the path it relays: {via_status}"
+    );
 
     // Traffic on the detour for 8 s, then the relay is clean again. Meanwhile the link
     // monitor still measures the direct path (its probes stay there).
