@@ -7,7 +7,9 @@ use std::collections::HashMap;
 
 use libp2p_identity::PeerId;
 
-use super::summary::{age, combine, handshake_fresh, LinkAnswer, LinkSummaries, LinkSummary};
+use super::summary::{
+    age, combine, handshake_fresh, implausible_claim, LinkAnswer, LinkSummaries, LinkSummary,
+};
 use super::vivaldi::Coordinate;
 use crate::time::UnixMillis;
 
@@ -30,6 +32,9 @@ struct Indexed {
     /// Sorted by peer.
     links: Vec<(LinkSummary, std::time::Duration)>,
     confirmed: bool,
+    /// Its claims that the coordinates' estimate, or the other end's own claim, show
+    /// far too low (see [`implausible_claim`]).
+    implausible: u16,
 }
 
 /// See the module docs.
@@ -64,14 +69,50 @@ impl LinkIndex {
             links.sort_by_key(|l| l.0.peer);
             links.dedup_by(|later, first| later.0.peer == first.0.peer);
             let coordinate = node.summaries.and_then(|s| s.coordinate);
-            indexed.push(Indexed { peer: node.peer, coordinate, links, confirmed });
+            indexed.push(Indexed { peer: node.peer, coordinate, links, confirmed, implausible: 0 });
         }
         for peer in confirmed_peers {
             if let Some(&i) = pos.get(&peer) {
                 indexed[i as usize].confirmed = true;
             }
         }
-        Self { pos, nodes: indexed, built: now }
+        let mut index = Self { pos, nodes: indexed, built: now };
+        index.cross_check();
+        index
+    }
+
+    /// Counts each node's implausible claims: far below the two ends' Vivaldi estimate,
+    /// or below half what the other end measured (and by more than 1 ms). O(links).
+    fn cross_check(&mut self) {
+        let counts: Vec<u16> = (0..self.nodes.len())
+            .map(|i| {
+                let node = &self.nodes[i];
+                let bad = node.links.iter().filter(|(l, _)| {
+                    let Some(&j) = self.pos.get(&l.peer) else { return false };
+                    let claim = f64::from(l.rtt_p50_us) / 1e3;
+                    let by_estimate = self
+                        .estimate_at(i, j as usize)
+                        .is_some_and(|(est, err)| implausible_claim(claim, est, err));
+                    let by_other_end = self.claim_at(j as usize, i).is_some_and(|(theirs, _)| {
+                        let theirs = f64::from(theirs.rtt_p50_us) / 1e3;
+                        theirs > 2.0 * claim && theirs - claim > 1.0
+                    });
+                    by_estimate || by_other_end
+                });
+                u16::try_from(bad.count()).unwrap_or(u16::MAX)
+            })
+            .collect();
+        for (n, c) in self.nodes.iter_mut().zip(counts) {
+            n.implausible = c;
+        }
+    }
+
+    /// Whether the node at `i` makes implausible link claims: at least 2, and a tenth
+    /// of its claims (one odd measurement is not a lie).
+    pub fn lies_at(&self, i: usize) -> bool {
+        self.nodes
+            .get(i)
+            .is_some_and(|n| n.implausible >= 2 && usize::from(n.implausible) * 10 >= n.links.len())
     }
 
     /// The position of `peer` (its index in the snapshot's entries).
@@ -100,6 +141,30 @@ impl LinkIndex {
         let k = node.links.binary_search_by(|(l, _)| l.peer.cmp(of)).ok()?;
         let (summary, age) = node.links[k];
         Some(LinkAnswer::Measured { by: node.peer, summary, age })
+    }
+
+    /// The node at position `i`.
+    pub fn peer_at(&self, i: usize) -> Option<PeerId> {
+        self.nodes.get(i).map(|n| n.peer)
+    }
+
+    /// What the node at position `by` claims of its link to the node at `of`: its
+    /// summary and age, if it measured it.
+    pub fn claim_at(&self, by: usize, of: usize) -> Option<(LinkSummary, std::time::Duration)> {
+        if by >= self.nodes.len() || of >= self.nodes.len() {
+            return None;
+        }
+        match self.measured(by, of)? {
+            LinkAnswer::Measured { summary, age, .. } => Some((summary, age)),
+            LinkAnswer::Estimated { .. } => None,
+        }
+    }
+
+    /// The Vivaldi estimate of the round trip between the nodes at `a` and `b`, ms, and
+    /// its relative error, when both have a coordinate (whether or not confirmed).
+    pub fn estimate_at(&self, a: usize, b: usize) -> Option<(f64, f64)> {
+        let (ca, cb) = (self.nodes.get(a)?.coordinate?, self.nodes.get(b)?.coordinate?);
+        Some((ca.distance_ms(&cb), ca.error.max(cb.error)))
     }
 
     /// [`Self::link_between`] for the nodes at positions `a` and `b`.

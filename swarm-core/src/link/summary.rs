@@ -117,6 +117,14 @@ pub enum LinkAnswer {
     },
 }
 
+/// Whether a round trip of `claim_ms` claimed by one end of a link is implausible next
+/// to the Vivaldi estimate `estimate_ms` with relative error `error`: more than the
+/// estimate's error (at least 30 %) and 0.5 ms below it.
+pub fn implausible_claim(claim_ms: f64, estimate_ms: f64, error: f64) -> bool {
+    let slack = (3.0 * error.clamp(0.0, 1.0)).max(0.3);
+    claim_ms < estimate_ms * (1.0 - slack).max(0.0) - 0.5
+}
+
 /// How old a summary published at `published` is at `now`.
 pub(crate) fn age(published: UnixMillis, s: &LinkSummary, now: UnixMillis) -> Duration {
     published.age(now) + Duration::from_millis(u64::from(s.age_ms))
@@ -128,16 +136,29 @@ pub(crate) fn handshake_fresh(published: UnixMillis, s: &LinkSummary, now: UnixM
     published.age(now) + Duration::from_secs(u64::from(s.handshake_age_s)) <= CONFIRMED_WITHIN
 }
 
-/// The fresher of the two ends' measurements, else an estimate from the two coordinates
-/// `estimate` gives (when both ends are confirmed).
+/// The fresher of the two ends' measurements (or, when they disagree by more than 2x and
+/// 1 ms, the one with the larger round trip: one end claims a link better than the other
+/// sees it, issue 16's T11), else an estimate from the two coordinates `estimate` gives
+/// (when both ends are confirmed).
 pub(crate) fn combine(
     ab: Option<LinkAnswer>,
     ba: Option<LinkAnswer>,
     estimate: impl FnOnce() -> Option<(Coordinate, Coordinate)>,
 ) -> Option<LinkAnswer> {
     let fresher = match (ab, ba) {
-        (Some(LinkAnswer::Measured { age: x, .. }), Some(LinkAnswer::Measured { age: y, .. })) => {
-            if x <= y {
+        (
+            Some(LinkAnswer::Measured { age: x, summary: sx, .. }),
+            Some(LinkAnswer::Measured { age: y, summary: sy, .. }),
+        ) => {
+            let (rx, ry) = (f64::from(sx.rtt_p50_us), f64::from(sy.rtt_p50_us));
+            let (lo, hi) = (rx.min(ry), rx.max(ry));
+            if hi > 2.0 * lo && hi - lo > 1_000.0 {
+                if rx >= ry {
+                    ab
+                } else {
+                    ba
+                }
+            } else if x <= y {
                 ab
             } else {
                 ba

@@ -12,6 +12,7 @@ use libp2p_identity::PeerId;
 
 use super::score::{check_limits, Ranking, Rejection, ScoreWeights, Scored};
 use super::task::TaskSpec;
+use super::trust::{implausible_claim, Reliability, EXCLUDED_BELOW, SUSPECT_PENALTY};
 use crate::gpu::GpuDevice;
 use crate::link::index::LinkIndex;
 use crate::link::summary::{LinkAnswer, LinkSummary};
@@ -52,6 +53,8 @@ struct NodeSlot {
     /// GPUs no lease holds, at most 255: fewer than a task wants rejects the node
     /// without reading its GPUs.
     untaken: u8,
+    /// Its claim of its link to the origin was not believed (see [`super::trust`]).
+    suspect: bool,
 }
 
 /// See the module docs.
@@ -74,6 +77,8 @@ pub struct PlacementIndex<'v> {
     label_ids: HashMap<Label, u32>,
     /// Interned model names.
     models: Vec<String>,
+    /// The submitter's reliability score of each node (by place in `nodes`); empty: all 1.
+    trust: Vec<f32>,
 }
 
 /// Why a node fails, cheaply (a label by its position in the task).
@@ -82,6 +87,7 @@ enum Fail {
     Label(usize),
     NotConfirmed,
     Link(Rejection),
+    Unreliable(f64),
 }
 
 /// A task's models and labels, resolved against the index's interned ones.
@@ -191,7 +197,30 @@ impl Parts {
             labels,
             label_ids,
             models,
+            trust: Vec::new(),
         }
+    }
+}
+
+/// The link from the origin (position `o`) to the node at `i` as a submitter believes
+/// it: its own measurement first; else the far end's claim unless the Vivaldi estimate
+/// makes it implausible (then the estimate, and `true`: suspect); else what the index
+/// knows.
+fn origin_link(links: &LinkIndex, o: usize, i: usize) -> (Option<LinkAnswer>, bool) {
+    if let Some((summary, age)) = links.claim_at(o, i) {
+        let by = links.peer_at(o);
+        return (by.map(|by| LinkAnswer::Measured { by, summary, age }), false);
+    }
+    match links.link_between_at(o, i) {
+        Some(LinkAnswer::Measured { summary, .. }) => match links.estimate_at(o, i) {
+            Some((rtt_ms, error))
+                if implausible_claim(f64::from(summary.rtt_p50_us) / 1e3, rtt_ms, error) =>
+            {
+                (Some(LinkAnswer::Estimated { rtt_ms, error }), true)
+            }
+            _ => (links.link_between_at(o, i), false),
+        },
+        other => (other, false),
     }
 }
 
@@ -203,6 +232,8 @@ struct Cand {
     rtt_ms: f64,
     measured: bool,
     degraded: bool,
+    reliability: f64,
+    suspect: bool,
 }
 
 impl<'v> PlacementIndex<'v> {
@@ -253,10 +284,12 @@ impl<'v> PlacementIndex<'v> {
             };
             let gpu_start = parts.add_gpus(&r.gpus.devices, taken);
             let label_start = parts.add_labels(&r.labels);
-            let (rtt_ms, summary) = if r.peer_id == *origin {
-                (0.0, NONE)
+            let (rtt_ms, summary, suspect) = if r.peer_id == *origin {
+                (0.0, NONE, false)
             } else {
-                parts.add_link(at.and_then(|o| links.link_between_at(o, i)))
+                let (link, suspect) = at.map_or((None, false), |o| origin_link(&links, o, i));
+                let (rtt_ms, summary) = parts.add_link(link);
+                (rtt_ms, summary, suspect || links.lies_at(i))
             };
             let mine = &parts.gpus[gpu_start as usize..];
             parts.nodes.push(NodeSlot {
@@ -268,9 +301,27 @@ impl<'v> PlacementIndex<'v> {
                 gpu_count: u8::try_from(mine.len()).unwrap_or(u8::MAX),
                 label_count: u8::try_from(parts.labels.len() - label_start as usize).unwrap_or(u8::MAX),
                 untaken: u8::try_from(mine.iter().filter(|g| !g.taken).count()).unwrap_or(u8::MAX),
+                suspect,
             });
         }
         parts.laid_out(view, links, *origin)
+    }
+
+    /// Applies the submitter's reliability scores as of `now`: each node's score is
+    /// multiplied by its own (see [`super::trust`]).
+    pub fn with_reliability(mut self, reliability: &Reliability, now: std::time::Instant) -> Self {
+        self.trust = self
+            .nodes
+            .iter()
+            .map(|n| reliability.score(now, &self.view.entries[n.pos as usize].record.peer_id) as f32)
+            .collect();
+        self
+    }
+
+    /// Nodes whose claim of their link to the origin was not believed (for the
+    /// submitter's reliability scores).
+    pub fn suspects(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.nodes.iter().filter(|n| n.suspect).map(|n| self.view.entries[n.pos as usize].record.peer_id)
     }
 
     /// The decoded links, for pairwise checks (gangs).
@@ -368,7 +419,15 @@ impl<'v> PlacementIndex<'v> {
         if degraded {
             score *= 1.0 - w.degraded_penalty;
         }
-        Ok(Cand { node: i, score, rtt_ms, measured, degraded })
+        if node.suspect {
+            score *= 1.0 - SUSPECT_PENALTY;
+        }
+        let reliability = self.trust.get(i).map_or(1.0, |&t| f64::from(t));
+        if reliability < EXCLUDED_BELOW {
+            return Err(Fail::Unreliable(reliability));
+        }
+        score *= reliability;
+        Ok(Cand { node: i, score, rtt_ms, measured, degraded, reliability, suspect: node.suspect })
     }
 
     fn scored(&self, c: Cand, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Scored {
@@ -386,6 +445,8 @@ impl<'v> PlacementIndex<'v> {
             rtt_ms: c.rtt_ms,
             measured: c.measured,
             degraded: c.degraded,
+            reliability: c.reliability,
+            suspect: c.suspect,
         }
     }
 
@@ -439,6 +500,7 @@ impl<'v> PlacementIndex<'v> {
                             Rejection::Label(format!("{}={}", l.key.as_str(), l.value.as_str()))
                         }
                         Fail::NotConfirmed => Rejection::NotConfirmed,
+                        Fail::Unreliable(reliability) => Rejection::Unreliable { reliability },
                         Fail::Link(why) => why,
                     };
                     ranking.rejected.push((peer, why));

@@ -12,7 +12,9 @@
 //! - [`advert`]: the leased GPUs a node advertises in its record;
 //! - [`submit`]: a submission (sans-IO): power-of-d choices, retries, gangs all or
 //!   nothing;
-//! - [`watch`]: live placements watching the links their task constrained.
+//! - [`watch`]: live placements watching the links their task constrained;
+//! - [`trust`]: placing among liars: own measurements first, claims cross-checked,
+//!   reliability scores from lease outcomes.
 
 pub mod advert;
 pub mod gang;
@@ -23,6 +25,7 @@ mod service;
 pub mod sim;
 pub mod submit;
 mod task;
+pub mod trust;
 pub mod watch;
 pub mod wire;
 

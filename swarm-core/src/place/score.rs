@@ -67,6 +67,12 @@ pub struct Scored {
     pub measured: bool,
     /// Whether the link's SLA is degraded.
     pub degraded: bool,
+    /// The submitter's reliability score of the node, 0 to 1 (see
+    /// [`trust`](super::trust)); its score was multiplied by it.
+    pub reliability: f64,
+    /// Whether the node's claim of its link to the origin was not believed (the Vivaldi
+    /// estimate was used, and its score lost [`SUSPECT_PENALTY`](super::trust::SUSPECT_PENALTY)).
+    pub suspect: bool,
 }
 
 /// Why a node cannot take the task.
@@ -98,6 +104,12 @@ pub enum Rejection {
     },
     /// A throughput limit, but no active measurement of the link.
     ThroughputUnknown,
+    /// The submitter's reliability score of the node is below
+    /// [`EXCLUDED_BELOW`](super::trust::EXCLUDED_BELOW) (see [`super::trust`]).
+    Unreliable {
+        /// The score.
+        reliability: f64,
+    },
 }
 
 impl core::fmt::Display for Rejection {
@@ -115,13 +127,16 @@ impl core::fmt::Display for Rejection {
             Rejection::ThroughputUnknown => {
                 f.write_str("throughput limit, but the link was never measured actively")
             }
+            Rejection::Unreliable { reliability } => {
+                write!(f, "reliability {reliability:.2}: refused, broke leases or lied about its links")
+            }
         }
     }
 }
 
 impl Rejection {
     /// The constraint that failed, in one word: `gpus`, `label`, `unconfirmed`, `rtt`,
-    /// `loss`, `jitter` or `throughput`.
+    /// `loss`, `jitter`, `throughput` or `reliability`.
     pub fn constraint(&self) -> &'static str {
         match self {
             Rejection::Gpus { .. } => "gpus",
@@ -129,6 +144,7 @@ impl Rejection {
             Rejection::NotConfirmed => "unconfirmed",
             Rejection::Link { metric, .. } => metric,
             Rejection::ThroughputUnknown => "throughput",
+            Rejection::Unreliable { .. } => "reliability",
         }
     }
 
@@ -141,6 +157,7 @@ impl Rejection {
             Rejection::Label(_) => (1, 0.0),
             Rejection::NotConfirmed => (2, 0.0),
             Rejection::ThroughputUnknown => (3, 0.0),
+            Rejection::Unreliable { reliability } => (2, *reliability),
             Rejection::Link { metric, value, limit, .. } => {
                 let met = if *metric == "throughput" { value / limit } else { limit / value };
                 (3, if met.is_finite() { met } else { 0.0 })
@@ -189,13 +206,23 @@ impl Ranking {
             let how = if s.measured { "measured" } else { "estimated" };
             let _ = writeln!(
                 out,
-                "#{} {} score {:.3}: GPUs {:?}, RTT {:.2} ms ({how}){}",
+                "#{} {} score {:.3}: GPUs {:?}, RTT {:.2} ms ({how}){}{}{}",
                 i + 1,
                 s.peer,
                 s.score,
                 s.gpus,
                 s.rtt_ms,
-                if s.degraded { ", SLA degraded" } else { "" }
+                if s.degraded { ", SLA degraded" } else { "" },
+                if s.suspect { ", its link claim not believed (estimate used)" } else { "" },
+                if s.reliability < 1.0 {
+                    format!(
+                        ", reliability {:.2}{}",
+                        s.reliability,
+                        if s.reliability < super::trust::DEMOTED_BELOW { " (demoted)" } else { "" }
+                    )
+                } else {
+                    String::new()
+                }
             );
         }
         for (peer, why) in &self.rejected {

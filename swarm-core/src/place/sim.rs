@@ -12,6 +12,8 @@
 //!   per axis (a converged Vivaldi's median error is about 5 %; see `link::vivaldi`).
 //! - GPUs: 1, 2, 4 or 8 of H100 80 GB, A100 80 GB, A100 40 GB, L40S 48 GB or RTX 4090
 //!   24 GB; `background_load` of them are busy (95-100 %), the rest 0-40 %.
+//! - Liars (threat T11, [`SimCluster::add_liars`]): a share of the nodes lie in one of
+//!   the three ways of [`Lie`]; the job mix runs against them (`place::sim::mix`).
 
 mod mix;
 
@@ -120,6 +122,18 @@ pub struct SimNode {
     pub gpus: Vec<GpuDevice>,
 }
 
+/// How a lying node lies (threat T11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lie {
+    /// Advertises eight free H100s it does not have (it has no GPU, and refuses every
+    /// reservation).
+    FakeFree,
+    /// Claims 0.3 ms to 64 nodes anywhere in its link summaries (its GPUs are real).
+    FakeRtt,
+    /// Grants leases and drops them (the task finds no GPU).
+    Dropper,
+}
+
 /// A synthetic swarm: the truth, and one view of it as gossip delivers it.
 #[derive(Debug, Clone)]
 pub struct SimCluster {
@@ -131,6 +145,8 @@ pub struct SimCluster {
     pub now: UnixMillis,
     /// The local clock's reading at `now` (the simulation's epoch).
     pub epoch: Instant,
+    /// How each node lies, by position (`None`: honest).
+    pub lies: Vec<Option<Lie>>,
     seed: u64,
 }
 
@@ -199,6 +215,7 @@ impl SimCluster {
             view: ClusterSnapshot { local, entries: Vec::new() },
             now,
             epoch,
+            lies: vec![None; config.nodes],
             seed: config.seed,
         };
         let by_region: Vec<Vec<usize>> = (0..regions)
@@ -322,6 +339,69 @@ impl SimCluster {
         (d + na.height + nb.height) * pair_factor(self.seed, a, b)
     }
 
+    /// Makes `share` of the nodes liars (chosen by `seed`), the three [`Lie`]s in turn,
+    /// and rewrites their records as they would publish them.
+    pub fn add_liars(&mut self, share: f64, seed: u64) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let n = self.nodes.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, (rng.next_u64() % (i as u64 + 1)) as usize);
+        }
+        let count = ((n as f64) * share.clamp(0.0, 1.0)).round() as usize;
+        for (k, &i) in order.iter().take(count).enumerate() {
+            let lie = [Lie::FakeFree, Lie::FakeRtt, Lie::Dropper][k % 3];
+            self.lies[i] = Some(lie);
+            let Some(pos) = self.view.entries.iter().position(|e| e.record.peer_id == self.nodes[i].peer)
+            else {
+                continue;
+            };
+            let e = &self.view.entries[pos];
+            let mut record = e.record.clone();
+            match lie {
+                Lie::FakeFree => {
+                    let h100 = |index: u32| GpuDevice {
+                        index,
+                        model: BoundedString::try_new("H100").unwrap_or_default(),
+                        memory_total_mib: 81_920,
+                        memory_used_mib: 0,
+                        utilization_pct: 0,
+                        compute_capability: Some(ComputeCapability { major: 9, minor: 0 }),
+                    };
+                    record.gpus.devices =
+                        BoundedVec::try_from_vec((0..8).map(h100).collect()).unwrap_or_default();
+                    self.nodes[i].gpus.clear();
+                }
+                Lie::FakeRtt => {
+                    let Some(mut s) = e.extensions.links.clone() else { continue };
+                    let mut links: Vec<LinkSummary> = Vec::with_capacity(64);
+                    while links.len() < 64.min(n - 1) {
+                        let j = (rng.next_u64() % n as u64) as usize;
+                        let peer = self.nodes[j].peer;
+                        if j == i || links.iter().any(|l| l.peer == peer) {
+                            continue;
+                        }
+                        let template = s.links.first().copied();
+                        let Some(t) = template else { break };
+                        links.push(LinkSummary {
+                            peer,
+                            rtt_p50_us: 300,
+                            rtt_p99_us: 400,
+                            jitter_us: 50,
+                            ..t
+                        });
+                    }
+                    s.links = BoundedVec::try_from_vec(links).unwrap_or_default();
+                    record.extensions =
+                        s.to_extension().ok().into_iter().collect::<Vec<_>>().try_into().unwrap_or_default();
+                }
+                Lie::Dropper => continue,
+            }
+            let (tunnel, at) = (e.tunnel.clone(), e.received_at);
+            self.view.entries[pos] = ViewEntry::new(record, tunnel, at, at, false);
+        }
+    }
+
     /// The view as `origin` holds it.
     pub fn view_of(&self, origin: usize) -> ClusterSnapshot {
         ClusterSnapshot { local: self.nodes[origin].peer, entries: self.view.entries.clone() }
@@ -424,6 +504,38 @@ mod tests {
             PlacementIndex::with_links(&cluster.view, &links, &cluster.nodes[0].peer, &HashMap::new());
         let err = choose_gang(&links, &index.rank(&task, &w), &task).unwrap_err();
         assert!(err.to_string().contains("member link limits"), "{err}");
+    }
+
+    /// T11: a fifth of the nodes lie (fake free GPUs, fake round trips, dropped leases).
+    #[test]
+    fn liars_are_found_out_and_placement_stays_near_the_oracle() {
+        let mut cluster = SimCluster::new(&SimConfig::new(500, 5), epoch());
+        cluster.add_liars(0.2, 9);
+        let mix = MixConfig::new(3000, 0.5, 6);
+        let naive = run_mix(&cluster, &MixConfig { trust: false, ..mix }, Policy::Swarm);
+        let swarm = run_mix(&cluster, &mix, Policy::Swarm);
+        let oracle = run_mix(&cluster, &mix, Policy::Oracle);
+        for (name, o) in [("no trust", &naive), ("trust", &swarm), ("oracle", &oracle)] {
+            println!(
+                "{name:9} placed {} gave up {} honest {:.2} % (liar grants {}, broken {}, ran on liars {}, fake-free refusals {}) RTT {:.3} ms completion {:.2} s",
+                o.placed,
+                o.gave_up,
+                100.0 * o.honest_share(),
+                o.liar_grants,
+                o.broken,
+                o.on_liars,
+                o.fake_free_refusals,
+                o.mean_origin_rtt_ms,
+                o.mean_completion_s
+            );
+        }
+        assert_eq!(swarm.double_booked, 0);
+        assert!(swarm.honest_share() >= 0.99, "an honest node for 99 % of the placements");
+        assert!(naive.honest_share() < 0.9, "without reliability scores, droppers keep winning");
+        assert!(swarm.mean_completion_s <= 1.05 * oracle.mean_completion_s);
+        assert!(swarm.mean_origin_rtt_ms <= 1.05 * oracle.mean_origin_rtt_ms);
+        assert!(swarm.placed as f64 >= 0.98 * oracle.placed as f64);
+        assert_eq!(swarm.on_liars, 0, "no job ran on a node that lied about its links");
     }
 
     #[test]

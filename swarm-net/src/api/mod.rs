@@ -95,6 +95,9 @@ pub struct Node {
     outgoing: mpsc::Sender<(PeerId, Vec<u8>)>,
     datagrams: Arc<std::sync::Mutex<Option<Datagrams>>>,
     driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// This node's reliability scores of the others, from its placements' outcomes
+    /// (`swarm_core::place::trust`).
+    reliability: Arc<std::sync::Mutex<swarm_core::place::trust::Reliability>>,
 }
 
 /// The node's events. Bounded: when the reader falls behind, new events are dropped and
@@ -137,6 +140,7 @@ impl Node {
             outgoing,
             datagrams: Arc::new(std::sync::Mutex::new(Some(Datagrams { rx: datagrams }))),
             driver: Arc::new(Mutex::new(Some(driver))),
+            reliability: Arc::default(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! the leases as the requests that were sent made them (they expire if not renewed).
 
 use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
 use std::hash::BuildHasher as _;
 use std::time::Duration;
 
@@ -59,7 +60,7 @@ impl Node {
         keep_ranking: bool,
     ) -> Result<(Placement, Option<Ranking>), NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
-        let (shared, ranking) = self.ranked(&task).await?;
+        let (shared, ranking, leased) = self.ranked(&task).await?;
         let seed = RandomState::new().hash_one(&task.id);
         let spec = task.clone();
         let mut submission = Submission::new(task, ranking, config, seed)?;
@@ -83,6 +84,7 @@ impl Node {
                         }
                     });
                     for (peer, answer) in peers.iter().zip(join_all(asks).await) {
+                        self.record_outcome(*peer, &answer, &leased);
                         submission.on_reply(*peer, reply_of(answer));
                     }
                 }
@@ -110,7 +112,10 @@ impl Node {
         Ok(self.ranked(task).await?.1)
     }
 
-    async fn ranked(&self, task: &TaskSpec) -> Result<(SharedView, Ranking), NodeError> {
+    /// Ranks `task` from this node's view, its own measurements first, claims
+    /// cross-checked and its reliability scores applied (`swarm_core::place::trust`);
+    /// also the nodes whose adverts show leases.
+    async fn ranked(&self, task: &TaskSpec) -> Result<(SharedView, Ranking, HashSet<PeerId>), NodeError> {
         let shared = self.ask(Command::PlacementView).await?;
         let (view, links) = &*shared;
         // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
@@ -119,9 +124,37 @@ impl Node {
         leased.insert(self.peer_id(), own);
         let weights = ScoreWeights::default();
         let origin = self.peer_id();
+        let now = std::time::Instant::now();
         let index = PlacementIndex::with_links(view, links, &origin, &leased);
+        let index = {
+            let mut reliability = self.reliability.lock().unwrap_or_else(|e| e.into_inner());
+            for suspect in index.suspects() {
+                reliability.suspect_claim(now, suspect);
+            }
+            index.with_reliability(&reliability, now)
+        };
         let ranking = index.rank_for_submission(task, &weights, &origin);
-        Ok((shared.clone(), ranking))
+        let advertised = leased.into_iter().filter(|(_, g)| !g.is_empty()).map(|(p, _)| p).collect();
+        Ok((shared.clone(), ranking, advertised))
+    }
+
+    /// Keeps a lease answer's lesson: a grant, or a refusal from a node whose advert
+    /// showed no lease (a liar refuses what it advertised free).
+    fn record_outcome(
+        &self,
+        peer: PeerId,
+        answer: &Result<LeaseResponse, NodeError>,
+        leased: &HashSet<PeerId>,
+    ) {
+        let now = std::time::Instant::now();
+        let mut reliability = self.reliability.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Ok(LeaseResponse::Granted { .. }) => reliability.kept(now, peer),
+            Ok(LeaseResponse::Rejected { .. }) if !leased.contains(&peer) => {
+                reliability.refused_free(now, peer)
+            }
+            _ => {}
+        }
     }
 
     /// Extends every lease of `placement` by its lease length; the earliest expiry among
@@ -134,6 +167,11 @@ impl Node {
         });
         let mut earliest = placement.lease;
         for (peer, lease, answer) in join_all(asks).await {
+            if let Ok(LeaseResponse::Failed { .. }) = &answer {
+                // It granted this lease and no longer holds it.
+                let mut reliability = self.reliability.lock().unwrap_or_else(|e| e.into_inner());
+                reliability.broken(std::time::Instant::now(), peer);
+            }
             match answer? {
                 LeaseResponse::Renewed { expires_in_ms } => {
                     earliest = earliest.min(Duration::from_millis(u64::from(expires_in_ms)));

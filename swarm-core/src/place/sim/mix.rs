@@ -10,6 +10,12 @@
 //!   every `retry`, up to `max_wait`), the placement's round trips, moving its input
 //!   from the origin (a 4 MiB TCP window: 32 Mbit per RTT, at most 10 Gbit/s), and its
 //!   run.
+//! - Liars (the cluster's [`Lie`]s): a fake-free node refuses every reservation; a
+//!   dropper grants and drops, which the submitter finds when the job starts (it is
+//!   placed again at once, up to [`MAX_BROKEN`] times per try); a fake-RTT node runs
+//!   the job (at its true round trip). With `trust`, each origin keeps its own
+//!   [`Reliability`] scores and the index cross-checks claims; the oracle places only
+//!   on honest nodes.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -19,13 +25,14 @@ use libp2p_identity::PeerId;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{unit, SimCluster};
+use super::{unit, Lie, SimCluster};
 use crate::link::index::LinkIndex;
 use crate::place::lease::{LeaseConfig, LeaseTable};
 use crate::place::score::{Ranking, ScoreWeights};
 use crate::place::service::LeaseService;
 use crate::place::submit::{Reply, Step, Submission, SubmitConfig};
 use crate::place::task::TaskSpec;
+use crate::place::trust::Reliability;
 use crate::place::wire::LeaseRequest;
 use crate::place::PlacementIndex;
 
@@ -50,6 +57,8 @@ pub struct MixConfig {
     pub weights: ScoreWeights,
     /// How swarm submits.
     pub submit: SubmitConfig,
+    /// Whether swarm's submitters keep reliability scores (issue 16, part 3).
+    pub trust: bool,
 }
 
 impl MixConfig {
@@ -65,6 +74,7 @@ impl MixConfig {
             seed,
             weights: ScoreWeights::default(),
             submit: SubmitConfig::default(),
+            trust: true,
         }
     }
 }
@@ -99,7 +109,26 @@ pub struct MixOutcome {
     pub mean_attempts: f64,
     /// GPUs granted twice at one moment (must stay 0).
     pub double_booked: usize,
+    /// Placements the submitters accepted from lying nodes (a dropper's included).
+    pub liar_grants: usize,
+    /// Leases that droppers broke.
+    pub broken: usize,
+    /// Jobs that ran on a lying node (a fake-RTT one).
+    pub on_liars: usize,
+    /// Reservations refused by fake-free nodes.
+    pub fake_free_refusals: usize,
 }
+
+impl MixOutcome {
+    /// Share of the placements the submitters accepted that went to honest nodes.
+    pub fn honest_share(&self) -> f64 {
+        let accepted = self.placed + self.broken;
+        1.0 - self.liar_grants as f64 / accepted.max(1) as f64
+    }
+}
+
+/// Placements a dropper may break in one try before the job waits for its retry.
+pub const MAX_BROKEN: usize = 3;
 
 #[derive(Debug, Clone)]
 struct Job {
@@ -162,11 +191,13 @@ fn jobs(cluster: &SimCluster, mix: &MixConfig, weights: &ScoreWeights) -> Vec<Jo
     let mean = mix.mean_duration.as_secs_f64();
     let rate = mix.load * free as f64 / (mean_gpus * mean);
     let mut t = 0.0;
+    // Submitters are honest nodes (liars' own jobs are not what T11 is about).
+    let origins: Vec<usize> = (0..cluster.nodes.len()).filter(|&i| cluster.lies[i].is_none()).collect();
     (0..mix.jobs)
         .map(|_| {
             t += -(1.0 - unit(&mut rng)).ln() / rate.max(1e-9);
             Job {
-                origin: (rng.next_u64() % cluster.nodes.len() as u64) as usize,
+                origin: origins[(rng.next_u64() % origins.len().max(1) as u64) as usize],
                 gpus: sizes[(rng.next_u32() as usize) % sizes.len()],
                 duration: (-(1.0 - unit(&mut rng)).ln() * mean).clamp(mean / 20.0, mean * 10.0),
                 max_rtt: (rng.next_u32() % 5 == 0).then_some(Duration::from_millis(30)),
@@ -198,6 +229,8 @@ struct Run<'c> {
     held: Vec<u32>,
     out: MixOutcome,
     sums: (f64, f64, u64),
+    /// Each origin's reliability scores of the others.
+    reliability: HashMap<usize, Reliability>,
 }
 
 /// A job placed: node, lease, the placement's round trips (ms), lease rounds.
@@ -234,6 +267,7 @@ impl<'c> Run<'c> {
             held: vec![0; n],
             out: MixOutcome::default(),
             sums: (0.0, 0.0, 0),
+            reliability: HashMap::new(),
         }
     }
 
@@ -257,6 +291,9 @@ impl<'c> Run<'c> {
         let reply = Reply::from(self.services[i].handle(now, holder, LeaseRequest::reserve(task)));
         if matches!(reply, Reply::Rejected { .. }) {
             self.out.refusals += 1;
+            if self.cluster.lies[i] == Some(Lie::FakeFree) {
+                self.out.fake_free_refusals += 1;
+            }
         }
         reply
     }
@@ -275,7 +312,8 @@ impl<'c> Run<'c> {
                 .iter()
                 .filter(|g| !self.services[i].table().held().any(|h| h == **g))
                 .count();
-            free >= usize::from(job.gpus)
+            c.lies[i].is_none()
+                && free >= usize::from(job.gpus)
                 && job.max_rtt.is_none_or(|m| c.true_rtt(job.origin, i) <= m.as_secs_f64() * 1e3)
         };
         let best = (0..c.nodes.len())
@@ -287,12 +325,53 @@ impl<'c> Run<'c> {
         }
     }
 
-    /// As a node would: its stale view, the best few, a submission against the tables.
+    /// As a node would: its stale view, the best few, a submission against the tables;
+    /// placed again when a dropper broke the lease.
     fn swarm(&mut self, now: Instant, k: usize, job: &Job, task: &TaskSpec) -> Option<Placed> {
+        for _ in 0..=MAX_BROKEN {
+            let (i, lease, rtt, attempts) = self.submit(now, k, job, task)?;
+            let peer = self.cluster.nodes[i].peer;
+            match self.cluster.lies[i] {
+                Some(Lie::Dropper) => {
+                    // It forgets the lease; the job finds no GPU when it starts.
+                    let _ = self.services[i].handle(now, peer, LeaseRequest::Release { lease });
+                    self.out.broken += 1;
+                    self.out.liar_grants += 1;
+                    if self.mix.trust {
+                        self.reliability.entry(job.origin).or_default().broken(now, peer);
+                    }
+                    continue;
+                }
+                lie => {
+                    if lie.is_some() {
+                        self.out.liar_grants += 1;
+                        self.out.on_liars += 1;
+                    }
+                    if self.mix.trust {
+                        self.reliability.entry(job.origin).or_default().kept(now, peer);
+                    }
+                    return Some((i, lease, rtt, attempts));
+                }
+            }
+        }
+        None
+    }
+
+    /// One submission from the origin's view (with its reliability scores when `trust`).
+    fn submit(&mut self, now: Instant, k: usize, job: &Job, task: &TaskSpec) -> Option<Placed> {
         let holder = self.cluster.nodes[job.origin].peer;
         let submit = self.mix.submit;
-        let top = PlacementIndex::with_links(&self.cluster.view, &self.links, &holder, &self.adverts.stale)
-            .top(task, &self.mix.weights, submit.pool + submit.max_attempts as usize);
+        let mut index =
+            PlacementIndex::with_links(&self.cluster.view, &self.links, &holder, &self.adverts.stale);
+        if self.mix.trust {
+            let reliability = self.reliability.entry(job.origin).or_default();
+            for suspect in index.suspects() {
+                reliability.suspect_claim(now, suspect);
+            }
+            index = index.with_reliability(reliability, now);
+        }
+        let top = index.top(task, &self.mix.weights, submit.pool + submit.max_attempts as usize);
+        drop(index);
         let ranking = Ranking { feasible: top, rejected: Vec::new() };
         let mut sub = Submission::new(task.clone(), ranking, submit, self.mix.seed ^ k as u64).ok()?;
         let mut rounds_rtt = 0.0;
@@ -304,6 +383,13 @@ impl<'c> Run<'c> {
                         let i = self.pos[&p];
                         rounds_rtt += self.cluster.true_rtt(job.origin, i);
                         let reply = self.reserve(now, i, holder, task);
+                        // Refused although its advert (as the origin read it) showed no lease.
+                        if self.mix.trust
+                            && matches!(reply, Reply::Rejected { .. })
+                            && !self.adverts.stale.contains_key(&p)
+                        {
+                            self.reliability.entry(job.origin).or_default().refused_free(now, p);
+                        }
                         sub.on_reply(p, reply);
                     }
                 }
