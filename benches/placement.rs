@@ -57,6 +57,7 @@ fn figures(n: usize, jobs: usize, mix: bool, contention: bool) {
         quantile(&mut pick_t, 0.99).as_secs_f64() * 1e6,
         pick_t.len()
     );
+    upkeep(&cluster, &tasks, k);
     if !mix {
         return;
     }
@@ -95,6 +96,63 @@ fn figures(n: usize, jobs: usize, mix: bool, contention: bool) {
             s.double_booked
         );
     }
+}
+
+/// Issue 16, part 6: the index kept up to date record by record. Each round one node's
+/// record changes (its GPUs' load, and its links' round trips by ±20 %), the origin's
+/// index takes it (`upsert`), and a task is placed (`top`): the decision including the
+/// index's upkeep. Every 100th change is the origin's own record (it re-resolves every
+/// node).
+fn upkeep(cluster: &SimCluster, tasks: &[TaskSpec], k: usize) {
+    use swarm::core::link::summary::LinkSummaries;
+    use swarm::core::view::ViewEntry;
+    let n = cluster.nodes.len();
+    let origin = cluster.nodes[0].peer;
+    let mut index = PlacementIndex::new(&cluster.view, &origin, &HashMap::new(), cluster.now);
+    let w = ScoreWeights::default();
+    let (mut upsert_t, mut total_t, mut own_t) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..2_000usize {
+        let i = if round % 100 == 99 { 0 } else { (round * 7919 + 13) % n };
+        let e = &cluster.view.entries[i];
+        let mut record = e.record.clone();
+        let mut gpus = record.gpus.devices.to_vec();
+        for g in &mut gpus {
+            g.utilization_pct = ((round * 37 + usize::from(g.utilization_pct)) % 101) as u8;
+        }
+        record.gpus.devices = gpus.try_into().unwrap();
+        if let Ok(Some(mut s)) = LinkSummaries::from_record(&record) {
+            let mut links = s.links.to_vec();
+            for l in &mut links {
+                l.rtt_p50_us = (f64::from(l.rtt_p50_us) * (0.8 + 0.4 * ((round % 11) as f64 / 10.0))) as u32;
+            }
+            s.links = links.try_into().unwrap();
+            record.extensions = vec![s.to_extension().unwrap()].try_into().unwrap();
+        }
+        let entry = ViewEntry::new(record, e.tunnel.clone(), e.received_at, e.expires_at, false);
+        let task = &tasks[round % tasks.len()];
+        let t = Instant::now();
+        index.upsert(&entry, &[], cluster.now);
+        let upserted = t.elapsed();
+        black_box(index.top(task, &w, k));
+        let total = t.elapsed();
+        if i == 0 {
+            own_t.push(upserted);
+        } else {
+            upsert_t.push(upserted);
+        }
+        total_t.push(total);
+    }
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "incremental index: one record's update p50 {:.1} us, p99 {:.1} us; the origin's own record p50 {:.0} us; \
+         decision including upkeep p50 {:.1} us, p99 {:.1} us over {} changes",
+        us(quantile(&mut upsert_t, 0.5)),
+        us(quantile(&mut upsert_t, 0.99)),
+        us(quantile(&mut own_t, 0.5)),
+        us(quantile(&mut total_t, 0.5)),
+        us(quantile(&mut total_t, 0.99)),
+        total_t.len()
+    );
 }
 
 fn bench(c: &mut Criterion) {

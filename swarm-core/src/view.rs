@@ -94,7 +94,7 @@ impl ViewEntry {
     }
 
     /// The entry as the link index takes it.
-    fn indexed(&self) -> IndexedNode<'_> {
+    pub(crate) fn indexed(&self) -> IndexedNode<'_> {
         IndexedNode {
             peer: self.record.peer_id,
             published: self.record.timestamp,

@@ -42,8 +42,29 @@ struct Indexed {
 pub struct LinkIndex {
     pos: HashMap<PeerId, u32>,
     nodes: Vec<Indexed>,
+    /// Positions of removed nodes, for new ones to take.
+    free: Vec<u32>,
     /// The moment ages were judged at.
     built: UnixMillis,
+}
+
+/// A node's entry: its links sorted by peer, first summary of a peer winning; and the
+/// peers its fresh links confirm.
+fn indexed(node: &IndexedNode<'_>, now: UnixMillis, confirms: &mut Vec<PeerId>) -> Indexed {
+    let mut confirmed = false;
+    let mut links = Vec::new();
+    for l in node.summaries.iter().flat_map(|s| s.links.iter()) {
+        if handshake_fresh(node.published, l, now) {
+            confirmed = true;
+            confirms.push(l.peer);
+        }
+        links.push((*l, age(node.published, l, now)));
+    }
+    // The first summary of a peer wins, as a linear search would find it.
+    links.sort_by_key(|l| l.0.peer);
+    links.dedup_by(|later, first| later.0.peer == first.0.peer);
+    let coordinate = node.summaries.and_then(|s| s.coordinate);
+    Indexed { peer: node.peer, coordinate, links, confirmed, implausible: 0 }
 }
 
 impl LinkIndex {
@@ -56,55 +77,91 @@ impl LinkIndex {
         let mut confirmed_peers = Vec::new();
         for (i, node) in nodes.enumerate() {
             pos.insert(node.peer, i as u32);
-            let mut confirmed = false;
-            let mut links = Vec::new();
-            for l in node.summaries.iter().flat_map(|s| s.links.iter()) {
-                if handshake_fresh(node.published, l, now) {
-                    confirmed = true;
-                    confirmed_peers.push(l.peer);
-                }
-                links.push((*l, age(node.published, l, now)));
-            }
-            // The first summary of a peer wins, as a linear search would find it.
-            links.sort_by_key(|l| l.0.peer);
-            links.dedup_by(|later, first| later.0.peer == first.0.peer);
-            let coordinate = node.summaries.and_then(|s| s.coordinate);
-            indexed.push(Indexed { peer: node.peer, coordinate, links, confirmed, implausible: 0 });
+            indexed.push(self::indexed(&node, now, &mut confirmed_peers));
         }
         for peer in confirmed_peers {
             if let Some(&i) = pos.get(&peer) {
                 indexed[i as usize].confirmed = true;
             }
         }
-        let mut index = Self { pos, nodes: indexed, built: now };
+        let mut index = Self { pos, nodes: indexed, free: Vec::new(), built: now };
         index.cross_check();
         index
+    }
+
+    /// A node's record is new or changed: its entry is replaced in O(its links x log),
+    /// not rebuilt with the others (issue 16, part 6). Its fresh links confirm their
+    /// peers, as at a build; confirmations are not withdrawn until the next build, and
+    /// other nodes' counts of implausible claims are not revisited. Its links' ages are
+    /// judged at `now`. Returns its position.
+    pub fn upsert(&mut self, node: IndexedNode<'_>, now: UnixMillis) -> usize {
+        let mut confirms = Vec::new();
+        let entry = indexed(&node, now, &mut confirms);
+        let at = match self.pos.get(&node.peer) {
+            Some(&i) => {
+                let was = self.nodes[i as usize].confirmed;
+                self.nodes[i as usize] = entry;
+                self.nodes[i as usize].confirmed |= was;
+                i as usize
+            }
+            None => {
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.nodes[i as usize] = entry;
+                        i as usize
+                    }
+                    None => {
+                        self.nodes.push(entry);
+                        self.nodes.len() - 1
+                    }
+                };
+                self.pos.insert(node.peer, i as u32);
+                i
+            }
+        };
+        for peer in confirms {
+            if let Some(&j) = self.pos.get(&peer) {
+                self.nodes[j as usize].confirmed = true;
+            }
+        }
+        self.nodes[at].implausible = self.implausible_of(at);
+        at
+    }
+
+    /// A node left the view: its entry goes (its position is reused by the next new one).
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        let Some(i) = self.pos.remove(peer) else { return false };
+        let n = &mut self.nodes[i as usize];
+        n.links.clear();
+        (n.coordinate, n.confirmed, n.implausible) = (None, false, 0);
+        self.free.push(i);
+        true
     }
 
     /// Counts each node's implausible claims: far below the two ends' Vivaldi estimate,
     /// or below half what the other end measured (and by more than 1 ms). O(links).
     fn cross_check(&mut self) {
-        let counts: Vec<u16> = (0..self.nodes.len())
-            .map(|i| {
-                let node = &self.nodes[i];
-                let bad = node.links.iter().filter(|(l, _)| {
-                    let Some(&j) = self.pos.get(&l.peer) else { return false };
-                    let claim = f64::from(l.rtt_p50_us) / 1e3;
-                    let by_estimate = self
-                        .estimate_at(i, j as usize)
-                        .is_some_and(|(est, err)| implausible_claim(claim, est, err));
-                    let by_other_end = self.claim_at(j as usize, i).is_some_and(|(theirs, _)| {
-                        let theirs = f64::from(theirs.rtt_p50_us) / 1e3;
-                        theirs > 2.0 * claim && theirs - claim > 1.0
-                    });
-                    by_estimate || by_other_end
-                });
-                u16::try_from(bad.count()).unwrap_or(u16::MAX)
-            })
-            .collect();
+        let counts: Vec<u16> = (0..self.nodes.len()).map(|i| self.implausible_of(i)).collect();
         for (n, c) in self.nodes.iter_mut().zip(counts) {
             n.implausible = c;
         }
+    }
+
+    /// The implausible claims of the node at `i`.
+    fn implausible_of(&self, i: usize) -> u16 {
+        let node = &self.nodes[i];
+        let bad = node.links.iter().filter(|(l, _)| {
+            let Some(&j) = self.pos.get(&l.peer) else { return false };
+            let claim = f64::from(l.rtt_p50_us) / 1e3;
+            let by_estimate =
+                self.estimate_at(i, j as usize).is_some_and(|(est, err)| implausible_claim(claim, est, err));
+            let by_other_end = self.claim_at(j as usize, i).is_some_and(|(theirs, _)| {
+                let theirs = f64::from(theirs.rtt_p50_us) / 1e3;
+                theirs > 2.0 * claim && theirs - claim > 1.0
+            });
+            by_estimate || by_other_end
+        });
+        u16::try_from(bad.count()).unwrap_or(u16::MAX)
     }
 
     /// Whether the node at `i` makes implausible link claims: at least 2, and a tenth

@@ -1,26 +1,34 @@
 //! [`PlacementIndex`]: a view prepared for placing tasks submitted at one origin. Built
-//! once per view (O(records + links): summaries decoded, each node's link to the origin
+//! once (O(records + links): summaries decoded, each node's link to the origin
 //! resolved, GPUs flattened with models interned), it then ranks a task with
 //! [`PlacementIndex::rank`] (every node, with reasons) or picks the best few with
 //! [`PlacementIndex::top`] (no allocation per node), both deterministic and equal to
 //! each other on the nodes they share.
+//!
+//! It is kept up to date record by record (issue 16, part 6): [`PlacementIndex::upsert`]
+//! re-reads one node (its GPUs, labels, link to the origin, place in the nearest-first
+//! order) in O(its GPUs + labels + log n), [`PlacementIndex::remove`] drops one, and
+//! [`PlacementIndex::set_leased`] updates one node's advertised leases. Only a change of
+//! the origin's own record (its links and coordinate) re-resolves every node (O(n log n)).
+//! Nodes live in slots that a removal frees and an insertion reuses; the flat GPU and
+//! label arrays are compacted when half of them is stale.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 
 use libp2p_identity::PeerId;
 
 use super::score::{check_limits, Ranking, Rejection, ScoreWeights, Scored};
 use super::task::TaskSpec;
 use super::trust::{implausible_claim, Reliability, EXCLUDED_BELOW, SUSPECT_PENALTY};
-use crate::gpu::GpuDevice;
 use crate::link::index::LinkIndex;
 use crate::link::summary::{LinkAnswer, LinkSummary};
 use crate::record::Label;
 use crate::time::UnixMillis;
-use crate::view::ClusterSnapshot;
+use crate::view::{ClusterSnapshot, ViewEntry};
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct GpuSlot {
     /// MiB, saturated at 4 TiB.
     memory_mib: u32,
@@ -33,10 +41,9 @@ struct GpuSlot {
 }
 
 const NO_CC: u16 = u16::MAX;
-const NONE: u32 = u32::MAX;
 
 /// What a pick reads of one node, compact so a scan of 10 000 stays in cache.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct NodeSlot {
     /// Its GPUs: `gpus[gpu_start..gpu_start + gpu_count]`.
     gpu_start: u32,
@@ -44,10 +51,6 @@ struct NodeSlot {
     label_start: u32,
     /// Round trip to the origin, ms; NaN: no measured link and no estimate.
     rtt_ms: f32,
-    /// The measured summary of that link in `summaries`, or [`NONE`].
-    summary: u32,
-    /// Its position in the view's entries.
-    pos: u32,
     gpu_count: u8,
     label_count: u8,
     /// GPUs no lease holds, at most 255: fewer than a task wants rejects the node
@@ -60,24 +63,32 @@ struct NodeSlot {
 /// See the module docs.
 #[derive(Debug, Clone)]
 pub struct PlacementIndex<'v> {
-    view: &'v ClusterSnapshot,
     links: Cow<'v, LinkIndex>,
     origin: PeerId,
-    /// Nearest to the origin first (no link last), laid out in that order so a scan
-    /// reads memory in sequence.
+    /// Each node's slot (free slots hold zero GPUs and labels).
     nodes: Vec<NodeSlot>,
-    /// A view position's place in `nodes`.
-    slot_of: Vec<u32>,
-    /// Per interned label: the places in `nodes` of the nodes carrying it, nearest first.
+    /// The node in each slot.
+    peers: Vec<PeerId>,
+    /// The measured summary of each slot's link to the origin.
+    summaries: Vec<Option<LinkSummary>>,
+    /// Live slots by peer (so a full ranking reads nodes in peer order, as a view lists
+    /// them).
+    by_peer: BTreeMap<PeerId, u32>,
+    /// Slots freed by removals.
+    free: Vec<u32>,
+    /// Live slots nearest to the origin first (no link last; ties by peer).
+    order: Vec<u32>,
+    /// Per interned label: the live slots carrying it, in `order`'s order.
     label_nodes: Vec<Vec<u32>>,
     gpus: Vec<GpuSlot>,
-    summaries: Vec<LinkSummary>,
     /// Interned label ids of every node, by [`NodeSlot::label_start`].
     labels: Vec<u32>,
+    /// Entries of `gpus` and `labels` no slot points to any more.
+    stale: usize,
     label_ids: HashMap<Label, u32>,
     /// Interned model names.
     models: Vec<String>,
-    /// The submitter's reliability score of each node (by place in `nodes`); empty: all 1.
+    /// The submitter's reliability score of each slot; empty: all 1.
     trust: Vec<f32>,
 }
 
@@ -96,110 +107,6 @@ struct Wanted {
     labels: Vec<Option<u32>>,
     /// Whether GPUs the adverts show leased count as taken.
     leases: bool,
-}
-
-/// The per-node arrays while they are built.
-struct Parts {
-    nodes: Vec<NodeSlot>,
-    gpus: Vec<GpuSlot>,
-    summaries: Vec<LinkSummary>,
-    labels: Vec<u32>,
-    label_ids: HashMap<Label, u32>,
-    models: Vec<String>,
-}
-
-impl Parts {
-    /// Appends a node's GPUs (models interned); where they start.
-    fn add_gpus(&mut self, devices: &[GpuDevice], taken: &[u32]) -> u32 {
-        let start = self.gpus.len() as u32;
-        for d in devices {
-            let name = d.model.as_str();
-            let model = match self.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
-                Some(m) => m,
-                None => {
-                    self.models.push(name.to_owned());
-                    self.models.len() - 1
-                }
-            };
-            self.gpus.push(GpuSlot {
-                memory_mib: u32::try_from(d.memory_total_mib).unwrap_or(u32::MAX),
-                index: d.index,
-                cc: d.compute_capability.map_or(NO_CC, |c| u16::from(c.major) << 8 | u16::from(c.minor)),
-                model: u16::try_from(model).unwrap_or(u16::MAX),
-                util: d.utilization_pct,
-                taken: taken.contains(&d.index),
-            });
-        }
-        start
-    }
-
-    /// Appends a node's labels (interned); where they start.
-    fn add_labels(&mut self, labels: &[Label]) -> u32 {
-        let start = self.labels.len() as u32;
-        for l in labels {
-            let next = self.label_ids.len() as u32;
-            let id = *self.label_ids.entry(l.clone()).or_insert(next);
-            self.labels.push(id);
-        }
-        start
-    }
-
-    /// A node's link to the origin: its round trip (NaN: none) and measured summary.
-    fn add_link(&mut self, link: Option<LinkAnswer>) -> (f32, u32) {
-        match link {
-            None => (f32::NAN, NONE),
-            Some(LinkAnswer::Estimated { rtt_ms, .. }) => (rtt_ms as f32, NONE),
-            Some(LinkAnswer::Measured { summary, .. }) => {
-                self.summaries.push(summary);
-                (summary.rtt_p50_us as f32 / 1e3, (self.summaries.len() - 1) as u32)
-            }
-        }
-    }
-
-    /// The nodes nearest first, their GPUs laid out in that order, and the label lists.
-    fn laid_out<'v>(
-        self,
-        view: &'v ClusterSnapshot,
-        links: Cow<'v, LinkIndex>,
-        origin: PeerId,
-    ) -> PlacementIndex<'v> {
-        let Parts { nodes: unsorted, gpus: unsorted_gpus, summaries, labels, label_ids, models } = self;
-        let mut order: Vec<u32> = (0..unsorted.len() as u32).collect();
-        order.sort_by(|&a, &b| {
-            let (x, y) = (unsorted[a as usize].rtt_ms, unsorted[b as usize].rtt_ms);
-            x.is_nan().cmp(&y.is_nan()).then(x.total_cmp(&y))
-        });
-        let mut nodes = Vec::with_capacity(unsorted.len());
-        let mut gpus = Vec::with_capacity(unsorted_gpus.len());
-        let mut slot_of = vec![0u32; unsorted.len()];
-        let mut label_nodes = vec![Vec::new(); label_ids.len()];
-        for (place, &pos) in order.iter().enumerate() {
-            let mut node = unsorted[pos as usize];
-            let start = node.gpu_start as usize;
-            node.gpu_start = gpus.len() as u32;
-            gpus.extend_from_slice(&unsorted_gpus[start..start + usize::from(node.gpu_count)]);
-            let first = node.label_start as usize;
-            for &id in &labels[first..first + usize::from(node.label_count)] {
-                label_nodes[id as usize].push(place as u32);
-            }
-            slot_of[pos as usize] = place as u32;
-            nodes.push(node);
-        }
-        PlacementIndex {
-            view,
-            links,
-            origin,
-            nodes,
-            slot_of,
-            label_nodes,
-            gpus,
-            summaries,
-            labels,
-            label_ids,
-            models,
-            trust: Vec::new(),
-        }
-    }
 }
 
 /// The link from the origin (position `o`) to the node at `i` as a submitter believes
@@ -260,78 +167,319 @@ impl<'v> PlacementIndex<'v> {
     }
 
     fn build(
-        view: &'v ClusterSnapshot,
+        view: &ClusterSnapshot,
         links: Cow<'v, LinkIndex>,
         origin: &PeerId,
         leased: &HashMap<PeerId, Vec<u32>>,
     ) -> Self {
-        let at = links.position(origin);
         let n = view.entries.len();
-        let mut parts = Parts {
+        let mut index = Self {
+            links,
+            origin: *origin,
             nodes: Vec::with_capacity(n),
+            peers: Vec::with_capacity(n),
+            summaries: Vec::with_capacity(n),
+            by_peer: BTreeMap::new(),
+            free: Vec::new(),
+            order: Vec::with_capacity(n),
+            label_nodes: Vec::new(),
             gpus: Vec::with_capacity(n * 4),
-            summaries: Vec::new(),
             labels: Vec::with_capacity(n),
+            stale: 0,
             label_ids: HashMap::new(),
             models: Vec::new(),
+            trust: Vec::new(),
         };
-        for (i, e) in view.entries.iter().enumerate() {
+        for e in &view.entries {
             let r = &e.record;
-            let taken = if leased.is_empty() {
-                &[][..]
-            } else {
-                leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default()
-            };
-            let gpu_start = parts.add_gpus(&r.gpus.devices, taken);
-            let label_start = parts.add_labels(&r.labels);
-            let (rtt_ms, summary, suspect) = if r.peer_id == *origin {
-                (0.0, NONE, false)
-            } else {
-                let (link, suspect) = at.map_or((None, false), |o| origin_link(&links, o, i));
-                let (rtt_ms, summary) = parts.add_link(link);
-                (rtt_ms, summary, suspect || links.lies_at(i))
-            };
-            let mine = &parts.gpus[gpu_start as usize..];
-            parts.nodes.push(NodeSlot {
-                pos: i as u32,
-                gpu_start,
-                label_start,
-                rtt_ms,
-                summary,
-                gpu_count: u8::try_from(mine.len()).unwrap_or(u8::MAX),
-                label_count: u8::try_from(parts.labels.len() - label_start as usize).unwrap_or(u8::MAX),
-                untaken: u8::try_from(mine.iter().filter(|g| !g.taken).count()).unwrap_or(u8::MAX),
-                suspect,
-            });
+            let taken = leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default();
+            let slot = index.new_slot(r.peer_id);
+            index.fill(slot, e, taken);
+            index.resolve(slot);
         }
-        parts.laid_out(view, links, *origin)
+        index.reorder();
+        index
+    }
+
+    /// Node `peer`'s record is new or changed (`leased`: GPU indices its advert shows
+    /// leased): its node is re-read and put back in order; with the origin's own record,
+    /// every node's link to the origin is resolved again. `now`: when ages are judged.
+    /// The index's link index is updated too (cloned first if it was borrowed: keep an
+    /// index that is to be updated built by [`Self::new`]).
+    pub fn upsert(&mut self, entry: &ViewEntry, leased: &[u32], now: UnixMillis) {
+        let peer = entry.record.peer_id;
+        self.links.to_mut().upsert(entry.indexed(), now);
+        let slot = match self.by_peer.get(&peer) {
+            Some(&slot) => {
+                self.unlink(slot);
+                slot
+            }
+            None => self.new_slot(peer),
+        };
+        self.fill(slot, entry, leased);
+        if peer == self.origin {
+            for s in self.by_peer.values().copied().collect::<Vec<_>>() {
+                self.resolve(s);
+            }
+            self.reorder();
+        } else {
+            self.resolve(slot);
+            self.link(slot);
+        }
+        self.compact_if_stale();
+    }
+
+    /// Node `peer` left the view.
+    pub fn remove(&mut self, peer: &PeerId) -> bool {
+        let Some(slot) = self.by_peer.get(peer).copied() else { return false };
+        self.unlink(slot);
+        self.by_peer.remove(peer);
+        let node = &mut self.nodes[slot as usize];
+        self.stale += usize::from(node.gpu_count) + usize::from(node.label_count);
+        *node = NodeSlot { rtt_ms: f32::NAN, ..NodeSlot::default() };
+        self.summaries[slot as usize] = None;
+        self.free.push(slot);
+        self.links.to_mut().remove(peer);
+        if *peer == self.origin {
+            for s in self.by_peer.values().copied().collect::<Vec<_>>() {
+                self.resolve(s);
+            }
+            self.reorder();
+        }
+        self.compact_if_stale();
+        true
+    }
+
+    /// Node `peer`'s advert now shows these GPU indices leased.
+    pub fn set_leased(&mut self, peer: &PeerId, leased: &[u32]) {
+        let Some(&slot) = self.by_peer.get(peer) else { return };
+        let node = self.nodes[slot as usize];
+        let start = node.gpu_start as usize;
+        let mut untaken = 0usize;
+        for g in &mut self.gpus[start..start + usize::from(node.gpu_count)] {
+            g.taken = leased.contains(&g.index);
+            untaken += usize::from(!g.taken);
+        }
+        self.nodes[slot as usize].untaken = u8::try_from(untaken).unwrap_or(u8::MAX);
+    }
+
+    /// Live nodes.
+    pub fn len(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Whether no node is indexed.
+    pub fn is_empty(&self) -> bool {
+        self.by_peer.is_empty()
+    }
+
+    fn new_slot(&mut self, peer: PeerId) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.peers[s as usize] = peer;
+                s
+            }
+            None => {
+                self.nodes.push(NodeSlot { rtt_ms: f32::NAN, ..NodeSlot::default() });
+                self.peers.push(peer);
+                self.summaries.push(None);
+                if !self.trust.is_empty() {
+                    self.trust.push(1.0);
+                }
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        if let Some(t) = self.trust.get_mut(slot as usize) {
+            *t = 1.0;
+        }
+        self.by_peer.insert(peer, slot);
+        slot
+    }
+
+    /// Reads a node's GPUs (models interned; `taken`: leased indices) and labels into
+    /// `slot`: over its old ones when they fit, else at the end.
+    fn fill(&mut self, slot: u32, entry: &ViewEntry, taken: &[u32]) {
+        let r = &entry.record;
+        let old = self.nodes[slot as usize];
+        let devices = &r.gpus.devices;
+        let count = devices.len().min(usize::from(u8::MAX));
+        let gpu_start = if count <= usize::from(old.gpu_count) {
+            self.stale += usize::from(old.gpu_count) - count;
+            old.gpu_start as usize
+        } else {
+            self.stale += usize::from(old.gpu_count);
+            self.gpus.resize(self.gpus.len() + count, GpuSlot::default());
+            self.gpus.len() - count
+        };
+        for (k, d) in devices.iter().take(count).enumerate() {
+            let name = d.model.as_str();
+            let model = match self.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
+                Some(m) => m,
+                None => {
+                    self.models.push(name.to_owned());
+                    self.models.len() - 1
+                }
+            };
+            self.gpus[gpu_start + k] = GpuSlot {
+                memory_mib: u32::try_from(d.memory_total_mib).unwrap_or(u32::MAX),
+                index: d.index,
+                cc: d.compute_capability.map_or(NO_CC, |c| u16::from(c.major) << 8 | u16::from(c.minor)),
+                model: u16::try_from(model).unwrap_or(u16::MAX),
+                util: d.utilization_pct,
+                taken: taken.contains(&d.index),
+            };
+        }
+        let labels = &r.labels;
+        let lcount = labels.len().min(usize::from(u8::MAX));
+        let label_start = if lcount <= usize::from(old.label_count) {
+            self.stale += usize::from(old.label_count) - lcount;
+            old.label_start as usize
+        } else {
+            self.stale += usize::from(old.label_count);
+            self.labels.resize(self.labels.len() + lcount, 0);
+            self.labels.len() - lcount
+        };
+        for (k, l) in labels.iter().take(lcount).enumerate() {
+            let next = self.label_ids.len() as u32;
+            let id = *self.label_ids.entry(l.clone()).or_insert(next);
+            if self.label_nodes.len() <= id as usize {
+                self.label_nodes.resize(id as usize + 1, Vec::new());
+            }
+            self.labels[label_start + k] = id;
+        }
+        let mine = &self.gpus[gpu_start..gpu_start + count];
+        let node = &mut self.nodes[slot as usize];
+        node.gpu_start = gpu_start as u32;
+        node.gpu_count = count as u8;
+        node.label_start = label_start as u32;
+        node.label_count = lcount as u8;
+        node.untaken = u8::try_from(mine.iter().filter(|g| !g.taken).count()).unwrap_or(u8::MAX);
+    }
+
+    /// Resolves `slot`'s link to the origin from the link index.
+    fn resolve(&mut self, slot: u32) {
+        let peer = self.peers[slot as usize];
+        let (rtt_ms, summary, suspect) = if peer == self.origin {
+            (0.0, None, false)
+        } else {
+            let (at, i) = (self.links.position(&self.origin), self.links.position(&peer));
+            let (link, suspect) = match (at, i) {
+                (Some(o), Some(i)) => origin_link(&self.links, o, i),
+                _ => (None, false),
+            };
+            let lies = i.is_some_and(|i| self.links.lies_at(i));
+            match link {
+                None => (f32::NAN, None, suspect || lies),
+                Some(LinkAnswer::Estimated { rtt_ms, .. }) => (rtt_ms as f32, None, suspect || lies),
+                Some(LinkAnswer::Measured { summary, .. }) => {
+                    (summary.rtt_p50_us as f32 / 1e3, Some(summary), suspect || lies)
+                }
+            }
+        };
+        let node = &mut self.nodes[slot as usize];
+        node.rtt_ms = rtt_ms;
+        node.suspect = suspect;
+        self.summaries[slot as usize] = summary;
+    }
+
+    /// Nearest first, no link last, ties by peer.
+    fn cmp_slots(&self, a: u32, b: u32) -> Ordering {
+        let (x, y) = (self.nodes[a as usize].rtt_ms, self.nodes[b as usize].rtt_ms);
+        x.is_nan()
+            .cmp(&y.is_nan())
+            .then(x.total_cmp(&y))
+            .then_with(|| self.peers[a as usize].cmp(&self.peers[b as usize]))
+    }
+
+    /// Where `slot` goes in `list` (sorted by [`Self::cmp_slots`]).
+    fn place_in(&self, list: &[u32], slot: u32) -> usize {
+        list.partition_point(|&x| self.cmp_slots(x, slot) == Ordering::Less)
+    }
+
+    /// The node's labels, as interned ids.
+    fn label_ids_of(&self, slot: u32) -> Vec<u32> {
+        let n = &self.nodes[slot as usize];
+        self.labels[n.label_start as usize..n.label_start as usize + usize::from(n.label_count)].to_vec()
+    }
+
+    /// Takes `slot` out of the order and its labels' lists (before its key changes).
+    fn unlink(&mut self, slot: u32) {
+        let at = self.place_in(&self.order, slot);
+        if self.order.get(at) == Some(&slot) {
+            self.order.remove(at);
+        } else if let Some(k) = self.order.iter().position(|&s| s == slot) {
+            self.order.remove(k);
+        }
+        for id in self.label_ids_of(slot) {
+            let at = self.place_in(&self.label_nodes[id as usize], slot);
+            let list = &mut self.label_nodes[id as usize];
+            if list.get(at) == Some(&slot) {
+                list.remove(at);
+            } else if let Some(k) = list.iter().position(|&s| s == slot) {
+                list.remove(k);
+            }
+        }
+    }
+
+    /// Puts `slot` into the order and its labels' lists.
+    fn link(&mut self, slot: u32) {
+        let at = self.place_in(&self.order, slot);
+        self.order.insert(at, slot);
+        for id in self.label_ids_of(slot) {
+            let at = self.place_in(&self.label_nodes[id as usize], slot);
+            self.label_nodes[id as usize].insert(at, slot);
+        }
+    }
+
+    /// Sorts every live slot again, and rebuilds the label lists.
+    fn reorder(&mut self) {
+        let mut order: Vec<u32> = self.by_peer.values().copied().collect();
+        order.sort_by(|&a, &b| self.cmp_slots(a, b));
+        for list in &mut self.label_nodes {
+            list.clear();
+        }
+        for &slot in &order {
+            for id in self.label_ids_of(slot) {
+                self.label_nodes[id as usize].push(slot);
+            }
+        }
+        self.order = order;
+    }
+
+    /// Rewrites the GPU and label arrays without their stale entries, when they are half
+    /// of them.
+    fn compact_if_stale(&mut self) {
+        if self.stale < 1024 || self.stale * 2 < self.gpus.len() + self.labels.len() {
+            return;
+        }
+        let (mut gpus, mut labels) =
+            (Vec::with_capacity(self.gpus.len()), Vec::with_capacity(self.labels.len()));
+        for node in &mut self.nodes {
+            let (g, l) = (node.gpu_start as usize, node.label_start as usize);
+            node.gpu_start = gpus.len() as u32;
+            gpus.extend_from_slice(&self.gpus[g..g + usize::from(node.gpu_count)]);
+            node.label_start = labels.len() as u32;
+            labels.extend_from_slice(&self.labels[l..l + usize::from(node.label_count)]);
+        }
+        (self.gpus, self.labels, self.stale) = (gpus, labels, 0);
     }
 
     /// Applies the submitter's reliability scores as of `now`: each node's score is
     /// multiplied by its own (see [`super::trust`]).
     pub fn with_reliability(mut self, reliability: &Reliability, now: std::time::Instant) -> Self {
-        self.trust = self
-            .nodes
-            .iter()
-            .map(|n| reliability.score(now, &self.view.entries[n.pos as usize].record.peer_id) as f32)
-            .collect();
+        self.trust = self.peers.iter().map(|p| reliability.score(now, p) as f32).collect();
         self
     }
 
     /// Nodes whose claim of their link to the origin was not believed (for the
     /// submitter's reliability scores).
     pub fn suspects(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.nodes.iter().filter(|n| n.suspect).map(|n| self.view.entries[n.pos as usize].record.peer_id)
+        self.by_peer.iter().filter(|(_, &s)| self.nodes[s as usize].suspect).map(|(p, _)| *p)
     }
 
     /// The decoded links, for pairwise checks (gangs).
     pub fn links(&self) -> &LinkIndex {
         &self.links
-    }
-
-    /// The snapshot indexed.
-    pub fn view(&self) -> &ClusterSnapshot {
-        self.view
     }
 
     fn wanted(&self, task: &TaskSpec) -> Wanted {
@@ -400,10 +548,8 @@ impl<'v> PlacementIndex<'v> {
         if rtt_ms.is_nan() {
             return Err(Fail::NotConfirmed);
         }
-        let summary = (node.summary != NONE).then(|| &self.summaries[node.summary as usize]);
-        let is_origin = rtt_ms == 0.0
-            && summary.is_none()
-            && self.view.entries[node.pos as usize].record.peer_id == self.origin;
+        let summary = self.summaries[i].as_ref();
+        let is_origin = rtt_ms == 0.0 && summary.is_none() && self.peers[i] == self.origin;
         if !is_origin {
             check_limits(&task.origin_limits, rtt_ms, summary).map_err(Fail::Link)?;
         }
@@ -439,7 +585,7 @@ impl<'v> PlacementIndex<'v> {
             .collect();
         gpus.sort_unstable();
         Scored {
-            peer: self.view.entries[self.nodes[c.node].pos as usize].record.peer_id,
+            peer: self.peers[c.node],
             score: c.score,
             gpus,
             rtt_ms: c.rtt_ms,
@@ -451,7 +597,7 @@ impl<'v> PlacementIndex<'v> {
     }
 
     fn better(&self, a: &Cand, b: &Cand) -> bool {
-        let peer = |c: &Cand| &self.view.entries[self.nodes[c.node].pos as usize].record.peer_id;
+        let peer = |c: &Cand| &self.peers[c.node];
         a.score > b.score || (a.score == b.score && peer(a) < peer(b))
     }
 
@@ -487,9 +633,8 @@ impl<'v> PlacementIndex<'v> {
 
     fn rank_wanting(&self, task: &TaskSpec, w: &ScoreWeights, want: &Wanted) -> Ranking {
         let mut ranking = Ranking::default();
-        for (pos, &i) in self.slot_of.iter().enumerate() {
+        for (&peer, &i) in &self.by_peer {
             let i = i as usize;
-            let peer = self.view.entries[pos].record.peer_id;
             match self.evaluate(i, task, w, want) {
                 Ok(c) => ranking.feasible.push(self.scored(c, task, w, want)),
                 Err(fail) => {
@@ -521,9 +666,8 @@ impl<'v> PlacementIndex<'v> {
         let gain = (1.0 - w.estimate_penalty).max(1.0) * (1.0 - w.degraded_penalty).max(1.0);
         let ceiling = w.capacity.max(0.0) + w.idleness.max(0.0);
         // A labelled task reads only the nodes with its first label.
-        let all = 0..self.nodes.len() as u32;
         let places: Box<dyn Iterator<Item = u32> + '_> = match want.labels.first() {
-            None => Box::new(all),
+            None => Box::new(self.order.iter().copied()),
             Some(None) => Box::new(std::iter::empty()),
             Some(Some(id)) => Box::new(self.label_nodes[*id as usize].iter().copied()),
         };
@@ -553,6 +697,98 @@ mod tests {
     use super::*;
     use crate::place::score::tests::{id, view};
     use crate::record::tests::NOW;
+
+    /// Record changes applied one by one give the index a rebuild from the changed view
+    /// gives: GPUs and load, links (the origin's own too), labels, a node leaving and
+    /// coming back, leases.
+    #[test]
+    fn updates_record_by_record_match_a_rebuild() {
+        use crate::link::summary::LinkSummaries;
+        use crate::place::sim::{sample_tasks, SimCluster, SimConfig};
+        #[allow(clippy::disallowed_methods)]
+        let epoch = std::time::Instant::now();
+        let cluster = SimCluster::new(&SimConfig::new(300, 21), epoch);
+        let now = cluster.now;
+        let mut view = cluster.view.clone();
+        let origin = cluster.nodes[7].peer;
+        let none = HashMap::new();
+        let mut live = PlacementIndex::new(&cluster.view, &origin, &none, now);
+        let w = ScoreWeights::default();
+        let check =
+            |live: &PlacementIndex<'_>, view: &ClusterSnapshot, leased: &HashMap<PeerId, Vec<u32>>| {
+                let fresh = PlacementIndex::new(view, &origin, leased, now);
+                assert_eq!(live.len(), view.entries.len());
+                for task in sample_tasks() {
+                    assert_eq!(live.rank(&task, &w), fresh.rank(&task, &w), "{}", task.id);
+                    assert_eq!(live.top(&task, &w, 8), fresh.top(&task, &w, 8), "{}", task.id);
+                }
+            };
+        let reissue =
+            |view: &mut ClusterSnapshot, k: usize, edit: &dyn Fn(&mut crate::record::NodeRecord)| {
+                let e = &view.entries[k];
+                let mut record = e.record.clone();
+                edit(&mut record);
+                let (tunnel, at) = (e.tunnel.clone(), e.received_at);
+                view.entries[k] = ViewEntry::new(record, tunnel, at, at, false);
+                view.entries[k].clone()
+            };
+        let pos = |view: &ClusterSnapshot, p: &PeerId| {
+            view.entries.iter().position(|e| e.record.peer_id == *p).unwrap()
+        };
+        // 1. A node's GPUs get busy, and one more appears.
+        let k = 11;
+        let e = reissue(&mut view, k, &|r| {
+            let mut gpus = r.gpus.devices.to_vec();
+            for g in &mut gpus {
+                g.utilization_pct = 97;
+            }
+            let mut extra = gpus[0].clone();
+            extra.index = 9;
+            extra.utilization_pct = 0;
+            gpus.push(extra);
+            r.gpus.devices = crate::bounded::BoundedVec::try_from_vec(gpus).unwrap();
+        });
+        live.upsert(&e, &[], now);
+        check(&live, &view, &none);
+        // 2. A node's links change (every round trip doubles), and the origin's own.
+        let twice = |r: &mut crate::record::NodeRecord| {
+            let mut s = LinkSummaries::from_record(r).unwrap().unwrap();
+            let mut links = s.links.to_vec();
+            for l in &mut links {
+                l.rtt_p50_us *= 2;
+            }
+            s.links = crate::bounded::BoundedVec::try_from_vec(links).unwrap();
+            r.extensions = vec![s.to_extension().unwrap()].try_into().unwrap();
+        };
+        for k in [23, pos(&view, &origin)] {
+            let e = reissue(&mut view, k, &twice);
+            live.upsert(&e, &[], now);
+            check(&live, &view, &none);
+        }
+        // 3. A label changes.
+        let e = reissue(&mut view, 40, &|r| {
+            r.labels =
+                crate::bounded::BoundedVec::try_from_vec(vec![Label::parse("region=elsewhere").unwrap()])
+                    .unwrap();
+        });
+        live.upsert(&e, &[], now);
+        check(&live, &view, &none);
+        // 4. A node leaves, another leaves, the first comes back.
+        let gone = view.entries.remove(50);
+        assert!(live.remove(&gone.record.peer_id));
+        let second = view.entries.remove(60);
+        assert!(live.remove(&second.record.peer_id));
+        check(&live, &view, &none);
+        view.entries.insert(50, gone.clone());
+        live.upsert(&gone, &[], now);
+        check(&live, &view, &none);
+        // 5. Leases advertised.
+        let leased_peer = view.entries[3].record.peer_id;
+        let leased: HashMap<PeerId, Vec<u32>> = [(leased_peer, vec![0])].into_iter().collect();
+        live.set_leased(&leased_peer, &[0]);
+        check(&live, &view, &leased);
+        assert!(!live.remove(&second.record.peer_id), "already gone");
+    }
 
     #[test]
     fn stale_adverts_are_asked_last_but_never_for_the_exact_node() {
