@@ -97,8 +97,12 @@ impl<P> Candidate<P> {
 /// The settings of [`Detours`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DetourPolicy {
-    /// A detour is taken only when it costs at most this share of the direct path (0.8).
+    /// A detour is taken only when it costs at most this share of the direct path (0.8)
+    /// ...
     pub margin: f64,
+    /// ... and saves at least this much cost, ms (5): a LAN link breaching the 1 ms
+    /// jitter target by a little is not worth a relayed hop.
+    pub min_gain_ms: f64,
     /// A path is kept at least this long before it is left (10 s, the SLA judge's
     /// `recover_hold`): traffic never switches faster.
     pub hold: Duration,
@@ -112,6 +116,7 @@ impl Default for DetourPolicy {
     fn default() -> Self {
         Self {
             margin: 0.8,
+            min_gain_ms: 5.0,
             hold: Duration::from_secs(10),
             open_timeout: Duration::from_secs(5),
             retry_after: Duration::from_secs(30),
@@ -265,7 +270,9 @@ impl<P: Copy + Eq + Hash> Detours<P> {
                     .iter()
                     .filter(|c| c.via != peer && !failed.iter().any(|(f, _)| *f == c.via))
                     .map(|c| (c.via, c.quality().cost_ms()))
-                    .filter(|(_, cost)| *cost <= policy.margin * direct_cost)
+                    .filter(|(_, cost)| {
+                        *cost <= policy.margin * direct_cost && direct_cost - cost >= policy.min_gain_ms
+                    })
                     .min_by(|a, b| a.1.total_cmp(&b.1))?;
                 p.state = DetourState::Opening { via: best.0, since: now };
                 Some(DetourAction::Open { via: best.0 })
@@ -406,6 +413,15 @@ mod tests {
         assert_eq!(d.poll(t0, B, direct, &[close]), None);
         let better = Candidate { via: C, first: q(20.0, 0.5, 0.0), second: q(25.0, 0.5, 0.0) }; // 47
         assert_eq!(d.poll(t0, B, direct, &[better]), Some(DetourAction::Open { via: C }));
+        // On a LAN, a jitter breach (2 ms against 1 ms) with a cleaner detour (2.9 against
+        // 4.5: within the margin) saves too little to take a relayed hop.
+        let mut d = Detours::new(DetourPolicy::default());
+        d.handle_sla(B, Metric::Jitter, true);
+        assert_eq!(d.poll(t0, B, Some(q(0.5, 2.0, 0.0)), &[clean(C)]), None);
+        let no_floor = DetourPolicy { min_gain_ms: 0.0, ..DetourPolicy::default() };
+        let mut d = Detours::new(no_floor);
+        d.handle_sla(B, Metric::Jitter, true);
+        assert_eq!(d.poll(t0, B, Some(q(0.5, 2.0, 0.0)), &[clean(C)]), Some(DetourAction::Open { via: C }));
         // No measurement of the direct path at all (its probes all lost): any detour.
         let mut d = Detours::new(DetourPolicy::default());
         d.handle_sla(B, Metric::Loss, true);

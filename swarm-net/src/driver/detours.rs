@@ -17,6 +17,7 @@ use swarm_core::link::summary::{LinkSummaries, LinkSummary};
 use swarm_core::link::Metric;
 
 use super::Driver;
+use crate::api::Path;
 use crate::tunnel_relay::{self, PathKind};
 
 /// How often a breached or detoured peer is looked at again.
@@ -53,8 +54,12 @@ impl Driver {
         self.detour_check
     }
 
-    /// Asks the rule about `peer` and does what it says.
+    /// Asks the rule about `peer` and does what it says. A tunnel that is relayed for want
+    /// of a direct path is not detoured (its probes measure the relayed path already).
     fn check_detour(&mut self, now: Instant, peer: PeerId) {
+        if !matches!(self.dataplane.path(&peer), Some(Path::Direct | Path::Detour { .. })) {
+            return;
+        }
         let direct = self.dataplane.link_summary(now, &peer).as_ref().and_then(PathQuality::from_summary);
         let candidates = self.detour_candidates(now, &peer);
         match self.detours.poll(now, peer, direct, &candidates) {
