@@ -8,8 +8,10 @@
 //! It is kept up to date record by record (issue 16, part 6): [`PlacementIndex::upsert`]
 //! re-reads one node (its GPUs, labels, link to the origin, place in the nearest-first
 //! order) in O(its GPUs + labels + log n), [`PlacementIndex::remove`] drops one, and
-//! [`PlacementIndex::set_leased`] updates one node's advertised leases. Only a change of
-//! the origin's own record (its links and coordinate) re-resolves every node (O(n log n)).
+//! [`PlacementIndex::set_leased`] updates one node's advertised leases. A change of the
+//! origin's own record re-resolves the nodes it measured (before and after); only a move
+//! of its coordinate by more than [`COORDINATE_SLACK_MS`] re-resolves every node (the
+//! estimates), O(n log n).
 //! Nodes live in slots that a removal frees and an insertion reuses; the flat GPU and
 //! label arrays are compacted when half of them is stale.
 
@@ -41,6 +43,10 @@ struct GpuSlot {
 }
 
 const NO_CC: u16 = u16::MAX;
+
+/// How far the origin's coordinate may move before every estimated link is resolved
+/// again, ms (an estimate is off by at most this meanwhile).
+pub const COORDINATE_SLACK_MS: f64 = 0.5;
 
 /// What a pick reads of one node, compact so a scan of 10 000 stays in cache.
 #[derive(Debug, Clone, Copy, Default)]
@@ -190,12 +196,13 @@ impl<'v> PlacementIndex<'v> {
             models: Vec::new(),
             trust: Vec::new(),
         };
+        let at = index.links.position(origin);
         for e in &view.entries {
             let r = &e.record;
             let taken = leased.get(&r.peer_id).map(Vec::as_slice).unwrap_or_default();
             let slot = index.new_slot(r.peer_id);
             index.fill(slot, e, taken);
-            index.resolve(slot);
+            index.resolve_at(slot, at);
         }
         index.reorder();
         index
@@ -208,6 +215,11 @@ impl<'v> PlacementIndex<'v> {
     /// index that is to be updated built by [`Self::new`]).
     pub fn upsert(&mut self, entry: &ViewEntry, leased: &[u32], now: UnixMillis) {
         let peer = entry.record.peer_id;
+        let own = peer == self.origin;
+        let before = match self.links.position(&self.origin) {
+            Some(o) if own => Some((self.links.linked_peers(o), self.links.coordinate_at(o))),
+            _ => None,
+        };
         self.links.to_mut().upsert(entry.indexed(), now);
         let slot = match self.by_peer.get(&peer) {
             Some(&slot) => {
@@ -217,14 +229,37 @@ impl<'v> PlacementIndex<'v> {
             None => self.new_slot(peer),
         };
         self.fill(slot, entry, leased);
-        if peer == self.origin {
-            for s in self.by_peer.values().copied().collect::<Vec<_>>() {
-                self.resolve(s);
+        self.resolve(slot);
+        self.link(slot);
+        if own {
+            let at = self.links.position(&self.origin);
+            let after = at.map(|o| (self.links.linked_peers(o), self.links.coordinate_at(o)));
+            let moved = match (before.as_ref().and_then(|b| b.1), after.as_ref().and_then(|a| a.1)) {
+                (Some(x), Some(y)) => {
+                    let d: f64 = x.vector.iter().zip(&y.vector).map(|(a, b)| (a - b) * (a - b)).sum();
+                    d.sqrt() + (x.height - y.height).abs() > COORDINATE_SLACK_MS
+                }
+                (None, None) => false,
+                _ => true,
+            };
+            if moved || before.is_none() {
+                let slots: Vec<u32> = self.by_peer.values().copied().collect();
+                for s in slots {
+                    self.resolve_at(s, at);
+                }
+                self.reorder();
+            } else {
+                let mut peers: Vec<PeerId> = before.map(|b| b.0).unwrap_or_default();
+                peers.extend(after.map(|a| a.0).unwrap_or_default());
+                peers.sort_unstable();
+                peers.dedup();
+                for p in peers {
+                    let Some(&s) = self.by_peer.get(&p) else { continue };
+                    self.unlink(s);
+                    self.resolve_at(s, at);
+                    self.link(s);
+                }
             }
-            self.reorder();
-        } else {
-            self.resolve(slot);
-            self.link(slot);
         }
         self.compact_if_stale();
     }
@@ -340,8 +375,14 @@ impl<'v> PlacementIndex<'v> {
             self.labels.len() - lcount
         };
         for (k, l) in labels.iter().take(lcount).enumerate() {
-            let next = self.label_ids.len() as u32;
-            let id = *self.label_ids.entry(l.clone()).or_insert(next);
+            let id = match self.label_ids.get(l) {
+                Some(&id) => id,
+                None => {
+                    let id = self.label_ids.len() as u32;
+                    self.label_ids.insert(l.clone(), id);
+                    id
+                }
+            };
             if self.label_nodes.len() <= id as usize {
                 self.label_nodes.resize(id as usize + 1, Vec::new());
             }
@@ -358,11 +399,16 @@ impl<'v> PlacementIndex<'v> {
 
     /// Resolves `slot`'s link to the origin from the link index.
     fn resolve(&mut self, slot: u32) {
+        self.resolve_at(slot, self.links.position(&self.origin));
+    }
+
+    /// [`Self::resolve`] with the origin's position in the link index known.
+    fn resolve_at(&mut self, slot: u32, at: Option<usize>) {
         let peer = self.peers[slot as usize];
         let (rtt_ms, summary, suspect) = if peer == self.origin {
             (0.0, None, false)
         } else {
-            let (at, i) = (self.links.position(&self.origin), self.links.position(&peer));
+            let i = self.links.position(&peer);
             let (link, suspect) = match (at, i) {
                 (Some(o), Some(i)) => origin_link(&self.links, o, i),
                 _ => (None, false),
