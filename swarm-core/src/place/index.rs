@@ -115,6 +115,20 @@ struct Wanted {
     leases: bool,
 }
 
+/// Where a node's `count` entries go in a flat array that held its `old` (start, count):
+/// over them when they fit, else at the end; what no longer counts is added to `stale`.
+fn room<T: Default + Clone>(flat: &mut Vec<T>, stale: &mut usize, old: (u32, u8), count: usize) -> usize {
+    let (start, had) = (old.0 as usize, usize::from(old.1));
+    if count <= had {
+        *stale += had - count;
+        start
+    } else {
+        *stale += had;
+        flat.resize(flat.len() + count, T::default());
+        flat.len() - count
+    }
+}
+
 /// The link from the origin (position `o`) to the node at `i` as a submitter believes
 /// it: its own measurement first; else the far end's claim unless the Vivaldi estimate
 /// makes it implausible (then the estimate, and `true`: suspect); else what the index
@@ -338,14 +352,7 @@ impl<'v> PlacementIndex<'v> {
         let old = self.nodes[slot as usize];
         let devices = &r.gpus.devices;
         let count = devices.len().min(usize::from(u8::MAX));
-        let gpu_start = if count <= usize::from(old.gpu_count) {
-            self.stale += usize::from(old.gpu_count) - count;
-            old.gpu_start as usize
-        } else {
-            self.stale += usize::from(old.gpu_count);
-            self.gpus.resize(self.gpus.len() + count, GpuSlot::default());
-            self.gpus.len() - count
-        };
+        let gpu_start = room(&mut self.gpus, &mut self.stale, (old.gpu_start, old.gpu_count), count);
         for (k, d) in devices.iter().take(count).enumerate() {
             let name = d.model.as_str();
             let model = match self.models.iter().position(|m| m.eq_ignore_ascii_case(name)) {
@@ -366,14 +373,7 @@ impl<'v> PlacementIndex<'v> {
         }
         let labels = &r.labels;
         let lcount = labels.len().min(usize::from(u8::MAX));
-        let label_start = if lcount <= usize::from(old.label_count) {
-            self.stale += usize::from(old.label_count) - lcount;
-            old.label_start as usize
-        } else {
-            self.stale += usize::from(old.label_count);
-            self.labels.resize(self.labels.len() + lcount, 0);
-            self.labels.len() - lcount
-        };
+        let label_start = room(&mut self.labels, &mut self.stale, (old.label_start, old.label_count), lcount);
         for (k, l) in labels.iter().take(lcount).enumerate() {
             let id = match self.label_ids.get(l) {
                 Some(&id) => id,
