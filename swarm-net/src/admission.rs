@@ -15,6 +15,7 @@ use std::task::{Context, Poll};
 
 use libp2p::core::transport::PortUse;
 use libp2p::core::Endpoint;
+use libp2p::multiaddr::Protocol;
 use libp2p::swarm::behaviour::{ConnectionClosed, ConnectionEstablished, ListenFailure};
 use libp2p::swarm::{
     dummy, ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent,
@@ -48,7 +49,7 @@ impl Admission {
 
 /// The address a connection counts against: its IP, unless it is loopback or relayed.
 fn counted_ip(remote: &Multiaddr) -> Option<IpAddr> {
-    crate::driver::direct_ip(remote).and_then(admission::counted_ip)
+    direct_ip(remote).and_then(admission::counted_ip)
 }
 
 impl NetworkBehaviour for Admission {
@@ -110,6 +111,19 @@ impl NetworkBehaviour for Admission {
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         Poll::Pending
     }
+}
+
+/// The IP address an address reaches, unless it goes through a relay (its IP is the
+/// relay's).
+pub(crate) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
+    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
+        return None;
+    }
+    addr.iter().find_map(|p| match p {
+        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
+        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

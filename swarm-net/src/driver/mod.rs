@@ -29,7 +29,6 @@ mod relayed;
 mod relays;
 mod routing;
 
-pub(crate) use routing::direct_ip;
 mod start;
 mod swarm;
 mod tunnels;

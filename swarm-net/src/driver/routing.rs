@@ -5,37 +5,23 @@
 //! address range then holds at most 2 places of a bucket and 3 of the table, however
 //! many identities it makes.
 
-use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use libp2p::core::ConnectedPoint;
 use libp2p::kad::store::RecordStore;
 use libp2p::kad::{self, KBucketKey, RoutingUpdate};
-use libp2p::multiaddr::Protocol;
 use libp2p::swarm::ConnectionId;
 use libp2p::{Multiaddr, PeerId};
 
 use swarm_core::diversity::{provider_admitted, Range};
 
 use super::Driver;
+use crate::admission::direct_ip;
 
 /// The diversity table is checked against Kademlia's own at most this often (only when a
 /// peer is refused: a place held by a peer Kademlia dropped without an event is given
 /// back then).
 const RECONCILE_EVERY: Duration = Duration::from_secs(1);
-
-/// The IP address an address reaches, unless it goes through a relay (its IP is the
-/// relay's).
-pub(crate) fn direct_ip(addr: &Multiaddr) -> Option<IpAddr> {
-    if addr.iter().any(|p| p == Protocol::P2pCircuit) {
-        return None;
-    }
-    addr.iter().find_map(|p| match p {
-        Protocol::Ip4(a) => Some(IpAddr::V4(a)),
-        Protocol::Ip6(a) => Some(IpAddr::V6(a)),
-        _ => None,
-    })
-}
 
 impl Driver {
     /// Remembers where a connection comes from (the range its peer counts against).
