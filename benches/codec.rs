@@ -1,4 +1,5 @@
-//! Criterion: encode, decode and verify a `NodeRecord`; ingest one into a `ClusterView`.
+//! Criterion: encode, decode and verify a `NodeRecord`; sign one as a whole; ingest one
+//! into a `ClusterView`; a view's sync answer to a joiner.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::hint::black_box;
@@ -8,7 +9,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use swarm::core::bounded::BoundedVec;
 use swarm::core::codec;
 use swarm::core::identity::{SignedTunnelRecord, TunnelPublicKey, TunnelRecord};
-use swarm::core::record::{Label, Namespace, NodeRecord, RecordPolicy, MAX_RECORD_SIZE};
+use swarm::core::record::sync::RecordDigest;
+use swarm::core::record::{Label, Namespace, NodeRecord, RecordPolicy, SignedNodeRecord, MAX_RECORD_SIZE};
 use swarm::core::time::UnixMillis;
 use swarm::core::view::{ClusterView, ViewConfig};
 use swarm::core::Keypair;
@@ -60,26 +62,32 @@ fn benches(c: &mut Criterion) {
         b.iter(|| NodeRecord::decode_verified(black_box(&bytes), &peer, &ns, NOW, &policy).unwrap())
     });
 
-    // A heartbeat (new seq, same signed tunnel record) encoded and ingested into a view
-    // of 250 records.
+    c.bench_function("record/sign_whole", |b| {
+        b.iter(|| SignedNodeRecord::sign(black_box(&rec), &key, MAX_RECORD_SIZE).unwrap())
+    });
+
+    // A heartbeat (new seq, same signed tunnel record) encoded, signed and ingested into
+    // a view of 250 records.
     let t0 = Instant::now();
     let mut view = ClusterView::new(peer, ns.clone(), ViewConfig::default());
     let mut others = Vec::new();
     for seed in 2..=251u8 {
         let (k, r) = record(seed, 1);
-        let b = codec::encode(&r, MAX_RECORD_SIZE).unwrap();
-        view.handle_gossip(t0, NOW, Some(&k.public().to_peer_id()), &b).unwrap();
+        let b = SignedNodeRecord::sign(&r, &k, MAX_RECORD_SIZE).unwrap();
+        view.handle_record(t0, NOW, &b).unwrap();
         others.push((k, r));
     }
+    c.bench_function("view/answer_a_joiner_250", |b| {
+        b.iter(|| view.answer(black_box(&RecordDigest::default())).records.len())
+    });
     let (k, mut r) = others.pop().unwrap();
-    let author = k.public().to_peer_id();
     let mut seq = 1;
     c.bench_function("view/encode_and_ingest_heartbeat", |b| {
         b.iter(|| {
             seq += 1;
             r.seq = seq;
-            let b = codec::encode(&r, MAX_RECORD_SIZE).unwrap();
-            view.handle_gossip(t0, NOW, Some(&author), black_box(&b)).unwrap()
+            let b = SignedNodeRecord::sign(&r, &k, MAX_RECORD_SIZE).unwrap();
+            view.handle_record(t0, NOW, black_box(&b)).unwrap()
         })
     });
 }

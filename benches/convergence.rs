@@ -70,6 +70,37 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
     }
 }
 
+/// With `SWARM_BENCH_TRACE=1`: how the join went, every 250 ms (records missing in
+/// all, the fewest any node holds, publications and failed publications so far).
+async fn trace(mesh: &LocalMesh, started: Instant) {
+    let n = mesh.nodes.len();
+    eprintln!("started {n} nodes in {:.2} s", started.elapsed().as_secs_f64());
+    loop {
+        let counts =
+            futures::future::try_join_all(mesh.nodes.iter().map(|n| n.record_count())).await.unwrap();
+        let stats = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap();
+        let missing: usize = counts.iter().map(|&c| n.saturating_sub(c)).sum();
+        let fewest = counts.iter().min().copied().unwrap_or(0);
+        let published: u64 = stats.iter().map(|s| s.published).sum();
+        let failed: u64 = stats.iter().map(|s| s.publish_failures).sum();
+        let last = counts.iter().enumerate().min_by_key(|(_, &c)| c).map_or(0, |(i, _)| i);
+        let s = &stats[last];
+        let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
+        eprintln!(
+            "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, {} synced, {} answers) \
+             published {published:>4} failed {failed:>4} synced {synced}",
+            started.elapsed().as_secs_f64(),
+            s.connected_peers,
+            s.sync_records,
+            s.sync_answers,
+        );
+        if missing == 0 || started.elapsed() > Duration::from_secs(60) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// One row: `runs` cold starts of `n` nodes, steady state and memory on the first.
 /// Runs in a fresh process per row, so the memory figure is not another row's leftover.
 async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
@@ -81,6 +112,9 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         let rss0 = rss_bytes();
         let started = Instant::now();
         let mesh = LocalMesh::start(n, "bench", t, heartbeat()).await.expect("mesh starts");
+        if std::env::var_os("SWARM_BENCH_TRACE").is_some() {
+            trace(&mesh, started).await;
+        }
         let conv = mesh.wait_converged(Duration::from_secs(120)).await.expect("nodes answer");
         let elapsed = started.elapsed();
         assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);

@@ -5,8 +5,10 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::{Keypair, PeerId};
 
+use crate::codec;
 use crate::identity::{SignedTunnelRecord, TunnelRecordPolicy};
-use crate::record::{Namespace, NodeRecord, RecordPolicy};
+use crate::record::sync::{RecordDigest, MAX_DIGEST_SIZE};
+use crate::record::{Namespace, NodeRecord, RecordPolicy, SignedNodeRecord};
 use crate::time::UnixMillis;
 use crate::view::{ClusterView, ViewConfig};
 
@@ -27,6 +29,12 @@ fn author(i: u8) -> PeerId {
     }
 }
 
+/// Signer `i` (0-2), derived once.
+fn signer(i: u8) -> Keypair {
+    static KEYS: std::sync::OnceLock<[Keypair; 3]> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| [key(0), key(1), key(2)])[usize::from(i % 3)].clone()
+}
+
 fn namespace() -> Namespace {
     Namespace::new("fuzz").expect("a valid namespace")
 }
@@ -36,7 +44,10 @@ pub fn record_decode(data: &[u8]) {
     let _ = NodeRecord::decode_verified(data, &author(1), &namespace(), NOW, &RecordPolicy::default());
 }
 
-/// Splits `data` into messages (first byte: author and length) fed to a small view.
+/// Splits `data` into messages (first byte: author and length) fed to a small view:
+/// authors 0-2 sign the message as a record's body (so the fuzzer reaches the checks
+/// behind the signature), author 3's messages are whole envelopes. Every few messages
+/// the view answers a sync digest taken from the data.
 pub fn view_ingest(data: &[u8]) {
     #[allow(clippy::disallowed_methods)]
     let t0 = Instant::now();
@@ -47,10 +58,18 @@ pub fn view_ingest(data: &[u8]) {
     while let Some((&head, tail)) = rest.split_first() {
         let len = usize::from(head >> 2).min(tail.len());
         let (msg, next) = tail.split_at(len);
-        let from = author(head & 3);
         step += 1;
         let now = t0 + Duration::from_millis(step * 997);
-        let _ = view.handle_gossip(now, NOW, Some(&from), msg);
+        let signed = match head & 3 {
+            3 => None,
+            i => SignedNodeRecord::sign_body(msg, &signer(i)),
+        };
+        let _ = view.handle_record(now, NOW, signed.as_deref().unwrap_or(msg));
+        if step.is_multiple_of(8) {
+            if let Ok(digest) = codec::decode::<RecordDigest>(msg, MAX_DIGEST_SIZE) {
+                assert!(view.answer(&digest).records.len() <= 4);
+            }
+        }
         view.handle_timeout(now);
         while view.poll_event().is_some() {}
         assert!(view.len() <= 4);

@@ -6,6 +6,7 @@
 //! drops a refresh as a duplicate and receivers always keep the newest.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use libp2p_identity::Keypair;
@@ -13,7 +14,9 @@ use libp2p_identity::Keypair;
 use crate::bounded::BoundedVec;
 use crate::gpu::GpuSnapshot;
 use crate::identity::{SignError, SignedTunnelRecord, TunnelPublicKey, TunnelRecord, MAX_UDP_ENDPOINTS};
-use crate::record::{Label, Namespace, NodeRecord, RecordExtension, MAX_EXTENSIONS, MAX_LABELS};
+use crate::record::{
+    Label, Namespace, NodeRecord, RecordExtension, SignedNodeRecord, MAX_EXTENSIONS, MAX_LABELS,
+};
 use crate::time::UnixMillis;
 
 /// Settings of a [`RecordPublisher`].
@@ -235,6 +238,12 @@ impl RecordPublisher {
         self.dirty = false;
         self.last_publish = Some(now);
         Some(self.build(wall))
+    }
+
+    /// `record` (one [`Self::poll_publish`] built) signed as a whole, as it travels
+    /// ([`SignedNodeRecord`]), at most `max_size` record bytes.
+    pub fn sign(&self, record: &NodeRecord, max_size: usize) -> Result<Arc<[u8]>, SignError> {
+        SignedNodeRecord::sign(record, &self.keypair, max_size)
     }
 
     fn build(&mut self, wall: UnixMillis) -> Result<(NodeRecord, TunnelRecord), SignError> {

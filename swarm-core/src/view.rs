@@ -1,6 +1,7 @@
 //! The `ClusterView`: every node's picture of its swarm, built from gossiped records.
 //!
-//! Sans-IO: feed it with [`ClusterView::handle_gossip`] (bytes from the network) and
+//! Sans-IO: feed it with [`ClusterView::handle_record`] (signed records from the
+//! network, by gossip or fetched by [`crate::record::sync`]) and
 //! [`ClusterView::insert_local`] (the node's own record), call
 //! [`ClusterView::handle_timeout`] when [`ClusterView::poll_timeout`] is due, and drain
 //! [`ClusterView::poll_event`] until it returns `None` after every call.
@@ -19,10 +20,12 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
-use crate::codec;
+use crate::bounded::{BoundedBytes, BoundedVec};
 use crate::identity::TunnelRecord;
 use crate::link::index::{IndexedNode, LinkIndex};
 use crate::link::vivaldi::Coordinate;
+use crate::record::signed::SignedNodeRecord;
+use crate::record::sync::{self, DigestEntry, RecordDigest, SyncAnswer};
 use crate::record::{Extensions, Namespace, NodeRecord, RecordError, RecordPolicy, VerifiedRecord};
 use crate::time::UnixMillis;
 
@@ -167,6 +170,8 @@ pub struct ClusterView {
     namespace: Namespace,
     config: ViewConfig,
     entries: HashMap<PeerId, ViewEntry>,
+    /// Each entry's signed record as it travels, passed on by [`Self::answer`].
+    wires: HashMap<PeerId, Arc<[u8]>>,
     expiry: BTreeSet<(Instant, PeerId)>,
     events: VecDeque<ViewEvent>,
     counters: GossipCounters,
@@ -180,27 +185,25 @@ impl ClusterView {
             namespace,
             config,
             entries: HashMap::new(),
+            wires: HashMap::new(),
             expiry: BTreeSet::new(),
             events: VecDeque::new(),
             counters: GossipCounters::default(),
         }
     }
 
-    /// Feeds a record that arrived by gossip from signed `source` at `now` (local time)
-    /// and `wall` (wall-clock time). An `Err` means the sender should be penalised.
-    pub fn handle_gossip(
+    /// Feeds a signed record ([`SignedNodeRecord`]) that arrived from the network at
+    /// `now` (local time) and `wall` (wall-clock time), by gossip or fetched from any
+    /// peer: the author's signature vouches for it, not the sender. An `Err` means the
+    /// sender should be penalised.
+    pub fn handle_record(
         &mut self,
         now: Instant,
         wall: UnixMillis,
-        source: Option<&PeerId>,
         bytes: &[u8],
     ) -> Result<Ingest, RecordError> {
-        let result = match source {
-            None => Err(RecordError::Unsigned),
-            Some(author) => self.check(wall, author, bytes),
-        };
-        match result {
-            Ok(Some(verified)) => Ok(self.apply(now, verified.record, verified.tunnel, false)),
+        match self.check(wall, bytes) {
+            Ok(Some(verified)) => Ok(self.apply(now, verified.record, verified.tunnel, bytes.into(), false)),
             Ok(None) => {
                 self.counters.stale += 1;
                 Ok(Ingest::Stale)
@@ -213,32 +216,77 @@ impl ClusterView {
     }
 
     /// Decodes and checks a record; `None` if it is not newer than the one held, which
-    /// then needs no further checking. A tunnel record identical to the held one is not
+    /// then needs no further checking (its signature neither: an old record changes
+    /// nothing, whoever made it). A tunnel record identical to the held one is not
     /// verified again.
-    fn check(
-        &self,
-        wall: UnixMillis,
-        author: &PeerId,
-        bytes: &[u8],
-    ) -> Result<Option<VerifiedRecord>, RecordError> {
+    fn check(&self, wall: UnixMillis, bytes: &[u8]) -> Result<Option<VerifiedRecord>, RecordError> {
         let policy = &self.config.policy;
-        let record: NodeRecord = codec::decode(bytes, policy.max_size)?;
+        let opened = SignedNodeRecord::open(bytes, policy.max_size)?;
+        let record = &opened.record;
         let held = self.entries.get(&record.peer_id).filter(|e| !e.local);
-        if held.is_some_and(|e| e.record.seq >= record.seq) && record.peer_id == *author {
+        if held.is_some_and(|e| e.record.seq >= record.seq) || record.peer_id == self.local {
             return Ok(None);
         }
         let known = held.map(|e| (&e.record.tunnel, &e.tunnel));
-        let tunnel = record.verify(author, &self.namespace, wall, policy, known)?;
-        Ok(Some(VerifiedRecord { record, tunnel }))
+        let tunnel = record.verify(opened.author(), &self.namespace, wall, policy, known)?;
+        opened.check_signature()?;
+        Ok(Some(VerifiedRecord { record: opened.record, tunnel }))
     }
 
-    /// Inserts or refreshes the local node's own record.
-    pub fn insert_local(&mut self, now: Instant, record: NodeRecord, tunnel: TunnelRecord) {
+    /// Inserts or refreshes the local node's own record; `wire` is its signed form
+    /// ([`SignedNodeRecord::sign`]), as published.
+    pub fn insert_local(&mut self, now: Instant, record: NodeRecord, tunnel: TunnelRecord, wire: Arc<[u8]>) {
         debug_assert_eq!(record.peer_id, self.local);
-        self.apply(now, record, tunnel, true);
+        self.apply(now, record, tunnel, wire, true);
     }
 
-    fn apply(&mut self, now: Instant, record: NodeRecord, tunnel: TunnelRecord, local: bool) -> Ingest {
+    /// What this view holds, for a peer's [`Self::answer`].
+    pub fn digest(&self) -> RecordDigest {
+        let have = self
+            .entries
+            .values()
+            .take(sync::MAX_DIGEST_ENTRIES)
+            .map(|e| DigestEntry { id: sync::short_id(&e.record.peer_id), seq: e.record.seq })
+            .collect::<Vec<_>>();
+        RecordDigest { have: BoundedVec::try_from_vec(have).unwrap_or_default() }
+    }
+
+    /// The signed records a peer whose view is `digest` lacks or holds older: this
+    /// node's own first, then the others, within [`sync::ANSWER_BUDGET`] bytes;
+    /// `more` says whether some were left for the next round.
+    pub fn answer(&self, digest: &RecordDigest) -> SyncAnswer {
+        let theirs = digest.to_map();
+        let wanted = |e: &&ViewEntry| {
+            theirs.get(&sync::short_id(&e.record.peer_id)).is_none_or(|&seq| seq < e.record.seq)
+        };
+        let own = self.entries.get(&self.local).filter(wanted);
+        let others = self.entries.values().filter(|e| !e.local).filter(wanted);
+        let mut records = Vec::new();
+        let mut bytes = 0;
+        let mut more = false;
+        for entry in own.into_iter().chain(others) {
+            let Some(wire) = self.wires.get(&entry.record.peer_id) else { continue };
+            if records.len() == sync::MAX_ANSWER_RECORDS
+                || (bytes > 0 && bytes + wire.len() > sync::ANSWER_BUDGET)
+            {
+                more = true;
+                break;
+            }
+            let Ok(record) = BoundedBytes::try_from_slice(wire) else { continue };
+            bytes += wire.len();
+            records.push(record);
+        }
+        SyncAnswer { records: BoundedVec::try_from_vec(records).unwrap_or_default(), more }
+    }
+
+    fn apply(
+        &mut self,
+        now: Instant,
+        record: NodeRecord,
+        tunnel: TunnelRecord,
+        wire: Arc<[u8]>,
+        local: bool,
+    ) -> Ingest {
         let peer = record.peer_id;
         if !local && peer == self.local {
             self.counters.stale += 1;
@@ -269,6 +317,7 @@ impl ClusterView {
         self.expiry.insert((expires_at, peer));
         // Decoded once, here: every reader of the view uses the typed extensions.
         self.entries.insert(peer, ViewEntry::new(record, tunnel, now, expires_at, local));
+        self.wires.insert(peer, wire);
         outcome
     }
 
@@ -280,6 +329,7 @@ impl ClusterView {
             }
             self.expiry.pop_first();
             self.entries.remove(&peer);
+            self.wires.remove(&peer);
             self.counters.expired += 1;
             self.events.push_back(ViewEvent::Expired { peer });
         }
@@ -373,7 +423,7 @@ impl ClusterSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bounded::BoundedVec;
+    use crate::codec;
     use crate::identity::tests::keypair;
     use crate::link::summary::tests::{at, id, summary};
     use crate::link::summary::{LinkAnswer, LinkSummaries, LinkSummary};
@@ -449,10 +499,12 @@ mod tests {
         ClusterView::new(keypair(local_seed).public().to_peer_id(), ns(), config)
     }
 
+    fn signed(record: &NodeRecord, seed: u8) -> Arc<[u8]> {
+        SignedNodeRecord::sign(record, &keypair(seed), MAX_RECORD_SIZE).unwrap()
+    }
+
     fn gossip(view: &mut ClusterView, now: Instant, seed: u8, seq: u64) -> Result<Ingest, RecordError> {
-        let key = keypair(seed);
-        let bytes = codec::encode(&node_record(&key, seq), MAX_RECORD_SIZE).unwrap();
-        view.handle_gossip(now, NOW, Some(&key.public().to_peer_id()), &bytes)
+        view.handle_record(now, NOW, &signed(&node_record(&keypair(seed), seq), seed))
     }
 
     fn drain(view: &mut ClusterView) -> Vec<ViewEvent> {
@@ -506,20 +558,17 @@ mod tests {
         let key = keypair(1);
         let peer = key.public().to_peer_id();
         let first = node_record(&key, 1);
-        let bytes = codec::encode(&first, MAX_RECORD_SIZE).unwrap();
-        assert_eq!(v.handle_gossip(t0, NOW, Some(&peer), &bytes), Ok(Ingest::Inserted));
+        assert_eq!(v.handle_record(t0, NOW, &signed(&first, 1)), Ok(Ingest::Inserted));
         // Same signed tunnel record, newer seq, two hours later: the age check still runs.
         let mut later = first.clone();
         later.seq = 2;
         later.timestamp = UnixMillis(NOW.0 + 7_200_000);
-        let bytes = codec::encode(&later, MAX_RECORD_SIZE).unwrap();
-        let err = v.handle_gossip(t0, UnixMillis(NOW.0 + 7_200_000), Some(&peer), &bytes).unwrap_err();
+        let err = v.handle_record(t0, UnixMillis(NOW.0 + 7_200_000), &signed(&later, 1)).unwrap_err();
         assert_eq!(err.reason(), "tunnel_record_expired");
         // A stale record is ignored without further checks.
         let mut stale = first;
         stale.cpu_cores = 1;
-        let bytes = codec::encode(&stale, MAX_RECORD_SIZE).unwrap();
-        assert_eq!(v.handle_gossip(t0, NOW, Some(&peer), &bytes), Ok(Ingest::Stale));
+        assert_eq!(v.handle_record(t0, NOW, &signed(&stale, 1)), Ok(Ingest::Stale));
         assert_eq!(v.get(&peer).unwrap().record.cpu_cores, 16);
     }
 
@@ -531,8 +580,7 @@ mod tests {
         let key = keypair(1);
         let mut r = node_record(&key, 1);
         r.refresh_ms = 100_000;
-        let bytes = codec::encode(&r, MAX_RECORD_SIZE).unwrap();
-        v.handle_gossip(t0, NOW, Some(&key.public().to_peer_id()), &bytes).unwrap();
+        v.handle_record(t0, NOW, &signed(&r, 1)).unwrap();
         assert_eq!(v.poll_timeout(), Some(t0 + Duration::from_secs(300)));
     }
 
@@ -555,13 +603,19 @@ mod tests {
         let t0 = Instant::now();
         let mut v = view(0, ViewConfig::default());
         let key = keypair(1);
-        let bytes = codec::encode(&node_record(&key, 1), MAX_RECORD_SIZE).unwrap();
-        let other = keypair(2).public().to_peer_id();
-        assert_eq!(v.handle_gossip(t0, NOW, Some(&other), &bytes), Err(RecordError::WrongAuthor));
-        assert_eq!(v.handle_gossip(t0, NOW, None, &bytes), Err(RecordError::Unsigned));
-        assert!(v.handle_gossip(t0, NOW, Some(&other), &bytes[..10]).is_err());
-        assert_eq!(v.counters().rejected_total(), 3);
-        assert_eq!(v.counters().rejected.get("malformed"), Some(&1));
+        let record = node_record(&key, 1);
+        // Key 2 signs a record of key 1; an unsigned record; a truncated one.
+        let body = codec::encode(&record, MAX_RECORD_SIZE).unwrap();
+        let forged = keypair(2).sign(&body).unwrap();
+        let forged = SignedNodeRecord::from_parts(&body, &forged).unwrap();
+        assert_eq!(v.handle_record(t0, NOW, &forged), Err(RecordError::BadSignature));
+        assert_eq!(v.handle_record(t0, NOW, &body).unwrap_err().reason(), "malformed");
+        assert!(v.handle_record(t0, NOW, &signed(&record, 1)[..10]).is_err());
+        let mut other_ns = record;
+        other_ns.namespace = Namespace::new("other").unwrap();
+        assert_eq!(v.handle_record(t0, NOW, &signed(&other_ns, 1)), Err(RecordError::WrongNamespace));
+        assert_eq!(v.counters().rejected_total(), 4);
+        assert_eq!(v.counters().rejected.get("malformed"), Some(&2));
         assert!(v.is_empty());
     }
 
@@ -573,12 +627,98 @@ mod tests {
         let mut v = view(0, ViewConfig::default());
         let rec = node_record(&local, 1);
         let tunnel = rec.tunnel.verify(&rec.peer_id, NOW, &Default::default()).unwrap();
-        v.insert_local(t0, rec, tunnel);
+        let wire = signed(&rec, 0);
+        v.insert_local(t0, rec, tunnel, wire);
         // Our own record looping back through gossip is not applied as a remote record.
         assert_eq!(gossip(&mut v, t0, 0, 9), Ok(Ingest::Stale));
         assert!(v.get(&local.public().to_peer_id()).unwrap().local);
         let snap = v.snapshot();
         assert_eq!(snap.len(), 1);
         assert!(snap.get(&local.public().to_peer_id()).is_some());
+    }
+
+    /// Syncs `to` from `from` until `from` has nothing more, as the sync protocol's
+    /// asker does; returns the rounds and what each answer carried.
+    fn sync(from: &ClusterView, to: &mut ClusterView, now: Instant) -> Vec<(usize, bool)> {
+        let mut rounds = Vec::new();
+        loop {
+            let answer = from.answer(&to.digest());
+            rounds.push((answer.records.len(), answer.more));
+            for record in answer.records.iter() {
+                to.handle_record(now, NOW, record).unwrap();
+            }
+            if !answer.more || rounds.len() > 100 {
+                return rounds;
+            }
+        }
+    }
+
+    #[test]
+    fn a_joiner_fetches_every_record_a_peer_holds_and_only_what_it_lacks() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut old = view(0, ViewConfig::default());
+        let own = node_record(&keypair(0), 1);
+        let tunnel = own.tunnel.verify(&own.peer_id, NOW, &Default::default()).unwrap();
+        old.insert_local(t0, own.clone(), tunnel, signed(&own, 0));
+        for seed in 1..=20 {
+            gossip(&mut old, t0, seed, 5).unwrap();
+        }
+        // A joiner holds only its own record and an old one of node 3.
+        let mut joiner = view(30, ViewConfig::default());
+        gossip(&mut joiner, t0, 3, 2).unwrap();
+        let answer = old.answer(&joiner.digest());
+        assert_eq!(answer.records.len(), 21, "20 others and the answerer's own");
+        assert!(!answer.more);
+        let first = SignedNodeRecord::open(&answer.records[0], MAX_RECORD_SIZE).unwrap();
+        assert_eq!(first.author(), &own.peer_id, "the answerer's own record first");
+        assert_eq!(sync(&old, &mut joiner, t0), vec![(21, false)]);
+        assert_eq!(joiner.len(), 21);
+        assert_eq!(joiner.get(&keypair(3).public().to_peer_id()).unwrap().record.seq, 5);
+        // Synced: nothing more either way but the joiner's own record.
+        assert_eq!(old.answer(&joiner.digest()).records.len(), 0);
+        assert_eq!(joiner.answer(&old.digest()).records.len(), 0, "the joiner holds no own record yet");
+        // A newer record on one side goes across; a forged one does not enter.
+        gossip(&mut joiner, t0, 7, 9).unwrap();
+        assert_eq!(sync(&joiner, &mut old, t0), vec![(1, false)]);
+        assert_eq!(old.get(&keypair(7).public().to_peer_id()).unwrap().record.seq, 9);
+    }
+
+    #[test]
+    fn a_large_view_goes_across_in_budgeted_rounds() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut big = view(0, ViewConfig::default());
+        // Records of ~6 KiB (labels), 100 of them: two answers of at most 512 KiB.
+        for seed in 1..=100u8 {
+            let key = keypair(seed);
+            let mut record = node_record(&key, 1);
+            let labels = (0..24)
+                .map(|i| crate::record::Label::parse(&format!("k{i}={}", "v".repeat(250))).unwrap())
+                .collect::<Vec<_>>();
+            record.labels = BoundedVec::try_from_vec(labels).unwrap();
+            big.handle_record(t0, NOW, &signed(&record, seed)).unwrap();
+        }
+        let mut joiner = view(200, ViewConfig::default());
+        let rounds = sync(&big, &mut joiner, t0);
+        assert_eq!(joiner.len(), 100);
+        assert!(rounds.len() >= 2, "{rounds:?}");
+        assert!(rounds[..rounds.len() - 1].iter().all(|&(n, more)| n > 0 && more), "{rounds:?}");
+        assert_eq!(rounds.iter().map(|r| r.0).sum::<usize>(), 100);
+        let answer = big.answer(&RecordDigest::default());
+        let bytes: usize = answer.records.iter().map(|r| r.len()).sum();
+        assert!(bytes <= sync::ANSWER_BUDGET, "{bytes}");
+    }
+
+    #[test]
+    fn expired_records_are_not_passed_on() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut v = view(0, ViewConfig::default());
+        gossip(&mut v, t0, 1, 1).unwrap();
+        v.handle_timeout(t0 + Duration::from_secs(31));
+        assert!(v.is_empty());
+        assert_eq!(v.answer(&RecordDigest::default()).records.len(), 0);
+        assert!(v.wires.is_empty());
     }
 }

@@ -64,6 +64,8 @@ pub(crate) struct Behaviour {
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Mdns,
     pub(crate) lease: crate::lease::LeaseBehaviour,
+    /// View sync with each member on connecting (`crate::sync`).
+    pub(crate) sync: crate::sync::SyncBehaviour,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay: Toggle<relay::Behaviour>,
     pub(crate) dcutr: dcutr::Behaviour,
@@ -94,6 +96,7 @@ impl Behaviour {
         key: &Keypair,
         config: &NodeConfig,
         lease_codec: crate::lease::LeaseCodec,
+        sync_codec: crate::sync::SyncCodec,
         relay_client: relay::client::Behaviour,
         gate: Arc<RelayGate>,
     ) -> Result<Self, BehaviourError> {
@@ -127,11 +130,11 @@ impl Behaviour {
             .set_record_filtering(kad::StoreInserts::FilterBoth);
         let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
 
-        let mut gossipsub = gossipsub::Behaviour::new(
-            gossipsub::MessageAuthenticity::Signed(key.clone()),
-            gossipsub_config(config)?,
-        )
-        .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_owned() })?;
+        // Records carry their author's signature (`SignedNodeRecord`): gossipsub's own,
+        // per message and checked on every copy, would add nothing but a second check.
+        let mut gossipsub =
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Anonymous, gossipsub_config(config)?)
+                .map_err(|e| BehaviourError { what: "gossipsub", detail: e.to_owned() })?;
         let (params, thresholds) = gossip_scoring();
         gossipsub
             .with_peer_score(params, thresholds)
@@ -148,6 +151,7 @@ impl Behaviour {
             gossipsub,
             mdns: mdns(config, peer_id)?,
             lease: crate::lease::behaviour(lease_codec),
+            sync: crate::sync::behaviour(&config.namespace, sync_codec),
             relay_client,
             relay: serve.then(|| relay_server(peer_id, gate)).into(),
             dcutr: dcutr::Behaviour::new(peer_id),
@@ -195,7 +199,7 @@ fn relay_config(gate: Arc<RelayGate>) -> relay::Config {
 
 fn gossipsub_config(config: &NodeConfig) -> Result<gossipsub::Config, BehaviourError> {
     gossipsub::ConfigBuilder::default()
-        .validation_mode(gossipsub::ValidationMode::Strict)
+        .validation_mode(gossipsub::ValidationMode::Anonymous)
         .validate_messages()
         // A record is capped at `max_record_size`; leave room for the RPC framing.
         .max_transmit_size(config.view.policy.max_size + 4096)
@@ -246,16 +250,12 @@ fn gossip_scoring() -> (gossipsub::PeerScoreParams, gossipsub::PeerScoreThreshol
     (params, gossipsub::PeerScoreThresholds::default())
 }
 
-/// 20 bytes instead of gossipsub's default (base58 source and decimal sequence number,
-/// about 70 bytes), which every IHAVE, IWANT and IDONTWANT repeats. Still the
-/// authenticated (source, sequence number) pair: the last 12 bytes of an Ed25519 peer id
-/// are key bytes, so two publishers share them only by a 2^96 search.
+/// A record's content id (`swarm_core::record::signed::content_id`, 20 bytes), which
+/// every IHAVE, IWANT and IDONTWANT repeats. Over the content: gossip messages carry no
+/// source or sequence number, and a forged message must not shadow a genuine one by
+/// sharing its id.
 fn compact_message_id(message: &gossipsub::Message) -> gossipsub::MessageId {
-    let mut id = Vec::with_capacity(20);
-    let source = message.source.map(|p| p.to_bytes()).unwrap_or_default();
-    id.extend_from_slice(&source[source.len().saturating_sub(12)..]);
-    id.extend_from_slice(&message.sequence_number.unwrap_or(0).to_be_bytes());
-    gossipsub::MessageId::new(&id)
+    gossipsub::MessageId::new(&swarm_core::record::signed::content_id(&message.data))
 }
 
 #[cfg(feature = "mdns")]

@@ -52,6 +52,7 @@ mod lease;
 pub mod mesh;
 mod punch;
 mod serve;
+mod sync;
 pub use serve::AcceptBackoff;
 mod tunnel_relay;
 

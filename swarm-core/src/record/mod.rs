@@ -13,7 +13,10 @@ use crate::identity::{SignedTunnelRecord, TunnelRecord, TunnelRecordError, Tunne
 use crate::time::UnixMillis;
 
 pub mod ext;
+pub mod signed;
+pub mod sync;
 pub use ext::{Extensions, LeasedGpus};
+pub use signed::SignedNodeRecord;
 
 /// Longest namespace name.
 pub const MAX_NAMESPACE_LEN: usize = 64;
@@ -129,7 +132,7 @@ pub struct RecordExtension {
 /// What a node tells the swarm about itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeRecord {
-    /// The author; must match the gossip message's signed source.
+    /// The author, whose key signs the record ([`SignedNodeRecord`]).
     pub peer_id: PeerId,
     /// The swarm it belongs to.
     pub namespace: Namespace,
@@ -193,9 +196,9 @@ pub enum RecordError {
     /// The record claims another author than the message's signed source.
     #[error("record author does not match the message source")]
     WrongAuthor,
-    /// The message has no signed source.
-    #[error("message carries no signed source")]
-    Unsigned,
+    /// The author's signature over the whole record does not verify.
+    #[error("record signature does not verify")]
+    BadSignature,
     /// The record belongs to another namespace.
     #[error("record belongs to another namespace")]
     WrongNamespace,
@@ -229,7 +232,7 @@ impl RecordError {
             RecordError::Decode(codec::DecodeError::Oversized { .. }) => "oversized",
             RecordError::Decode(_) => "malformed",
             RecordError::WrongAuthor => "wrong_author",
-            RecordError::Unsigned => "unsigned",
+            RecordError::BadSignature => "bad_signature",
             RecordError::WrongNamespace => "wrong_namespace",
             RecordError::FromFuture { .. } => "from_future",
             RecordError::BadRefresh { .. } => "bad_refresh",

@@ -204,6 +204,15 @@ pub struct NodeStats {
     /// Lease requests sent again on a fresh connection after the first timed out or
     /// lost its connection.
     pub lease_retries: u64,
+    /// Records that entered the view by view sync (fetched on connecting) rather than
+    /// by gossip.
+    pub sync_records: u64,
+    /// View sync answers this node gave.
+    pub sync_answers: u64,
+    /// View sync requests refused: the peer had spent its answer budget.
+    pub sync_refused: u64,
+    /// View sync messages that did not decode.
+    pub sync_malformed: u64,
 }
 
 /// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our

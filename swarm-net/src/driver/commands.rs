@@ -155,6 +155,7 @@ impl Driver {
             kad_peers: self.kad_peers(),
             kad_diversity_refused: self.diversity.refused(),
             kad_providers_refused: self.providers_refused,
+            sync_malformed: self.sync_malformed(),
             ..self.stats.clone()
         }
     }

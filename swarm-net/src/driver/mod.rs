@@ -31,6 +31,7 @@ mod routing;
 
 mod start;
 mod swarm;
+mod sync;
 mod tunnels;
 mod watch;
 
@@ -165,6 +166,8 @@ pub(crate) struct Driver {
     watch: swarm_core::place::watch::PlacementWatch,
     /// When they are judged next.
     watch_check: Option<Instant>,
+    /// View sync with members on connecting.
+    syncs: sync::Syncs,
 }
 
 /// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
@@ -294,6 +297,7 @@ impl Driver {
             self.relays.poll_timeout(),
             self.detour_timeout(),
             self.watch_timeout(),
+            Some(self.sync_timeout()),
         ]
         .into_iter()
         .flatten()
@@ -306,6 +310,7 @@ impl Driver {
         self.relays_timeout(now);
         self.check_detours(now);
         self.check_placements(now);
+        self.sync_due(now);
         let advert = self.leases.handle_timeout(now);
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);

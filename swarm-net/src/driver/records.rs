@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use libp2p::PeerId;
-use swarm_core::codec;
 use swarm_core::identity::TunnelRecord;
 use swarm_core::record::NodeRecord;
 use swarm_core::view::ViewEvent;
@@ -30,6 +29,7 @@ impl Driver {
             match event {
                 ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}
                 ViewEvent::Inserted { peer } => {
+                    self.sync_news(now);
                     let seq = self.view.get(&peer).map_or(0, |e| e.record.seq);
                     self.tunnel_record(now, peer);
                     self.overlay_claim(peer);
@@ -58,15 +58,15 @@ impl Driver {
     }
 
     fn publish(&mut self, now: Instant, record: NodeRecord, tunnel: TunnelRecord) {
-        let bytes = match codec::encode(&record, self.config.view.policy.max_size) {
-            Ok(bytes) => bytes,
+        let wire = match self.publisher.sign(&record, self.config.view.policy.max_size) {
+            Ok(wire) => wire,
             Err(e) => {
-                tracing::error!(error = %e, "local record does not encode");
+                tracing::error!(error = %e, "local record does not encode or sign");
                 return;
             }
         };
-        self.view.insert_local(now, record, tunnel);
-        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), bytes) {
+        self.view.insert_local(now, record, tunnel, wire.clone());
+        match self.swarm.behaviour_mut().gossipsub.publish(self.topic.clone(), wire.to_vec()) {
             Ok(_) => self.stats.published += 1,
             Err(e) => {
                 self.stats.publish_failures += 1;

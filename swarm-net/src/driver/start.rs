@@ -32,6 +32,7 @@ use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
 use crate::identity::{load_overlay_candidate, overlay_path, stock_peers_path, NodeIdentity};
 use crate::lease::{LeaseCodec, Leases};
+use crate::sync::SyncCodec;
 
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -190,6 +191,8 @@ struct Parts {
     relay_inbox: mpsc::Receiver<crate::tunnel_relay::RelayIn>,
     /// The identity file's lock, held while the node runs.
     identity_lock: Option<std::fs::File>,
+    /// The sync codec's count of undecodable messages.
+    sync_malformed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(super) async fn spawn(
@@ -201,8 +204,9 @@ pub(super) async fn spawn(
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
     let lease_codec = LeaseCodec::default();
+    let sync_codec = SyncCodec::default();
     let gate = Arc::new(RelayGate::default());
-    let mut swarm = build_swarm(&identity, &config, &mut registry, &lease_codec, &gate)?;
+    let mut swarm = build_swarm(&identity, &config, &mut registry, (&lease_codec, &sync_codec), &gate)?;
     let peer_id = *swarm.local_peer_id();
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
     let (relay_tx, relay_inbox) = mpsc::channel(RELAY_INBOX);
@@ -245,6 +249,7 @@ pub(super) async fn spawn(
         gate,
         relay_inbox,
         identity_lock,
+        sync_malformed: sync_codec.malformed.clone(),
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -259,7 +264,7 @@ fn build_swarm(
     identity: &NodeIdentity,
     config: &NodeConfig,
     registry: &mut Registry,
-    lease_codec: &LeaseCodec,
+    (lease_codec, sync_codec): (&LeaseCodec, &SyncCodec),
     gate: &Arc<RelayGate>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let net_err = |e: &dyn std::fmt::Display| network_error(e.to_string());
@@ -283,7 +288,7 @@ fn build_swarm(
         .map_err(|e| net_err(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, config, lease_codec.clone(), relay_client, gate.clone())
+            Behaviour::new(key, config, lease_codec.clone(), sync_codec.clone(), relay_client, gate.clone())
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| net_err(&e))?
@@ -377,6 +382,7 @@ impl Driver {
             own_links: None,
             watch: swarm_core::place::watch::PlacementWatch::new(),
             watch_check: None,
+            syncs: super::sync::Syncs::new(Instant::now(), p.sync_malformed),
             config: p.config,
         }
     }

@@ -38,6 +38,7 @@ impl Driver {
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.handle_sync(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client(e),
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.on_relay_server(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
@@ -80,6 +81,7 @@ impl Driver {
                 if num_established == 0 {
                     self.peer_gone(&peer_id);
                     self.identified.remove(&peer_id);
+                    self.sync_gone(&peer_id);
                     self.member_maybe_lost(peer_id);
                 }
             }
@@ -106,7 +108,7 @@ impl Driver {
                     MessageAcceptance::Reject
                 } else {
                     let now = Instant::now();
-                    match self.view.handle_gossip(now, wall_clock(), message.source.as_ref(), &message.data) {
+                    match self.view.handle_record(now, wall_clock(), &message.data) {
                         Ok(Ingest::Inserted | Ingest::Updated) => MessageAcceptance::Accept,
                         Ok(Ingest::Stale | Ingest::Full) => MessageAcceptance::Ignore,
                         Err(e) => {
@@ -141,6 +143,7 @@ impl Driver {
         if info.protocol_version == self.config.namespace.identify_protocol() {
             self.identified.insert(peer_id);
             self.member_found(peer_id);
+            self.sync_on_connect(peer_id);
             self.relay_identified(peer_id, &info);
         }
     }

@@ -1,0 +1,287 @@
+//! View synchronisation: what two nodes exchange when they connect, so that a joiner
+//! (or the two sides of a healed partition) hold every record at once instead of after
+//! every author's next heartbeat.
+//!
+//! The asking side sends a [`RecordDigest`]: the sequence number it holds of each record
+//! (authors by a short id). The answering side returns, in a [`SyncAnswer`], the signed
+//! records ([`super::SignedNodeRecord`]) the asker lacks or holds older, within a byte
+//! budget, and says whether more remain; the asker then asks again with its new digest.
+//! Every record goes through the same checks as a gossiped one: the answering side
+//! cannot forge or alter a record, only withhold one.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use libp2p_identity::PeerId;
+use serde::{Deserialize, Serialize};
+
+use crate::bounded::{BoundedBytes, BoundedVec};
+use crate::codec::WireMessage;
+
+use super::signed::ENVELOPE_OVERHEAD;
+use super::MAX_RECORD_SIZE;
+
+/// Most entries in a digest (the view's default capacity).
+pub const MAX_DIGEST_ENTRIES: usize = 20_000;
+/// Most records in one answer.
+pub const MAX_ANSWER_RECORDS: usize = 1024;
+/// Bytes of records one answer carries at most (a larger first record still goes).
+pub const ANSWER_BUDGET: usize = 512 * 1024;
+/// Largest encoded digest: a header, a length and per entry an id and a sequence number.
+pub const MAX_DIGEST_SIZE: usize = 16 + MAX_DIGEST_ENTRIES * (8 + 10);
+/// Largest encoded answer.
+pub const MAX_ANSWER_SIZE: usize =
+    ANSWER_BUDGET + MAX_RECORD_SIZE + ENVELOPE_OVERHEAD + 16 + MAX_ANSWER_RECORDS * 3;
+
+/// An author's short id in a digest: the last 8 bytes of its `PeerId` (key bytes for
+/// Ed25519 identities). Two authors sharing one only cost a record fetched late (it
+/// still comes by gossip), never a wrong record: every record is checked in full.
+pub type ShortId = [u8; 8];
+
+/// The short id of `peer`.
+pub fn short_id(peer: &PeerId) -> ShortId {
+    let bytes = peer.to_bytes();
+    let mut id = [0u8; 8];
+    let tail = &bytes[bytes.len().saturating_sub(8)..];
+    id[8 - tail.len()..].copy_from_slice(tail);
+    id
+}
+
+/// One record a node holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DigestEntry {
+    /// The author.
+    pub id: ShortId,
+    /// The sequence number held.
+    pub seq: u64,
+}
+
+/// What a node holds: the request of the sync protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordDigest {
+    /// One entry per record held.
+    pub have: BoundedVec<DigestEntry, MAX_DIGEST_ENTRIES>,
+}
+
+impl WireMessage for RecordDigest {
+    const KIND: u8 = 0x17;
+    const VERSION: u8 = 1;
+}
+
+impl RecordDigest {
+    /// The digest as a map from author to sequence number.
+    pub fn to_map(&self) -> HashMap<ShortId, u64> {
+        let mut map = HashMap::with_capacity(self.have.len());
+        for entry in self.have.iter() {
+            let seq = map.entry(entry.id).or_insert(entry.seq);
+            *seq = (*seq).max(entry.seq);
+        }
+        map
+    }
+}
+
+/// Records the asker lacks: the answer of the sync protocol.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncAnswer {
+    /// Signed records, each as its envelope's wire bytes.
+    pub records: BoundedVec<BoundedBytes<{ MAX_RECORD_SIZE + ENVELOPE_OVERHEAD }>, MAX_ANSWER_RECORDS>,
+    /// Whether the answering side holds more the asker lacks.
+    pub more: bool,
+}
+
+impl WireMessage for SyncAnswer {
+    const KIND: u8 = 0x18;
+    const VERSION: u8 = 1;
+}
+
+/// Anti-entropy while the swarm is changing: one sync with a random member this often.
+pub const SYNC_FAST: Duration = Duration::from_secs(1);
+/// Anti-entropy once the swarm has settled.
+pub const SYNC_SLOW: Duration = Duration::from_secs(30);
+/// The swarm has settled when no new member's record arrived for this long.
+pub const SETTLED_AFTER: Duration = Duration::from_secs(10);
+
+/// When a node syncs with one random member besides the syncs on connecting
+/// (anti-entropy): every [`SYNC_FAST`] while new members' records keep arriving (a node
+/// that synced early in a join, with a peer that knew little, and opens no new
+/// connection, would otherwise wait for every later joiner's heartbeat), every
+/// [`SYNC_SLOW`] after [`SETTLED_AFTER`] without one.
+#[derive(Debug, Clone)]
+pub struct SyncSchedule {
+    next: Instant,
+    last_news: Instant,
+}
+
+impl SyncSchedule {
+    /// A node started at `now`: the swarm is news.
+    pub fn new(now: Instant) -> Self {
+        Self { next: now + SYNC_FAST, last_news: now }
+    }
+
+    /// A new member's record entered the view at `now`.
+    pub fn on_news(&mut self, now: Instant) {
+        self.last_news = now;
+        self.next = self.next.min(now + SYNC_FAST);
+    }
+
+    /// When the next sync is due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next
+    }
+
+    /// Whether a sync is due at `now`; if so the one after is scheduled.
+    pub fn handle_timeout(&mut self, now: Instant) -> bool {
+        if now < self.next {
+            return false;
+        }
+        let settled = now.saturating_duration_since(self.last_news) >= SETTLED_AFTER;
+        self.next = now + if settled { SYNC_SLOW } else { SYNC_FAST };
+        true
+    }
+}
+
+/// Answers one peer may have at once (a joiner of a 10 000-node swarm with 2 kB records
+/// needs about 40 rounds).
+pub const ANSWER_BURST: u32 = 64;
+/// Answers a peer earns back per second.
+pub const ANSWERS_PER_SECOND: f64 = 1.0;
+/// Peers whose answer budgets are kept; a new peer beyond it gets none until an old
+/// budget is full again and forgotten.
+pub const MAX_BUDGETS: usize = 4096;
+
+/// The answering side's limit: each answer is up to [`ANSWER_BUDGET`] bytes for a
+/// request of a few, so each peer gets [`ANSWER_BURST`] answers at once and
+/// [`ANSWERS_PER_SECOND`] after that, and at most [`MAX_BUDGETS`] peers are tracked.
+#[derive(Debug, Default)]
+pub struct AnswerBudget {
+    peers: HashMap<PeerId, (f64, Instant)>,
+}
+
+impl AnswerBudget {
+    /// Whether `peer` may have an answer at `now`; spends one if so.
+    pub fn allow(&mut self, now: Instant, peer: PeerId) -> bool {
+        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_BUDGETS {
+            // Budgets back at full are the same as none.
+            let full = Duration::from_secs_f64(f64::from(ANSWER_BURST) / ANSWERS_PER_SECOND);
+            self.peers.retain(|_, (_, at)| now.saturating_duration_since(*at) < full);
+            if self.peers.len() >= MAX_BUDGETS {
+                return false;
+            }
+        }
+        let (tokens, at) = self.peers.entry(peer).or_insert((f64::from(ANSWER_BURST), now));
+        let earned = now.saturating_duration_since(*at).as_secs_f64() * ANSWERS_PER_SECOND;
+        *tokens = (*tokens + earned).min(f64::from(ANSWER_BURST));
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Peers tracked.
+    pub fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Whether no peer is tracked.
+    pub fn is_empty(&self) -> bool {
+        self.peers.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+
+    #[test]
+    fn the_largest_digest_and_answer_fit_their_caps() {
+        let have = (0..MAX_DIGEST_ENTRIES)
+            .map(|i| DigestEntry { id: (i as u64).to_be_bytes(), seq: u64::MAX })
+            .collect::<Vec<_>>();
+        let digest = RecordDigest { have: BoundedVec::try_from_vec(have).unwrap() };
+        let bytes = codec::encode(&digest, MAX_DIGEST_SIZE).unwrap();
+        assert_eq!(codec::decode::<RecordDigest>(&bytes, MAX_DIGEST_SIZE).unwrap(), digest);
+
+        // The budget filled with small records, then one of the largest.
+        let small = BoundedBytes::try_from_vec(vec![7u8; 512]).unwrap();
+        let mut records = vec![small; ANSWER_BUDGET / 512 - 1];
+        records.push(BoundedBytes::try_from_vec(vec![7u8; MAX_RECORD_SIZE + ENVELOPE_OVERHEAD]).unwrap());
+        let answer = SyncAnswer { records: BoundedVec::try_from_vec(records).unwrap(), more: true };
+        let bytes = codec::encode(&answer, MAX_ANSWER_SIZE).unwrap();
+        assert_eq!(codec::decode::<SyncAnswer>(&bytes, MAX_ANSWER_SIZE).unwrap(), answer);
+    }
+
+    #[test]
+    fn short_ids_differ_and_a_digest_keeps_the_highest_seq() {
+        let a = crate::identity::tests::keypair(1).public().to_peer_id();
+        let b = crate::identity::tests::keypair(2).public().to_peer_id();
+        assert_ne!(short_id(&a), short_id(&b));
+        let have = vec![
+            DigestEntry { id: short_id(&a), seq: 3 },
+            DigestEntry { id: short_id(&a), seq: 9 },
+            DigestEntry { id: short_id(&b), seq: 1 },
+        ];
+        let map = RecordDigest { have: BoundedVec::try_from_vec(have).unwrap() }.to_map();
+        assert_eq!(map[&short_id(&a)], 9);
+        assert_eq!(map[&short_id(&b)], 1);
+    }
+
+    #[test]
+    fn answers_are_budgeted_per_peer_and_the_budgets_are_bounded() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let mut budget = AnswerBudget::default();
+        let mut next = 0;
+        let mut fresh = || {
+            next += 1;
+            crate::overlay::tests::peer(next)
+        };
+        let a = fresh();
+        for _ in 0..ANSWER_BURST {
+            assert!(budget.allow(t0, a));
+        }
+        assert!(!budget.allow(t0, a), "the burst is spent");
+        assert!(budget.allow(t0, fresh()), "others have their own");
+        assert!(!budget.allow(t0 + Duration::from_millis(900), a));
+        assert!(budget.allow(t0 + Duration::from_millis(1000), a), "one a second comes back");
+        assert!(!budget.allow(t0 + Duration::from_millis(1000), a));
+        // A flood of identities: at most MAX_BUDGETS tracked, newcomers refused...
+        for _ in 0..MAX_BUDGETS {
+            budget.allow(t0, fresh());
+        }
+        assert_eq!(budget.len(), MAX_BUDGETS);
+        assert!(!budget.allow(t0, fresh()));
+        // ...until the old budgets are full again and forgotten.
+        let later = t0 + Duration::from_secs(65);
+        assert!(budget.allow(later, fresh()));
+        assert!(budget.len() < 10, "{}", budget.len());
+    }
+
+    #[test]
+    fn anti_entropy_is_fast_while_members_arrive_and_slow_after() {
+        #[allow(clippy::disallowed_methods)]
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut schedule = SyncSchedule::new(t0);
+        assert!(!schedule.handle_timeout(at(999)));
+        let mut syncs = Vec::new();
+        for ms in (0..60_000).step_by(100) {
+            if ms == 3_000 {
+                schedule.on_news(at(ms));
+            }
+            if schedule.handle_timeout(at(ms)) {
+                syncs.push(ms);
+            }
+        }
+        // Every second until 10 s after the last news (at 3 s), then every 30 s.
+        assert_eq!(syncs[..3], [1_000, 2_000, 3_000]);
+        assert_eq!(*syncs.iter().rfind(|&&t| t <= 13_000).unwrap(), 13_000);
+        assert_eq!(syncs.iter().filter(|&&t| t > 13_000).copied().collect::<Vec<_>>(), vec![43_000]);
+        // News while slow brings the next sync within a second.
+        schedule.on_news(at(50_000));
+        assert_eq!(schedule.poll_timeout(), at(51_000));
+    }
+}

@@ -1,0 +1,154 @@
+//! View sync (`crate::sync`): a member identified on a new connection gets our view's
+//! digest and sends back the signed records we lack, round after round while it says
+//! more remain; we answer its digest likewise, within its answer budget. Besides, one
+//! random connected member is synced with on `SyncSchedule`'s beat (anti-entropy).
+//! Records that come this way enter the view through the same checks as gossiped ones.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rand::RngExt as _;
+
+use libp2p::request_response::{self, Message};
+use libp2p::PeerId;
+use swarm_core::record::sync::{AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule};
+use swarm_core::view::Ingest;
+
+use super::Driver;
+use crate::host::wall_clock;
+use crate::sync::MAX_ROUNDS;
+
+/// The driver's side of view sync.
+#[derive(Debug)]
+pub(super) struct Syncs {
+    /// Peers synced since their first connection opened. Forgotten when their last
+    /// connection closes, so a reconnection syncs again.
+    synced: HashSet<PeerId>,
+    /// Syncs under way: rounds taken.
+    rounds: HashMap<PeerId, u32>,
+    /// When to sync with a random member.
+    schedule: SyncSchedule,
+    /// What each peer may still ask of us.
+    budget: AnswerBudget,
+    /// Messages that did not decode (shared with the codec).
+    pub(super) malformed: Arc<AtomicU64>,
+}
+
+impl Syncs {
+    /// Nothing synced yet at `now`; `malformed` is the codec's counter.
+    pub(super) fn new(now: Instant, malformed: Arc<AtomicU64>) -> Self {
+        Self {
+            synced: HashSet::new(),
+            rounds: HashMap::new(),
+            schedule: SyncSchedule::new(now),
+            budget: AnswerBudget::default(),
+            malformed,
+        }
+    }
+}
+
+impl Driver {
+    /// Starts a sync with member `peer` unless one ran since it connected.
+    pub(super) fn sync_on_connect(&mut self, peer: PeerId) {
+        if self.syncs.synced.insert(peer) {
+            self.sync_with(peer);
+        }
+    }
+
+    fn sync_with(&mut self, peer: PeerId) {
+        if self.syncs.rounds.contains_key(&peer) {
+            return;
+        }
+        self.syncs.rounds.insert(peer, 1);
+        let digest = self.view.digest();
+        self.swarm.behaviour_mut().sync.send_request(&peer, digest);
+    }
+
+    /// `peer`'s last connection closed.
+    pub(super) fn sync_gone(&mut self, peer: &PeerId) {
+        self.syncs.synced.remove(peer);
+        self.syncs.rounds.remove(peer);
+    }
+
+    /// A new member's record entered the view.
+    pub(super) fn sync_news(&mut self, now: Instant) {
+        self.syncs.schedule.on_news(now);
+    }
+
+    pub(super) fn sync_timeout(&self) -> Instant {
+        self.syncs.schedule.poll_timeout()
+    }
+
+    /// Anti-entropy: a sync with one random connected member when one is due.
+    pub(super) fn sync_due(&mut self, now: Instant) {
+        if !self.syncs.schedule.handle_timeout(now) || self.identified.is_empty() {
+            return;
+        }
+        let pick = rand::rng().random_range(0..self.identified.len());
+        if let Some(&peer) = self.identified.iter().nth(pick) {
+            self.sync_with(peer);
+        }
+    }
+
+    pub(super) fn handle_sync(&mut self, event: request_response::Event<RecordDigest, SyncAnswer>) {
+        match event {
+            request_response::Event::Message {
+                peer,
+                message: Message::Request { request, channel, .. },
+                ..
+            } => {
+                if !self.syncs.budget.allow(Instant::now(), peer) {
+                    // Dropping the channel closes the stream: the peer sees a failure.
+                    self.stats.sync_refused += 1;
+                    return;
+                }
+                let answer = self.view.answer(&request);
+                self.stats.sync_answers += 1;
+                let _ = self.swarm.behaviour_mut().sync.send_response(channel, answer);
+            }
+            request_response::Event::Message {
+                peer, message: Message::Response { response, .. }, ..
+            } => {
+                self.sync_answer(peer, response);
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                self.syncs.rounds.remove(&peer);
+                tracing::debug!(%peer, %error, "view sync failed");
+            }
+            request_response::Event::InboundFailure { .. } | request_response::Event::ResponseSent { .. } => {
+            }
+        }
+    }
+
+    fn sync_answer(&mut self, peer: PeerId, answer: SyncAnswer) {
+        let now = Instant::now();
+        let wall = wall_clock();
+        let mut rejected = 0;
+        for record in answer.records.iter() {
+            match self.view.handle_record(now, wall, record) {
+                Ok(Ingest::Inserted | Ingest::Updated) => self.stats.sync_records += 1,
+                Ok(Ingest::Stale | Ingest::Full) => {}
+                Err(e) => {
+                    rejected += 1;
+                    tracing::debug!(%peer, error = %e, "synced record rejected");
+                }
+            }
+        }
+        let Some(rounds) = self.syncs.rounds.get_mut(&peer) else { return };
+        // A peer that sent bad records, or nothing while saying more, is not asked again.
+        if answer.more && rejected == 0 && !answer.records.is_empty() && *rounds < MAX_ROUNDS {
+            *rounds += 1;
+            let digest = self.view.digest();
+            self.swarm.behaviour_mut().sync.send_request(&peer, digest);
+        } else {
+            self.syncs.rounds.remove(&peer);
+        }
+    }
+
+    /// Sync messages that did not decode.
+    pub(super) fn sync_malformed(&self) -> u64 {
+        self.syncs.malformed.load(Ordering::Relaxed)
+    }
+}
