@@ -1,5 +1,5 @@
-//! A hostile peer publishes forged and malformed records; the node refuses, counts and
-//! reports them, and its view stays clean.
+//! A hostile peer publishes forged and malformed records, by gossip and as view sync
+//! answers; the node refuses, counts and reports them, and its view stays clean.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,7 +15,7 @@ use libp2p::{noise, tcp, yamux, Swarm};
 use swarm_core::bounded::BoundedVec;
 use swarm_core::codec;
 use swarm_core::identity::{SignedTunnelRecord, TunnelPublicKey, TunnelRecord};
-use swarm_core::record::{Namespace, NodeRecord, MAX_RECORD_SIZE};
+use swarm_core::record::{Namespace, NodeRecord, SignedNodeRecord, MAX_RECORD_SIZE};
 use swarm_core::time::UnixMillis;
 use swarm_net::NodeEvent;
 
@@ -51,15 +51,29 @@ fn record(author: &Keypair, tunnel_signer: &Keypair, tunnel_peer: &Keypair, seq:
     }
 }
 
+/// `record` signed as a whole by `signer`, whoever the record names (`sign` refuses to
+/// sign for another peer, so the signature is made by hand).
+fn envelope(record: &NodeRecord, signer: &Keypair) -> Vec<u8> {
+    let body = codec::encode(record, MAX_RECORD_SIZE).unwrap();
+    let mut input = b"swarm/node-record/v1:".to_vec();
+    input.extend_from_slice(&body);
+    SignedNodeRecord::from_parts(&body, &signer.sign(&input).unwrap()).unwrap()
+}
+
+/// Gossip as the node speaks it: no gossipsub signatures, content ids.
 fn attacker(key: &Keypair) -> Swarm<gossipsub::Behaviour> {
     libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
         .unwrap()
-        .with_behaviour(|k| {
+        .with_behaviour(|_| {
             gossipsub::Behaviour::new(
-                gossipsub::MessageAuthenticity::Signed(k.clone()),
+                gossipsub::MessageAuthenticity::Anonymous,
                 gossipsub::ConfigBuilder::default()
+                    .validation_mode(gossipsub::ValidationMode::Anonymous)
+                    .message_id_fn(|m| {
+                        gossipsub::MessageId::new(&swarm_core::record::signed::content_id(&m.data))
+                    })
                     .heartbeat_interval(Duration::from_millis(200))
                     .build()
                     .unwrap(),
@@ -91,15 +105,15 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
     }
 
     let forged_tunnel = record(&mallory, &mallory, &alice, 1); // Alice's tunnel record, signed by Mallory
-    let wrong_author = record(&alice, &alice, &alice, 2); // published by Mallory, claims Alice
+    let wrong_author = record(&alice, &alice, &alice, 2); // signed by Mallory, claims Alice
     let mut wrong_namespace = record(&mallory, &mallory, &mallory, 3);
     wrong_namespace.namespace = Namespace::new("elsewhere").unwrap();
     let mut payloads = vec![
-        codec::encode(&forged_tunnel, MAX_RECORD_SIZE).unwrap(),
-        codec::encode(&wrong_author, MAX_RECORD_SIZE).unwrap(),
-        codec::encode(&wrong_namespace, MAX_RECORD_SIZE).unwrap(),
-        vec![0x01, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], // length bomb
-        vec![0x01, 0x09, 0, 0],                                                 // unknown version
+        envelope(&forged_tunnel, &mallory),
+        envelope(&wrong_author, &mallory),
+        envelope(&wrong_namespace, &mallory),
+        vec![0x16, 0x01, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F], // length bomb
+        vec![0x16, 0x09, 0, 0],                                                 // unknown version
         b"hello".to_vec(),                                                      // garbage
     ];
     let expected = payloads.len() as u64;
@@ -109,7 +123,7 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
     // A good record from Mallory's own identity, after the bad ones, still gets in:
     // rejection is per message.
     let good = record(&mallory, &mallory, &mallory, 10);
-    swarm.behaviour_mut().publish(topic.clone(), codec::encode(&good, MAX_RECORD_SIZE).unwrap()).unwrap();
+    swarm.behaviour_mut().publish(topic.clone(), envelope(&good, &mallory)).unwrap();
 
     let drive = async {
         loop {
@@ -132,7 +146,7 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
     let stats = node.stats().await.unwrap();
     let rejected = &stats.gossip.rejected;
     assert_eq!(rejected.get("bad_tunnel_record"), Some(&1), "{rejected:?}");
-    assert_eq!(rejected.get("wrong_author"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("bad_signature"), Some(&1), "{rejected:?}");
     assert_eq!(rejected.get("wrong_namespace"), Some(&1), "{rejected:?}");
     assert_eq!(rejected.get("malformed"), Some(&3), "{rejected:?}");
     let view = node.cluster().await.unwrap();
@@ -284,5 +298,151 @@ async fn malformed_lease_requests_are_refused_and_counted() {
     assert_eq!(stats.leases.malformed, 4, "{:?}", stats.leases);
     assert_eq!((stats.leases.granted, stats.leases.failed), (1, 1), "{:?}", stats.leases);
     assert_eq!(node.leases().await.unwrap().len(), 1);
+    node.shutdown().await;
+}
+
+/// Answers view sync requests with whatever bytes it is given, one answer per request.
+#[derive(Debug, Clone, Default)]
+struct RawSync;
+
+impl libp2p::request_response::Codec for RawSync {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        use futures::AsyncReadExt as _;
+        let mut out = Vec::new();
+        io.take(1 << 20).read_to_end(&mut out).await?;
+        Ok(out)
+    }
+
+    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+    ) -> std::io::Result<Vec<u8>> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        _: &mut T,
+        _: Vec<u8>,
+    ) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+
+    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        answer: Vec<u8>,
+    ) -> std::io::Result<()> {
+        use futures::AsyncWriteExt as _;
+        io.write_all(&answer).await?;
+        io.close().await
+    }
+}
+
+#[derive(libp2p::swarm::NetworkBehaviour)]
+struct SyncAttacker {
+    identify: libp2p::identify::Behaviour,
+    sync: libp2p::request_response::Behaviour<RawSync>,
+}
+
+/// A member that answers the node's view sync with forged records, then with a
+/// malformed answer: the forged ones are refused and counted like gossiped ones, the
+/// honest record among them gets in, the malformed answer is counted, the node carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_sync_answers_are_refused_and_counted() {
+    use libp2p::request_response::{self, ProtocolSupport};
+    use swarm_core::record::sync::SyncAnswer;
+    let (node, _events) = start(builder("hostile")).await;
+    let addr = first_addr(&node).await;
+    let mallory = Keypair::generate_ed25519();
+    let alice = Keypair::generate_ed25519();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(mallory.clone())
+        .with_tokio()
+        .with_tcp(tcp::Config::default(), noise::Config::new, yamux::Config::default)
+        .unwrap()
+        .with_behaviour(|k| SyncAttacker {
+            // Identifies as a member of the namespace: the node syncs with members.
+            identify: libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+                Namespace::new("hostile").unwrap().identify_protocol(),
+                k.public(),
+            )),
+            sync: request_response::Behaviour::new(
+                [(libp2p::StreamProtocol::new("/swarm/hostile/sync/1"), ProtocolSupport::Inbound)],
+                request_response::Config::default(),
+            ),
+        })
+        .unwrap()
+        .build();
+    swarm.dial(addr).unwrap();
+
+    let forged = [
+        envelope(&record(&alice, &alice, &alice, 2), &mallory), // claims Alice, signed by Mallory
+        envelope(&record(&mallory, &mallory, &alice, 3), &mallory), // Alice's tunnel record
+        b"junk".to_vec(),
+    ];
+    let good = envelope(&record(&mallory, &mallory, &mallory, 10), &mallory);
+    let answer = SyncAnswer {
+        records: BoundedVec::try_from_vec(
+            forged
+                .iter()
+                .chain([&good])
+                .map(|r| swarm_core::bounded::BoundedBytes::try_from_slice(r).unwrap())
+                .collect(),
+        )
+        .unwrap(),
+        more: true,
+    };
+    let encoded = codec::encode(&answer, 1 << 20).unwrap();
+    let mut first = (encoded.len() as u32).to_be_bytes().to_vec();
+    first.extend_from_slice(&encoded);
+    // The second answer claims 16 MiB: refused before it is read.
+    let second = (16u32 << 20).to_be_bytes().to_vec();
+    let mut answers = vec![second, first];
+
+    let drive = async {
+        loop {
+            if let SwarmEvent::Behaviour(SyncAttackerEvent::Sync(request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            })) = swarm.select_next_some().await
+            {
+                let answer = answers.pop().unwrap_or_default();
+                let _ = swarm.behaviour_mut().sync.send_response(channel, answer);
+            }
+        }
+    };
+    let check = async {
+        let ok = eventually(Duration::from_secs(10), || async {
+            let stats = node.stats().await.unwrap();
+            stats.sync_malformed >= 1 && stats.records == 2
+        })
+        .await;
+        assert!(ok, "{:?}", node.stats().await.unwrap());
+    };
+    tokio::select! {
+        _ = drive => unreachable!(),
+        _ = check => {}
+    }
+    let stats = node.stats().await.unwrap();
+    let rejected = &stats.gossip.rejected;
+    assert_eq!(rejected.get("bad_signature"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("bad_tunnel_record"), Some(&1), "{rejected:?}");
+    assert_eq!(rejected.get("malformed"), Some(&1), "{rejected:?}");
+    assert_eq!(stats.sync_records, 1, "the honest record came by sync");
+    assert!(stats.sync_malformed >= 1);
+    let view = node.cluster().await.unwrap();
+    assert!(view.get(&alice.public().to_peer_id()).is_none());
+    assert!(view.get(&mallory.public().to_peer_id()).is_some());
     node.shutdown().await;
 }
