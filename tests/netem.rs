@@ -549,24 +549,34 @@ fn a_breached_link_detours_through_a_member_and_comes_back() {
     let mut events = Events { rx: events, seen: Vec::new() };
     // The gang: B and C (A has no GPU), within 20 ms of A and of each other.
     let sock0 = path("0.sock");
-    let placed = common::run(&[
-        "place",
-        "--control",
-        &sock0,
-        "--id",
-        "gang",
-        "--gpus",
-        "1",
-        "--nodes",
-        "2",
-        "--max-rtt",
-        "20ms",
-        "--member-max-rtt",
-        "20ms",
-        "--lease",
-        "300s",
-        "--json",
-    ]);
+    // Placed once A's record carries its links to B and C (a heartbeat after the tunnels
+    // came up: records arrive by view sync before that).
+    let place = || {
+        common::run(&[
+            "place",
+            "--control",
+            &sock0,
+            "--id",
+            "gang",
+            "--gpus",
+            "1",
+            "--nodes",
+            "2",
+            "--max-rtt",
+            "20ms",
+            "--member-max-rtt",
+            "20ms",
+            "--lease",
+            "300s",
+            "--json",
+        ])
+    };
+    let start = Instant::now();
+    let mut placed = place();
+    while !placed.status.success() && start.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(250));
+        placed = place();
+    }
     assert!(placed.status.success(), "{}", String::from_utf8_lossy(&placed.stderr));
     let placed: serde_json::Value = serde_json::from_slice(&placed.stdout).unwrap();
     let mut members: Vec<&str> =

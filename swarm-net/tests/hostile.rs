@@ -164,9 +164,22 @@ async fn forged_and_malformed_records_are_rejected_and_counted() {
     node.shutdown().await;
 }
 
-/// Sends raw bytes as lease requests and reads whatever comes back.
+/// Raw bytes both ways: sent as they are, read until the stream ends (at most 1 MiB).
 #[derive(Debug, Clone, Default)]
 struct RawCodec;
+
+async fn read_raw<T: futures::AsyncRead + Unpin + Send>(io: &mut T) -> std::io::Result<Vec<u8>> {
+    use futures::AsyncReadExt as _;
+    let mut out = Vec::new();
+    io.take(1 << 20).read_to_end(&mut out).await?;
+    Ok(out)
+}
+
+async fn write_raw<T: futures::AsyncWrite + Unpin + Send>(io: &mut T, bytes: &[u8]) -> std::io::Result<()> {
+    use futures::AsyncWriteExt as _;
+    io.write_all(bytes).await?;
+    io.close().await
+}
 
 impl libp2p::request_response::Codec for RawCodec {
     type Protocol = libp2p::StreamProtocol;
@@ -176,9 +189,9 @@ impl libp2p::request_response::Codec for RawCodec {
     async fn read_request<T: futures::AsyncRead + Unpin + Send>(
         &mut self,
         _: &Self::Protocol,
-        _: &mut T,
+        io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
-        Err(std::io::ErrorKind::Unsupported.into())
+        read_raw(io).await
     }
 
     async fn read_response<T: futures::AsyncRead + Unpin + Send>(
@@ -186,30 +199,25 @@ impl libp2p::request_response::Codec for RawCodec {
         _: &Self::Protocol,
         io: &mut T,
     ) -> std::io::Result<Vec<u8>> {
-        use futures::AsyncReadExt as _;
-        let mut out = Vec::new();
-        io.take(8192).read_to_end(&mut out).await?;
-        Ok(out)
+        read_raw(io).await
     }
 
     async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
         &mut self,
         _: &Self::Protocol,
         io: &mut T,
-        req: Vec<u8>,
+        request: Vec<u8>,
     ) -> std::io::Result<()> {
-        use futures::AsyncWriteExt as _;
-        io.write_all(&req).await?;
-        io.close().await
+        write_raw(io, &request).await
     }
 
     async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
         &mut self,
         _: &Self::Protocol,
-        _: &mut T,
-        _: Vec<u8>,
+        io: &mut T,
+        response: Vec<u8>,
     ) -> std::io::Result<()> {
-        Err(std::io::ErrorKind::Unsupported.into())
+        write_raw(io, &response).await
     }
 }
 
@@ -301,59 +309,10 @@ async fn malformed_lease_requests_are_refused_and_counted() {
     node.shutdown().await;
 }
 
-/// Answers view sync requests with whatever bytes it is given, one answer per request.
-#[derive(Debug, Clone, Default)]
-struct RawSync;
-
-impl libp2p::request_response::Codec for RawSync {
-    type Protocol = libp2p::StreamProtocol;
-    type Request = Vec<u8>;
-    type Response = Vec<u8>;
-
-    async fn read_request<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        io: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        use futures::AsyncReadExt as _;
-        let mut out = Vec::new();
-        io.take(1 << 20).read_to_end(&mut out).await?;
-        Ok(out)
-    }
-
-    async fn read_response<T: futures::AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        _: &mut T,
-    ) -> std::io::Result<Vec<u8>> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
-
-    async fn write_request<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        _: &mut T,
-        _: Vec<u8>,
-    ) -> std::io::Result<()> {
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
-
-    async fn write_response<T: futures::AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &Self::Protocol,
-        io: &mut T,
-        answer: Vec<u8>,
-    ) -> std::io::Result<()> {
-        use futures::AsyncWriteExt as _;
-        io.write_all(&answer).await?;
-        io.close().await
-    }
-}
-
 #[derive(libp2p::swarm::NetworkBehaviour)]
 struct SyncAttacker {
     identify: libp2p::identify::Behaviour,
-    sync: libp2p::request_response::Behaviour<RawSync>,
+    sync: libp2p::request_response::Behaviour<RawCodec>,
 }
 
 /// A member that answers the node's view sync with forged records, then with a
