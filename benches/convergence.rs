@@ -4,7 +4,9 @@
 //!
 //! `cargo bench --bench convergence` (release build). Environment knobs:
 //! `SWARM_BENCH_SIZES=8,32,64`, `SWARM_BENCH_RUNS=5`, `SWARM_BENCH_TRANSPORTS=quic,tcp`,
-//! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`.
+//! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`,
+//! `SWARM_BENCH_TRACE=1` (the join every 250 ms on stderr; run the child directly to see
+//! it: `SWARM_BENCH_CHILD=tcp:64 SWARM_BENCH_RUNS=1 target/release/deps/convergence-* --bench`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
