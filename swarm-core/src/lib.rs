@@ -49,6 +49,7 @@ pub mod nat;
 pub mod overlay;
 pub mod place;
 pub mod publish;
+pub mod ratelimit;
 pub mod record;
 mod tally;
 pub mod time;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bounded::{BoundedBytes, BoundedVec};
 use crate::codec::WireMessage;
+use crate::ratelimit::{RateLimit, RateLimiter};
 
 use super::signed::ENVELOPE_OVERHEAD;
 use super::MAX_RECORD_SIZE;
@@ -40,7 +41,8 @@ pub type ShortId = [u8; 8];
 
 /// The short id of `peer`.
 pub fn short_id(peer: &PeerId) -> ShortId {
-    let bytes = peer.to_bytes();
+    // The multihash's digest ends the peer id's bytes: no allocation per record.
+    let bytes = peer.as_ref().digest();
     let mut id = [0u8; 8];
     let tail = &bytes[bytes.len().saturating_sub(8)..];
     id[8 - tail.len()..].copy_from_slice(tail);
@@ -144,51 +146,24 @@ impl SyncSchedule {
 /// needs about 40 rounds).
 pub const ANSWER_BURST: u32 = 64;
 /// Answers a peer earns back per second.
-pub const ANSWERS_PER_SECOND: f64 = 1.0;
+pub const ANSWERS_PER_SECOND: u32 = 1;
 /// Peers whose answer budgets are kept; a new peer beyond it gets none until an old
 /// budget is full again and forgotten.
 pub const MAX_BUDGETS: usize = 4096;
 
 /// The answering side's limit: each answer is up to [`ANSWER_BUDGET`] bytes for a
 /// request of a few, so each peer gets [`ANSWER_BURST`] answers at once and
-/// [`ANSWERS_PER_SECOND`] after that, and at most [`MAX_BUDGETS`] peers are tracked.
-#[derive(Debug, Default)]
-pub struct AnswerBudget {
-    peers: HashMap<PeerId, (f64, Instant)>,
-}
+/// [`ANSWERS_PER_SECOND`] after that, and at most [`MAX_BUDGETS`] peers are tracked (a
+/// peer's budget is forgotten once full again).
+pub type AnswerBudget = RateLimiter<PeerId>;
 
-impl AnswerBudget {
-    /// Whether `peer` may have an answer at `now`; spends one if so.
-    pub fn allow(&mut self, now: Instant, peer: PeerId) -> bool {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= MAX_BUDGETS {
-            // Budgets back at full are the same as none.
-            let full = Duration::from_secs_f64(f64::from(ANSWER_BURST) / ANSWERS_PER_SECOND);
-            self.peers.retain(|_, (_, at)| now.saturating_duration_since(*at) < full);
-            if self.peers.len() >= MAX_BUDGETS {
-                return false;
-            }
-        }
-        let (tokens, at) = self.peers.entry(peer).or_insert((f64::from(ANSWER_BURST), now));
-        let earned = now.saturating_duration_since(*at).as_secs_f64() * ANSWERS_PER_SECOND;
-        *tokens = (*tokens + earned).min(f64::from(ANSWER_BURST));
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-
-    /// Peers tracked.
-    pub fn len(&self) -> usize {
-        self.peers.len()
-    }
-
-    /// Whether no peer is tracked.
-    pub fn is_empty(&self) -> bool {
-        self.peers.is_empty()
-    }
+/// An [`AnswerBudget`] with the limits above.
+pub fn answer_budget() -> AnswerBudget {
+    RateLimiter::new(RateLimit {
+        per_second: ANSWERS_PER_SECOND,
+        burst: ANSWER_BURST,
+        max_sources: MAX_BUDGETS,
+    })
 }
 
 #[cfg(test)]
@@ -219,6 +194,7 @@ mod tests {
         let a = crate::identity::tests::keypair(1).public().to_peer_id();
         let b = crate::identity::tests::keypair(2).public().to_peer_id();
         assert_ne!(short_id(&a), short_id(&b));
+        assert_eq!(short_id(&a)[..], a.to_bytes()[a.to_bytes().len() - 8..], "the id's last 8 bytes");
         let have = vec![
             DigestEntry { id: short_id(&a), seq: 3 },
             DigestEntry { id: short_id(&a), seq: 9 },
@@ -233,7 +209,7 @@ mod tests {
     fn answers_are_budgeted_per_peer_and_the_budgets_are_bounded() {
         #[allow(clippy::disallowed_methods)]
         let t0 = Instant::now();
-        let mut budget = AnswerBudget::default();
+        let mut budget = answer_budget();
         let mut next = 0;
         let mut fresh = || {
             next += 1;

@@ -17,7 +17,7 @@ pub mod frame;
 pub mod handshakes;
 pub mod mac;
 pub(crate) mod noise;
-pub mod ratelimit;
+pub use crate::ratelimit;
 pub mod replay;
 mod session;
 pub mod tai64n;

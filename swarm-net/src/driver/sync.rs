@@ -13,7 +13,7 @@ use rand::RngExt as _;
 
 use libp2p::request_response::{self, Message};
 use libp2p::PeerId;
-use swarm_core::record::sync::{AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule};
+use swarm_core::record::sync::{answer_budget, AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule};
 use swarm_core::view::Ingest;
 
 use super::Driver;
@@ -43,7 +43,7 @@ impl Syncs {
             synced: HashSet::new(),
             rounds: HashMap::new(),
             schedule: SyncSchedule::new(now),
-            budget: AnswerBudget::default(),
+            budget: answer_budget(),
             malformed,
         }
     }

@@ -1,10 +1,40 @@
-//! A per-source token bucket for handshake messages under load (WireGuard's 20 per
-//! second, burst 5), kept as one theoretical arrival time per address (GCRA), in a table
-//! of bounded size. IPv6 sources are grouped by /64, as one host usually owns one.
+//! A per-source token bucket, kept as one theoretical arrival time per source (GCRA), in
+//! a table of bounded size: handshake messages under load (WireGuard's 20 per second,
+//! burst 5; IPv6 sources grouped by /64, as one host usually owns one), and view sync
+//! answers per peer (`crate::record::sync`).
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
+
+use libp2p_identity::PeerId;
+
+/// What a rate limiter counts as one source.
+pub trait Source: Copy + Eq + Hash {
+    /// The source this key belongs to.
+    fn source(self) -> Self;
+}
+
+impl Source for IpAddr {
+    /// An IPv6 address's /64.
+    fn source(self) -> Self {
+        match self {
+            IpAddr::V4(_) => self,
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+        }
+    }
+}
+
+impl Source for PeerId {
+    fn source(self) -> Self {
+        self
+    }
+}
 
 /// Limits of the rate limiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,35 +56,24 @@ impl Default for RateLimit {
 
 /// See the module docs.
 #[derive(Debug, Clone)]
-pub struct RateLimiter {
+pub struct RateLimiter<K = IpAddr> {
     limit: RateLimit,
     interval: Duration,
-    table: HashMap<IpAddr, Instant>,
+    table: HashMap<K, Instant>,
     last_sweep: Option<Instant>,
 }
 
-fn key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => ip,
-        IpAddr::V6(v6) => {
-            let mut o = v6.octets();
-            o[8..].fill(0);
-            IpAddr::from(o)
-        }
-    }
-}
-
-impl RateLimiter {
+impl<K: Source> RateLimiter<K> {
     /// An empty limiter.
     pub fn new(limit: RateLimit) -> Self {
         let interval = Duration::from_secs(1) / limit.per_second.max(1);
         Self { limit, interval, table: HashMap::new(), last_sweep: None }
     }
 
-    /// Whether a message from `ip` may be processed now; takes a token if so.
-    pub fn allow(&mut self, now: Instant, ip: IpAddr) -> bool {
+    /// Whether a message from `from` may be processed now; takes a token if so.
+    pub fn allow(&mut self, now: Instant, from: K) -> bool {
         self.sweep(now);
-        let k = key(ip);
+        let k = from.source();
         let slack = self.interval * self.limit.burst.saturating_sub(1);
         let full = self.table.len() >= self.limit.max_sources;
         match self.table.get_mut(&k) {
