@@ -322,7 +322,7 @@ struct SyncAttacker {
 async fn forged_sync_answers_are_refused_and_counted() {
     use libp2p::request_response::{self, ProtocolSupport};
     use swarm_core::record::sync::SyncAnswer;
-    let (node, _events) = start(builder("hostile")).await;
+    let (node, mut events) = start(builder("hostile")).await;
     let addr = first_addr(&node).await;
     let mallory = Keypair::generate_ed25519();
     let alice = Keypair::generate_ed25519();
@@ -403,5 +403,15 @@ async fn forged_sync_answers_are_refused_and_counted() {
     let view = node.cluster().await.unwrap();
     assert!(view.get(&alice.public().to_peer_id()).is_none());
     assert!(view.get(&mallory.public().to_peer_id()).is_some());
+    // Each refused record is reported against the member that sent it, as gossip's are.
+    let mut reasons = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.next()).await {
+        if let NodeEvent::RecordRejected { from, reason } = e {
+            assert_eq!(from, mallory.public().to_peer_id());
+            reasons.push(reason);
+        }
+    }
+    reasons.sort_unstable();
+    assert_eq!(reasons, ["bad_signature", "bad_tunnel_record", "malformed"]);
     node.shutdown().await;
 }

@@ -17,6 +17,7 @@ use swarm_core::record::sync::{answer_budget, AnswerBudget, RecordDigest, SyncAn
 use swarm_core::view::Ingest;
 
 use super::Driver;
+use crate::api::NodeEvent;
 use crate::host::wall_clock;
 use crate::sync::MAX_ROUNDS;
 
@@ -133,6 +134,8 @@ impl Driver {
                 Err(e) => {
                     rejected += 1;
                     tracing::debug!(%peer, error = %e, "synced record rejected");
+                    // As for gossip: `swarm-node monitor` shows who sent a bad record.
+                    self.emit(NodeEvent::RecordRejected { from: peer, reason: e.reason() });
                 }
             }
         }
