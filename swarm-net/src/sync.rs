@@ -19,9 +19,6 @@ use swarm_core::record::Namespace;
 
 /// How long a peer has to answer (an answer is up to half a megabyte).
 pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most rounds one sync takes with one peer (each brings up to
-/// `swarm_core::record::sync::ANSWER_BUDGET` bytes).
-pub(crate) const MAX_ROUNDS: u32 = 64;
 
 /// The protocol's name for `namespace`.
 pub(crate) fn protocol(namespace: &Namespace) -> StreamProtocol {

@@ -96,6 +96,16 @@ impl WireMessage for SyncAnswer {
     const VERSION: u8 = 1;
 }
 
+/// Most rounds one sync takes with one peer (each brings up to [`ANSWER_BUDGET`] bytes).
+pub const MAX_ROUNDS: u32 = 64;
+
+/// Whether the asker asks again after `answer`, its `rounds`-th, of which `rejected`
+/// records were refused: while the answer says more remain, not past [`MAX_ROUNDS`],
+/// and never after a bad record or an empty answer that claims more.
+pub fn ask_again(answer: &SyncAnswer, rejected: usize, rounds: u32) -> bool {
+    answer.more && rejected == 0 && !answer.records.is_empty() && rounds < MAX_ROUNDS
+}
+
 /// Anti-entropy while the swarm is changing: one sync with a random member this often.
 pub const SYNC_FAST: Duration = Duration::from_secs(1);
 /// Anti-entropy once the swarm has settled.
@@ -187,6 +197,17 @@ mod tests {
         let answer = SyncAnswer { records: BoundedVec::try_from_vec(records).unwrap(), more: true };
         let bytes = codec::encode(&answer, MAX_ANSWER_SIZE).unwrap();
         assert_eq!(codec::decode::<SyncAnswer>(&bytes, MAX_ANSWER_SIZE).unwrap(), answer);
+    }
+
+    #[test]
+    fn a_sync_goes_on_while_more_remain_and_the_peer_behaves() {
+        let record = BoundedBytes::try_from_vec(vec![1u8; 8]).unwrap();
+        let more = SyncAnswer { records: BoundedVec::try_from_vec(vec![record]).unwrap(), more: true };
+        assert!(ask_again(&more, 0, 1));
+        assert!(!ask_again(&more, 1, 1), "a bad record ends it");
+        assert!(!ask_again(&more, 0, MAX_ROUNDS), "at most MAX_ROUNDS");
+        assert!(!ask_again(&SyncAnswer { more: true, ..SyncAnswer::default() }, 0, 1), "empty but more");
+        assert!(!ask_again(&SyncAnswer { more: false, ..more }, 0, 1), "done");
     }
 
     #[test]

@@ -13,13 +13,14 @@ use rand::RngExt as _;
 
 use libp2p::request_response::{self, Message};
 use libp2p::PeerId;
-use swarm_core::record::sync::{answer_budget, AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule};
+use swarm_core::record::sync::{
+    answer_budget, ask_again, AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule,
+};
 use swarm_core::view::Ingest;
 
 use super::Driver;
 use crate::api::NodeEvent;
 use crate::host::wall_clock;
-use crate::sync::MAX_ROUNDS;
 
 /// The driver's side of view sync.
 #[derive(Debug)]
@@ -140,8 +141,7 @@ impl Driver {
             }
         }
         let Some(rounds) = self.syncs.rounds.get_mut(&peer) else { return };
-        // A peer that sent bad records, or nothing while saying more, is not asked again.
-        if answer.more && rejected == 0 && !answer.records.is_empty() && *rounds < MAX_ROUNDS {
+        if ask_again(&answer, rejected, *rounds) {
             *rounds += 1;
             let digest = self.view.digest();
             self.swarm.behaviour_mut().sync.send_request(&peer, digest);
