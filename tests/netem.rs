@@ -549,8 +549,8 @@ fn a_breached_link_detours_through_a_member_and_comes_back() {
     let mut events = Events { rx: events, seen: Vec::new() };
     // The gang: B and C (A has no GPU), within 20 ms of A and of each other.
     let sock0 = path("0.sock");
-    // Placed once A's record carries its links to B and C (a heartbeat after the tunnels
-    // came up: records arrive by view sync before that).
+    // Placed once A's link table has summarised its new links to B and C (each second;
+    // the records arrive by view sync before that).
     let place = || {
         common::run(&[
             "place",

@@ -23,6 +23,7 @@ use libp2p_identity::PeerId;
 use crate::bounded::{BoundedBytes, BoundedVec};
 use crate::identity::TunnelRecord;
 use crate::link::index::{IndexedNode, LinkIndex};
+use crate::link::summary::LinkSummaries;
 use crate::link::vivaldi::Coordinate;
 use crate::record::signed::SignedNodeRecord;
 use crate::record::sync::{self, DigestEntry, RecordDigest, SyncAnswer};
@@ -408,6 +409,26 @@ impl ClusterSnapshot {
         self.entries.is_empty()
     }
 
+    /// Puts the local node's own link summaries, measured at `measured` (wall clock),
+    /// in place of those of its last published record when they are newer: the node's
+    /// own links as it knows them now, not as it last told the swarm (up to a heartbeat
+    /// ago). Placement reads a node's own links first, so a tunnel that came up since
+    /// the last heartbeat counts at once.
+    pub fn with_own_links(mut self, links: &LinkSummaries, measured: UnixMillis) -> Self {
+        let local = self.local;
+        if let Ok(i) = self.entries.binary_search_by(|e| e.record.peer_id.cmp(&local)) {
+            let entry = &mut self.entries[i];
+            if measured > entry.record.timestamp {
+                let mut extensions = (*entry.extensions).clone();
+                extensions.links = Some(links.clone());
+                entry.extensions = Arc::new(extensions);
+                // Summary ages count from the record's time: now the measurement's.
+                entry.record.timestamp = measured;
+            }
+        }
+        self
+    }
+
     /// The peers it holds, sorted.
     pub fn peers(&self) -> Vec<PeerId> {
         self.entries.iter().map(|e| e.record.peer_id).collect()
@@ -493,6 +514,50 @@ mod tests {
                 assert_eq!(index.link_between(&x.record.peer_id, &id(6)), None);
             }
         }
+    }
+
+    #[test]
+    fn a_snapshot_takes_the_local_nodes_newer_own_links() {
+        let (a, b, c) = (id(1), id(2), id(3));
+        let mut snapshot = ClusterSnapshot {
+            local: a,
+            // A's record (published at NOW) knows only B; B's knows nobody.
+            entries: vec![
+                entry(1, None, vec![summary(b, 10, 5, 0)]),
+                entry(2, None, vec![]),
+                entry(3, None, vec![]),
+            ],
+        };
+        snapshot.entries.sort_by_key(|e| e.record.peer_id);
+        let later = NOW.saturating_add(Duration::from_secs(2));
+        assert!(!matches!(
+            snapshot.link_index(later).link_between(&a, &c),
+            Some(LinkAnswer::Measured { .. })
+        ));
+        // A's link table, a second after the record: B and a new tunnel to C.
+        let measured = NOW.saturating_add(Duration::from_secs(1));
+        let own = LinkSummaries {
+            coordinate: None,
+            links: BoundedVec::try_from_vec(vec![summary(b, 12, 5, 0), summary(c, 3, 1, 200)]).unwrap(),
+        };
+        let fresh = snapshot.clone().with_own_links(&own, measured);
+        let links = fresh.link_index(later);
+        match links.link_between(&a, &c) {
+            Some(LinkAnswer::Measured { by, summary, age }) => {
+                assert_eq!((by, summary.rtt_p50_us), (a, 3_000));
+                assert_eq!(age, Duration::from_millis(1_200), "aged from the measurement");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(links.link_between(&a, &b), Some(LinkAnswer::Measured { summary, .. }) if summary.rtt_p50_us == 12_000)
+        );
+        // Other records and the rest of the local one are untouched; an older
+        // measurement than the record changes nothing.
+        assert_eq!(fresh.get(&b), snapshot.get(&b));
+        assert_eq!(fresh.get(&a).unwrap().record.seq, snapshot.get(&a).unwrap().record.seq);
+        let stale = snapshot.clone().with_own_links(&own, UnixMillis(NOW.0 - 1));
+        assert_eq!(stale, snapshot);
     }
 
     fn view(local_seed: u8, config: ViewConfig) -> ClusterView {

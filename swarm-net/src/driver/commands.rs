@@ -116,7 +116,10 @@ impl Driver {
         match &self.placement_view {
             Some(p) if p.changes == self.view_changes || now < p.built + max_age => p.shared.clone(),
             _ => {
-                let snapshot = self.view.snapshot();
+                let mut snapshot = self.view.snapshot();
+                if let Some((links, measured)) = &self.own_links {
+                    snapshot = snapshot.with_own_links(links, *measured);
+                }
                 let links = snapshot.link_index(wall_clock());
                 let shared = Arc::new((snapshot, links));
                 self.placement_view =

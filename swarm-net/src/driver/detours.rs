@@ -18,6 +18,7 @@ use swarm_core::link::Metric;
 
 use super::Driver;
 use crate::api::Path;
+use crate::host::wall_clock;
 use crate::tunnel_relay::{self, PathKind};
 
 /// How often a breached or detoured peer is looked at again.
@@ -32,9 +33,12 @@ impl Driver {
         self.check_detour(now, peer);
     }
 
-    /// Our summaries of our links, as last gossiped: the first hops of detours.
+    /// Our summaries of our links, as last gossiped: the first hops of detours, and the
+    /// origin's links in placements.
     pub(super) fn set_own_links(&mut self, links: LinkSummaries) {
-        self.own_links = Some(links);
+        self.own_links = Some((links, wall_clock()));
+        // The placement view reads them too (`ClusterSnapshot::with_own_links`).
+        self.view_changes += 1;
     }
 
     /// Every breached or detoured peer, when due.
@@ -82,7 +86,7 @@ impl Driver {
 
     /// Members through which `peer` could be reached: both hops measured.
     fn detour_candidates(&self, now: Instant, peer: &PeerId) -> Vec<Candidate<PeerId>> {
-        let Some(own) = &self.own_links else { return Vec::new() };
+        let Some((own, _)) = &self.own_links else { return Vec::new() };
         let local = *self.swarm.local_peer_id();
         own.links
             .iter()

@@ -160,8 +160,9 @@ pub(crate) struct Driver {
     detours: swarm_core::link::detour::Detours<PeerId>,
     /// When breached and detoured peers are looked at next.
     detour_check: Option<Instant>,
-    /// Our links as last gossiped (the first hops of detours).
-    own_links: Option<swarm_core::link::summary::LinkSummaries>,
+    /// Our links as last summarised (each second), and when: the first hops of detours,
+    /// and the origin's links in placements.
+    own_links: Option<(swarm_core::link::summary::LinkSummaries, swarm_core::time::UnixMillis)>,
     /// The placements this node holds, watching their links.
     watch: swarm_core::place::watch::PlacementWatch,
     /// When they are judged next.
