@@ -6,7 +6,14 @@
 //! `SWARM_BENCH_SIZES=8,32,64`, `SWARM_BENCH_RUNS=5`, `SWARM_BENCH_TRANSPORTS=quic,tcp`,
 //! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`,
 //! `SWARM_BENCH_TRACE=1` (the join every 250 ms on stderr; run the child directly to see
-//! it: `SWARM_BENCH_CHILD=tcp:64 SWARM_BENCH_RUNS=1 target/release/deps/convergence-* --bench`).
+//! it: `SWARM_BENCH_CHILD=tcp:64 SWARM_BENCH_RUNS=1 target/release/deps/convergence-* --bench`),
+//! `SWARM_BENCH_PARTITION_S=60` (the partition's length; 0: none).
+//!
+//! Partition (largest size only, after the first run's steady state): the two halves of
+//! the mesh block each other (`Node::block_peer`: every connection across closed and
+//! refused, as a cut network would), the other half's records expire (TTL: six
+//! heartbeats), and after `SWARM_BENCH_PARTITION_S` the blocks are lifted; printed is the
+//! time until every node holds every record again.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -31,6 +38,41 @@ fn rss_bytes() -> u64 {
     let text = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
     let pages: u64 = text.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
+}
+
+fn partition_length() -> Duration {
+    Duration::from_secs(
+        std::env::var("SWARM_BENCH_PARTITION_S").ok().and_then(|v| v.parse().ok()).unwrap_or(60),
+    )
+}
+
+/// Cuts the mesh in two halves for `length`, lifts the cut, and returns how long until
+/// every node held every record again, with the fewest and most records any node held
+/// just before (half of them when the cut held and the other half's records expired).
+async fn partition(mesh: &LocalMesh, length: Duration) -> (Duration, usize, usize) {
+    let ids: Vec<_> = mesh.nodes.iter().map(|n| n.peer_id()).collect();
+    let half = ids.len() / 2;
+    let cut = |blocked: bool| {
+        let ids = &ids;
+        let calls = mesh.nodes.iter().enumerate().flat_map(move |(i, node)| {
+            let across = if i < half { &ids[half..] } else { &ids[..half] };
+            across.iter().map(move |p| node.block_peer(*p, blocked))
+        });
+        futures::future::try_join_all(calls)
+    };
+    cut(true).await.unwrap();
+    tokio::time::sleep(length).await;
+    let counts = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.record_count())).await.unwrap();
+    let healed = Instant::now();
+    cut(false).await.unwrap();
+    if std::env::var_os("SWARM_BENCH_TRACE").is_some() {
+        trace(mesh, healed).await;
+    }
+    let conv = mesh.wait_converged(Duration::from_secs(120)).await.unwrap();
+    assert!(conv.converged, "the partition did not heal in 120 s: {:?}", conv.counts);
+    let (fewest, most) =
+        (counts.iter().min().copied().unwrap_or(0), counts.iter().max().copied().unwrap_or(0));
+    (healed.elapsed(), fewest, most)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -110,6 +152,7 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
     let mut times = Vec::new();
     let mut steady = None;
     let mut rss_per_node = 0.0;
+    let mut healing = None;
     for run in 0..runs {
         let rss0 = rss_bytes();
         let started = Instant::now();
@@ -124,6 +167,16 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         if run == 0 {
             steady = Some(steady_state(&mesh, window).await);
             rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
+            let length = partition_length();
+            if std::env::var_os("SWARM_BENCH_PARTITION").is_some() && !length.is_zero() {
+                let (healed, fewest, most) = partition(&mesh, length).await;
+                healing = Some(format!(
+                    "{transport} {n}: a {} s partition into two halves healed in {:.0} ms \
+                     (records held just before: {fewest} to {most} of {n})",
+                    length.as_secs(),
+                    healed.as_secs_f64() * 1000.0
+                ));
+            }
         }
         mesh.shutdown().await;
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -144,6 +197,9 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         s.record_bytes
     );
     println!("FIT {transport} {n} {}", s.bytes_per_node_s);
+    if let Some(line) = healing {
+        println!("PARTITION {line}");
+    }
 }
 
 fn parent(runs: usize) {
@@ -164,25 +220,37 @@ fn parent(runs: usize) {
     );
     let exe = std::env::current_exe().expect("own path");
     let mut fits: Vec<(String, usize, f64)> = Vec::new();
+    let mut healings = Vec::new();
+    let largest = sizes.iter().copied().max().unwrap_or(0);
     for transport in env_list("SWARM_BENCH_TRANSPORTS", "quic,tcp") {
         for &n in &sizes {
-            let out = std::process::Command::new(&exe)
-                .arg("--bench")
-                .env("SWARM_BENCH_CHILD", format!("{transport}:{n}"))
-                .output()
-                .expect("bench child runs");
+            let mut child = std::process::Command::new(&exe);
+            child.arg("--bench").env("SWARM_BENCH_CHILD", format!("{transport}:{n}"));
+            if n == largest {
+                child.env("SWARM_BENCH_PARTITION", "1");
+            }
+            let out = child.output().expect("bench child runs");
             let text = String::from_utf8_lossy(&out.stdout);
             for line in text.lines() {
                 match line.strip_prefix("FIT ").map(|l| l.split(' ').collect::<Vec<_>>()) {
                     Some(f) if f.len() == 3 => {
                         fits.push((f[0].to_owned(), f[1].parse().unwrap_or(0), f[2].parse().unwrap_or(0.0)))
                     }
-                    _ => println!("{line}"),
+                    _ => match line.strip_prefix("PARTITION ") {
+                        Some(healing) => healings.push(healing.to_owned()),
+                        None => println!("{line}"),
+                    },
                 }
             }
             if !out.status.success() {
                 println!("{transport} {n}: failed: {}", String::from_utf8_lossy(&out.stderr));
             }
+        }
+    }
+    if !healings.is_empty() {
+        println!();
+        for line in &healings {
+            println!("{line}");
         }
     }
     // Control bytes per node = a fixed part (Kademlia, identify, gossip control per

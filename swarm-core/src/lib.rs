@@ -51,6 +51,7 @@ pub mod place;
 pub mod publish;
 pub mod ratelimit;
 pub mod record;
+pub mod redial;
 mod tally;
 pub mod time;
 mod timer;

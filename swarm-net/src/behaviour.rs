@@ -12,7 +12,8 @@ use libp2p::identity::Keypair;
 use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
-    autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay, PeerId, StreamProtocol,
+    allow_block_list, autonat, connection_limits, dcutr, gossipsub, identify, kad, ping, relay, PeerId,
+    StreamProtocol,
 };
 use swarm_core::record::Namespace;
 
@@ -52,6 +53,9 @@ pub(crate) type Mdns = libp2p::swarm::dummy::Behaviour;
 
 #[derive(NetworkBehaviour)]
 pub(crate) struct Behaviour {
+    /// Peers the operator cut off (`Node::block_peer`): their connections are closed
+    /// and refused, both ways. First of all: a blocked peer costs nothing more.
+    pub(crate) blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     /// First: a connection it refuses takes no slot of `limits`.
     pub(crate) admission: crate::admission::Admission,
     pub(crate) limits: connection_limits::Behaviour,
@@ -141,6 +145,7 @@ impl Behaviour {
             .map_err(|detail| BehaviourError { what: "gossipsub peer scoring", detail })?;
 
         Ok(Self {
+            blocked: allow_block_list::Behaviour::default(),
             admission: crate::admission::Admission::default(),
             limits: connection_limits::Behaviour::new(limits),
             identify,

@@ -2,14 +2,19 @@
 //! is O(nodes + links); [`LinkIndex::link_between`], the one answer to "what is known of
 //! the link between A and B", is then two binary searches. A view builds it from the
 //! summaries it decoded at ingest (`ClusterSnapshot::link_index`).
+//!
+//! It holds times, not ages: each link's measurement time and each node's confirmation
+//! deadline, judged against the index's "as of" moment when asked. So an index kept
+//! alive record by record ([`LinkIndex::upsert`], [`LinkIndex::advance`]) answers as a
+//! fresh build at the same moment would: a measurement ages, and a node whose last
+//! handshake anyone saw is older than [`CONFIRMED_WITHIN`] is no longer confirmed.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use libp2p_identity::PeerId;
 
-use super::summary::{
-    age, combine, handshake_fresh, implausible_claim, LinkAnswer, LinkSummaries, LinkSummary,
-};
+use super::summary::{combine, implausible_claim, LinkAnswer, LinkSummaries, LinkSummary, CONFIRMED_WITHIN};
 use super::vivaldi::Coordinate;
 use crate::time::UnixMillis;
 
@@ -29,9 +34,10 @@ pub struct IndexedNode<'a> {
 struct Indexed {
     peer: PeerId,
     coordinate: Option<Coordinate>,
-    /// Sorted by peer.
-    links: Vec<(LinkSummary, std::time::Duration)>,
-    confirmed: bool,
+    /// Sorted by peer, each with when it was measured.
+    links: Vec<(LinkSummary, UnixMillis)>,
+    /// Until when some record's handshake confirms it (the latest such deadline).
+    confirmed_until: UnixMillis,
     /// Its claims that the coordinates' estimate shows far too low (see
     /// [`implausible_claim`]).
     implausible: u16,
@@ -44,27 +50,28 @@ pub struct LinkIndex {
     nodes: Vec<Indexed>,
     /// Positions of removed nodes, for new ones to take.
     free: Vec<u32>,
-    /// The moment ages were judged at.
-    built: UnixMillis,
+    /// The moment ages and confirmations are judged at.
+    now: UnixMillis,
 }
 
-/// A node's entry: its links sorted by peer, first summary of a peer winning; and the
-/// peers its fresh links confirm.
-fn indexed(node: &IndexedNode<'_>, now: UnixMillis, confirms: &mut Vec<PeerId>) -> Indexed {
-    let mut confirmed = false;
+/// A node's entry: its links sorted by peer, first summary of a peer winning, with when
+/// each was measured; and the peers its links confirm, with until when. A link confirms
+/// both ends for [`CONFIRMED_WITHIN`] after its last handshake.
+fn indexed(node: &IndexedNode<'_>, confirms: &mut Vec<(PeerId, UnixMillis)>) -> Indexed {
+    let mut confirmed_until = UnixMillis(0);
     let mut links = Vec::new();
     for l in node.summaries.iter().flat_map(|s| s.links.iter()) {
-        if handshake_fresh(node.published, l, now) {
-            confirmed = true;
-            confirms.push(l.peer);
-        }
-        links.push((*l, age(node.published, l, now)));
+        let handshake = node.published.saturating_sub(Duration::from_secs(u64::from(l.handshake_age_s)));
+        let until = handshake.saturating_add(CONFIRMED_WITHIN);
+        confirmed_until = confirmed_until.max(until);
+        confirms.push((l.peer, until));
+        links.push((*l, node.published.saturating_sub(Duration::from_millis(u64::from(l.age_ms)))));
     }
     // The first summary of a peer wins, as a linear search would find it.
     links.sort_by_key(|l| l.0.peer);
     links.dedup_by(|later, first| later.0.peer == first.0.peer);
     let coordinate = node.summaries.and_then(|s| s.coordinate);
-    Indexed { peer: node.peer, coordinate, links, confirmed, implausible: 0 }
+    Indexed { peer: node.peer, coordinate, links, confirmed_until, implausible: 0 }
 }
 
 impl LinkIndex {
@@ -77,31 +84,44 @@ impl LinkIndex {
         let mut confirmed_peers = Vec::new();
         for (i, node) in nodes.enumerate() {
             pos.insert(node.peer, i as u32);
-            indexed.push(self::indexed(&node, now, &mut confirmed_peers));
+            indexed.push(self::indexed(&node, &mut confirmed_peers));
         }
-        for peer in confirmed_peers {
+        for (peer, until) in confirmed_peers {
             if let Some(&i) = pos.get(&peer) {
-                indexed[i as usize].confirmed = true;
+                let n: &mut Indexed = &mut indexed[i as usize];
+                n.confirmed_until = n.confirmed_until.max(until);
             }
         }
-        let mut index = Self { pos, nodes: indexed, free: Vec::new(), built: now };
+        let mut index = Self { pos, nodes: indexed, free: Vec::new(), now };
         index.cross_check();
         index
     }
 
+    /// Moves the moment ages and confirmations are judged at to `now` (never back).
+    pub fn advance(&mut self, now: UnixMillis) {
+        self.now = self.now.max(now);
+    }
+
+    /// The moment ages and confirmations are judged at.
+    pub fn now(&self) -> UnixMillis {
+        self.now
+    }
+
     /// A node's record is new or changed: its entry is replaced in O(its links x log),
-    /// not rebuilt with the others (issue 16, part 6). Its fresh links confirm their
-    /// peers, as at a build; confirmations are not withdrawn until the next build, and
-    /// other nodes' counts of implausible claims are not revisited. Its links' ages are
-    /// judged at `now`. Returns its position.
+    /// not rebuilt with the others (issue 16, part 6), and the index advances to `now`.
+    /// Its links confirm their peers, as at a build (a confirmation lasts until its
+    /// deadline, whoever gave it); other nodes' counts of implausible claims are not
+    /// revisited. Returns its position.
     pub fn upsert(&mut self, node: IndexedNode<'_>, now: UnixMillis) -> usize {
+        self.advance(now);
         let mut confirms = Vec::new();
-        let entry = indexed(&node, now, &mut confirms);
+        let entry = indexed(&node, &mut confirms);
         let at = match self.pos.get(&node.peer) {
             Some(&i) => {
-                let was = self.nodes[i as usize].confirmed;
-                self.nodes[i as usize] = entry;
-                self.nodes[i as usize].confirmed |= was;
+                let was = self.nodes[i as usize].confirmed_until;
+                let n = &mut self.nodes[i as usize];
+                *n = entry;
+                n.confirmed_until = n.confirmed_until.max(was);
                 i as usize
             }
             None => {
@@ -119,9 +139,10 @@ impl LinkIndex {
                 i
             }
         };
-        for peer in confirms {
+        for (peer, until) in confirms {
             if let Some(&j) = self.pos.get(&peer) {
-                self.nodes[j as usize].confirmed = true;
+                let n = &mut self.nodes[j as usize];
+                n.confirmed_until = n.confirmed_until.max(until);
             }
         }
         self.nodes[at].implausible = self.implausible_of(at);
@@ -133,7 +154,7 @@ impl LinkIndex {
         let Some(i) = self.pos.remove(peer) else { return false };
         let n = &mut self.nodes[i as usize];
         n.links.clear();
-        (n.coordinate, n.confirmed, n.implausible) = (None, false, 0);
+        (n.coordinate, n.confirmed_until, n.implausible) = (None, UnixMillis(0), 0);
         self.free.push(i);
         true
     }
@@ -183,17 +204,18 @@ impl LinkIndex {
         self.nodes.is_empty()
     }
 
-    /// Whether some record shows a recently confirmed handshake of the node at `i`.
+    /// Whether some record shows a handshake of the node at `i` within
+    /// [`CONFIRMED_WITHIN`] of the index's moment.
     pub fn confirmed_at(&self, i: usize) -> bool {
-        self.nodes.get(i).is_some_and(|n| n.confirmed)
+        self.nodes.get(i).is_some_and(|n| self.now <= n.confirmed_until)
     }
 
     fn measured(&self, by: usize, of: usize) -> Option<LinkAnswer> {
         let node = &self.nodes[by];
         let of = &self.nodes[of].peer;
         let k = node.links.binary_search_by(|(l, _)| l.peer.cmp(of)).ok()?;
-        let (summary, age) = node.links[k];
-        Some(LinkAnswer::Measured { by: node.peer, summary, age })
+        let (summary, at) = node.links[k];
+        Some(LinkAnswer::Measured { by: node.peer, summary, age: at.age(self.now) })
     }
 
     /// The peers the node at position `i` measured.
@@ -237,19 +259,19 @@ impl LinkIndex {
         }
         combine(self.measured(a, b), self.measured(b, a), || {
             let (na, nb) = (&self.nodes[a], &self.nodes[b]);
-            if !(na.confirmed && nb.confirmed) {
+            if !(self.confirmed_at(a) && self.confirmed_at(b)) {
                 return None;
             }
             Some((na.coordinate?, nb.coordinate?))
         })
     }
 
-    /// [`Self::link_between`] asked at `now`, after the index was built: a measurement's
-    /// age counts to `now` (freshness of handshakes stays as judged at the build).
+    /// [`Self::link_between`] asked at `now`, after the index's moment: a measurement's
+    /// age counts to `now` (freshness of handshakes stays as judged at the index's moment).
     pub fn link_between_as_of(&self, a: &PeerId, b: &PeerId, now: UnixMillis) -> Option<LinkAnswer> {
         match self.link_between(a, b)? {
             LinkAnswer::Measured { by, summary, age } => {
-                Some(LinkAnswer::Measured { by, summary, age: age + self.built.age(now) })
+                Some(LinkAnswer::Measured { by, summary, age: age + self.now.age(now) })
             }
             estimated => Some(estimated),
         }

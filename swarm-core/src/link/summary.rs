@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::vivaldi::Coordinate;
 use crate::bounded::BoundedVec;
 use crate::codec::{self, WireMessage};
-use crate::time::UnixMillis;
 
 /// The extension kind of link summaries.
 pub const EXTENSION_KIND: u16 = 1;
@@ -123,17 +122,6 @@ pub enum LinkAnswer {
 pub fn implausible_claim(claim_ms: f64, estimate_ms: f64, error: f64) -> bool {
     let slack = (3.0 * error.clamp(0.0, 1.0)).max(0.3);
     claim_ms < estimate_ms * (1.0 - slack).max(0.0) - 0.5
-}
-
-/// How old a summary published at `published` is at `now`.
-pub(crate) fn age(published: UnixMillis, s: &LinkSummary, now: UnixMillis) -> Duration {
-    published.age(now) + Duration::from_millis(u64::from(s.age_ms))
-}
-
-/// Whether `s`, published at `published`, shows a handshake confirmed within
-/// [`CONFIRMED_WITHIN`].
-pub(crate) fn handshake_fresh(published: UnixMillis, s: &LinkSummary, now: UnixMillis) -> bool {
-    published.age(now) + Duration::from_secs(u64::from(s.handshake_age_s)) <= CONFIRMED_WITHIN
 }
 
 /// The fresher of the two ends' measurements (or, when they disagree by more than 2x and

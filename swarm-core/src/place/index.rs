@@ -113,6 +113,8 @@ struct Wanted {
     labels: Vec<Option<u32>>,
     /// Whether GPUs the adverts show leased count as taken.
     leases: bool,
+    /// Reliability scores by slot in place of the index's own.
+    trust: Option<Vec<f32>>,
 }
 
 /// Where a node's `count` entries go in a flat array that held its `old` (start, count):
@@ -184,6 +186,14 @@ impl<'v> PlacementIndex<'v> {
         leased: &HashMap<PeerId, Vec<u32>>,
     ) -> Self {
         Self::build(view, Cow::Borrowed(links), origin, leased)
+    }
+
+    /// An index of no node yet, for tasks submitted at `origin`, that owns its link
+    /// index: to be kept up to date with [`Self::upsert`] and [`Self::remove`] (see
+    /// [`super::live::LiveIndex`]).
+    pub fn empty(origin: &PeerId, now: UnixMillis) -> PlacementIndex<'static> {
+        let view = ClusterSnapshot { local: *origin, entries: Vec::new() };
+        PlacementIndex::build(&view, Cow::Owned(LinkIndex::new([], now)), origin, &HashMap::new())
     }
 
     fn build(
@@ -310,6 +320,11 @@ impl<'v> PlacementIndex<'v> {
             untaken += usize::from(!g.taken);
         }
         self.nodes[slot as usize].untaken = u8::try_from(untaken).unwrap_or(u8::MAX);
+    }
+
+    /// Whether `peer` is indexed.
+    pub fn contains(&self, peer: &PeerId) -> bool {
+        self.by_peer.contains_key(peer)
     }
 
     /// Live nodes.
@@ -513,14 +528,37 @@ impl<'v> PlacementIndex<'v> {
     /// Applies the submitter's reliability scores as of `now`: each node's score is
     /// multiplied by its own (see [`super::trust`]).
     pub fn with_reliability(mut self, reliability: &Reliability, now: std::time::Instant) -> Self {
-        self.trust = self.peers.iter().map(|p| reliability.score(now, p) as f32).collect();
+        self.trust = self.trust_of(reliability, now);
         self
+    }
+
+    /// Each slot's reliability score: 1 but for the peers `reliability` knows (a few),
+    /// so O(slots) writes and O(known) lookups, not a lookup per node.
+    fn trust_of(&self, reliability: &Reliability, now: std::time::Instant) -> Vec<f32> {
+        let mut trust = vec![1.0; self.nodes.len()];
+        for peer in reliability.known() {
+            if let Some(&slot) = self.by_peer.get(peer) {
+                trust[slot as usize] = reliability.score(now, peer) as f32;
+            }
+        }
+        trust
     }
 
     /// Nodes whose claim of their link to the origin was not believed (for the
     /// submitter's reliability scores).
     pub fn suspects(&self) -> impl Iterator<Item = PeerId> + '_ {
-        self.by_peer.iter().filter(|(_, &s)| self.nodes[s as usize].suspect).map(|(p, _)| *p)
+        // Free slots are reset, so never suspect.
+        self.nodes.iter().zip(&self.peers).filter(|(n, _)| n.suspect).map(|(_, p)| *p)
+    }
+
+    /// Nodes other than the origin whose adverts show some of their GPUs leased (as the
+    /// index was last told: [`Self::upsert`], [`Self::set_leased`]).
+    pub fn advertised_leases(&self) -> impl Iterator<Item = PeerId> + '_ {
+        self.nodes
+            .iter()
+            .zip(&self.peers)
+            .filter(|(n, p)| **p != self.origin && self.gpu_slots(n).iter().any(|g| g.taken))
+            .map(|(_, p)| *p)
     }
 
     /// The decoded links, for pairwise checks (gangs).
@@ -529,7 +567,12 @@ impl<'v> PlacementIndex<'v> {
     }
 
     fn wanted(&self, task: &TaskSpec) -> Wanted {
-        Wanted { models: self.allowed_models(task), labels: self.wanted_labels(task), leases: true }
+        Wanted {
+            models: self.allowed_models(task),
+            labels: self.wanted_labels(task),
+            leases: true,
+            trust: None,
+        }
     }
 
     /// Which interned models the task allows (all when it names none).
@@ -614,7 +657,8 @@ impl<'v> PlacementIndex<'v> {
         if node.suspect {
             score *= 1.0 - SUSPECT_PENALTY;
         }
-        let reliability = self.trust.get(i).map_or(1.0, |&t| f64::from(t));
+        let trust = want.trust.as_deref().unwrap_or(&self.trust);
+        let reliability = trust.get(i).map_or(1.0, |&t| f64::from(t));
         if reliability < EXCLUDED_BELOW {
             return Err(Fail::Unreliable(reliability));
         }
@@ -659,7 +703,31 @@ impl<'v> PlacementIndex<'v> {
     /// decides), with the rejections as they stand without adverts. `exact` is a node
     /// whose leases are known exactly (the submitter itself): it is never added.
     pub fn rank_for_submission(&self, task: &TaskSpec, w: &ScoreWeights, exact: &PeerId) -> Ranking {
-        let mut want = self.wanted(task);
+        self.rank_submission(task, w, exact, self.wanted(task))
+    }
+
+    /// [`Self::rank_for_submission`] with the submitter's reliability scores as of `now`
+    /// applied, as [`Self::with_reliability`] applies them, without copying the index
+    /// (a node's live index is shared by its placements).
+    pub fn rank_trusting(
+        &self,
+        task: &TaskSpec,
+        w: &ScoreWeights,
+        exact: &PeerId,
+        reliability: &Reliability,
+        now: std::time::Instant,
+    ) -> Ranking {
+        let want = Wanted { trust: Some(self.trust_of(reliability, now)), ..self.wanted(task) };
+        self.rank_submission(task, w, exact, want)
+    }
+
+    fn rank_submission(
+        &self,
+        task: &TaskSpec,
+        w: &ScoreWeights,
+        exact: &PeerId,
+        mut want: Wanted,
+    ) -> Ranking {
         let mut ranking = self.rank_wanting(task, w, &want);
         if ranking.feasible.len() >= usize::from(task.nodes) {
             return ranking;
@@ -707,7 +775,25 @@ impl<'v> PlacementIndex<'v> {
     /// stops once no farther node could score above the k-th best (a node's score is
     /// at most capacity + idleness + the link part of its round trip).
     pub fn top(&self, task: &TaskSpec, w: &ScoreWeights, k: usize) -> Vec<Scored> {
-        let want = self.wanted(task);
+        self.top_wanting(task, w, k, self.wanted(task))
+    }
+
+    /// [`Self::top`] with the submitter's reliability scores as of `now` applied, as
+    /// [`Self::rank_trusting`] applies them (a score only lowers a node's, so the scan
+    /// still stops where `top`'s does).
+    pub fn top_trusting(
+        &self,
+        task: &TaskSpec,
+        w: &ScoreWeights,
+        k: usize,
+        reliability: &Reliability,
+        now: std::time::Instant,
+    ) -> Vec<Scored> {
+        let want = Wanted { trust: Some(self.trust_of(reliability, now)), ..self.wanted(task) };
+        self.top_wanting(task, w, k, want)
+    }
+
+    fn top_wanting(&self, task: &TaskSpec, w: &ScoreWeights, k: usize, want: Wanted) -> Vec<Scored> {
         let mut best: Vec<Cand> = Vec::with_capacity(k + 1);
         let gain = (1.0 - w.estimate_penalty).max(1.0) * (1.0 - w.degraded_penalty).max(1.0);
         let ceiling = w.capacity.max(0.0) + w.idleness.max(0.0);

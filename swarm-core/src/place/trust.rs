@@ -146,6 +146,11 @@ impl Reliability {
         self.outcomes(now, peer).map_or(1.0, |o| o.score())
     }
 
+    /// The peers it knows (whose score may differ from 1).
+    pub fn known(&self) -> impl Iterator<Item = &PeerId> + '_ {
+        self.peers.keys()
+    }
+
     /// Peers known.
     pub fn len(&self) -> usize {
         self.peers.len()

@@ -4,8 +4,9 @@
 //!
 //! The asking side sends a [`RecordDigest`]: the sequence number it holds of each record
 //! (authors by a short id). The answering side returns, in a [`SyncAnswer`], the signed
-//! records ([`super::SignedNodeRecord`]) the asker lacks or holds older, within a byte
-//! budget, and says whether more remain; the asker then asks again with its new digest.
+//! records ([`super::SignedNodeRecord`]) the asker lacks (and its own when the asker
+//! holds it older), within a byte budget, and says whether more remain; the asker then
+//! asks again with its new digest.
 //! Every record goes through the same checks as a gossiped one: the answering side
 //! cannot forge or alter a record, only withhold one.
 

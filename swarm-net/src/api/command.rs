@@ -10,18 +10,19 @@ use tokio::sync::oneshot;
 
 use super::{Gateway, LinkReport, NodeError, NodeStats, OverlayAddresses, StockPeer, TunnelStatus};
 
-/// A snapshot of the view and its decoded links, shared between placements.
-pub(crate) type SharedView = Arc<(ClusterSnapshot, swarm_core::link::index::LinkIndex)>;
+/// The driver's live placement index, shared with placements.
+pub(crate) type SharedIndex = Arc<swarm_core::place::PlacementIndex<'static>>;
 
 pub(crate) enum Command {
     ListenAddrs(oneshot::Sender<Vec<Multiaddr>>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
     KnownAddresses(usize, oneshot::Sender<Vec<Multiaddr>>),
     Snapshot(oneshot::Sender<ClusterSnapshot>),
-    PlacementView(oneshot::Sender<SharedView>),
+    PlacementIndex(oneshot::Sender<SharedIndex>),
     Stats(oneshot::Sender<NodeStats>),
     RecordCount(oneshot::Sender<usize>),
     Dial(Multiaddr, oneshot::Sender<Result<(), NodeError>>),
+    BlockPeer(PeerId, bool, oneshot::Sender<()>),
     OpenTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     CloseTunnel(PeerId, oneshot::Sender<Result<(), NodeError>>),
     Tunnels(oneshot::Sender<Vec<TunnelStatus>>),

@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 
 pub use crate::dataplane::{DataPlaneStats, Datagram, LinkReport, Path, TunnelStatus, VpnDrops};
 pub use crate::tunnel_relay::RelayStats;
-pub(crate) use command::{Command, LeaseAnswer, SharedView};
+pub(crate) use command::{Command, LeaseAnswer, SharedIndex};
 pub use error::NodeError;
 pub use event::{AutonatStats, NodeEvent, NodeStats, OverlayAddresses};
 pub use summary::{sla_state_name, BpsVerdict, LinkJson, MsVerdict, RatioVerdict, SlaSummary};
@@ -196,6 +196,14 @@ impl Node {
     /// Dials `addr`.
     pub async fn dial(&self, addr: Multiaddr) -> Result<(), NodeError> {
         self.ask(|tx| Command::Dial(addr, tx)).await?
+    }
+
+    /// Cuts `peer` off the control plane (`blocked`) or lets it back: its libp2p
+    /// connections are closed and refused both ways while blocked. Its records may still
+    /// reach this node through others, and tunnels are not closed by it. For an operator
+    /// to shut out a misbehaving peer, and for tests and benchmarks to partition a swarm.
+    pub async fn block_peer(&self, peer: PeerId, blocked: bool) -> Result<(), NodeError> {
+        self.ask(|tx| Command::BlockPeer(peer, blocked, tx)).await
     }
 
     /// Starts a tunnel handshake with `peer` unless its tunnel is up or opening. The

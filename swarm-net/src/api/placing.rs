@@ -18,11 +18,10 @@ use futures::future::join_all;
 use libp2p::PeerId;
 use swarm_core::place::wire::{LeaseRequest, LeaseResponse};
 use swarm_core::place::{
-    leased_in, Lease, Placement, PlacementIndex, Ranking, Reply, ScoreWeights, Step, Submission,
-    SubmitConfig, TaskSpec,
+    Lease, Placement, Ranking, Reply, ScoreWeights, Step, Submission, SubmitConfig, TaskSpec,
 };
 
-use super::{Command, Node, NodeError, SharedView};
+use super::{Command, Node, NodeError, SharedIndex};
 
 impl Node {
     /// Places `task` with the default [`SubmitConfig`]. See [`Node::place_with`].
@@ -60,7 +59,10 @@ impl Node {
         keep_ranking: bool,
     ) -> Result<(Placement, Option<Ranking>), NodeError> {
         task.validate().map_err(|e| NodeError::Place(e.into()))?;
-        let (shared, ranking, leased) = self.ranked(&task).await?;
+        // A single node's placement reads only the few best nodes (what the submission
+        // draws from); a gang, or a placement to explain, ranks every node.
+        let few = (task.nodes == 1 && !keep_ranking).then_some(config.pool + config.max_attempts as usize);
+        let (index, ranking, leased) = self.ranked(&task, few).await?;
         let seed = RandomState::new().hash_one(&task.id);
         let spec = task.clone();
         let mut submission = Submission::new(task, ranking, config, seed)?;
@@ -69,7 +71,7 @@ impl Node {
         // until the caller has the placement (or the grant is released).
         let unclaimed = Unclaimed { node: self.clone(), leases: std::sync::Mutex::new(Vec::new()) };
         loop {
-            match submission.next(&shared.1) {
+            match submission.next(index.links()) {
                 Step::Reserve { peers, release } => {
                     self.release_all(&release).await;
                     unclaimed.forget(&release);
@@ -109,33 +111,39 @@ impl Node {
     /// node): the feasible ones best first, and why each other one is rejected.
     /// [`Ranking::explain`] prints it.
     pub async fn rank(&self, task: &TaskSpec) -> Result<Ranking, NodeError> {
-        Ok(self.ranked(task).await?.1)
+        Ok(self.ranked(task, None).await?.1)
     }
 
     /// Ranks `task` from this node's view, its own measurements first, claims
     /// cross-checked and its reliability scores applied (`swarm_core::place::trust`);
-    /// also the nodes whose adverts show leases.
-    async fn ranked(&self, task: &TaskSpec) -> Result<(SharedView, Ranking, HashSet<PeerId>), NodeError> {
-        let shared = self.ask(Command::PlacementView).await?;
-        let (view, links) = &*shared;
-        // Adverts are advisory and up to a heartbeat old; this node's own table is exact.
-        let mut leased = leased_in(view);
-        let own: Vec<u32> = self.leases().await?.into_iter().flat_map(|l| l.gpus).collect();
-        leased.insert(self.peer_id(), own);
+    /// also the nodes whose adverts show leases. The driver's live index is ranked as
+    /// it stands (adverts are advisory and up to a heartbeat old; this node's own lease
+    /// table, which the driver put in, is exact). With `few`, only that many best
+    /// feasible nodes are ranked (no rejections), unless none is.
+    async fn ranked(
+        &self,
+        task: &TaskSpec,
+        few: Option<usize>,
+    ) -> Result<(SharedIndex, Ranking, HashSet<PeerId>), NodeError> {
+        let index = self.ask(Command::PlacementIndex).await?;
         let weights = ScoreWeights::default();
         let origin = self.peer_id();
         let now = std::time::Instant::now();
-        let index = PlacementIndex::with_links(view, links, &origin, &leased);
-        let index = {
+        let ranking = {
             let mut reliability = self.reliability.lock().unwrap_or_else(|e| e.into_inner());
             for suspect in index.suspects() {
                 reliability.suspect_claim(now, suspect);
             }
-            index.with_reliability(&reliability, now)
+            let top = few.map(|k| index.top_trusting(task, &weights, k, &reliability, now));
+            match top {
+                Some(feasible) if !feasible.is_empty() => Ranking { feasible, rejected: Vec::new() },
+                // None feasible: the full ranking, which also tries the nodes whose
+                // adverts show leases (`rank_for_submission`), and says why.
+                _ => index.rank_trusting(task, &weights, &origin, &reliability, now),
+            }
         };
-        let ranking = index.rank_for_submission(task, &weights, &origin);
-        let advertised = leased.into_iter().filter(|(_, g)| !g.is_empty()).map(|(p, _)| p).collect();
-        Ok((shared.clone(), ranking, advertised))
+        let advertised = index.advertised_leases().collect();
+        Ok((index, ranking, advertised))
     }
 
     /// Keeps a lease answer's lesson: a grant, or a refusal from a node whose advert

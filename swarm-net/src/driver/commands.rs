@@ -2,13 +2,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p::PeerId;
 use swarm_core::link::summary::LinkAnswer;
 
-use super::{placement_view_max_age, Driver, PlacementView};
-use crate::api::{Command, NodeError, NodeStats, SharedView};
+use super::Driver;
+use crate::api::{Command, NodeError, NodeStats, SharedIndex};
 use crate::host::{bandwidth_totals, wall_clock};
 
 impl Driver {
@@ -70,8 +70,17 @@ impl Driver {
             }
             Command::PlacementRenewed(task, left) => self.placement_renewed(&task, left),
             Command::PlacementReleased(task) => self.placement_released(&task),
-            Command::PlacementView(reply) => {
-                let _ = reply.send(self.placement_view());
+            Command::BlockPeer(peer, blocked, reply) => {
+                let list = &mut self.swarm.behaviour_mut().blocked;
+                if blocked {
+                    list.block_peer(peer);
+                } else {
+                    list.unblock_peer(peer);
+                }
+                let _ = reply.send(());
+            }
+            Command::PlacementIndex(reply) => {
+                let _ = reply.send(self.placement_index());
             }
             Command::RecordCount(reply) => {
                 let _ = reply.send(self.view.len());
@@ -101,32 +110,16 @@ impl Driver {
         }
     }
 
-    /// The link between `a` and `b`, from the placement view's index (rebuilt when it is
-    /// older than a second); a measurement's age counts to now.
+    /// The link between `a` and `b`, from the placement index's link index; a
+    /// measurement's age counts to now.
     fn link_between(&mut self, a: &PeerId, b: &PeerId) -> Option<LinkAnswer> {
-        if self.placement_view.as_ref().is_some_and(|p| p.built.elapsed() >= Duration::from_secs(1)) {
-            self.placement_view = None;
-        }
-        self.placement_view().1.link_between_as_of(a, b, wall_clock())
+        self.placement.index().links().link_between_as_of(a, b, wall_clock())
     }
 
-    pub(super) fn placement_view(&mut self) -> SharedView {
-        let now = Instant::now();
-        let max_age = placement_view_max_age(self.view.len());
-        match &self.placement_view {
-            Some(p) if p.changes == self.view_changes || now < p.built + max_age => p.shared.clone(),
-            _ => {
-                let mut snapshot = self.view.snapshot();
-                if let Some((links, measured)) = &self.own_links {
-                    snapshot = snapshot.with_own_links(links, *measured);
-                }
-                let links = snapshot.link_index(wall_clock());
-                let shared = Arc::new((snapshot, links));
-                self.placement_view =
-                    Some(PlacementView { built: now, changes: self.view_changes, shared: shared.clone() });
-                shared
-            }
-        }
+    /// The live placement index, with our lease table's GPUs as they are now.
+    pub(super) fn placement_index(&mut self) -> SharedIndex {
+        self.placement.set_own_leases(self.leases.leases().into_iter().flat_map(|l| l.gpus).collect());
+        self.placement.shared()
     }
 
     /// Binds the metrics endpoint and runs it beside the driver (aborted with it).

@@ -36,9 +36,9 @@ impl Driver {
     /// Our summaries of our links, as last gossiped: the first hops of detours, and the
     /// origin's links in placements.
     pub(super) fn set_own_links(&mut self, links: LinkSummaries) {
-        self.own_links = Some((links, wall_clock()));
-        // The placement view reads them too (`ClusterSnapshot::with_own_links`).
-        self.view_changes += 1;
+        let now = wall_clock();
+        self.placement.set_own_links(links.clone(), now, now);
+        self.own_links = Some((links, now));
     }
 
     /// Every breached or detoured peer, when due.

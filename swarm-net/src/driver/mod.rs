@@ -25,6 +25,7 @@ mod leases;
 mod overlay;
 mod punches;
 mod records;
+mod redial;
 mod relayed;
 mod relays;
 mod routing;
@@ -49,7 +50,7 @@ use swarm_core::view::ClusterView;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::api::{Command, Node, NodeError, NodeEvent, NodeEvents, NodeStats, SharedView};
+use crate::api::{Command, Node, NodeError, NodeEvent, NodeEvents, NodeStats};
 use crate::behaviour::Behaviour;
 use crate::config::{BuildError, NodeBuilder, NodeConfig};
 use crate::dataplane::DataPlane;
@@ -121,9 +122,9 @@ pub(crate) struct Driver {
     throughput_waiters: HashMap<PeerId, ThroughputWaiter>,
     /// Pings waiting for their answer (one per peer: a newer one replaces it).
     ping_waiters: HashMap<PeerId, PingWaiter>,
-    /// Bumped by every change of the view, for the placement cache.
-    view_changes: u64,
-    placement_view: Option<PlacementView>,
+    /// The placement index, kept up to date from the view's changes, our own links
+    /// and our lease table; placements rank it.
+    placement: swarm_core::place::LiveIndex,
     /// The swarm's IPv6 overlay.
     overlay_v6: OverlayV6,
     /// Our IPv4 claim and everyone's, when the node claims one.
@@ -169,20 +170,8 @@ pub(crate) struct Driver {
     watch_check: Option<Instant>,
     /// View sync with members on connecting.
     syncs: sync::Syncs,
-}
-
-/// The view as placements read it: a snapshot and its decoded links, shared, rebuilt
-/// when the view changed but at most as often as [`placement_view_max_age`] allows.
-struct PlacementView {
-    built: Instant,
-    changes: u64,
-    shared: SharedView,
-}
-
-/// How stale the placement view may get while the view changes: 0.1 ms per record,
-/// at most 1 s (so a large swarm re-decodes its summaries once a second at most).
-fn placement_view_max_age(records: usize) -> Duration {
-    Duration::from_micros(100 * records as u64).min(Duration::from_secs(1))
+    /// Members whose last connection closed, redialed for a while.
+    redials: swarm_core::redial::Redials<PeerId, Vec<Multiaddr>>,
 }
 
 impl NodeBuilder {
@@ -299,6 +288,7 @@ impl Driver {
             self.detour_timeout(),
             self.watch_timeout(),
             Some(self.sync_timeout()),
+            self.redials.poll_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -312,6 +302,7 @@ impl Driver {
         self.check_detours(now);
         self.check_placements(now);
         self.sync_due(now);
+        self.redial_due(now);
         let advert = self.leases.handle_timeout(now);
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);

@@ -25,7 +25,14 @@ impl Driver {
         let local = *self.swarm.local_peer_id();
         self.publisher.set_swarm_size(self.view.len());
         while let Some(event) = self.view.poll_event() {
-            self.view_changes += 1;
+            match &event {
+                ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } => {
+                    if let Some(entry) = self.view.get(peer) {
+                        self.placement.upsert(entry, wall_clock());
+                    }
+                }
+                ViewEvent::Expired { peer } => self.placement.remove(peer),
+            }
             match event {
                 ViewEvent::Inserted { peer } | ViewEvent::Updated { peer, .. } if peer == local => {}
                 ViewEvent::Inserted { peer } => {

@@ -353,8 +353,7 @@ impl Driver {
             lease_waiters: HashMap::new(),
             throughput_waiters: HashMap::new(),
             ping_waiters: HashMap::new(),
-            view_changes: 0,
-            placement_view: None,
+            placement: swarm_core::place::LiveIndex::new(peer_id, crate::host::wall_clock()),
             overlay_v6: OverlayV6::for_namespace(&p.config.namespace),
             overlay: p.config.overlay_ipv4.map(|range| {
                 let from = p
@@ -383,6 +382,7 @@ impl Driver {
             watch: swarm_core::place::watch::PlacementWatch::new(),
             watch_check: None,
             syncs: super::sync::Syncs::new(Instant::now(), p.sync_malformed),
+            redials: swarm_core::redial::Redials::new(),
             config: p.config,
         }
     }

@@ -75,10 +75,12 @@ impl Driver {
                 self.dialing.remove(&peer_id);
                 self.bootstrap_dials.remove(&connection_id);
                 self.connection_opened(peer_id, connection_id, &endpoint);
+                self.redials.connected(&peer_id);
             }
             SwarmEvent::ConnectionClosed { peer_id, connection_id, num_established, .. } => {
                 self.connection_gone(connection_id);
                 if num_established == 0 {
+                    self.redial_later(Instant::now(), peer_id);
                     self.peer_gone(&peer_id);
                     self.identified.remove(&peer_id);
                     self.sync_gone(&peer_id);

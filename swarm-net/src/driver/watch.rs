@@ -9,13 +9,12 @@
 //! with up to [`ALTERNATIVES`] nodes that could take the member's place, ranked from the
 //! placement view (a ranking of the view, once per breach).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use libp2p::PeerId;
 use swarm_core::link::summary::LinkSummary;
 use swarm_core::place::watch::{alternatives, WatchEvent};
-use swarm_core::place::{leased_in, Placement, PlacementIndex, ScoreWeights, TaskSpec};
+use swarm_core::place::{Placement, ScoreWeights, TaskSpec};
 
 use super::Driver;
 use crate::api::NodeEvent;
@@ -107,11 +106,8 @@ impl Driver {
         else {
             return Vec::new();
         };
-        let shared = self.placement_view();
-        let (view, links) = &*shared;
-        let mut leased: HashMap<PeerId, Vec<u32>> = leased_in(view);
-        leased.insert(origin, self.leases.leases().into_iter().flat_map(|l| l.gpus).collect());
-        let index = PlacementIndex::with_links(view, links, &origin, &leased);
+        // Placements watched here are this node's own: the live index's origin.
+        let index = self.placement_index();
         alternatives(&index, &spec, &members, member, &origin, &ScoreWeights::default(), ALTERNATIVES)
     }
 }
