@@ -131,12 +131,19 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         let s = &stats[last];
         let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
         eprintln!(
-            "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, {} synced, {} answers) \
-             published {published:>4} failed {failed:>4} synced {synced}",
+            "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, asked {} failed {}, {} synced, {} answers, \
+             {} accepted, {} stale, {} expired, {:?} rejected) published {published:>4} failed {failed:>4} \
+             synced {synced}",
             started.elapsed().as_secs_f64(),
             s.connected_peers,
+            s.sync_asked,
+            s.sync_failed,
             s.sync_records,
             s.sync_answers,
+            s.gossip.accepted,
+            s.gossip.stale,
+            s.gossip.expired,
+            s.gossip.rejected,
         );
         if missing == 0 || started.elapsed() > Duration::from_secs(60) {
             return;
@@ -164,6 +171,7 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         let elapsed = started.elapsed();
         assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);
         times.push(elapsed.as_secs_f64() * 1000.0);
+        eprintln!("{transport} {n} run {run}: {:.0} ms", elapsed.as_secs_f64() * 1000.0);
         if run == 0 {
             steady = Some(steady_state(&mesh, window).await);
             rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;

@@ -209,6 +209,10 @@ pub struct NodeStats {
     pub sync_records: u64,
     /// View sync answers this node gave.
     pub sync_answers: u64,
+    /// View sync requests this node sent (each round counts).
+    pub sync_asked: u64,
+    /// View sync requests of this node that failed (timeout, connection closed, refused).
+    pub sync_failed: u64,
     /// View sync requests refused: the peer had spent its answer budget.
     pub sync_refused: u64,
     /// View sync messages that did not decode.

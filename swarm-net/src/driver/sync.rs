@@ -65,6 +65,7 @@ impl Driver {
         }
         self.syncs.rounds.insert(peer, 1);
         let digest = self.view.digest();
+        self.stats.sync_asked += 1;
         self.swarm.behaviour_mut().sync.send_request(&peer, digest);
     }
 
@@ -83,15 +84,19 @@ impl Driver {
         self.syncs.schedule.poll_timeout()
     }
 
-    /// Anti-entropy: a sync with one random connected member when one is due.
+    /// Anti-entropy: a sync with one random connected member when one is due, among
+    /// those no sync is under way with (one that is slow to answer would take the turn).
     pub(super) fn sync_due(&mut self, now: Instant) {
-        if !self.syncs.schedule.handle_timeout(now) || self.identified.is_empty() {
+        if !self.syncs.schedule.handle_timeout(now) {
             return;
         }
-        let pick = rand::rng().random_range(0..self.identified.len());
-        if let Some(&peer) = self.identified.iter().nth(pick) {
-            self.sync_with(peer);
+        let rounds = &self.syncs.rounds;
+        let idle: Vec<PeerId> = self.identified.iter().filter(|p| !rounds.contains_key(p)).copied().collect();
+        if idle.is_empty() {
+            return;
         }
+        let peer = idle[rand::rng().random_range(0..idle.len())];
+        self.sync_with(peer);
     }
 
     pub(super) fn handle_sync(&mut self, event: request_response::Event<RecordDigest, SyncAnswer>) {
@@ -116,6 +121,7 @@ impl Driver {
                 self.sync_answer(peer, response);
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
+                self.stats.sync_failed += 1;
                 self.syncs.rounds.remove(&peer);
                 tracing::debug!(%peer, %error, "view sync failed");
             }
@@ -144,6 +150,7 @@ impl Driver {
         if ask_again(&answer, rejected, *rounds) {
             *rounds += 1;
             let digest = self.view.digest();
+            self.stats.sync_asked += 1;
             self.swarm.behaviour_mut().sync.send_request(&peer, digest);
         } else {
             self.syncs.rounds.remove(&peer);
