@@ -551,13 +551,13 @@ impl<'v> PlacementIndex<'v> {
         self.nodes.iter().zip(&self.peers).filter(|(n, _)| n.suspect).map(|(_, p)| *p)
     }
 
-    /// Nodes other than the origin whose adverts show some of their GPUs leased (as the
-    /// index was last told: [`Self::upsert`], [`Self::set_leased`]).
+    /// Nodes some of whose GPUs are known leased (as the index was last told:
+    /// [`Self::upsert`], [`Self::set_leased`]; for other nodes, their adverts).
     pub fn advertised_leases(&self) -> impl Iterator<Item = PeerId> + '_ {
         self.nodes
             .iter()
             .zip(&self.peers)
-            .filter(|(n, p)| **p != self.origin && self.gpu_slots(n).iter().any(|g| g.taken))
+            .filter(|(n, _)| self.gpu_slots(n).iter().any(|g| g.taken))
             .map(|(_, p)| *p)
     }
 
