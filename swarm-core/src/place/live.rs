@@ -77,8 +77,7 @@ impl LiveIndex {
             self.upsert_own(now);
             return;
         }
-        let leased = entry.extensions.leased.as_ref().map(|a| a.gpus.to_vec()).unwrap_or_default();
-        self.index_mut().upsert(entry, &leased, now);
+        self.index_mut().upsert(entry, super::advert::leased_of(entry), now);
     }
 
     fn upsert_own(&mut self, now: UnixMillis) {
