@@ -19,6 +19,7 @@ use std::net::IpAddr;
 
 use crate::tally::Tally;
 
+pub mod lookup;
 pub mod sim;
 
 /// An address range: the first 24 bits of an IPv4 address, or the first 48 of an IPv6

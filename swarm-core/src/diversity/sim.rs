@@ -16,6 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::lookup::{Lookup, LookupLimits};
 use super::{DiversityLimits, RoutingDiversity};
 
 /// What to simulate.
@@ -33,10 +34,8 @@ pub struct SybilConfig {
     pub lookups: usize,
     /// The insertion rule; `None`: plain Kademlia (no diversity).
     pub diversity: Option<DiversityLimits>,
-    /// Whether a look-up applies the rule's per-table limit to its own candidates too
-    /// (as go-libp2p-kad-dht's queries do since 2025): at most that many peers of one
-    /// range among the `k` closest it keeps.
-    pub lookup_filter: bool,
+    /// How a look-up walks.
+    pub lookup: LookupMode,
     /// Seed of ids, addresses and targets.
     pub seed: u64,
 }
@@ -52,10 +51,28 @@ impl SybilConfig {
             alpha: 3,
             lookups: 2000,
             diversity: Some(DiversityLimits::default()),
-            lookup_filter: true,
+            lookup: LookupMode::Filtered,
             seed,
         }
     }
+}
+
+/// How a simulated look-up walks towards its target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupMode {
+    /// One candidate list, the `k` closest heard of (rust-libp2p's default).
+    Plain,
+    /// One candidate list to which the rule's per-table limit applies too (as
+    /// go-libp2p-kad-dht's queries do since 2025): at most that many peers of one range
+    /// among the `k` closest it keeps.
+    Filtered,
+    /// S/Kademlia's disjoint paths as rust-libp2p runs them
+    /// (`kad::Config::disjoint_query_paths`, what the node does): `alpha` paths, each
+    /// with its own candidates, all starting from the same `k` closest of the table; a
+    /// peer is asked by the first path that reaches it and its answer goes to that path
+    /// only (another path that reaches it counts it as answered, with nothing learnt).
+    /// The result is every path's `k` closest, nearest first.
+    Disjoint,
 }
 
 /// What came out.
@@ -63,9 +80,16 @@ impl SybilConfig {
 pub struct SybilOutcome {
     /// Look-ups run.
     pub lookups: usize,
-    /// Look-ups with at least one honest node among their closest `k`.
+    /// Look-ups with at least one honest node among what they found (their closest `k`;
+    /// with disjoint paths, each path's closest `k`).
     pub with_honest: usize,
-    /// Mean honest nodes among a look-up's closest `k`.
+    /// Look-ups with at least one honest node among the `k` closest of all they found
+    /// (the same as `with_honest` but for disjoint paths).
+    pub with_honest_nearest: usize,
+    /// Get-providers look-ups that asked a node holding an honest provider's record (put
+    /// by the provider's own look-up to the target key).
+    pub providers_found: usize,
+    /// Mean honest nodes among what a look-up found.
     pub mean_honest_in_k: f64,
     /// Mean sybils in an honest node's routing table.
     pub mean_sybils_in_table: f64,
@@ -104,16 +128,9 @@ pub fn run(config: &SybilConfig) -> SybilOutcome {
     let mut rng = StdRng::seed_from_u64(config.seed);
     let n = config.honest + config.sybils;
     let ids: Vec<u64> = (0..n).map(|_| rng.next_u64()).collect();
-    // Honest i on 11.(i >> 8).(i & 255).1 (its own /24); sybils on 203.0.114.x.
-    let addr = |i: usize| -> IpAddr {
-        if i < config.honest {
-            IpAddr::V4(Ipv4Addr::new(11, (i >> 8) as u8, i as u8, 1))
-        } else {
-            IpAddr::V4(Ipv4Addr::new(203, 0, 114, (i % 250) as u8 + 1))
-        }
-    };
+    let addr = |i: usize| address(config, i);
     let is_sybil = |p: u32| p as usize >= config.honest;
-    let mut sybils_by_distance: Vec<u32> = (config.honest..n).map(|p| p as u32).collect();
+    let sybils_by_distance: Vec<u32> = (config.honest..n).map(|p| p as u32).collect();
 
     let mut tables = Vec::with_capacity(config.honest);
     let (mut sybils_held, mut held) = (0usize, 0usize);
@@ -140,59 +157,170 @@ pub fn run(config: &SybilConfig) -> SybilOutcome {
         tables.push(table);
     }
 
-    let (mut with_honest, mut honest_in_k) = (0usize, 0usize);
+    let mut world = World { config, ids: &ids, tables: &tables, sybils_by_distance };
+    let (mut with_honest, mut with_honest_nearest, mut honest_in_k) = (0usize, 0usize, 0usize);
+    let mut providers_found = 0usize;
     for _ in 0..config.lookups {
         let start = (rng.next_u64() % config.honest.max(1) as u64) as usize;
         let target = rng.next_u64();
-        let mut known: Vec<u32> = tables[start].closest(&ids, target, config.k);
-        let mut asked: HashSet<u32> = HashSet::new();
-        loop {
-            let next: Vec<u32> =
-                known.iter().filter(|p| !asked.contains(p)).take(config.alpha).copied().collect();
-            if next.is_empty() {
-                break;
-            }
-            for p in next {
-                asked.insert(p);
-                let answer = if is_sybil(p) {
-                    // The sybils closest to the target: the attacker knows them all.
-                    sybils_by_distance.select_nth_unstable_by_key(config.k.min(config.sybils - 1), |&s| {
-                        ids[s as usize] ^ target
-                    });
-                    sybils_by_distance[..config.k.min(config.sybils)].to_vec()
-                } else {
-                    tables[p as usize].closest(&ids, target, config.k)
-                };
-                for q in answer {
-                    if q as usize != start && !known.contains(&q) {
-                        known.push(q);
-                    }
-                }
-            }
-            known.sort_unstable_by_key(|&p| ids[p as usize] ^ target);
-            match config.diversity.filter(|_| config.lookup_filter) {
-                Some(limits) => {
-                    // The same rule over the candidates, nearest first: one "bucket".
-                    let mut rule = RoutingDiversity::new(DiversityLimits {
-                        per_bucket: limits.per_table,
-                        per_table: limits.per_table,
-                    });
-                    known.retain(|&p| rule.admit(p, 0, addr(p as usize)).is_ok());
-                    known.truncate(config.k);
-                }
-                None => known.truncate(config.k),
-            }
-        }
-        let honest = known.iter().filter(|&&p| !is_sybil(p)).count();
+        let found = world.lookup(start, target).found;
+        // An honest provider of the target key stores its record at the honest nodes its
+        // own look-up found (sybils drop it); a second look-up from `start` (a
+        // get-providers walk) finds it if it asks one of them.
+        let provider = (rng.next_u64() % config.honest.max(1) as u64) as usize;
+        let holders: HashSet<u32> =
+            world.lookup(provider, target).found.into_iter().filter(|&p| !world.is_sybil(p)).collect();
+        let asked = world.lookup(start, target).asked;
+        providers_found += usize::from(
+            start == provider || holders.contains(&(start as u32)) || !asked.is_disjoint(&holders),
+        );
+        let honest = found.iter().filter(|&&p| !world.is_sybil(p)).count();
         honest_in_k += honest;
         with_honest += usize::from(honest > 0);
+        with_honest_nearest += usize::from(found.iter().take(config.k).any(|&p| !world.is_sybil(p)));
     }
     SybilOutcome {
         lookups: config.lookups,
         with_honest,
+        with_honest_nearest,
+        providers_found,
         mean_honest_in_k: honest_in_k as f64 / config.lookups.max(1) as f64,
         mean_sybils_in_table: sybils_held as f64 / config.honest.max(1) as f64,
         mean_table: held as f64 / config.honest.max(1) as f64,
+    }
+}
+
+/// Honest node `i` is on 11.(i >> 8).(i & 255).1 (its own /24); sybils on 203.0.114.x.
+fn address(config: &SybilConfig, i: usize) -> IpAddr {
+    if i < config.honest {
+        IpAddr::V4(Ipv4Addr::new(11, (i >> 8) as u8, i as u8, 1))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(203, 0, 114, (i % 250) as u8 + 1))
+    }
+}
+
+/// What a look-up found (nearest first) and whom it asked.
+struct Walk {
+    found: Vec<u32>,
+    asked: HashSet<u32>,
+}
+
+/// The nodes, their tables and the attacker, as look-ups meet them.
+struct World<'a> {
+    config: &'a SybilConfig,
+    ids: &'a [u64],
+    tables: &'a [Table],
+    /// Every sybil, reordered by each answer.
+    sybils_by_distance: Vec<u32>,
+}
+
+impl World<'_> {
+    fn lookup(&mut self, start: usize, target: u64) -> Walk {
+        match self.config.lookup {
+            LookupMode::Plain => self.walk(start, target, false),
+            LookupMode::Filtered => self.walk(start, target, true),
+            LookupMode::Disjoint => self.walk_disjoint(start, target),
+        }
+    }
+
+    fn is_sybil(&self, p: u32) -> bool {
+        p as usize >= self.config.honest
+    }
+
+    /// What `p` answers when asked for the peers closest to `target`.
+    fn answer(&mut self, p: u32, target: u64) -> Vec<u32> {
+        let k = self.config.k;
+        if self.is_sybil(p) && !self.sybils_by_distance.is_empty() {
+            // The sybils closest to the target: the attacker knows them all.
+            let ids = self.ids;
+            let n = self.sybils_by_distance.len();
+            self.sybils_by_distance.select_nth_unstable_by_key(k.min(n - 1), |&s| ids[s as usize] ^ target);
+            self.sybils_by_distance[..k.min(n)].to_vec()
+        } else {
+            self.tables[p as usize].closest(self.ids, target, k)
+        }
+    }
+
+    /// Sorts `known` nearest first and keeps the `k` closest.
+    fn keep_closest(&self, known: &mut Vec<u32>, target: u64) {
+        known.sort_unstable_by_key(|&p| self.ids[p as usize] ^ target);
+        known.truncate(self.config.k);
+    }
+
+    /// One candidate list, the node's look-up ([`Lookup`], with the rule's per-table
+    /// limit over its candidates when `filtered`): asks the `alpha` closest not yet asked
+    /// until the `k` closest have all answered; returns them.
+    fn walk(&mut self, start: usize, target: u64, filtered: bool) -> Walk {
+        let per_range = match self.config.diversity {
+            Some(limits) if filtered => limits.per_table,
+            _ => usize::MAX,
+        };
+        let limits =
+            LookupLimits { k: self.config.k, alpha: self.config.alpha, per_range, ..LookupLimits::default() };
+        let mut lookup: Lookup<u32, u64> = Lookup::new(limits);
+        let (ids, config) = (self.ids, self.config);
+        let near = |q: u32| (q, ids[q as usize] ^ target, Some(address(config, q as usize)));
+        for p in self.tables[start].closest(ids, target, config.k) {
+            let (p, d, ip) = near(p);
+            lookup.offer(p, d, ip);
+        }
+        let mut asked = HashSet::new();
+        while !lookup.is_done() {
+            let mut round = Vec::new();
+            while let Some(p) = lookup.poll_ask() {
+                round.push(p);
+            }
+            for p in round {
+                asked.insert(p);
+                let answer = self.answer(p, target);
+                lookup.on_answer(&p, answer.into_iter().filter(|&q| q as usize != start).map(near));
+            }
+        }
+        Walk { found: lookup.closest().copied().collect(), asked }
+    }
+
+    /// `alpha` disjoint paths (see [`LookupMode::Disjoint`]), taking turns; returns the union
+    /// of their `k` closest, nearest first.
+    fn walk_disjoint(&mut self, start: usize, target: u64) -> Walk {
+        let paths = self.config.alpha.max(1);
+        let first = self.tables[start].closest(self.ids, target, self.config.k);
+        let mut known: Vec<Vec<u32>> = vec![first; paths];
+        let mut asked: Vec<HashSet<u32>> = vec![HashSet::new(); paths];
+        // Which path asked a peer first: the only one its answer goes to.
+        let mut asked_by: std::collections::HashMap<u32, usize> = std::collections::HashMap::new();
+        loop {
+            let mut progressed = false;
+            for path in 0..paths {
+                let next: Vec<u32> = known[path]
+                    .iter()
+                    .filter(|p| !asked[path].contains(p))
+                    .take(self.config.alpha)
+                    .copied()
+                    .collect();
+                for p in next {
+                    progressed = true;
+                    asked[path].insert(p);
+                    if asked_by.contains_key(&p) {
+                        continue;
+                    }
+                    asked_by.insert(p, path);
+                    for q in self.answer(p, target) {
+                        if q as usize != start && !known[path].contains(&q) {
+                            known[path].push(q);
+                        }
+                    }
+                }
+                let mut list = std::mem::take(&mut known[path]);
+                self.keep_closest(&mut list, target);
+                known[path] = list;
+            }
+            if !progressed {
+                let mut all: Vec<u32> = known.concat();
+                all.sort_unstable_by_key(|&p| self.ids[p as usize] ^ target);
+                all.dedup();
+                return Walk { found: all, asked: asked_by.into_keys().collect() };
+            }
+        }
     }
 }
 
@@ -206,25 +334,52 @@ fn shuffle<T>(v: &mut [T], rng: &mut StdRng) {
 mod tests {
     use super::*;
 
-    /// T12: with the diversity rule in the routing tables and in the look-ups, an honest
-    /// node is among the closest k of at least 99 % of look-ups; the tables alone leave
-    /// the look-ups to meet the sybils' answers; without the rule the same attack
-    /// eclipses nearly every look-up (so the rule, not the set-up, is what passes).
+    /// T12: with the diversity rule in the routing tables and disjoint look-up paths
+    /// (what the node runs), an honest node is among what at least 99 % of look-ups
+    /// find; with the rule applied to the candidates too (go-libp2p-kad-dht), among the
+    /// closest k of at least 99 %; the tables alone leave the look-ups to meet the
+    /// sybils' answers; without the rule the same attack eclipses nearly every look-up
+    /// (so the rule, not the set-up, is what passes).
     /// `cargo test --release -p swarm-mesh-core --lib sybils -- --nocapture` prints them.
     #[test]
     fn sybils_from_one_range_cannot_eclipse_lookups() {
         let mut config = SybilConfig::t12(7);
         config.lookups = 1000;
-        let guarded = run(&config);
-        println!("tables and look-ups: {guarded:?}, success {:.2} %", 100.0 * guarded.success());
-        assert!(guarded.success() >= 0.99, "{guarded:?}");
-        assert!(guarded.mean_sybils_in_table <= 3.0, "{guarded:?}");
-        let tables = run(&SybilConfig { lookup_filter: false, ..config });
-        println!("tables only: {tables:?}, success {:.2} %", 100.0 * tables.success());
-        let plain = run(&SybilConfig { diversity: None, ..config });
-        println!("no rule: {plain:?}, success {:.2} %", 100.0 * plain.success());
-        assert!(plain.mean_sybils_in_table > 10.0 * guarded.mean_sybils_in_table.max(1.0), "{plain:?}");
+        let show = |name: &str, o: &SybilOutcome| {
+            println!(
+                "{name}: sybils in a table {:.1} of {:.1}, honest found {:.2}, look-ups with an honest node \
+                 found {:.1} %, among the closest k {:.1} %, honest provider found {:.1} %",
+                o.mean_sybils_in_table,
+                o.mean_table,
+                o.mean_honest_in_k,
+                100.0 * o.success(),
+                100.0 * o.with_honest_nearest as f64 / o.lookups as f64,
+                100.0 * o.providers_found as f64 / o.lookups as f64
+            )
+        };
+        let filtered = run(&config);
+        show("tables, filtered look-ups", &filtered);
+        let disjoint = run(&SybilConfig { lookup: LookupMode::Disjoint, ..config });
+        show("tables, disjoint paths", &disjoint);
+        let tables = run(&SybilConfig { lookup: LookupMode::Plain, ..config });
+        show("tables only", &tables);
+        let plain = run(&SybilConfig { diversity: None, lookup: LookupMode::Plain, ..config });
+        show("no rule", &plain);
+        let plain_disjoint = run(&SybilConfig { diversity: None, lookup: LookupMode::Disjoint, ..config });
+        show("no rule, disjoint paths", &plain_disjoint);
+
+        assert!(filtered.success() >= 0.99, "{filtered:?}");
+        // Not one lucky seed: the node's look-ups over five other attacks.
+        for seed in 1..6 {
+            let other = run(&SybilConfig { seed, ..config });
+            show(&format!("tables, filtered look-ups, seed {seed}"), &other);
+            assert!(other.success() >= 0.99, "{other:?}");
+        }
+        assert!(disjoint.success() >= 0.99, "{disjoint:?}");
+        assert!(filtered.mean_sybils_in_table <= 3.0, "{filtered:?}");
+        assert!(plain.mean_sybils_in_table > 10.0 * filtered.mean_sybils_in_table.max(1.0), "{plain:?}");
         assert!(plain.success() < 0.5 && tables.success() > plain.success(), "{plain:?} vs {tables:?}");
-        assert!(guarded.mean_honest_in_k > tables.mean_honest_in_k, "{guarded:?} vs {tables:?}");
+        assert!(filtered.mean_honest_in_k > tables.mean_honest_in_k, "{filtered:?} vs {tables:?}");
+        assert!(disjoint.mean_honest_in_k > tables.mean_honest_in_k, "{disjoint:?} vs {tables:?}");
     }
 }
