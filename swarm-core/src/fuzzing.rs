@@ -411,6 +411,45 @@ fn responder_steps(
     }
 }
 
+/// Look-up messages from the network (`/swarm/find/1`): the input as a request, and as
+/// answers (each framed by a big-endian u16 length) fed to a look-up, each to the
+/// peer asked longest ago; one that does not decode counts as that peer's failure.
+pub fn lookup_messages(data: &[u8]) {
+    use crate::diversity::lookup::MAX_FIND_REQUEST_SIZE;
+    use crate::diversity::lookup::{FindAnswer, FindRequest, Lookup, LookupLimits, MAX_FIND_ANSWER_SIZE};
+    let _ = codec::decode::<FindRequest>(data, MAX_FIND_REQUEST_SIZE);
+    let limits = LookupLimits::default();
+    let mut lookup: Lookup<Vec<u8>, u64> = Lookup::new(limits);
+    lookup.offer(vec![0xFF; 8], u64::MAX, None);
+    let mut asked = std::collections::VecDeque::new();
+    let mut rest = data;
+    while let [a, b, tail @ ..] = rest {
+        let (message, tail) = tail.split_at(usize::from(u16::from_be_bytes([*a, *b])).min(tail.len()));
+        rest = tail;
+        while let Some(peer) = lookup.poll_ask() {
+            asked.push_back(peer);
+        }
+        let Some(peer) = asked.pop_front() else { break };
+        match codec::decode::<FindAnswer>(message, MAX_FIND_ANSWER_SIZE) {
+            Ok(answer) => {
+                // A peer's distance is its id's first 8 bytes; its range that of its first
+                // address's first four bytes, read as IPv4.
+                let closer = answer.closer.iter().map(|f| {
+                    let ip = f.addrs.first().and_then(|a| <[u8; 4]>::try_from(a.get(..4)?).ok());
+                    let mut distance = [0u8; 8];
+                    let n = f.peer.len().min(8);
+                    distance[..n].copy_from_slice(&f.peer[..n]);
+                    (f.peer.to_vec(), u64::from_be_bytes(distance), ip.map(std::net::IpAddr::from))
+                });
+                lookup.on_answer(&peer, closer);
+            }
+            Err(_) => lookup.on_failure(&peer),
+        }
+        assert!(lookup.closest().count() <= limits.k);
+        assert!(lookup.asked() <= limits.max_asked);
+    }
+}
+
 /// NAT-traversal messages from the network, through the state machines that take them:
 /// the first byte picks how the rest is read, as a binding message (a request, an
 /// answer for the probe, a probe or acknowledgement for a puncher with one punch under
@@ -493,7 +532,7 @@ mod tests {
 
     /// Every target, by its name in `fuzz/` (and its corpus directory).
     type Target = (&'static str, fn(&[u8]));
-    const TARGETS: [Target; 7] = [
+    const TARGETS: [Target; 8] = [
         ("record_decode", record_decode),
         ("view_ingest", view_ingest),
         ("tunnel_record", tunnel_record),
@@ -501,6 +540,7 @@ mod tests {
         ("tunnel_responder", tunnel_responder),
         ("lease_messages", lease_messages),
         ("nat_messages", nat_messages),
+        ("lookup_messages", lookup_messages),
     ];
 
     fn corpus_dir(target: &str) -> PathBuf {
@@ -529,6 +569,30 @@ mod tests {
             tunnel: SignedTunnelRecord::sign(&tunnel, &k).unwrap(),
             extensions: BoundedVec::new(),
         }
+    }
+
+    /// Two answers: four peers of one /24, closer than the first; then nobody.
+    fn lookup_seed() -> Vec<u8> {
+        use crate::bounded::BoundedBytes;
+        use crate::diversity::lookup::{FindAnswer, FoundPeer, MAX_FIND_ANSWER_SIZE};
+        let found = |i: u8| FoundPeer {
+            peer: BoundedBytes::try_from_vec(vec![i; 8]).unwrap(),
+            addrs: BoundedVec::try_from_vec(vec![BoundedBytes::try_from_vec(vec![203, 0, 114, i]).unwrap()])
+                .unwrap(),
+        };
+        let mut out = Vec::new();
+        for answer in [
+            FindAnswer {
+                closer: BoundedVec::try_from_vec((1..5).map(found).collect()).unwrap(),
+                ..Default::default()
+            },
+            FindAnswer::default(),
+        ] {
+            let bytes = codec::encode(&answer, MAX_FIND_ANSWER_SIZE).unwrap();
+            out.extend(u16::try_from(bytes.len()).unwrap().to_be_bytes());
+            out.extend(bytes);
+        }
+        out
     }
 
     /// A relay stream: a `Connect` header, then two frames.
@@ -610,6 +674,7 @@ mod tests {
             ("tunnel_responder", "raw".into(), [&[32u8 << 2][..], &[4, 0, 0, 0], &[0; 28]].concat()),
             ("lease_messages", "reserve_renew_release".into(), lease_seed()),
             ("nat_messages", "relay_header_frames".into(), nat_relay_seed()),
+            ("lookup_messages", "sybil_answers".into(), lookup_seed()),
             (
                 "nat_messages",
                 "binding_request".into(),

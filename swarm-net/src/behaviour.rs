@@ -70,6 +70,8 @@ pub(crate) struct Behaviour {
     pub(crate) lease: crate::lease::LeaseBehaviour,
     /// View sync with each member on connecting (`crate::sync`).
     pub(crate) sync: crate::sync::SyncBehaviour,
+    /// Look-ups for the namespace's providers (`crate::find`).
+    pub(crate) find: crate::find::FindBehaviour,
     pub(crate) relay_client: relay::client::Behaviour,
     pub(crate) relay: Toggle<relay::Behaviour>,
     pub(crate) dcutr: dcutr::Behaviour,
@@ -87,6 +89,24 @@ pub(crate) const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// flood, or 32 nodes sharing two cores in a test, must not lose healthy connections).
 pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The codecs of the request-response protocols (each counts what did not decode).
+#[derive(Clone)]
+pub(crate) struct Codecs {
+    pub(crate) lease: crate::lease::LeaseCodec,
+    pub(crate) sync: crate::sync::SyncCodec,
+    pub(crate) find: crate::find::FindCodec,
+}
+
+impl Codecs {
+    pub(crate) fn new() -> Self {
+        Self {
+            lease: crate::lease::LeaseCodec::default(),
+            sync: crate::sync::codec(),
+            find: crate::find::codec(),
+        }
+    }
+}
+
 /// Why the behaviours could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot set up {what}: {detail}")]
@@ -99,8 +119,7 @@ impl Behaviour {
     pub(crate) fn new(
         key: &Keypair,
         config: &NodeConfig,
-        lease_codec: crate::lease::LeaseCodec,
-        sync_codec: crate::sync::SyncCodec,
+        codecs: Codecs,
         relay_client: relay::client::Behaviour,
         gate: Arc<RelayGate>,
     ) -> Result<Self, BehaviourError> {
@@ -155,8 +174,9 @@ impl Behaviour {
             kad,
             gossipsub,
             mdns: mdns(config, peer_id)?,
-            lease: crate::lease::behaviour(lease_codec),
-            sync: crate::sync::behaviour(&config.namespace, sync_codec),
+            lease: crate::lease::behaviour(codecs.lease),
+            sync: crate::sync::behaviour(&config.namespace, codecs.sync),
+            find: crate::find::behaviour(codecs.find),
             relay_client,
             relay: serve.then(|| relay_server(peer_id, gate)).into(),
             dcutr: dcutr::Behaviour::new(peer_id),

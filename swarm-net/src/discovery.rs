@@ -1,11 +1,10 @@
 //! When a node looks for other members of its namespace (data-flow stage 1).
 //!
-//! Three timers: the provider look-up (who announced the namespace key), which runs as
-//! soon as the routing table has a peer and then backs off, doubling from 1 s to `max`
-//! (a joining node finds the members in its first look-up; later look-ups only catch
-//! what changed, and newcomers find us themselves); the Kademlia random walk,
-//! which keeps the routing table fresh; and the first announcement of our own provider
-//! record, which waits until the routing table has a peer to send it to.
+//! Two timers: the provider look-up (who announced the namespace key: `driver::find`,
+//! whose first walk also announces us), which runs as soon as the routing table has a
+//! peer and then backs off, doubling from 1 s to `max` (a joining node finds the members
+//! in its first look-up; later look-ups only catch what changed, and newcomers find us
+//! themselves); and the Kademlia random walk, which keeps the routing table fresh.
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +18,6 @@ pub(crate) struct DiscoverySchedule {
     next_lookup: Option<Instant>,
     walk_interval: Duration,
     next_walk: Option<Instant>,
-    announced: bool,
 }
 
 /// What is due now.
@@ -37,17 +35,15 @@ impl DiscoverySchedule {
             next_lookup: None,
             walk_interval,
             next_walk: None,
-            announced: false,
         }
     }
 
-    /// The routing table gained a peer. Returns true the first time: announce now.
-    pub(crate) fn on_routing_peer(&mut self, now: Instant) -> bool {
+    /// The routing table gained a peer: the first look-up is due now.
+    pub(crate) fn on_routing_peer(&mut self, now: Instant) {
         if self.next_lookup.is_none() {
             self.next_lookup = Some(now);
             self.next_walk = Some(now + self.walk_interval);
         }
-        !std::mem::replace(&mut self.announced, true)
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
@@ -81,8 +77,8 @@ mod tests {
         let t0 = Instant::now();
         let mut d = DiscoverySchedule::new(Duration::from_secs(30), Duration::from_secs(60));
         assert_eq!(d.poll_timeout(), None);
-        assert!(d.on_routing_peer(t0));
-        assert!(!d.on_routing_peer(t0), "announce once");
+        d.on_routing_peer(t0);
+        d.on_routing_peer(t0 + Duration::from_millis(500));
         assert_eq!(d.handle_timeout(t0), Due { lookup: true, walk: false });
         let mut t = t0;
         let mut gaps = Vec::new();

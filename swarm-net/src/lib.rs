@@ -45,6 +45,8 @@ mod config;
 mod dataplane;
 mod discovery;
 mod driver;
+mod find;
+mod framed;
 mod gpu_sampler;
 mod host;
 mod identity;

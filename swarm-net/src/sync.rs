@@ -5,17 +5,14 @@
 //! says more remain. The protocol name carries the namespace, so only members ask and
 //! answer.
 
-use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use libp2p::request_response;
 use libp2p::StreamProtocol;
-use swarm_core::codec::{self, WireMessage};
 use swarm_core::record::sync::{RecordDigest, SyncAnswer, MAX_ANSWER_SIZE, MAX_DIGEST_SIZE};
 use swarm_core::record::Namespace;
+
+use crate::framed::FramedCodec;
 
 /// How long a peer has to answer (an answer is up to half a megabyte).
 pub(crate) const SYNC_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,86 +23,12 @@ pub(crate) fn protocol(namespace: &Namespace) -> StreamProtocol {
         .unwrap_or(StreamProtocol::new("/swarm/sync/1"))
 }
 
-/// Frames each message as a big-endian u32 length and the codec's bytes, at most the
-/// message's cap; anything else is `InvalidData` and `malformed` counts it.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SyncCodec {
-    pub(crate) malformed: Arc<AtomicU64>,
-}
+/// The protocol's messages, framed (`crate::framed`).
+pub(crate) type SyncCodec = FramedCodec<RecordDigest, SyncAnswer>;
 
-async fn read_message<T, M>(io: &mut T, max: usize, malformed: &AtomicU64) -> io::Result<M>
-where
-    T: AsyncRead + Unpin + Send,
-    M: WireMessage + serde::de::DeserializeOwned,
-{
-    let read = async {
-        let mut len = [0u8; 4];
-        io.read_exact(&mut len).await?;
-        let len = usize::try_from(u32::from_be_bytes(len)).unwrap_or(usize::MAX);
-        if len > max {
-            return Err(crate::lease::invalid("message too large"));
-        }
-        let mut buf = vec![0u8; len];
-        io.read_exact(&mut buf).await?;
-        codec::decode::<M>(&buf, max).map_err(crate::lease::invalid)
-    };
-    let message = read.await;
-    if message.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::InvalidData) {
-        malformed.fetch_add(1, Ordering::Relaxed);
-    }
-    message
-}
-
-async fn write_message<T, M>(io: &mut T, message: &M, max: usize) -> io::Result<()>
-where
-    T: AsyncWrite + Unpin + Send,
-    M: WireMessage + serde::Serialize,
-{
-    let bytes = codec::encode(message, max).map_err(crate::lease::invalid)?;
-    let len = u32::try_from(bytes.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    io.write_all(&len.to_be_bytes()).await?;
-    io.write_all(&bytes).await?;
-    io.close().await
-}
-
-impl request_response::Codec for SyncCodec {
-    type Protocol = StreamProtocol;
-    type Request = RecordDigest;
-    type Response = SyncAnswer;
-
-    async fn read_request<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<RecordDigest> {
-        read_message(io, MAX_DIGEST_SIZE, &self.malformed).await
-    }
-
-    async fn read_response<T: AsyncRead + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<SyncAnswer> {
-        read_message(io, MAX_ANSWER_SIZE, &self.malformed).await
-    }
-
-    async fn write_request<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        digest: RecordDigest,
-    ) -> io::Result<()> {
-        write_message(io, &digest, MAX_DIGEST_SIZE).await
-    }
-
-    async fn write_response<T: AsyncWrite + Unpin + Send>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-        answer: SyncAnswer,
-    ) -> io::Result<()> {
-        write_message(io, &answer, MAX_ANSWER_SIZE).await
-    }
+/// A codec with the protocol's caps and a fresh `malformed` counter.
+pub(crate) fn codec() -> SyncCodec {
+    FramedCodec::new(MAX_DIGEST_SIZE, MAX_ANSWER_SIZE)
 }
 
 pub(crate) type SyncBehaviour = request_response::Behaviour<SyncCodec>;
@@ -124,10 +47,12 @@ pub(crate) fn behaviour(namespace: &Namespace, codec: SyncCodec) -> SyncBehaviou
 mod tests {
     use super::*;
     use request_response::Codec as _;
+    use std::io;
+    use std::sync::atomic::Ordering;
 
     #[tokio::test]
     async fn messages_round_trip_and_oversized_frames_are_refused() {
-        let mut codec = SyncCodec::default();
+        let mut codec = codec();
         let p = protocol(&Namespace::new("test").unwrap());
         assert_eq!(p.as_ref(), "/swarm/test/sync/1");
         let mut buf = Vec::new();

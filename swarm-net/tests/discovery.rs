@@ -91,6 +91,13 @@ async fn another_namespace_is_never_in_the_view() {
     })
     .await;
     assert!(ok, "each swarm converges on its own two members");
+    // The red nodes know only A, of another namespace: they found each other by their
+    // look-ups (`/swarm/find/1`), which A answered from the provider records they
+    // announced to it.
+    let (red_stats, a_stats) = (red2.stats().await.unwrap(), a.stats().await.unwrap());
+    assert!(red_stats.lookups >= 1 && red_stats.lookup_providers >= 1, "{red_stats:?}");
+    assert!(a_stats.lookup_answers >= 2, "{a_stats:?}");
+    assert_eq!((red_stats.lookup_malformed, a_stats.lookup_malformed), (0, 0));
     // Give gossip a few more heartbeats to leak, if it would.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in [&a, &b] {

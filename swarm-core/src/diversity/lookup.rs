@@ -33,6 +33,10 @@ use std::collections::HashSet;
 use std::hash::Hash;
 use std::net::IpAddr;
 
+use serde::{Deserialize, Serialize};
+
+use crate::bounded::{BoundedBytes, BoundedVec};
+use crate::codec::WireMessage;
 use crate::tally::Tally;
 
 use super::Range;
@@ -195,6 +199,63 @@ impl<P: Hash + Eq + Clone, D: Ord + Copy> Lookup<P, D> {
     }
 }
 
+/// Longest key a look-up may look for (a namespace's provider key is 32 bytes).
+pub const MAX_KEY_LEN: usize = 64;
+/// Longest peer id on the wire (an inlined Ed25519 key is 38 bytes).
+pub const MAX_PEER_ID_LEN: usize = 64;
+/// Longest address on the wire (a relayed one names two peers: about 90 bytes).
+pub const MAX_ADDR_LEN: usize = 160;
+/// Addresses given per peer.
+pub const MAX_ADDRS: usize = 8;
+/// Peers per list of an answer (Kademlia's k).
+pub const MAX_FOUND: usize = 20;
+/// Cap of a request on the wire.
+pub const MAX_FIND_REQUEST_SIZE: usize = 4 * 1024;
+/// Cap of an answer on the wire.
+pub const MAX_FIND_ANSWER_SIZE: usize = 64 * 1024;
+
+/// A peer as an answer names it: its libp2p `PeerId` and multiaddrs, as bytes (checked
+/// by the node when it reads them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundPeer {
+    /// The peer's id.
+    pub peer: BoundedBytes<MAX_PEER_ID_LEN>,
+    /// Where it listens.
+    pub addrs: BoundedVec<BoundedBytes<MAX_ADDR_LEN>, MAX_ADDRS>,
+}
+
+/// "Which peers do you know closest to `key`, and who provides it?", and with
+/// `announce`, "store me as a provider of `key`, at `addrs`".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindRequest {
+    /// What is looked for (a namespace's provider key).
+    pub key: BoundedBytes<MAX_KEY_LEN>,
+    /// Whether the asker announces itself as a provider of `key`.
+    pub announce: bool,
+    /// The asker's addresses, for its provider record.
+    pub addrs: BoundedVec<BoundedBytes<MAX_ADDR_LEN>, MAX_ADDRS>,
+}
+
+impl WireMessage for FindRequest {
+    const KIND: u8 = 0x19;
+    const VERSION: u8 = 1;
+}
+
+/// The answer: the closest peers the answerer's routing table holds, and the providers
+/// of the key it stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindAnswer {
+    /// Up to k peers closest to the key.
+    pub closer: BoundedVec<FoundPeer, MAX_FOUND>,
+    /// Up to k providers of the key.
+    pub providers: BoundedVec<FoundPeer, MAX_FOUND>,
+}
+
+impl WireMessage for FindAnswer {
+    const KIND: u8 = 0x1A;
+    const VERSION: u8 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +319,25 @@ mod tests {
         }
         assert_eq!(lan.window().count(), 5);
         assert_eq!(lan.crowded(), 0);
+    }
+
+    #[test]
+    fn a_full_answer_fits_its_cap() {
+        let addr = BoundedBytes::try_from_vec(vec![0xAB; MAX_ADDR_LEN]).unwrap();
+        let peer = FoundPeer {
+            peer: BoundedBytes::try_from_vec(vec![1; MAX_PEER_ID_LEN]).unwrap(),
+            addrs: BoundedVec::try_from_vec(vec![addr; MAX_ADDRS]).unwrap(),
+        };
+        let list = BoundedVec::try_from_vec(vec![peer; MAX_FOUND]).unwrap();
+        let answer = FindAnswer { closer: list.clone(), providers: list };
+        let bytes = crate::codec::encode(&answer, MAX_FIND_ANSWER_SIZE).unwrap();
+        assert_eq!(crate::codec::decode::<FindAnswer>(&bytes, MAX_FIND_ANSWER_SIZE).unwrap(), answer);
+        let request = FindRequest {
+            key: BoundedBytes::try_from_vec(vec![2; MAX_KEY_LEN]).unwrap(),
+            announce: true,
+            addrs: answer.closer[0].addrs.clone(),
+        };
+        crate::codec::encode(&request, MAX_FIND_REQUEST_SIZE).unwrap();
     }
 
     #[test]

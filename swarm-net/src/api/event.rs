@@ -217,6 +217,25 @@ pub struct NodeStats {
     pub sync_refused: u64,
     /// View sync messages that did not decode.
     pub sync_malformed: u64,
+    /// Look-ups for the namespace's providers started (`/swarm/find/1`).
+    pub lookups: u64,
+    /// Look-up requests sent (each peer a walk asks).
+    pub lookup_asked: u64,
+    /// Look-up requests that failed (unreachable, timed out, refused).
+    pub lookup_failed: u64,
+    /// Candidates that finished look-ups left out of their closest 20 because their
+    /// address range held its 3 places there (`swarm_core::diversity::lookup`).
+    pub lookup_crowded: u64,
+    /// Providers the look-ups' answers named (dialed as members).
+    pub lookup_providers: u64,
+    /// Announcements of this node as a provider, sent.
+    pub lookup_announced: u64,
+    /// Look-up requests this node answered.
+    pub lookup_answers: u64,
+    /// Look-up requests refused: the peer asked too often.
+    pub lookup_refused: u64,
+    /// Look-up messages that did not decode.
+    pub lookup_malformed: u64,
 }
 
 /// AutoNAT v2 probes this node asked for: each asks a public member to dial one of our

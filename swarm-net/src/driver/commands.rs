@@ -152,6 +152,7 @@ impl Driver {
             kad_diversity_refused: self.diversity.refused(),
             kad_providers_refused: self.providers_refused,
             sync_malformed: self.sync_malformed(),
+            lookup_malformed: self.find_malformed(),
             ..self.stats.clone()
         }
     }

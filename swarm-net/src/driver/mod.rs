@@ -20,6 +20,7 @@
 
 mod commands;
 mod detours;
+mod find;
 mod gateway;
 mod leases;
 mod overlay;
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use libp2p::request_response::OutboundRequestId;
-use libp2p::{gossipsub, kad, Multiaddr, PeerId, Swarm};
+use libp2p::{gossipsub, Multiaddr, PeerId, Swarm};
 use prometheus_client::registry::Registry;
 use swarm_core::gpu::{GpuChange, GpuChangeFilter, GpuSnapshot};
 use swarm_core::overlay::{Ipv4Claimer, OverlayV6};
@@ -170,6 +171,8 @@ pub(crate) struct Driver {
     watch_check: Option<Instant>,
     /// View sync with members on connecting.
     syncs: sync::Syncs,
+    /// Look-ups for the namespace's providers.
+    finds: find::Finds,
     /// Members whose last connection closed, redialed for a while.
     redials: swarm_core::redial::Redials<PeerId, Vec<Multiaddr>>,
 }
@@ -289,6 +292,7 @@ impl Driver {
             self.watch_timeout(),
             Some(self.sync_timeout()),
             self.redials.poll_timeout(),
+            self.find_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -307,9 +311,9 @@ impl Driver {
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);
         if due.lookup {
-            let key = kad::RecordKey::new(&self.config.namespace.provider_key());
-            self.swarm.behaviour_mut().kad.get_providers(key);
+            self.find_providers(now);
         }
+        self.find_due(now);
         if due.walk {
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }

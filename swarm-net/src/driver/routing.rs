@@ -115,7 +115,7 @@ impl Driver {
     /// `StoreInserts::FilterBoth`): stored unless the key already holds
     /// [`PROVIDERS_PER_RANGE`](swarm_core::diversity::PROVIDERS_PER_RANGE) providers from the range the peer is connected from.
     /// (Value records are not used by swarm, and are not stored.)
-    fn on_add_provider(&mut self, record: kad::ProviderRecord) {
+    pub(super) fn on_add_provider(&mut self, record: kad::ProviderRecord) {
         let range = self.peer_ips.get(&record.provider).copied().flatten().and_then(Range::of);
         let held = self.swarm.behaviour_mut().kad.store_mut().providers(&record.key);
         let ranges = self.provider_ranges.entry(record.key.clone()).or_default();

@@ -24,15 +24,14 @@ use tokio::task::JoinHandle;
 
 use super::{relays, Driver};
 use crate::api::{Command, Node, NodeEvent, NodeEvents, NodeStats};
-use crate::behaviour::{records_topic, Behaviour, RelayGate};
+use crate::behaviour::{records_topic, Behaviour, Codecs, RelayGate};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 use crate::dataplane::{DataPlane, DataPlaneConfig, Inboxes};
 use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
 use crate::identity::{load_overlay_candidate, overlay_path, stock_peers_path, NodeIdentity};
-use crate::lease::{LeaseCodec, Leases};
-use crate::sync::SyncCodec;
+use crate::lease::Leases;
 
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -193,6 +192,8 @@ struct Parts {
     identity_lock: Option<std::fs::File>,
     /// The sync codec's count of undecodable messages.
     sync_malformed: Arc<std::sync::atomic::AtomicU64>,
+    /// The look-up codec's.
+    find_malformed: Arc<std::sync::atomic::AtomicU64>,
 }
 
 pub(super) async fn spawn(
@@ -203,10 +204,9 @@ pub(super) async fn spawn(
         identity(builder.identity, builder.grace_set, builder.new_tunnel_key).await?;
     let (gpus, gpu_filter) = sample_gpus(builder.probe.clone()).await?;
     let mut registry = Registry::default();
-    let lease_codec = LeaseCodec::default();
-    let sync_codec = SyncCodec::default();
+    let codecs = Codecs::new();
     let gate = Arc::new(RelayGate::default());
-    let mut swarm = build_swarm(&identity, &config, &mut registry, (&lease_codec, &sync_codec), &gate)?;
+    let mut swarm = build_swarm(&identity, &config, &mut registry, &codecs, &gate)?;
     let peer_id = *swarm.local_peer_id();
     let (datagram_tx, datagram_rx) = mpsc::channel(config.datagram_capacity);
     let (relay_tx, relay_inbox) = mpsc::channel(RELAY_INBOX);
@@ -217,7 +217,7 @@ pub(super) async fn spawn(
     let first_lease = wall_clock().0 << 16;
     let devices = gpus.devices.to_vec();
     let leases =
-        Leases::new(peer_id, Instant::now(), config.leases, restarted, first_lease, devices, &lease_codec);
+        Leases::new(peer_id, Instant::now(), config.leases, restarted, first_lease, devices, &codecs.lease);
     let content = local_content(&identity, &config, gpus)?;
     let publisher = RecordPublisher::new(
         identity.keypair.clone(),
@@ -249,7 +249,8 @@ pub(super) async fn spawn(
         gate,
         relay_inbox,
         identity_lock,
-        sync_malformed: sync_codec.malformed.clone(),
+        sync_malformed: codecs.sync.malformed.clone(),
+        find_malformed: codecs.find.malformed.clone(),
     };
     let mut driver = Driver::new(parts);
     driver.start_vpn()?;
@@ -264,7 +265,7 @@ fn build_swarm(
     identity: &NodeIdentity,
     config: &NodeConfig,
     registry: &mut Registry,
-    (lease_codec, sync_codec): (&LeaseCodec, &SyncCodec),
+    codecs: &Codecs,
     gate: &Arc<RelayGate>,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let net_err = |e: &dyn std::fmt::Display| network_error(e.to_string());
@@ -288,7 +289,7 @@ fn build_swarm(
         .map_err(|e| net_err(&e))?
         .with_bandwidth_metrics(registry)
         .with_behaviour(|key, relay_client| {
-            Behaviour::new(key, config, lease_codec.clone(), sync_codec.clone(), relay_client, gate.clone())
+            Behaviour::new(key, config, codecs.clone(), relay_client, gate.clone())
                 .map_err(|e| Box::new(e) as Box<dyn std::error::Error + Send + Sync>)
         })
         .map_err(|e| net_err(&e))?
@@ -382,6 +383,7 @@ impl Driver {
             watch: swarm_core::place::watch::PlacementWatch::new(),
             watch_check: None,
             syncs: super::sync::Syncs::new(Instant::now(), p.sync_malformed),
+            finds: super::find::Finds::new(p.find_malformed),
             redials: swarm_core::redial::Redials::new(),
             config: p.config,
         }

@@ -39,6 +39,7 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Kad(e)) => self.handle_kad(e),
             SwarmEvent::Behaviour(BehaviourEvent::Lease(e)) => self.handle_lease(e),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(e)) => self.handle_sync(e),
+            SwarmEvent::Behaviour(BehaviourEvent::Find(e)) => self.handle_find(e),
             SwarmEvent::Behaviour(BehaviourEvent::RelayClient(e)) => self.on_relay_client(e),
             SwarmEvent::Behaviour(BehaviourEvent::Relay(e)) => self.on_relay_server(e),
             SwarmEvent::Behaviour(BehaviourEvent::Dcutr(e)) => self.on_dcutr(e),
@@ -152,25 +153,8 @@ impl Driver {
 
     fn handle_kad(&mut self, event: kad::Event) {
         self.on_kad_routing(&event);
-        match event {
-            kad::Event::RoutingUpdated { .. } if self.discovery.on_routing_peer(Instant::now()) => {
-                let key = kad::RecordKey::new(&self.config.namespace.provider_key());
-                if let Err(e) = self.swarm.behaviour_mut().kad.start_providing(key) {
-                    tracing::warn!(error = %e, "cannot announce namespace membership");
-                }
-                // No explicit bootstrap: Kademlia bootstraps by itself while its routing
-                // table holds fewer than k peers, and then every 5 minutes.
-            }
-            kad::Event::OutboundQueryProgressed {
-                result:
-                    kad::QueryResult::GetProviders(Ok(kad::GetProvidersOk::FoundProviders { providers, .. })),
-                ..
-            } => {
-                for peer in providers {
-                    self.dial_member(peer);
-                }
-            }
-            _ => {}
+        if let kad::Event::RoutingUpdated { .. } = event {
+            self.discovery.on_routing_peer(Instant::now());
         }
     }
 
@@ -178,6 +162,11 @@ impl Driver {
     /// addresses the behaviours know, and through the relays we know when its record
     /// says it is behind a NAT (a relayed connection that DCUtR may then upgrade).
     pub(super) fn dial_member(&mut self, peer: PeerId) {
+        self.dial_member_at(peer, Vec::new());
+    }
+
+    /// [`Self::dial_member`], at `addrs` too (where a look-up says it provides).
+    pub(super) fn dial_member_at(&mut self, peer: PeerId, addrs: Vec<libp2p::Multiaddr>) {
         if peer == *self.swarm.local_peer_id() || self.swarm.is_connected(&peer) {
             return;
         }
@@ -187,9 +176,12 @@ impl Driver {
         let natted = self.view.get(&peer).is_some_and(|e| {
             matches!(e.tunnel.nat, swarm_core::nat::NatKind::Easy | swarm_core::nat::NatKind::Hard)
         });
-        let circuits = if natted { self.circuits_to(peer) } else { Vec::new() };
+        let mut addrs = addrs;
+        if natted {
+            addrs.extend(self.circuits_to(peer));
+        }
         let opts = DialOpts::peer_id(peer)
-            .addresses(circuits)
+            .addresses(addrs)
             .extend_addresses_through_behaviour()
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();

@@ -463,6 +463,21 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "Provider records not stored: their key already held 2 from the provider's address range",
         stats.kad_providers_refused,
     );
+    n(registry, "lookups", "Look-ups for the namespace's providers started (/swarm/find/1)", stats.lookups);
+    n(
+        registry,
+        "lookup_crowded",
+        "Look-up candidates left out of a look-up's closest 20: their address range held 3 places there",
+        stats.lookup_crowded,
+    );
+    n(
+        registry,
+        "lookup_requests_failed",
+        "Look-up requests that failed (unreachable, timed out)",
+        stats.lookup_failed,
+    );
+    n(registry, "lookup_answers", "Look-up requests this node answered", stats.lookup_answers);
+    n(registry, "lookup_refused", "Look-up requests refused: the peer asked too often", stats.lookup_refused);
     n(
         registry,
         "lease_requests_retried",
