@@ -391,18 +391,19 @@ fn sybils_from_one_range_get_at_most_three_places_in_a_routing_table() {
     let (_victim, rx) = spawn_in(victim, &[]);
     let addr = wait_line(&rx, |l| l.starts_with("listening on /ip4/11.204.0.1/tcp/4190"));
     let addr = addr.trim_start_matches("listening on ").to_owned();
-    let join = |host: usize, listen: &str, name: &str| {
+    let join = |host: usize, listen: &str, name: &str, extra: &[&str]| {
         let mut c = lan.node(host);
         c.args(["run", "--identity", &key(name), "--gpus", "none", "--tunnel-port", "0"]);
         c.args(["--listen", listen, "--refresh", "1s", "--bootstrap", &addr]);
+        c.args(extra);
         let (guard, rx) = spawn_in(c, &[]);
         wait_line_within(&rx, Duration::from_secs(20), |l| l.starts_with("listening on "));
         // Kept: a node whose output nobody reads dies of a broken pipe.
         (guard, rx)
     };
     let mut nodes: Vec<_> =
-        (0..6).map(|i| join(1, "/ip4/11.204.0.2/tcp/0", &format!("sybil-{i}.key"))).collect();
-    nodes.push(join(2, "/ip4/11.204.1.3/tcp/0", "honest.key"));
+        (0..6).map(|i| join(1, "/ip4/11.204.0.2/tcp/0", &format!("sybil-{i}.key"), &[])).collect();
+    nodes.push(join(2, "/ip4/11.204.1.3/tcp/0", "honest.key", &["--metrics", "11.204.1.3:9465"]));
     // Until all seven are connected and identified (each connection's identify puts its
     // peer in the table, or not), at most 20 s.
     let scrape = || scrape(&lan, 0, "11.204.0.1:9464");
@@ -430,5 +431,12 @@ fn sybils_from_one_range_get_at_most_three_places_in_a_routing_table() {
     assert!(connected >= 7.0, "{connected}");
     assert!((2.0..=4.0).contains(&table), "at most 3 sybils and the honest node: {table}");
     assert!(refused >= 3.0, "{refused}");
+    // The honest node's look-ups met more than 3 peers of 11.204.0.0/24 (the victim and
+    // the sybils) and kept 3 among their closest.
+    let honest = crate::scrape(&lan, 2, "11.204.1.3:9465");
+    let (lookups, crowded) =
+        (metric(&honest, "swarm_lookups_total"), metric(&honest, "swarm_lookup_crowded_total"));
+    println!("honest node: {lookups} look-ups, {crowded} candidates left out for their range");
+    assert!(lookups >= 1.0 && crowded >= 1.0, "{lookups} {crowded}");
     drop(nodes);
 }

@@ -115,19 +115,22 @@ impl<P: Hash + Eq + Clone, D: Ord + Copy> Lookup<P, D> {
     /// The look-up's `k` closest: the candidates, nearest first, that the range bound
     /// lets in (those of a range already holding its places are left out), at most `k`.
     fn window(&self) -> impl Iterator<Item = &Candidate<P, D>> {
+        self.screened().filter_map(|(c, admitted)| admitted.then_some(c)).take(self.limits.k)
+    }
+
+    /// The candidates, nearest first, each with whether the range bound lets it into
+    /// the closest (counting only those let in before it).
+    fn screened(&self) -> impl Iterator<Item = (&Candidate<P, D>, bool)> {
         let mut per_range: Tally<Range> = Tally::default();
         let per = self.limits.per_range;
-        self.candidates
-            .iter()
-            .filter(move |c| match c.range {
-                Some(range) if per_range.get(&range) >= per => false,
-                Some(range) => {
-                    per_range.add(range);
-                    true
-                }
-                None => true,
-            })
-            .take(self.limits.k)
+        self.candidates.iter().map(move |c| match c.range {
+            Some(range) if per_range.get(&range) >= per => (c, false),
+            Some(range) => {
+                per_range.add(range);
+                (c, true)
+            }
+            None => (c, true),
+        })
     }
 
     /// The next peer to ask, if fewer than `alpha` are being asked, the `max_asked` bound
@@ -190,12 +193,22 @@ impl<P: Hash + Eq + Clone, D: Ord + Copy> Lookup<P, D> {
         self.asked
     }
 
-    /// Candidates nearer than the farthest of the `k` closest but left out of them for
-    /// their range.
+    /// Candidates left out of the `k` closest for their range: those the range bound
+    /// passed over before the `k` closest were complete.
     pub fn crowded(&self) -> usize {
-        let Some(last) = self.window().last().map(|c| c.distance) else { return 0 };
-        let near = self.candidates.iter().filter(|c| c.distance <= last).count();
-        near - self.window().count()
+        let mut admitted = 0;
+        let mut crowded = 0;
+        for (_, ok) in self.screened() {
+            if admitted == self.limits.k {
+                break;
+            }
+            if ok {
+                admitted += 1;
+            } else {
+                crowded += 1;
+            }
+        }
+        crowded
     }
 }
 
