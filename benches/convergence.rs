@@ -40,6 +40,17 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// UDP datagrams the kernel dropped so far because a socket's receive buffer was full
+/// (all sockets of the host: `RcvbufErrors` in /proc/net/snmp; 0 where unreadable). A
+/// QUIC mesh whose nodes share two cores loses datagrams this way during a join.
+fn udp_receive_drops() -> u64 {
+    let text = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
+    let at = names.split_whitespace().position(|n| n == "RcvbufErrors");
+    at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0)
+}
+
 fn partition_length() -> Duration {
     Duration::from_secs(
         std::env::var("SWARM_BENCH_PARTITION_S").ok().and_then(|v| v.parse().ok()).unwrap_or(60),
@@ -162,6 +173,7 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
     let mut healing = None;
     for run in 0..runs {
         let rss0 = rss_bytes();
+        let drops0 = udp_receive_drops();
         let started = Instant::now();
         let mesh = LocalMesh::start(n, "bench", t, heartbeat()).await.expect("mesh starts");
         if std::env::var_os("SWARM_BENCH_TRACE").is_some() {
@@ -171,7 +183,11 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         let elapsed = started.elapsed();
         assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);
         times.push(elapsed.as_secs_f64() * 1000.0);
-        eprintln!("{transport} {n} run {run}: {:.0} ms", elapsed.as_secs_f64() * 1000.0);
+        let drops = udp_receive_drops().saturating_sub(drops0);
+        eprintln!(
+            "{transport} {n} run {run}: {:.0} ms, {drops} UDP datagrams dropped by the kernel",
+            elapsed.as_secs_f64() * 1000.0
+        );
         if run == 0 {
             steady = Some(steady_state(&mesh, window).await);
             rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
