@@ -91,6 +91,9 @@ pub struct PlacementIndex<'v> {
     labels: Vec<u32>,
     /// Entries of `gpus` and `labels` no slot points to any more.
     stale: usize,
+    /// Slots that joined or moved in `order` since the last [`Self::relayout`] (each
+    /// leaves the scan's memory order, which the next relayout restores).
+    moved: usize,
     label_ids: HashMap<Label, u32>,
     /// Interned model names.
     models: Vec<String>,
@@ -216,6 +219,7 @@ impl<'v> PlacementIndex<'v> {
             gpus: Vec::with_capacity(n * 4),
             labels: Vec::with_capacity(n),
             stale: 0,
+            moved: 0,
             label_ids: HashMap::new(),
             models: Vec::new(),
             trust: Vec::new(),
@@ -245,16 +249,19 @@ impl<'v> PlacementIndex<'v> {
             _ => None,
         };
         self.links.to_mut().upsert(entry.indexed(), now);
-        let slot = match self.by_peer.get(&peer) {
+        let (slot, rtt) = match self.by_peer.get(&peer) {
             Some(&slot) => {
                 self.unlink(slot);
-                slot
+                (slot, Some(self.nodes[slot as usize].rtt_ms))
             }
-            None => self.new_slot(peer),
+            None => (self.new_slot(peer), None),
         };
         self.fill(slot, entry, leased);
         self.resolve(slot);
         self.link(slot);
+        if rtt.is_none_or(|r| r.to_bits() != self.nodes[slot as usize].rtt_ms.to_bits()) {
+            self.moved += 1;
+        }
         if own {
             let at = self.links.position(&self.origin);
             let after = at.map(|o| (self.links.linked_peers(o), self.links.coordinate_at(o)));
@@ -282,10 +289,11 @@ impl<'v> PlacementIndex<'v> {
                     self.unlink(s);
                     self.resolve_at(s, at);
                     self.link(s);
+                    self.moved += 1;
                 }
             }
         }
-        self.compact_if_stale();
+        self.tidy();
     }
 
     /// Node `peer` left the view.
@@ -305,7 +313,7 @@ impl<'v> PlacementIndex<'v> {
             }
             self.reorder();
         }
-        self.compact_if_stale();
+        self.tidy();
         true
     }
 
@@ -505,24 +513,64 @@ impl<'v> PlacementIndex<'v> {
             }
         }
         self.order = order;
+        self.relayout();
     }
 
-    /// Rewrites the GPU and label arrays without their stale entries, when they are half
-    /// of them.
-    fn compact_if_stale(&mut self) {
-        if self.stale < 1024 || self.stale * 2 < self.gpus.len() + self.labels.len() {
-            return;
-        }
-        let (mut gpus, mut labels) =
-            (Vec::with_capacity(self.gpus.len()), Vec::with_capacity(self.labels.len()));
-        for node in &mut self.nodes {
+    /// Lays the live slots out in `order` (slot = place: nearest first), their GPUs and
+    /// labels in the same order, without free slots and stale entries, so a pick's
+    /// nearest-first scan reads memory in sequence (read through `order` in slot order
+    /// instead, a deep scan of 10 000 nodes misses the cache on every node: p99 of a
+    /// pick 4x).
+    fn relayout(&mut self) {
+        let n = self.order.len();
+        let mut new_slot = vec![u32::MAX; self.nodes.len()];
+        let mut nodes = Vec::with_capacity(n);
+        let mut peers = Vec::with_capacity(n);
+        let mut summaries = Vec::with_capacity(n);
+        let mut trust = Vec::with_capacity(if self.trust.is_empty() { 0 } else { n });
+        let live = self.gpus.len().saturating_sub(self.stale);
+        let (mut gpus, mut labels) = (Vec::with_capacity(live), Vec::with_capacity(self.labels.len()));
+        for (place, &slot) in self.order.iter().enumerate() {
+            let s = slot as usize;
+            new_slot[s] = place as u32;
+            let mut node = self.nodes[s];
             let (g, l) = (node.gpu_start as usize, node.label_start as usize);
             node.gpu_start = gpus.len() as u32;
             gpus.extend_from_slice(&self.gpus[g..g + usize::from(node.gpu_count)]);
             node.label_start = labels.len() as u32;
             labels.extend_from_slice(&self.labels[l..l + usize::from(node.label_count)]);
+            nodes.push(node);
+            peers.push(self.peers[s]);
+            summaries.push(self.summaries[s].take());
+            if let Some(&t) = self.trust.get(s) {
+                trust.push(t);
+            }
         }
-        (self.gpus, self.labels, self.stale) = (gpus, labels, 0);
+        for slot in self.by_peer.values_mut() {
+            *slot = new_slot[*slot as usize];
+        }
+        for list in &mut self.label_nodes {
+            for slot in list.iter_mut() {
+                *slot = new_slot[*slot as usize];
+            }
+        }
+        self.order = (0..n as u32).collect();
+        (self.nodes, self.peers, self.summaries, self.gpus, self.labels) =
+            (nodes, peers, summaries, gpus, labels);
+        if !self.trust.is_empty() {
+            self.trust = trust;
+        }
+        (self.free, self.stale, self.moved) = (Vec::new(), 0, 0);
+    }
+
+    /// Lays the index out again ([`Self::relayout`]) once an eighth of its nodes joined or
+    /// moved since the last time (amortised: O(1) per change), or its GPU and label
+    /// arrays are half stale.
+    fn tidy(&mut self) {
+        let stale = self.stale >= 1024 && self.stale * 2 >= self.gpus.len() + self.labels.len();
+        if stale || self.moved * 8 > self.order.len().max(64) {
+            self.relayout();
+        }
     }
 
     /// Applies the submitter's reliability scores as of `now`: each node's score is
