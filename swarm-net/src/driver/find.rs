@@ -35,6 +35,10 @@ const ANSWERS: RateLimit = RateLimit { per_second: 10, burst: 40, max_sources: 4
 /// One walk towards the provider key.
 #[derive(Debug)]
 struct Walk {
+    /// The key looked for, as requests carry it, and as Kademlia measures distance to it
+    /// (hashed once per walk, not per answer).
+    key: BoundedBytes<{ swarm_core::diversity::lookup::MAX_KEY_LEN }>,
+    target: KBucketKey<kad::RecordKey>,
     lookup: Lookup<PeerId, KBucketDistance>,
     /// The addresses answers gave for the candidates (to dial them).
     addrs: HashMap<PeerId, Vec<Multiaddr>>,
@@ -70,10 +74,6 @@ impl Finds {
 }
 
 impl Driver {
-    fn provider_key(&self) -> kad::RecordKey {
-        kad::RecordKey::new(&self.config.namespace.provider_key())
-    }
-
     /// Starts a walk towards the provider key, unless one is under way.
     pub(super) fn find_providers(&mut self, now: Instant) {
         if let Some(walk) = &self.finds.walk {
@@ -85,10 +85,12 @@ impl Driver {
                 "look-up still running after {WALK_LIMIT:?}: dropped"
             );
         }
-        let key = self.provider_key();
+        let key = kad::RecordKey::new(&self.config.namespace.provider_key());
         let target = KBucketKey::new(key.clone());
         let announce = self.finds.next_announce.is_none_or(|t| now >= t);
         let mut walk = Walk {
+            key: BoundedBytes::try_from_slice(key.as_ref()).unwrap_or_default(),
+            target: target.clone(),
             lookup: Lookup::new(LookupLimits::default()),
             addrs: HashMap::new(),
             announce,
@@ -112,10 +114,10 @@ impl Driver {
 
     /// Asks whom the walk wants asked; ends it (announcing when due) once it is done.
     fn find_step(&mut self, now: Instant) {
-        let key = self.provider_key();
         let Some(walk) = self.finds.walk.as_mut() else { return };
         while let Some(peer) = walk.lookup.poll_ask() {
-            let request = FindRequest { key: wire_key(&key), announce: false, addrs: BoundedVec::default() };
+            let request =
+                FindRequest { key: walk.key.clone(), announce: false, addrs: BoundedVec::default() };
             let addrs = walk.addrs.get(&peer).cloned().unwrap_or_default();
             let id = self.swarm.behaviour_mut().find.send_request_with_addresses(&peer, request, addrs);
             self.finds.requests.insert(id, (peer, true));
@@ -142,7 +144,7 @@ impl Driver {
             }
         }
         for peer in closest {
-            let request = FindRequest { key: wire_key(&key), announce: true, addrs: wire_addrs(&ours) };
+            let request = FindRequest { key: walk.key.clone(), announce: true, addrs: wire_addrs(&ours) };
             let addrs = walk.addrs.get(&peer).cloned().unwrap_or_default();
             let id = self.swarm.behaviour_mut().find.send_request_with_addresses(&peer, request, addrs);
             self.finds.requests.insert(id, (peer, false));
@@ -203,7 +205,7 @@ impl Driver {
         let Some(walk) = self.finds.walk.as_mut().filter(|w| walked && w.lookup.is_asking(&peer)) else {
             return;
         };
-        let target = KBucketKey::new(kad::RecordKey::new(&self.config.namespace.provider_key()));
+        let target = &walk.target;
         let mut closer = Vec::with_capacity(answer.closer.len());
         for found in answer.closer.iter() {
             let Some((id, addrs)) = read_found(found) else { continue };
@@ -211,7 +213,7 @@ impl Driver {
                 continue;
             }
             let ip = addrs.first().and_then(direct_ip);
-            closer.push((id, KBucketKey::from(id).distance(&target), ip));
+            closer.push((id, KBucketKey::from(id).distance(target), ip));
             // Bounded: the look-up reads at most k peers of at most `max_asked` answers.
             walk.addrs.entry(id).or_insert(addrs);
         }
@@ -279,8 +281,4 @@ fn kad_addresses(
     let Some(bucket) = kad.kbucket(*peer.preimage()) else { return Vec::new() };
     let addrs = bucket.iter().find(|e| e.node.key == peer).map(|e| e.node.value.iter().cloned().collect());
     addrs.unwrap_or_default()
-}
-
-fn wire_key(key: &kad::RecordKey) -> BoundedBytes<{ swarm_core::diversity::lookup::MAX_KEY_LEN }> {
-    BoundedBytes::try_from_slice(key.as_ref()).unwrap_or_default()
 }
