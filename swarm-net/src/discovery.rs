@@ -18,24 +18,39 @@ pub(crate) struct DiscoverySchedule {
     next_lookup: Option<Instant>,
     walk_interval: Duration,
     next_walk: Option<Instant>,
+    announce_every: Duration,
+    /// When our provider record is announced again (`None`: by the next look-up).
+    next_announce: Option<Instant>,
 }
 
 /// What is due now.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Due {
     pub(crate) lookup: bool,
+    /// The look-up ends by announcing us ([`DiscoverySchedule::on_announced`] once it
+    /// did; until then it is due again every second).
+    pub(crate) announce: bool,
     pub(crate) walk: bool,
 }
 
 impl DiscoverySchedule {
-    pub(crate) fn new(max_interval: Duration, walk_interval: Duration) -> Self {
+    /// Look-ups back off up to `max_interval`; random walks every `walk_interval`; our
+    /// provider record announced every `announce_every` (half its lifetime).
+    pub(crate) fn new(max_interval: Duration, walk_interval: Duration, announce_every: Duration) -> Self {
         Self {
             lookup_interval: FIRST_LOOKUP,
             max_interval: max_interval.max(FIRST_LOOKUP),
             next_lookup: None,
             walk_interval,
             next_walk: None,
+            announce_every: announce_every.max(FIRST_LOOKUP),
+            next_announce: None,
         }
+    }
+
+    /// A look-up announced us at `now`.
+    pub(crate) fn on_announced(&mut self, now: Instant) {
+        self.next_announce = Some(now + self.announce_every);
     }
 
     /// The routing table gained a peer: the first look-up is due now.
@@ -47,10 +62,7 @@ impl DiscoverySchedule {
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        match (self.next_lookup, self.next_walk) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_lookup, self.next_walk, self.next_announce].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Due {
@@ -59,6 +71,13 @@ impl DiscoverySchedule {
             due.lookup = true;
             self.next_lookup = Some(now + self.lookup_interval);
             self.lookup_interval = (self.lookup_interval * 2).min(self.max_interval);
+            due.announce = self.next_announce.is_none();
+        }
+        if self.next_announce.is_some_and(|t| t <= now) {
+            (due.lookup, due.announce) = (true, true);
+            // Again in a second unless a look-up announces us meanwhile (one under way
+            // takes no other).
+            self.next_announce = Some(now + FIRST_LOOKUP);
         }
         if self.next_walk.is_some_and(|t| t <= now) {
             due.walk = true;
@@ -75,11 +94,15 @@ mod tests {
     #[test]
     fn idle_until_routing_then_backs_off() {
         let t0 = Instant::now();
-        let mut d = DiscoverySchedule::new(Duration::from_secs(30), Duration::from_secs(60));
+        let mut d = DiscoverySchedule::new(
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Duration::from_secs(300),
+        );
         assert_eq!(d.poll_timeout(), None);
         d.on_routing_peer(t0);
         d.on_routing_peer(t0 + Duration::from_millis(500));
-        assert_eq!(d.handle_timeout(t0), Due { lookup: true, walk: false });
+        assert_eq!(d.handle_timeout(t0), Due { lookup: true, announce: true, walk: false });
         let mut t = t0;
         let mut gaps = Vec::new();
         for _ in 0..10 {
@@ -92,5 +115,33 @@ mod tests {
         assert_eq!(gaps[1], Duration::from_secs(2));
         assert!(gaps.iter().all(|g| *g <= Duration::from_secs(30)));
         assert!(gaps.contains(&Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn look_ups_announce_until_one_did_then_every_half_lifetime() {
+        let t0 = Instant::now();
+        let every = Duration::from_secs(300);
+        let mut d = DiscoverySchedule::new(Duration::from_secs(30), Duration::from_secs(600), every);
+        // Runs the timers until a look-up is due to announce; when.
+        let next_announcement = |d: &mut DiscoverySchedule| loop {
+            let t = d.poll_timeout().unwrap();
+            let due = d.handle_timeout(t);
+            assert!(!due.announce || due.lookup);
+            if due.announce {
+                return t;
+            }
+        };
+        d.on_routing_peer(t0);
+        assert_eq!(next_announcement(&mut d), t0, "the first look-up announces");
+        // It reached nobody: the next look-up announces.
+        let t1 = next_announcement(&mut d);
+        assert_eq!(t1, t0 + Duration::from_secs(1));
+        d.on_announced(t1);
+        let at = next_announcement(&mut d);
+        assert_eq!(at, t1 + every, "again at half the record's lifetime");
+        // Not announced (a look-up was under way): due again a second later.
+        assert_eq!(next_announcement(&mut d), at + Duration::from_secs(1));
+        d.on_announced(at + Duration::from_secs(1));
+        assert_eq!(next_announcement(&mut d), at + Duration::from_secs(1) + every);
     }
 }

@@ -54,8 +54,6 @@ pub(super) struct Finds {
     /// Requests waiting for an answer: to whom, and whether for the walk (else an
     /// announcement).
     requests: HashMap<OutboundRequestId, (PeerId, bool)>,
-    /// When we announce ourselves next (`None`: with the first walk).
-    next_announce: Option<Instant>,
     budget: RateLimiter<PeerId>,
     /// Messages that did not decode (shared with the codec).
     malformed: Arc<AtomicU64>,
@@ -63,19 +61,14 @@ pub(super) struct Finds {
 
 impl Finds {
     pub(super) fn new(malformed: Arc<AtomicU64>) -> Self {
-        Self {
-            walk: None,
-            requests: HashMap::new(),
-            next_announce: None,
-            budget: RateLimiter::new(ANSWERS),
-            malformed,
-        }
+        Self { walk: None, requests: HashMap::new(), budget: RateLimiter::new(ANSWERS), malformed }
     }
 }
 
 impl Driver {
-    /// Starts a walk towards the provider key, unless one is under way.
-    pub(super) fn find_providers(&mut self, now: Instant) {
+    /// Starts a walk towards the provider key, unless one is under way; with `announce`,
+    /// it ends by announcing us (when the discovery schedule says so).
+    pub(super) fn find_providers(&mut self, now: Instant, announce: bool) {
         if let Some(walk) = &self.finds.walk {
             if now.saturating_duration_since(walk.started) < WALK_LIMIT {
                 return;
@@ -87,7 +80,6 @@ impl Driver {
         }
         let key = kad::RecordKey::new(&self.config.namespace.provider_key());
         let target = KBucketKey::new(key.clone());
-        let announce = self.finds.next_announce.is_none_or(|t| now >= t);
         let mut walk = Walk {
             key: BoundedBytes::try_from_slice(key.as_ref()).unwrap_or_default(),
             target: target.clone(),
@@ -150,7 +142,7 @@ impl Driver {
             self.finds.requests.insert(id, (peer, false));
             self.stats.lookup_announced += 1;
         }
-        self.finds.next_announce = Some(now + self.config.provider_ttl / 2);
+        self.discovery.on_announced(now);
     }
 
     pub(super) fn handle_find(&mut self, event: request_response::Event<FindRequest, FindAnswer>) {
@@ -258,18 +250,6 @@ impl Driver {
     /// Look-up messages that did not decode.
     pub(super) fn find_malformed(&self) -> u64 {
         self.finds.malformed.load(Ordering::Relaxed)
-    }
-
-    /// When the next announcement is due (none while a walk runs: it is due after).
-    pub(super) fn find_timeout(&self) -> Option<Instant> {
-        self.finds.next_announce.filter(|_| self.finds.walk.is_none())
-    }
-
-    /// Announces us again when due (a walk that ends with the announcement).
-    pub(super) fn find_due(&mut self, now: Instant) {
-        if self.finds.next_announce.is_some_and(|t| now >= t) {
-            self.find_providers(now);
-        }
     }
 }
 

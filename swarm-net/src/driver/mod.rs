@@ -292,7 +292,6 @@ impl Driver {
             self.watch_timeout(),
             Some(self.sync_timeout()),
             self.redials.poll_timeout(),
-            self.find_timeout(),
         ]
         .into_iter()
         .flatten()
@@ -311,9 +310,8 @@ impl Driver {
         self.advertise_leases(advert);
         let due = self.discovery.handle_timeout(now);
         if due.lookup {
-            self.find_providers(now);
+            self.find_providers(now, due.announce);
         }
-        self.find_due(now);
         if due.walk {
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }

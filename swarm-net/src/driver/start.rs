@@ -324,7 +324,11 @@ impl Driver {
         let relayed = super::relayed::Relayed::start(control, p.gate.clone(), p.relay_inbox);
         Self {
             view: ClusterView::new(peer_id, p.config.namespace.clone(), p.config.view),
-            discovery: DiscoverySchedule::new(p.config.discovery_interval_max, p.config.random_walk_interval),
+            discovery: DiscoverySchedule::new(
+                p.config.discovery_interval_max,
+                p.config.random_walk_interval,
+                p.config.provider_ttl / 2,
+            ),
             topic: records_topic(&p.config.namespace),
             swarm: p.swarm,
             publisher: p.publisher,
