@@ -5,9 +5,14 @@
 //! `cargo bench --bench convergence` (release build). Environment knobs:
 //! `SWARM_BENCH_SIZES=8,32,64`, `SWARM_BENCH_RUNS=5`, `SWARM_BENCH_TRANSPORTS=quic,tcp`,
 //! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`,
-//! `SWARM_BENCH_TRACE=1` (the join every 250 ms on stderr; run the child directly to see
+//! `SWARM_BENCH_TRACE=1` (the join every 250 ms on stderr: records missing, the node
+//! slowest to answer a command and its delay, the node with the fewest records and whom
+//! it is connected to, records synced and synced twice; run the child directly to see
 //! it: `SWARM_BENCH_CHILD=tcp:64 SWARM_BENCH_RUNS=1 target/release/deps/convergence-* --bench`),
 //! `SWARM_BENCH_PARTITION_S=60` (the partition's length; 0: none).
+//!
+//! Each run also prints (stderr) the CPU time the join took and the UDP datagrams the
+//! kernel dropped; the first run the cores the mesh keeps busy once converged.
 //!
 //! Partition (largest size only, after the first run's steady state): the two halves of
 //! the mesh block each other (`Node::block_peer`: every connection across closed and
@@ -49,6 +54,19 @@ fn udp_receive_drops() -> u64 {
     let (Some(names), Some(values)) = (udp.next(), udp.next()) else { return 0 };
     let at = names.split_whitespace().position(|n| n == "RcvbufErrors");
     at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok()).unwrap_or(0)
+}
+
+/// CPU time this process used so far (user and system, all threads), from
+/// /proc/self/stat; zero where unreadable. Two cores give a join at most twice its
+/// wall time: the figure says whether a slow join waited or worked.
+fn cpu_seconds() -> f64 {
+    let text = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which may hold spaces) end with ')'.
+    let rest = text.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn partition_length() -> Duration {
@@ -95,6 +113,8 @@ struct Steady {
     bytes_per_node_s: f64,
     publications_per_node_s: f64,
     record_bytes: usize,
+    /// Cores the whole mesh kept busy in the window.
+    cores: f64,
 }
 
 async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
@@ -106,7 +126,9 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
     let (before, pub_before) =
         total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
     let t0 = Instant::now();
+    let cpu0 = cpu_seconds();
     tokio::time::sleep(window).await;
+    let cpu = cpu_seconds() - cpu0;
     let (after, pub_after) =
         total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
     let secs = t0.elapsed().as_secs_f64();
@@ -122,6 +144,7 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
         bytes_per_node_s: (after - before) as f64 / secs / n,
         publications_per_node_s: (pub_after - pub_before) as f64 / secs / n,
         record_bytes,
+        cores: cpu / secs,
     }
 }
 
@@ -129,10 +152,20 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
 /// all, the fewest any node holds, publications and failed publications so far).
 async fn trace(mesh: &LocalMesh, started: Instant) {
     let n = mesh.nodes.len();
-    eprintln!("started {n} nodes in {:.2} s", started.elapsed().as_secs_f64());
+    let first = mesh.nodes[0].listen_addrs().await.unwrap_or_default();
+    eprintln!("started {n} nodes in {:.2} s; node 0 listens at {first:?}", started.elapsed().as_secs_f64());
     loop {
-        let counts =
-            futures::future::try_join_all(mesh.nodes.iter().map(|n| n.record_count())).await.unwrap();
+        let asked = Instant::now();
+        let timed = futures::future::try_join_all(mesh.nodes.iter().map(|n| async move {
+            let count = n.record_count().await?;
+            Ok::<_, swarm::net::NodeError>((count, asked.elapsed()))
+        }))
+        .await
+        .unwrap();
+        let counts: Vec<usize> = timed.iter().map(|t| t.0).collect();
+        // The node slowest to answer a command: its event loop's delay.
+        let (slowest, delay) =
+            timed.iter().enumerate().max_by_key(|(_, t)| t.1).map_or((0, Duration::ZERO), |(i, t)| (i, t.1));
         let stats = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap();
         let missing: usize = counts.iter().map(|&c| n.saturating_sub(c)).sum();
         let fewest = counts.iter().min().copied().unwrap_or(0);
@@ -141,10 +174,15 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         let last = counts.iter().enumerate().min_by_key(|(_, &c)| c).map_or(0, |(i, _)| i);
         let s = &stats[last];
         let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
+        let duplicates: u64 = stats.iter().map(|s| s.sync_duplicates).sum();
+        let ids: Vec<_> = mesh.nodes.iter().map(|n| n.peer_id()).collect();
+        let peers = mesh.nodes[last].connected_peers().await.unwrap_or_default();
+        let mut at: Vec<usize> = peers.iter().filter_map(|p| ids.iter().position(|i| i == p)).collect();
+        at.sort_unstable();
         eprintln!(
             "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, asked {} failed {}, {} synced, {} answers, \
              {} accepted, {} stale, {} expired, {:?} rejected) published {published:>4} failed {failed:>4} \
-             synced {synced}",
+             synced {synced} ({duplicates} duplicates); node {slowest} answered in {delay:.0?}; node {last} is connected to {at:?}",
             started.elapsed().as_secs_f64(),
             s.connected_peers,
             s.sync_asked,
@@ -174,6 +212,7 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
     for run in 0..runs {
         let rss0 = rss_bytes();
         let drops0 = udp_receive_drops();
+        let cpu0 = cpu_seconds();
         let started = Instant::now();
         let mesh = LocalMesh::start(n, "bench", t, heartbeat()).await.expect("mesh starts");
         if std::env::var_os("SWARM_BENCH_TRACE").is_some() {
@@ -184,12 +223,15 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         assert!(conv.converged, "{n} nodes did not converge: {:?}", conv.counts);
         times.push(elapsed.as_secs_f64() * 1000.0);
         let drops = udp_receive_drops().saturating_sub(drops0);
+        let cpu = cpu_seconds() - cpu0;
         eprintln!(
-            "{transport} {n} run {run}: {:.0} ms, {drops} UDP datagrams dropped by the kernel",
+            "{transport} {n} run {run}: {:.0} ms, {cpu:.1} CPU s, {drops} UDP datagrams dropped by the kernel",
             elapsed.as_secs_f64() * 1000.0
         );
         if run == 0 {
-            steady = Some(steady_state(&mesh, window).await);
+            let s = steady_state(&mesh, window).await;
+            eprintln!("{transport} {n} steady state: {:.2} cores busy", s.cores);
+            steady = Some(s);
             rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
             let length = partition_length();
             if std::env::var_os("SWARM_BENCH_PARTITION").is_some() && !length.is_zero() {

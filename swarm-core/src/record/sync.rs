@@ -10,7 +10,7 @@
 //! Every record goes through the same checks as a gossiped one: the answering side
 //! cannot forge or alter a record, only withhold one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
@@ -153,6 +153,99 @@ impl SyncSchedule {
     }
 }
 
+/// Syncs a node runs at once. Each sync asks its peer for every record the node lacks,
+/// so syncs started together (a joiner's first connections, opened within a few hundred
+/// milliseconds) bring the same records again and again: in a 64-node cold start, two
+/// to three records that the view already held for each one it lacked. A sync that
+/// waits for a slot sends its digest when it starts, holding what the earlier ones
+/// brought, and is answered with what is still missing.
+pub const MAX_SYNCS: usize = 2;
+/// A sync whose peer has not answered a round for this long no longer holds a slot: a
+/// busy peer (the bootstrap node of a cold start, say) must not hold up the others.
+pub const SYNC_PATIENCE: Duration = Duration::from_millis(500);
+
+/// Which view syncs run and which wait ([`MAX_SYNCS`] at once, [`SYNC_PATIENCE`]),
+/// first come first served. Sans-IO and bounded by its caller: every peer in it is
+/// connected, and leaves by [`Self::on_done`] when its sync ends or it disconnects.
+#[derive(Debug, Clone)]
+pub struct SyncSlots<P> {
+    /// Running syncs and when their peer last had a round asked.
+    running: Vec<(P, Instant)>,
+    waiting: VecDeque<P>,
+}
+
+impl<P: Copy + Eq> Default for SyncSlots<P> {
+    fn default() -> Self {
+        Self { running: Vec::new(), waiting: VecDeque::new() }
+    }
+}
+
+impl<P: Copy + Eq> SyncSlots<P> {
+    /// A sync with `peer` is wanted at `now`: `true` if it may start now (it then runs),
+    /// else it waits for [`Self::poll_start`]. Asking again for a peer that runs or
+    /// waits changes nothing (and says `false`).
+    pub fn request(&mut self, now: Instant, peer: P) -> bool {
+        if self.running.iter().any(|(p, _)| *p == peer) || self.waiting.contains(&peer) {
+            return false;
+        }
+        if self.busy(now) < MAX_SYNCS {
+            self.running.push((peer, now));
+            return true;
+        }
+        self.waiting.push_back(peer);
+        false
+    }
+
+    /// The sync with `peer` asks another round at `now`: its patience starts again.
+    pub fn on_round(&mut self, now: Instant, peer: P) {
+        if let Some(run) = self.running.iter_mut().find(|(p, _)| *p == peer) {
+            run.1 = now;
+        }
+    }
+
+    /// The sync with `peer` ended (its last answer, a failure, its connection closed),
+    /// or `peer` left while it waited.
+    pub fn on_done(&mut self, peer: P) {
+        self.running.retain(|(p, _)| *p != peer);
+        self.waiting.retain(|p| *p != peer);
+    }
+
+    /// The next waiting peer whose sync may start at `now`, if a slot is free: call
+    /// until `None` after [`Self::on_done`] and at [`Self::poll_timeout`].
+    pub fn poll_start(&mut self, now: Instant) -> Option<P> {
+        if self.busy(now) >= MAX_SYNCS {
+            return None;
+        }
+        let peer = self.waiting.pop_front()?;
+        self.running.push((peer, now));
+        Some(peer)
+    }
+
+    /// When a running sync runs out of patience and a waiting one may start; `None`
+    /// while none waits.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.waiting.is_empty() {
+            return None;
+        }
+        self.running.iter().map(|(_, asked)| *asked + SYNC_PATIENCE).min()
+    }
+
+    /// Syncs running or waiting.
+    pub fn len(&self) -> usize {
+        self.running.len() + self.waiting.len()
+    }
+
+    /// Whether no sync runs or waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Running syncs that still hold a slot at `now`.
+    fn busy(&self, now: Instant) -> usize {
+        self.running.iter().filter(|(_, asked)| now < *asked + SYNC_PATIENCE).count()
+    }
+}
+
 /// Answers one peer may have at once (a joiner of a 10 000-node swarm with 2 kB records
 /// needs about 40 rounds).
 pub const ANSWER_BURST: u32 = 64;
@@ -181,6 +274,45 @@ pub fn answer_budget() -> AnswerBudget {
 mod tests {
     use super::*;
     use crate::codec;
+
+    #[test]
+    #[allow(clippy::disallowed_methods)]
+    fn syncs_wait_for_a_slot_and_a_slow_peer_gives_its_slot_up() {
+        let t0 = Instant::now();
+        let mut slots = SyncSlots::default();
+        assert!(slots.request(t0, 1));
+        assert!(slots.request(t0, 2));
+        assert!(!slots.request(t0, 3), "both slots are taken");
+        assert!(!slots.request(t0, 4));
+        assert!(!slots.request(t0, 3), "asked twice, waits once");
+        assert!(!slots.request(t0, 1), "already running");
+        assert_eq!(slots.len(), 4);
+        assert_eq!(slots.poll_start(t0), None);
+
+        // An answer frees a slot: the first waiting peer starts, the next still waits.
+        slots.on_done(1);
+        assert_eq!(slots.poll_start(t0), Some(3));
+        assert_eq!(slots.poll_start(t0), None);
+
+        // Peer 2 answers a round and asks another: its patience starts again.
+        let t1 = t0 + SYNC_PATIENCE / 2;
+        slots.on_round(t1, 2);
+        assert_eq!(slots.poll_timeout(), Some(t0 + SYNC_PATIENCE), "peer 3's, the earlier");
+        // Peer 3 never answers: past its patience, peer 4 starts beside it.
+        let t2 = t0 + SYNC_PATIENCE;
+        assert_eq!(slots.poll_start(t2), Some(4));
+        assert_eq!(slots.poll_timeout(), None, "nobody waits");
+        assert_eq!(slots.poll_start(t2), None);
+
+        // A waiting peer that disconnects leaves; so do the running ones.
+        assert!(!slots.request(t2, 5));
+        slots.on_done(5);
+        for peer in [2, 3, 4] {
+            slots.on_done(peer);
+        }
+        assert!(slots.is_empty());
+        assert!(slots.request(t2, 6), "all slots free again");
+    }
 
     #[test]
     fn the_largest_digest_and_answer_fit_their_caps() {

@@ -207,6 +207,9 @@ pub struct NodeStats {
     /// Records that entered the view by view sync (fetched on connecting) rather than
     /// by gossip.
     pub sync_records: u64,
+    /// Records a view sync answer brought that the view already held as new or newer
+    /// (another sync or gossip delivered them first): the sync's wasted bytes.
+    pub sync_duplicates: u64,
     /// View sync answers this node gave.
     pub sync_answers: u64,
     /// View sync requests this node sent (each round counts).

@@ -84,7 +84,7 @@ impl Driver {
                     self.redial_later(Instant::now(), peer_id);
                     self.peer_gone(&peer_id);
                     self.identified.remove(&peer_id);
-                    self.sync_gone(&peer_id);
+                    self.sync_gone(Instant::now(), &peer_id);
                     self.member_maybe_lost(peer_id);
                 }
             }
@@ -146,7 +146,7 @@ impl Driver {
         if info.protocol_version == self.config.namespace.identify_protocol() {
             self.identified.insert(peer_id);
             self.member_found(peer_id);
-            self.sync_on_connect(peer_id);
+            self.sync_on_connect(Instant::now(), peer_id);
             self.relay_identified(peer_id, &info);
         }
     }

@@ -1,7 +1,9 @@
 //! View sync (`crate::sync`): a member identified on a new connection gets our view's
 //! digest and sends back the signed records we lack, round after round while it says
-//! more remain; we answer its digest likewise, within its answer budget. Besides, one
-//! random connected member is synced with on `SyncSchedule`'s beat (anti-entropy).
+//! more remain; we answer its digest likewise, within its answer budget. At most
+//! `MAX_SYNCS` run at once (`SyncSlots`): the others wait, and their digests then hold
+//! what the earlier ones brought. Besides, one random connected member is synced with on
+//! `SyncSchedule`'s beat (anti-entropy).
 //! Records that come this way enter the view through the same checks as gossiped ones.
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +16,7 @@ use rand::RngExt as _;
 use libp2p::request_response::{self, Message};
 use libp2p::PeerId;
 use swarm_core::record::sync::{
-    answer_budget, ask_again, AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule,
+    answer_budget, ask_again, AnswerBudget, RecordDigest, SyncAnswer, SyncSchedule, SyncSlots,
 };
 use swarm_core::view::Ingest;
 
@@ -30,6 +32,8 @@ pub(super) struct Syncs {
     synced: HashSet<PeerId>,
     /// Syncs under way: rounds taken.
     rounds: HashMap<PeerId, u32>,
+    /// Which syncs run and which wait for a slot.
+    slots: SyncSlots<PeerId>,
     /// When to sync with a random member.
     schedule: SyncSchedule,
     /// What each peer may still ask of us.
@@ -44,6 +48,7 @@ impl Syncs {
         Self {
             synced: HashSet::new(),
             rounds: HashMap::new(),
+            slots: SyncSlots::default(),
             schedule: SyncSchedule::new(now),
             budget: answer_budget(),
             malformed,
@@ -52,17 +57,35 @@ impl Syncs {
 }
 
 impl Driver {
-    /// Starts a sync with member `peer` unless one ran since it connected.
-    pub(super) fn sync_on_connect(&mut self, peer: PeerId) {
+    /// Starts a sync with member `peer` unless one ran since it connected (or queues it
+    /// for a slot).
+    pub(super) fn sync_on_connect(&mut self, now: Instant, peer: PeerId) {
         if self.syncs.synced.insert(peer) {
+            self.sync_request(now, peer);
+        }
+    }
+
+    fn sync_request(&mut self, now: Instant, peer: PeerId) {
+        if !self.syncs.rounds.contains_key(&peer) && self.syncs.slots.request(now, peer) {
             self.sync_with(peer);
         }
     }
 
-    fn sync_with(&mut self, peer: PeerId) {
-        if self.syncs.rounds.contains_key(&peer) {
-            return;
+    /// Starts the syncs that waited for a slot, while slots are free.
+    fn sync_start_waiting(&mut self, now: Instant) {
+        while let Some(peer) = self.syncs.slots.poll_start(now) {
+            self.sync_with(peer);
         }
+    }
+
+    /// The sync with `peer` ended (answered in full, failed, or its connection closed).
+    fn sync_ended(&mut self, now: Instant, peer: &PeerId) {
+        self.syncs.rounds.remove(peer);
+        self.syncs.slots.on_done(*peer);
+        self.sync_start_waiting(now);
+    }
+
+    fn sync_with(&mut self, peer: PeerId) {
         self.syncs.rounds.insert(peer, 1);
         let digest = self.view.digest();
         self.stats.sync_asked += 1;
@@ -70,9 +93,9 @@ impl Driver {
     }
 
     /// `peer`'s last connection closed.
-    pub(super) fn sync_gone(&mut self, peer: &PeerId) {
+    pub(super) fn sync_gone(&mut self, now: Instant, peer: &PeerId) {
         self.syncs.synced.remove(peer);
-        self.syncs.rounds.remove(peer);
+        self.sync_ended(now, peer);
     }
 
     /// A new member's record entered the view.
@@ -81,12 +104,15 @@ impl Driver {
     }
 
     pub(super) fn sync_timeout(&self) -> Instant {
-        self.syncs.schedule.poll_timeout()
+        let beat = self.syncs.schedule.poll_timeout();
+        self.syncs.slots.poll_timeout().map_or(beat, |slot| slot.min(beat))
     }
 
-    /// Anti-entropy: a sync with one random connected member when one is due, among
-    /// those no sync is under way with (one that is slow to answer would take the turn).
+    /// Syncs that waited for a slot a slow one held; and anti-entropy: a sync with one
+    /// random connected member when one is due, among those no sync is under way with
+    /// (one that is slow to answer would take the turn).
     pub(super) fn sync_due(&mut self, now: Instant) {
+        self.sync_start_waiting(now);
         if !self.syncs.schedule.handle_timeout(now) {
             return;
         }
@@ -96,7 +122,7 @@ impl Driver {
             return;
         }
         let peer = idle[rand::rng().random_range(0..idle.len())];
-        self.sync_with(peer);
+        self.sync_request(now, peer);
     }
 
     pub(super) fn handle_sync(&mut self, event: request_response::Event<RecordDigest, SyncAnswer>) {
@@ -122,7 +148,7 @@ impl Driver {
             }
             request_response::Event::OutboundFailure { peer, error, .. } => {
                 self.stats.sync_failed += 1;
-                self.syncs.rounds.remove(&peer);
+                self.sync_ended(Instant::now(), &peer);
                 tracing::debug!(%peer, %error, "view sync failed");
             }
             request_response::Event::InboundFailure { .. } | request_response::Event::ResponseSent { .. } => {
@@ -137,7 +163,8 @@ impl Driver {
         for record in answer.records.iter() {
             match self.view.handle_record(now, wall, record) {
                 Ok(Ingest::Inserted | Ingest::Updated) => self.stats.sync_records += 1,
-                Ok(Ingest::Stale | Ingest::Full) => {}
+                Ok(Ingest::Stale) => self.stats.sync_duplicates += 1,
+                Ok(Ingest::Full) => {}
                 Err(e) => {
                     rejected += 1;
                     tracing::debug!(%peer, error = %e, "synced record rejected");
@@ -149,11 +176,12 @@ impl Driver {
         let Some(rounds) = self.syncs.rounds.get_mut(&peer) else { return };
         if ask_again(&answer, rejected, *rounds) {
             *rounds += 1;
+            self.syncs.slots.on_round(now, peer);
             let digest = self.view.digest();
             self.stats.sync_asked += 1;
             self.swarm.behaviour_mut().sync.send_request(&peer, digest);
         } else {
-            self.syncs.rounds.remove(&peer);
+            self.sync_ended(now, &peer);
         }
     }
 
