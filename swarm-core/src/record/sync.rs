@@ -169,9 +169,17 @@ pub const SYNC_PATIENCE: Duration = Duration::from_millis(500);
 /// connected, and leaves by [`Self::on_done`] when its sync ends or it disconnects.
 #[derive(Debug, Clone)]
 pub struct SyncSlots<P> {
-    /// Running syncs and when their peer last had a round asked.
-    running: Vec<(P, Instant)>,
+    running: Vec<Running<P>>,
     waiting: VecDeque<P>,
+}
+
+#[derive(Debug, Clone)]
+struct Running<P> {
+    peer: P,
+    /// When its last round was asked.
+    asked: Instant,
+    /// Past its patience: runs on, but holds no slot.
+    overdue: bool,
 }
 
 impl<P: Copy + Eq> Default for SyncSlots<P> {
@@ -185,11 +193,12 @@ impl<P: Copy + Eq> SyncSlots<P> {
     /// else it waits for [`Self::poll_start`]. Asking again for a peer that runs or
     /// waits changes nothing (and says `false`).
     pub fn request(&mut self, now: Instant, peer: P) -> bool {
-        if self.running.iter().any(|(p, _)| *p == peer) || self.waiting.contains(&peer) {
+        if self.running.iter().any(|r| r.peer == peer) || self.waiting.contains(&peer) {
             return false;
         }
-        if self.busy(now) < MAX_SYNCS {
-            self.running.push((peer, now));
+        self.mark_overdue(now);
+        if self.busy() < MAX_SYNCS {
+            self.running.push(Running { peer, asked: now, overdue: false });
             return true;
         }
         self.waiting.push_back(peer);
@@ -198,36 +207,40 @@ impl<P: Copy + Eq> SyncSlots<P> {
 
     /// The sync with `peer` asks another round at `now`: its patience starts again.
     pub fn on_round(&mut self, now: Instant, peer: P) {
-        if let Some(run) = self.running.iter_mut().find(|(p, _)| *p == peer) {
-            run.1 = now;
+        if let Some(run) = self.running.iter_mut().find(|r| r.peer == peer) {
+            run.asked = now;
+            run.overdue = false;
         }
     }
 
     /// The sync with `peer` ended (its last answer, a failure, its connection closed),
     /// or `peer` left while it waited.
     pub fn on_done(&mut self, peer: P) {
-        self.running.retain(|(p, _)| *p != peer);
+        self.running.retain(|r| r.peer != peer);
         self.waiting.retain(|p| *p != peer);
     }
 
     /// The next waiting peer whose sync may start at `now`, if a slot is free: call
     /// until `None` after [`Self::on_done`] and at [`Self::poll_timeout`].
     pub fn poll_start(&mut self, now: Instant) -> Option<P> {
-        if self.busy(now) >= MAX_SYNCS {
+        self.mark_overdue(now);
+        if self.busy() >= MAX_SYNCS {
             return None;
         }
         let peer = self.waiting.pop_front()?;
-        self.running.push((peer, now));
+        self.running.push(Running { peer, asked: now, overdue: false });
         Some(peer)
     }
 
-    /// When a running sync runs out of patience and a waiting one may start; `None`
-    /// while none waits.
+    /// When a sync that holds a slot runs out of patience, so that a waiting one may
+    /// start; `None` while none waits. Syncs [`Self::poll_start`] found past their
+    /// patience hold no slot and set no deadline (theirs has passed: a caller woken for
+    /// it would find nothing to do, again and again).
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.waiting.is_empty() {
             return None;
         }
-        self.running.iter().map(|(_, asked)| *asked + SYNC_PATIENCE).min()
+        self.running.iter().filter(|r| !r.overdue).map(|r| r.asked + SYNC_PATIENCE).min()
     }
 
     /// Syncs running or waiting.
@@ -240,9 +253,17 @@ impl<P: Copy + Eq> SyncSlots<P> {
         self.len() == 0
     }
 
-    /// Running syncs that still hold a slot at `now`.
-    fn busy(&self, now: Instant) -> usize {
-        self.running.iter().filter(|(_, asked)| now < *asked + SYNC_PATIENCE).count()
+    fn mark_overdue(&mut self, now: Instant) {
+        for run in &mut self.running {
+            if now >= run.asked + SYNC_PATIENCE {
+                run.overdue = true;
+            }
+        }
+    }
+
+    /// Running syncs that hold a slot.
+    fn busy(&self) -> usize {
+        self.running.iter().filter(|r| !r.overdue).count()
     }
 }
 
@@ -304,10 +325,21 @@ mod tests {
         assert_eq!(slots.poll_timeout(), None, "nobody waits");
         assert_eq!(slots.poll_start(t2), None);
 
-        // A waiting peer that disconnects leaves; so do the running ones.
-        assert!(!slots.request(t2, 5));
-        slots.on_done(5);
-        for peer in [2, 3, 4] {
+        // Two hold slots again (4 fresh, 2 renewed), 3 is overdue: a waiting peer's
+        // deadline is a running one's patience, never the overdue one's, already past.
+        assert!(!slots.request(t2, 7));
+        assert_eq!(slots.poll_timeout(), Some(t1 + SYNC_PATIENCE));
+        assert_eq!(slots.poll_start(t1 + SYNC_PATIENCE), Some(7), "2 ran out as well");
+        assert_eq!(slots.poll_timeout(), None);
+        slots.on_done(7);
+
+        // One slot is free (4 holds the other); then a waiting peer that disconnects
+        // leaves, and so do the running ones.
+        assert!(slots.request(t2, 5));
+        assert!(!slots.request(t2, 8));
+        slots.on_done(8);
+        assert_eq!(slots.poll_timeout(), None, "8 left");
+        for peer in [2, 3, 4, 5] {
             slots.on_done(peer);
         }
         assert!(slots.is_empty());
