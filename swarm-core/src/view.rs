@@ -219,8 +219,7 @@ impl ClusterView {
         bytes: &[u8],
     ) -> Result<Ingest, RecordError> {
         match self.check(wall, bytes) {
-            Ok(Some(verified)) => {
-                let left = self.lifetime_left(&verified.record, wall);
+            Ok(Some((verified, left))) => {
                 Ok(self.apply(now, left, verified.record, verified.tunnel, bytes.into(), false))
             }
             Ok(None) => {
@@ -234,25 +233,30 @@ impl ClusterView {
         }
     }
 
-    /// Decodes and checks a record; `None` if it is not newer than the one held, which
-    /// then needs no further checking (its signature neither: an old record changes
-    /// nothing, whoever made it). A tunnel record identical to the held one is not
-    /// verified again.
-    fn check(&self, wall: UnixMillis, bytes: &[u8]) -> Result<Option<VerifiedRecord>, RecordError> {
+    /// Decodes and checks a record, and says how long it has left to live; `None` if it
+    /// is not newer than the one held or has no life left, which then needs no further
+    /// checking (its signature neither: an old record changes nothing, whoever made it).
+    /// A tunnel record identical to the held one is not verified again.
+    fn check(
+        &self,
+        wall: UnixMillis,
+        bytes: &[u8],
+    ) -> Result<Option<(VerifiedRecord, Duration)>, RecordError> {
         let policy = &self.config.policy;
         let opened = SignedNodeRecord::open(bytes, policy.max_size)?;
         let record = &opened.record;
         let held = self.entries.get(&record.peer_id).filter(|e| !e.local);
-        if held.is_some_and(|e| e.record.seq >= record.seq)
-            || record.peer_id == self.local
-            || self.lifetime_left(record, wall).is_zero()
-        {
+        if held.is_some_and(|e| e.record.seq >= record.seq) || record.peer_id == self.local {
+            return Ok(None);
+        }
+        let left = self.lifetime_left(record, wall);
+        if left.is_zero() {
             return Ok(None);
         }
         let known = held.map(|e| (&e.record.tunnel, &e.tunnel));
         let tunnel = record.verify(opened.author(), &self.namespace, wall, policy, known)?;
         opened.check_signature()?;
-        Ok(Some(VerifiedRecord { record: opened.record, tunnel }))
+        Ok(Some((VerifiedRecord { record: opened.record, tunnel }, left)))
     }
 
     /// Inserts or refreshes the local node's own record; `wire` is its signed form
