@@ -115,6 +115,8 @@ struct Steady {
     record_bytes: usize,
     /// Cores the whole mesh kept busy in the window.
     cores: f64,
+    /// Connections per node at the window's end (peers connected).
+    peers: f64,
 }
 
 async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
@@ -129,8 +131,9 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
     let cpu0 = cpu_seconds();
     tokio::time::sleep(window).await;
     let cpu = cpu_seconds() - cpu0;
-    let (after, pub_after) =
-        total(futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap());
+    let stats = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap();
+    let peers = stats.iter().map(|s| s.connected_peers).sum::<usize>() as f64 / stats.len().max(1) as f64;
+    let (after, pub_after) = total(stats);
     let secs = t0.elapsed().as_secs_f64();
     let view = mesh.nodes[0].cluster().await.unwrap();
     let record_bytes = view
@@ -145,6 +148,7 @@ async fn steady_state(mesh: &LocalMesh, window: Duration) -> Steady {
         publications_per_node_s: (pub_after - pub_before) as f64 / secs / n,
         record_bytes,
         cores: cpu / secs,
+        peers,
     }
 }
 
@@ -230,7 +234,10 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         );
         if run == 0 {
             let s = steady_state(&mesh, window).await;
-            eprintln!("{transport} {n} steady state: {:.2} cores busy", s.cores);
+            eprintln!(
+                "{transport} {n} steady state: {:.2} cores busy, {:.1} peers connected per node",
+                s.cores, s.peers
+            );
             steady = Some(s);
             rss_per_node = rss_bytes().saturating_sub(rss0) as f64 / n as f64 / (1 << 20) as f64;
             let length = partition_length();
