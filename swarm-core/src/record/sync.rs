@@ -176,6 +176,8 @@ pub struct SyncSlots<P> {
 #[derive(Debug, Clone)]
 struct Running<P> {
     peer: P,
+    /// Rounds asked so far.
+    rounds: u32,
     /// When its last round was asked.
     asked: Instant,
     /// Past its patience: runs on, but holds no slot.
@@ -198,7 +200,7 @@ impl<P: Copy + Eq> SyncSlots<P> {
         }
         self.mark_overdue(now);
         if self.busy() < MAX_SYNCS {
-            self.running.push(Running { peer, asked: now, overdue: false });
+            self.running.push(Running { peer, rounds: 1, asked: now, overdue: false });
             return true;
         }
         self.waiting.push_back(peer);
@@ -208,9 +210,15 @@ impl<P: Copy + Eq> SyncSlots<P> {
     /// The sync with `peer` asks another round at `now`: its patience starts again.
     pub fn on_round(&mut self, now: Instant, peer: P) {
         if let Some(run) = self.running.iter_mut().find(|r| r.peer == peer) {
+            run.rounds += 1;
             run.asked = now;
             run.overdue = false;
         }
+    }
+
+    /// Rounds the sync with `peer` has asked, if it runs (1 once started).
+    pub fn rounds(&self, peer: P) -> Option<u32> {
+        self.running.iter().find(|r| r.peer == peer).map(|r| r.rounds)
     }
 
     /// The sync with `peer` ended (its last answer, a failure, its connection closed),
@@ -228,7 +236,7 @@ impl<P: Copy + Eq> SyncSlots<P> {
             return None;
         }
         let peer = self.waiting.pop_front()?;
-        self.running.push(Running { peer, asked: now, overdue: false });
+        self.running.push(Running { peer, rounds: 1, asked: now, overdue: false });
         Some(peer)
     }
 
@@ -317,7 +325,9 @@ mod tests {
 
         // Peer 2 answers a round and asks another: its patience starts again.
         let t1 = t0 + SYNC_PATIENCE / 2;
+        assert_eq!(slots.rounds(2), Some(1));
         slots.on_round(t1, 2);
+        assert_eq!((slots.rounds(2), slots.rounds(4)), (Some(2), None), "4 waits");
         assert_eq!(slots.poll_timeout(), Some(t0 + SYNC_PATIENCE), "peer 3's, the earlier");
         // Peer 3 never answers: past its patience, peer 4 starts beside it.
         let t2 = t0 + SYNC_PATIENCE;

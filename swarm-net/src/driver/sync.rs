@@ -6,7 +6,7 @@
 //! `SyncSchedule`'s beat (anti-entropy).
 //! Records that come this way enter the view through the same checks as gossiped ones.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,9 +30,7 @@ pub(super) struct Syncs {
     /// Peers synced since their first connection opened. Forgotten when their last
     /// connection closes, so a reconnection syncs again.
     synced: HashSet<PeerId>,
-    /// Syncs under way: rounds taken.
-    rounds: HashMap<PeerId, u32>,
-    /// Which syncs run and which wait for a slot.
+    /// Which syncs run (and their rounds) and which wait for a slot.
     slots: SyncSlots<PeerId>,
     /// When to sync with a random member.
     schedule: SyncSchedule,
@@ -47,7 +45,6 @@ impl Syncs {
     pub(super) fn new(now: Instant, malformed: Arc<AtomicU64>) -> Self {
         Self {
             synced: HashSet::new(),
-            rounds: HashMap::new(),
             slots: SyncSlots::default(),
             schedule: SyncSchedule::new(now),
             budget: answer_budget(),
@@ -66,7 +63,7 @@ impl Driver {
     }
 
     fn sync_request(&mut self, now: Instant, peer: PeerId) {
-        if !self.syncs.rounds.contains_key(&peer) && self.syncs.slots.request(now, peer) {
+        if self.syncs.slots.request(now, peer) {
             self.sync_with(peer);
         }
     }
@@ -80,13 +77,12 @@ impl Driver {
 
     /// The sync with `peer` ended (answered in full, failed, or its connection closed).
     fn sync_ended(&mut self, now: Instant, peer: &PeerId) {
-        self.syncs.rounds.remove(peer);
         self.syncs.slots.on_done(*peer);
         self.sync_start_waiting(now);
     }
 
+    /// Sends `peer` our digest: a sync's first round (its slot taken).
     fn sync_with(&mut self, peer: PeerId) {
-        self.syncs.rounds.insert(peer, 1);
         let digest = self.view.digest();
         self.stats.sync_asked += 1;
         self.swarm.behaviour_mut().sync.send_request(&peer, digest);
@@ -116,8 +112,9 @@ impl Driver {
         if !self.syncs.schedule.handle_timeout(now) {
             return;
         }
-        let rounds = &self.syncs.rounds;
-        let idle: Vec<PeerId> = self.identified.iter().filter(|p| !rounds.contains_key(p)).copied().collect();
+        let slots = &self.syncs.slots;
+        let idle: Vec<PeerId> =
+            self.identified.iter().filter(|p| slots.rounds(**p).is_none()).copied().collect();
         if idle.is_empty() {
             return;
         }
@@ -173,9 +170,8 @@ impl Driver {
                 }
             }
         }
-        let Some(rounds) = self.syncs.rounds.get_mut(&peer) else { return };
-        if ask_again(&answer, rejected, *rounds) {
-            *rounds += 1;
+        let Some(rounds) = self.syncs.slots.rounds(peer) else { return };
+        if ask_again(&answer, rejected, rounds) {
             self.syncs.slots.on_round(now, peer);
             let digest = self.view.digest();
             self.stats.sync_asked += 1;
