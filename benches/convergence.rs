@@ -7,8 +7,10 @@
 //! `SWARM_BENCH_WINDOW_S=20` (steady-state measuring window), `SWARM_BENCH_HEARTBEAT_S=5`,
 //! `SWARM_BENCH_TRACE=1` (the join every 250 ms on stderr: records missing, the node
 //! slowest to answer a command and its delay, the node with the fewest records and whom
-//! it is connected to, records synced and synced twice; run the child directly to see
+//! it is connected to, records synced and synced twice, connections opened; run the child directly to see
 //! it: `SWARM_BENCH_CHILD=tcp:64 SWARM_BENCH_RUNS=1 target/release/deps/convergence-* --bench`),
+//! `SWARM_BENCH_TRACE_MISSING=1` (with the trace, once under 600 records are missing:
+//! each author whose record is missing and the nodes that lack it),
 //! `SWARM_BENCH_PARTITION_S=60` (the partition's length; 0: none).
 //!
 //! Each run also prints (stderr) the CPU time the join took and the UDP datagrams the
@@ -179,6 +181,8 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         let s = &stats[last];
         let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
         let duplicates: u64 = stats.iter().map(|s| s.sync_duplicates).sum();
+        let opened: u64 = stats.iter().map(|s| s.connections_opened).sum();
+        let dials_failed: u64 = stats.iter().map(|s| s.dials_failed).sum();
         let ids: Vec<_> = mesh.nodes.iter().map(|n| n.peer_id()).collect();
         let peers = mesh.nodes[last].connected_peers().await.unwrap_or_default();
         let mut at: Vec<usize> = peers.iter().filter_map(|p| ids.iter().position(|i| i == p)).collect();
@@ -186,7 +190,7 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         eprintln!(
             "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, asked {} failed {}, {} synced, {} answers, \
              {} accepted, {} stale, {} expired, {:?} rejected) published {published:>4} failed {failed:>4} \
-             synced {synced} ({duplicates} duplicates); node {slowest} answered in {delay:.0?}; node {last} is connected to {at:?}",
+             synced {synced} ({duplicates} duplicates); connections {opened} ({dials_failed} dials failed); node {slowest} answered in {delay:.0?}; node {last} is connected to {at:?}",
             started.elapsed().as_secs_f64(),
             s.connected_peers,
             s.sync_asked,
@@ -200,6 +204,28 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         );
         if missing == 0 || started.elapsed() > Duration::from_secs(60) {
             return;
+        }
+        // Whose records are missing, and where: the tail of a join is one late author's
+        // record or one starved node's view.
+        if missing < 600 && std::env::var_os("SWARM_BENCH_TRACE_MISSING").is_some() {
+            let snaps = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.cluster())).await.unwrap();
+            let mut lacking = vec![Vec::new(); n];
+            for (holder, snap) in snaps.iter().enumerate() {
+                for (author, id) in ids.iter().enumerate() {
+                    if snap.get(id).is_none() {
+                        lacking[author].push(holder);
+                    }
+                }
+            }
+            for (author, holders) in lacking.iter().enumerate().filter(|(_, h)| !h.is_empty()) {
+                let peers = stats[author].connected_peers;
+                eprintln!(
+                    "    record of {author} ({peers} peers, published {}) missing at {} nodes: {:?}",
+                    stats[author].published,
+                    holders.len(),
+                    &holders[..holders.len().min(12)]
+                );
+            }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -29,7 +29,7 @@ pub mod window;
 
 pub use monitor::{
     LinkConfig, LinkMonitor, LinkStats, PassiveCounters, Quantiles, Ratio, RttBuckets, WindowStats,
-    MAX_LINK_MEMORY, RTT_BUCKET_BOUNDS,
+    MAX_FAST_LINKS, MAX_LINK_MEMORY, RTT_BUCKET_BOUNDS,
 };
 pub use sla::{LatencyStat, Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 pub use table::{

@@ -4,7 +4,8 @@
 //!   monitor; the round trip less the replier's hold time goes into HdrHistograms over a
 //!   short (10 s) and a long (60 s) window. After a surprising sample (a lost probe, or
 //!   a round trip 25 % and 1 ms off the short-window median) the interval drops to a quarter for
-//!   2 s, so a change is confirmed quickly.
+//!   2 s, so a change is confirmed quickly (when its owner grants it: a
+//!   [`crate::link::LinkTable`] lets [`MAX_FAST_LINKS`] links probe fast at once).
 //! - **Jitter**: RFC 3550's estimator `J += (|D(i-1, i)| - J) / 16` over the probes the
 //!   peer sends us (transit = arrival − the sender's timestamp, whose clock offset
 //!   cancels in D), plus the plain mean of |D| per window; the peer reports its own
@@ -22,6 +23,14 @@ use hdrhistogram::Histogram;
 use super::probe::{Probe, ProbeError, ProbeReply, PROBE_LEN, REPLY_LEN};
 use super::train::{TrainError, TrainReceiver, TrainSender, REPORT_LEN};
 use super::window::{new_histogram, CounterWindow, WindowedHistogram};
+
+/// Links of one node that probe at the quarter interval at once (see
+/// [`LinkMonitor::grant_fast`]). A node whose every link looks surprising at once is
+/// more likely itself the cause (a busy CPU delays every reply: a 64-node join on two
+/// cores puts every link of every node into fast probing, which quadrupled the probe
+/// load and slowed the join it was measuring); the rest keep the normal interval and
+/// still see a change within their judge's window.
+pub const MAX_FAST_LINKS: usize = 8;
 
 /// Settings of a [`LinkMonitor`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -282,7 +291,10 @@ pub struct LinkMonitor {
     config: LinkConfig,
     epoch: Instant,
     next_probe: Instant,
+    /// Until when a surprise asks for fast probing.
     fast_until: Option<Instant>,
+    /// Whether fast probing is allowed (by the node's [`MAX_FAST_LINKS`]).
+    fast_granted: bool,
     seq: u32,
     outstanding: VecDeque<(u32, Instant)>,
     rtt: [WindowedHistogram; 2],
@@ -326,6 +338,7 @@ impl LinkMonitor {
             epoch: now,
             next_probe: now,
             fast_until: None,
+            fast_granted: true,
             seq: 0,
             outstanding: VecDeque::new(),
             rtt: [
@@ -368,10 +381,28 @@ impl LinkMonitor {
     }
 
     fn interval(&self, now: Instant) -> Duration {
-        match self.fast_until {
-            Some(t) if now < t => self.config.probe_interval / 4,
-            _ => self.config.probe_interval,
+        if self.fast_granted && self.wants_fast(now) {
+            self.config.probe_interval / 4
+        } else {
+            self.config.probe_interval
         }
+    }
+
+    /// Whether a recent surprise (a lost probe, an odd round trip) asks for probing at
+    /// a quarter of the interval at `now`.
+    pub fn wants_fast(&self, now: Instant) -> bool {
+        self.fast_until.is_some_and(|t| now < t)
+    }
+
+    /// Whether it probes at a quarter of the interval at `now` (wanted and granted).
+    pub fn probing_fast(&self, now: Instant) -> bool {
+        self.fast_granted && self.wants_fast(now)
+    }
+
+    /// Allows or forbids fast probing (allowed from the start). A forbidden monitor
+    /// that wants it probes at the normal interval. Takes effect from the next probe.
+    pub fn grant_fast(&mut self, granted: bool) {
+        self.fast_granted = granted;
     }
 
     /// A probe body to send now, if one is due.

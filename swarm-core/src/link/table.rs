@@ -22,13 +22,21 @@ use std::time::{Duration, Instant};
 
 use libp2p_identity::PeerId;
 
-use super::monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, RttBuckets};
+use super::monitor::{LinkConfig, LinkMonitor, LinkStats, PassiveCounters, RttBuckets, MAX_FAST_LINKS};
 use super::sla::{Metric, SlaEvent, SlaJudge, SlaPolicy, SlaState};
 use super::summary::{degraded, LinkSummaries, LinkSummary, MAX_LINKS};
 use super::train::{self, TrainError};
 use super::vivaldi::Coordinate;
 use crate::bounded::BoundedVec;
 use crate::tunnel::FrameKind;
+
+/// A monitor of the table: fast probing only when the table grants it
+/// ([`MAX_FAST_LINKS`] at once, in [`LinkTable::handle_timeout`]).
+fn table_monitor(now: Instant, config: LinkConfig) -> LinkMonitor {
+    let mut monitor = LinkMonitor::new(now, config);
+    monitor.grant_fast(false);
+    monitor
+}
 
 /// Packets and body size of a throughput test's train: 128 x 1200 bytes (150 KB).
 pub const TRAIN_PACKETS: u16 = 128;
@@ -263,7 +271,7 @@ impl LinkTable {
             self.timers.set(Timer::Judge, now + config.probe_interval);
         }
         self.links.entry(peer).or_insert_with(|| Link {
-            monitor: LinkMonitor::new(now, config),
+            monitor: table_monitor(now, config),
             rtt_buckets: RttBuckets::default(),
             judge: SlaJudge::new(policy),
             last_handshake: None,
@@ -304,7 +312,7 @@ impl LinkTable {
     pub fn handle_path_change(&mut self, now: Instant, peer: &PeerId) {
         let config = self.config;
         let Some(link) = self.links.get_mut(peer) else { return };
-        link.monitor = LinkMonitor::new(now, config);
+        link.monitor = table_monitor(now, config);
         self.trains.retain(|t| t.peer != *peer);
         if self.waiting.remove(peer).is_some() {
             let result = Err(ThroughputError::Down);
@@ -424,8 +432,17 @@ impl LinkTable {
     /// the SLA judgements; the summaries each gossip interval.
     pub fn handle_timeout(&mut self, now: Instant) {
         let Self { links, frames, .. } = self;
+        // Links keep fast probing while they want it; others get it while fewer than
+        // `MAX_FAST_LINKS` hold it (first come, first served).
+        let mut fast = links.values().filter(|l| l.monitor.probing_fast(now)).count();
         for (peer, link) in links.iter_mut() {
             link.monitor.handle_timeout(now);
+            if !link.monitor.wants_fast(now) {
+                link.monitor.grant_fast(false);
+            } else if !link.monitor.probing_fast(now) && fast < MAX_FAST_LINKS {
+                link.monitor.grant_fast(true);
+                fast += 1;
+            }
             if let Some(probe) = link.monitor.poll_probe(now) {
                 link.unanswered = link.unanswered.saturating_add(1);
                 push_frame(frames, *peer, FrameKind::PROBE, &probe);
@@ -626,4 +643,64 @@ fn summarise(now: Instant, peer: PeerId, stats: &LinkStats, link: &Link) -> Opti
         age_ms: u32::try_from(age.as_millis()).unwrap_or(u32::MAX),
         degraded: bits,
     })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::disallowed_methods)] // tests own the clock
+mod tests {
+    use std::collections::HashMap;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn peer(i: u8) -> PeerId {
+        crate::Keypair::ed25519_from_bytes([i + 1; 32]).unwrap().public().to_peer_id()
+    }
+
+    /// Probes each peer was sent in `[from, to)`, running the table on virtual time.
+    fn probes(
+        table: &mut LinkTable,
+        now: &mut Instant,
+        from: Instant,
+        to: Instant,
+    ) -> HashMap<PeerId, usize> {
+        let mut sent = HashMap::new();
+        while *now < to {
+            if table.poll_timeout().is_some_and(|t| t <= *now) {
+                table.handle_timeout(*now);
+            }
+            while let Some(t) = table.poll_transmit() {
+                if t.kind == FrameKind::PROBE && *now >= from {
+                    *sent.entry(t.peer).or_insert(0) += 1;
+                }
+            }
+            *now += Duration::from_millis(5);
+        }
+        sent
+    }
+
+    #[test]
+    fn at_most_max_fast_links_probe_fast_and_the_rest_keep_the_interval() {
+        let t0 = Instant::now();
+        let config = LinkConfig::default();
+        let mut table = LinkTable::new(t0, config, SlaPolicy::default());
+        let peers: Vec<PeerId> = (0..20).map(peer).collect();
+        for p in &peers {
+            table.handle_tunnel_up(t0, *p);
+        }
+        let mut now = t0;
+        // Nobody answers: after the probe timeout every probe is lost, so every link
+        // wants fast probing from then on.
+        let quiet = probes(&mut table, &mut now, t0, t0 + Duration::from_secs(1));
+        assert!(quiet.values().all(|&n| n == 5), "the normal interval, 200 ms: {quiet:?}");
+        let from = t0 + Duration::from_secs(3);
+        let to = from + Duration::from_secs(2);
+        probes(&mut table, &mut now, from, from);
+        let sent = probes(&mut table, &mut now, from, to);
+        let counts: Vec<usize> = peers.iter().map(|p| sent.get(p).copied().unwrap_or(0)).collect();
+        // 2 s: 40 probes at the quarter interval, 10 at the normal one.
+        let fast = counts.iter().filter(|&&n| n >= 35).count();
+        assert_eq!(fast, MAX_FAST_LINKS, "{counts:?}");
+        assert!(counts.iter().all(|&n| n == 10 || n >= 35), "{counts:?}");
+    }
 }

@@ -193,6 +193,11 @@ pub struct NodeStats {
     pub connections_denied: u64,
     /// libp2p connections closed because a ping went unanswered for 5 s or failed.
     pub dead_connections: u64,
+    /// libp2p connections established so far, inbound and outbound (each costs a
+    /// handshake and the behaviours' greetings: identify, subscriptions, a view sync).
+    pub connections_opened: u64,
+    /// Outbound libp2p dials that failed (unreachable, handshake timed out, refused).
+    pub dials_failed: u64,
     /// Peers in Kademlia's routing table.
     pub kad_peers: usize,
     /// Peers kept out of Kademlia's routing table because their address range already

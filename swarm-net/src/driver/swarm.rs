@@ -73,6 +73,7 @@ impl Driver {
                 self.update_tunnel_endpoints();
             }
             SwarmEvent::ConnectionEstablished { peer_id, connection_id, endpoint, .. } => {
+                self.stats.connections_opened += 1;
                 self.dialing.remove(&peer_id);
                 self.bootstrap_dials.remove(&connection_id);
                 self.connection_opened(peer_id, connection_id, &endpoint);
@@ -89,6 +90,7 @@ impl Driver {
                 }
             }
             SwarmEvent::OutgoingConnectionError { peer_id, error, connection_id } => {
+                self.stats.dials_failed += 1;
                 match self.bootstrap_dials.remove(&connection_id) {
                     Some(addr) => {
                         let error = super::start::error_chain(&error);

@@ -451,6 +451,8 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "libp2p connections closed because a ping went unanswered for 5 s or failed",
         stats.dead_connections,
     );
+    n(registry, "libp2p_connections_opened", "libp2p connections established", stats.connections_opened);
+    n(registry, "libp2p_dials_failed", "Outbound libp2p dials that failed", stats.dials_failed);
     n(
         registry,
         "kad_diversity_refused",
