@@ -381,7 +381,7 @@ impl LinkMonitor {
     }
 
     fn interval(&self, now: Instant) -> Duration {
-        if self.fast_granted && self.wants_fast(now) {
+        if self.probing_fast(now) {
             self.config.probe_interval / 4
         } else {
             self.config.probe_interval
