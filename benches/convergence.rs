@@ -177,6 +177,7 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         let fewest = counts.iter().min().copied().unwrap_or(0);
         let published: u64 = stats.iter().map(|s| s.published).sum();
         let failed: u64 = stats.iter().map(|s| s.publish_failures).sum();
+        let gossip_dropped: u64 = stats.iter().map(|s| s.gossip_send_dropped).sum();
         let last = counts.iter().enumerate().min_by_key(|(_, &c)| c).map_or(0, |(i, _)| i);
         let s = &stats[last];
         let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
@@ -189,7 +190,7 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         at.sort_unstable();
         eprintln!(
             "{:>6.2} s missing {missing:>5} fewest {fewest:>3} (node {last}: {} peers, asked {} failed {}, {} synced, {} answers, \
-             {} accepted, {} stale, {} expired, {:?} rejected) published {published:>4} failed {failed:>4} \
+             {} accepted, {} stale, {} expired, {:?} rejected) published {published:>4} failed {failed:>4} gossip dropped {gossip_dropped} \
              synced {synced} ({duplicates} duplicates); connections {opened} ({dials_failed} dials failed); node {slowest} answered in {delay:.0?}; node {last} is connected to {at:?}",
             started.elapsed().as_secs_f64(),
             s.connected_peers,
@@ -203,6 +204,19 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
             s.gossip.rejected,
         );
         if missing == 0 || started.elapsed() > Duration::from_secs(60) {
+            let mut out: Vec<u64> = stats.iter().map(|s| s.bytes_out).collect();
+            let mut inn: Vec<u64> = stats.iter().map(|s| s.bytes_in).collect();
+            let hub = (out[0], inn[0], stats[0].sync_answers);
+            out.sort_unstable();
+            inn.sort_unstable();
+            eprintln!(
+                "    node 0 sent {} kB, received {} kB, answered {} syncs; the median node sent {} kB, received {} kB",
+                hub.0 / 1000,
+                hub.1 / 1000,
+                hub.2,
+                out[n / 2] / 1000,
+                inn[n / 2] / 1000
+            );
             return;
         }
         // Whose records are missing, and where: the tail of a join is one late author's

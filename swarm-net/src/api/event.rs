@@ -173,6 +173,11 @@ pub struct NodeStats {
     pub published: u64,
     /// Publications that found no subscribed peer or failed otherwise.
     pub publish_failures: u64,
+    /// Gossip messages (records published or forwarded, control messages) gossipsub
+    /// dropped before a peer's connection took them: its send queue was full, or a
+    /// record waited there past gossipsub's queue duration (the peer or this node was
+    /// too busy). The record still comes later, by gossip repair, sync or heartbeat.
+    pub gossip_send_dropped: u64,
     /// Events dropped because the event stream was full.
     pub events_dropped: u64,
     /// Bytes received over all libp2p connections.

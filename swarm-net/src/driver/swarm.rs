@@ -132,6 +132,10 @@ impl Driver {
                     acceptance,
                 );
             }
+            gossipsub::Event::SlowPeer { failed_messages, .. } => {
+                let dropped = failed_messages.priority + failed_messages.non_priority;
+                self.stats.gossip_send_dropped += dropped as u64;
+            }
             gossipsub::Event::Subscribed { peer_id, topic } if topic == self.topic.hash() => {
                 tracing::trace!(peer = %peer_id, "peer subscribed to our records");
                 self.publisher.on_subscriber(self.stats.published);

@@ -452,6 +452,12 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         stats.dead_connections,
     );
     n(registry, "libp2p_connections_opened", "libp2p connections established", stats.connections_opened);
+    n(
+        registry,
+        "gossip_send_dropped",
+        "gossip messages dropped before a peer's connection took them (queue full or waited too long)",
+        stats.gossip_send_dropped,
+    );
     n(registry, "libp2p_dials_failed", "Outbound libp2p dials that failed", stats.dials_failed);
     n(
         registry,
