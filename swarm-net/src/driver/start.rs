@@ -271,7 +271,13 @@ fn build_swarm(
     let net_err = |e: &dyn std::fmt::Display| network_error(e.to_string());
     let swarm = libp2p::SwarmBuilder::with_existing_identity(identity.keypair.clone())
         .with_tokio()
-        .with_quic()
+        // QUIC carries the control plane only (records, syncs, look-ups, leases: small
+        // messages; tunnels have their own UDP path), so its 1 200-byte minimum packets
+        // cost little, while path MTU discovery sends padded probes on every new
+        // connection: in a 64-node join on two cores (about 2 000 connections) they
+        // overflowed the bootstrap node's socket and doubled the join's median time
+        // (docs/self-healing.md, "Path MTU discovery").
+        .with_quic_config(|c| c.disable_path_mtu_discovery())
         .with_other_transport(|key| {
             let upgraded = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
                 .upgrade(libp2p::core::upgrade::Version::V1Lazy)
