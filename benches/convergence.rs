@@ -175,15 +175,17 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
         let stats = futures::future::try_join_all(mesh.nodes.iter().map(|n| n.stats())).await.unwrap();
         let missing: usize = counts.iter().map(|&c| n.saturating_sub(c)).sum();
         let fewest = counts.iter().min().copied().unwrap_or(0);
-        let published: u64 = stats.iter().map(|s| s.published).sum();
-        let failed: u64 = stats.iter().map(|s| s.publish_failures).sum();
-        let gossip_dropped: u64 = stats.iter().map(|s| s.gossip_send_dropped).sum();
+        // One counter summed over the nodes.
+        let sum = |counter: fn(&swarm::NodeStats) -> u64| stats.iter().map(counter).sum::<u64>();
+        let published = sum(|s| s.published);
+        let failed = sum(|s| s.publish_failures);
+        let gossip_dropped = sum(|s| s.gossip_send_dropped);
+        let synced = sum(|s| s.sync_records);
+        let duplicates = sum(|s| s.sync_duplicates);
+        let opened = sum(|s| s.connections_opened);
+        let dials_failed = sum(|s| s.dials_failed);
         let last = counts.iter().enumerate().min_by_key(|(_, &c)| c).map_or(0, |(i, _)| i);
         let s = &stats[last];
-        let synced: u64 = stats.iter().map(|s| s.sync_records).sum();
-        let duplicates: u64 = stats.iter().map(|s| s.sync_duplicates).sum();
-        let opened: u64 = stats.iter().map(|s| s.connections_opened).sum();
-        let dials_failed: u64 = stats.iter().map(|s| s.dials_failed).sum();
         let ids: Vec<_> = mesh.nodes.iter().map(|n| n.peer_id()).collect();
         let peers = mesh.nodes[last].connected_peers().await.unwrap_or_default();
         let mut at: Vec<usize> = peers.iter().filter_map(|p| ids.iter().position(|i| i == p)).collect();

@@ -275,8 +275,8 @@ fn build_swarm(
         // messages; tunnels have their own UDP path), so its 1 200-byte minimum packets
         // cost little, while path MTU discovery sends padded probes on every new
         // connection: in a 64-node join on two cores (about 2 000 connections) they
-        // overflowed the bootstrap node's socket and doubled the join's median time
-        // (docs/self-healing.md, "Path MTU discovery").
+        // overflowed the bootstrap node's socket and made the join take 1.7 times as
+        // long (median of an A/B, docs/self-healing.md, "Path MTU discovery").
         .with_quic_config(|c| c.disable_path_mtu_discovery())
         .with_other_transport(|key| {
             let upgraded = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
