@@ -13,8 +13,9 @@
 //! each author whose record is missing and the nodes that lack it),
 //! `SWARM_BENCH_PARTITION_S=60` (the partition's length; 0: none).
 //!
-//! Each run also prints (stderr) the CPU time the join took and the UDP datagrams the
-//! kernel dropped; the first run the cores the mesh keeps busy once converged.
+//! Each run also prints (stderr, passed on by the parent) its time, the CPU time the join
+//! took and the UDP datagrams the kernel dropped; the first run the cores the mesh keeps
+//! busy once converged.
 //!
 //! Partition (largest size only, after the first run's steady state): the two halves of
 //! the mesh block each other (`Node::block_peer`: every connection across closed and
@@ -357,8 +358,15 @@ fn parent(runs: usize) {
                     },
                 }
             }
-            if !out.status.success() {
-                println!("{transport} {n}: failed: {}", String::from_utf8_lossy(&out.stderr));
+            let errors = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() {
+                // Each run's own line, so a row's median can be read against its runs.
+                let own = format!("{transport} {n} ");
+                for line in errors.lines().filter(|l| l.starts_with(&own)) {
+                    eprintln!("{line}");
+                }
+            } else {
+                println!("{transport} {n}: failed: {errors}");
             }
         }
     }
