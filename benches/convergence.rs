@@ -15,7 +15,9 @@
 //!
 //! Each run also prints (stderr, passed on by the parent) its time, the CPU time the join
 //! took and the UDP datagrams the kernel dropped; the first run the cores the mesh keeps
-//! busy once converged.
+//! busy once converged. After each run the bench waits (at most 60 s) until every task
+//! of the shut-down mesh has ended, and prints how long that took: the next run starts
+//! on a quiet runtime, as a cold start should.
 //!
 //! Partition (largest size only, after the first run's steady state): the two halves of
 //! the mesh block each other (`Node::block_peer`: every connection across closed and
@@ -248,6 +250,27 @@ async fn trace(mesh: &LocalMesh, started: Instant) {
     }
 }
 
+/// Tasks alive on the runtime.
+fn alive_tasks() -> usize {
+    tokio::runtime::Handle::current().metrics().num_alive_tasks()
+}
+
+/// Waits until the runtime holds no more tasks than `before`, at most `limit`: how long
+/// that took, and how many more were left. A mesh's connection tasks end only as their
+/// connections finish closing (a QUIC connection drains for three probe timeouts after
+/// its close, seconds on a loaded host), and a run started among thousands of them
+/// would share the cores with the last run's teardown: each run is a cold start.
+async fn settle(before: usize, limit: Duration) -> (Duration, usize) {
+    let started = Instant::now();
+    loop {
+        let left = alive_tasks().saturating_sub(before);
+        if left == 0 || started.elapsed() >= limit {
+            return (started.elapsed(), left);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One row: `runs` cold starts of `n` nodes, steady state and memory on the first.
 /// Runs in a fresh process per row, so the memory figure is not another row's leftover.
 async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
@@ -257,6 +280,7 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
     let mut rss_per_node = 0.0;
     let mut healing = None;
     for run in 0..runs {
+        let tasks0 = alive_tasks();
         let rss0 = rss_bytes();
         let drops0 = udp_receive_drops();
         let cpu0 = cpu_seconds();
@@ -295,7 +319,12 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
             }
         }
         mesh.shutdown().await;
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        drop(mesh);
+        let (took, left) = settle(tasks0, Duration::from_secs(60)).await;
+        eprintln!(
+            "{transport} {n} run {run}: the mesh's tasks ended {:.1} s after its shutdown ({left} left)",
+            took.as_secs_f64()
+        );
     }
     let s = steady.expect("measured on the first run");
     let min = times.iter().copied().fold(f64::MAX, f64::min);
