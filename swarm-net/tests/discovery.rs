@@ -93,11 +93,17 @@ async fn another_namespace_is_never_in_the_view() {
     assert!(ok, "each swarm converges on its own two members");
     // The red nodes know only A, of another namespace: they found each other by their
     // look-ups (`/swarm/find/1`), which A answered from the provider records they
-    // announced to it.
-    let (red_stats, a_stats) = (red2.stats().await.unwrap(), a.stats().await.unwrap());
-    assert!(red_stats.lookups >= 1 && red_stats.lookup_providers >= 1, "{red_stats:?}");
+    // announced to it. Whichever looked up after the other's announcement reached A
+    // found it (on a busy host the second red node's first look-up can come first).
+    let (red1_stats, red2_stats) = (red.stats().await.unwrap(), red2.stats().await.unwrap());
+    let a_stats = a.stats().await.unwrap();
+    assert!(red1_stats.lookups >= 1 && red2_stats.lookups >= 1, "{red1_stats:?} {red2_stats:?}");
+    assert!(red1_stats.lookup_providers + red2_stats.lookup_providers >= 1, "{red1_stats:?} {red2_stats:?}");
     assert!(a_stats.lookup_answers >= 2, "{a_stats:?}");
-    assert_eq!((red_stats.lookup_malformed, a_stats.lookup_malformed), (0, 0));
+    assert_eq!(
+        (red1_stats.lookup_malformed, red2_stats.lookup_malformed, a_stats.lookup_malformed),
+        (0, 0, 0)
+    );
     // Give gossip a few more heartbeats to leak, if it would.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for n in [&a, &b] {
