@@ -15,8 +15,8 @@
 //!
 //! Each run also prints (stderr, passed on by the parent) its time, the CPU time the join
 //! took and the UDP datagrams the kernel dropped; the first run the cores the mesh keeps
-//! busy once converged. After each run the bench waits (at most 60 s) until every task
-//! of the shut-down mesh has ended, and prints how long that took: the next run starts
+//! busy once converged. Before the next run the bench waits (at most 60 s) until every
+//! task of the shut-down mesh has ended, and prints how long that took: each run starts
 //! on a quiet runtime, as a cold start should.
 //!
 //! Partition (largest size only, after the first run's steady state): the two halves of
@@ -320,11 +320,13 @@ async fn row(transport: &str, n: usize, runs: usize, window: Duration) {
         }
         mesh.shutdown().await;
         drop(mesh);
-        let (took, left) = settle(tasks0, Duration::from_secs(60)).await;
-        eprintln!(
-            "{transport} {n} run {run}: the mesh's tasks ended {:.1} s after its shutdown ({left} left)",
-            took.as_secs_f64()
-        );
+        if run + 1 < runs {
+            let (took, left) = settle(tasks0, Duration::from_secs(60)).await;
+            eprintln!(
+                "{transport} {n} run {run}: the mesh's tasks ended {:.1} s after its shutdown ({left} left)",
+                took.as_secs_f64()
+            );
+        }
     }
     let s = steady.expect("measured on the first run");
     let min = times.iter().copied().fold(f64::MAX, f64::min);
