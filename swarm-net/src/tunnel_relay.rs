@@ -33,7 +33,7 @@ use swarm_core::nat::relay::{
     frame_header, frame_len, RelayAnswer, RelayBook, RelayHeader, RelayLimits, MAX_HEADER_LEN,
 };
 use tokio::sync::{mpsc, Semaphore};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use crate::behaviour::RelayGate;
 
@@ -121,7 +121,11 @@ pub(crate) enum RelayIn {
 }
 
 /// Accepts the protocol for the node's lifetime: relays for members while `gate` is
-/// open, and reports paths offered to this node on `events`.
+/// open, and reports paths offered to this node on `events`. Each incoming stream's task
+/// belongs to this one (a `JoinSet`, reaped as they end): when the node stops and this
+/// task is aborted, the relays it runs go with it. Detached, a relay whose streams'
+/// connections had closed with the node outlived it (seen: tasks still alive 60 s after
+/// an 8-node mesh's shutdown, `docs/self-healing.md`).
 pub(crate) async fn serve(
     mut control: Control,
     gate: Arc<RelayGate>,
@@ -134,7 +138,15 @@ pub(crate) async fn serve(
     };
     let book = Arc::new(Mutex::new(RelayBook::new(RelayLimits::default())));
     let pending = Arc::new(Semaphore::new(MAX_PENDING));
-    while let Some((from, stream)) = incoming.next().await {
+    let mut relays = JoinSet::new();
+    loop {
+        let (from, stream) = tokio::select! {
+            next = incoming.next() => match next {
+                Some(next) => next,
+                None => break,
+            },
+            Some(_) = relays.join_next() => continue,
+        };
         let Ok(permit) = pending.clone().try_acquire_owned() else {
             counters.refused.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -146,7 +158,7 @@ pub(crate) async fn serve(
             book: book.clone(),
         };
         let events = events.clone();
-        tokio::spawn(async move {
+        relays.spawn(async move {
             relay.incoming(from, stream, permit, events).await;
         });
     }
