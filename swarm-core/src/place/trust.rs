@@ -39,6 +39,12 @@ pub const DEMOTED_BELOW: f64 = 0.5;
 /// Below this reliability a node is not ranked at all (rejected as unreliable) until its
 /// bad outcomes fade.
 pub const EXCLUDED_BELOW: f64 = 0.1;
+/// Refusals of one peer closer together than this count as one: the longest an honest
+/// node's advert is stale at a submitter (a heartbeat; a lease change is published
+/// within a second). A submitter that tries again and again meanwhile (a job queue
+/// retrying every few milliseconds) meets the same stale advert each time; counted each
+/// time, busy honest nodes were excluded under contention.
+pub const STALE_ADVERT: Duration = Duration::from_secs(5);
 /// Peers remembered at most (the least recently seen are forgotten beyond).
 pub const MAX_PEERS: usize = 16_384;
 
@@ -55,11 +61,13 @@ pub struct Outcomes {
     pub false_claims: f64,
     /// When the bad outcomes were last faded.
     at: Instant,
+    /// When a refusal last counted ([`STALE_ADVERT`]).
+    refused_at: Option<Instant>,
 }
 
 impl Outcomes {
     fn new(at: Instant) -> Self {
-        Self { kept: 0.0, refused_free: 0.0, broken: 0.0, false_claims: 0.0, at }
+        Self { kept: 0.0, refused_free: 0.0, broken: 0.0, false_claims: 0.0, at, refused_at: None }
     }
 
     fn fade(&mut self, now: Instant) {
@@ -112,9 +120,15 @@ impl Reliability {
         self.entry(now, peer).kept += 1.0;
     }
 
-    /// `peer` refused a reservation although its advert showed the GPUs free.
+    /// `peer` refused a reservation although its advert showed the GPUs free: counted
+    /// unless a refusal of its counted less than [`STALE_ADVERT`] ago.
     pub fn refused_free(&mut self, now: Instant, peer: PeerId) {
-        self.entry(now, peer).refused_free += 1.0;
+        let o = self.entry(now, peer);
+        if o.refused_at.is_some_and(|t| now.saturating_duration_since(t) < STALE_ADVERT) {
+            return;
+        }
+        o.refused_at = Some(now);
+        o.refused_free += 1.0;
     }
 
     /// `peer` granted a lease and broke it (the task found no GPUs, or renewal failed).
@@ -214,9 +228,11 @@ mod tests {
         let v = view();
         let mut r = Reliability::new();
         r.broken(t, id(2));
-        for _ in 0..5 {
-            r.refused_free(t, id(4));
+        // Refused five adverts (a heartbeat apart: refusals of one advert count once).
+        for i in 0..5 {
+            r.refused_free(t + STALE_ADVERT * i, id(4));
         }
+        let t = t + STALE_ADVERT * 4;
         let none = std::collections::HashMap::new();
         let w = ScoreWeights::default();
         let task = TaskSpec::new("t", 1);
@@ -245,6 +261,19 @@ mod tests {
         }
         r.refused_free(t, honest);
         assert!((r.score(t, &honest) - 6.0 / 8.0).abs() < 1e-9, "one stale advert: not demoted");
+        // Tried again and again against the same stale advert: still one refusal.
+        for ms in [10, 20, 500, 4_990] {
+            r.refused_free(t + Duration::from_millis(ms), honest);
+        }
+        let refusals = |r: &Reliability, at| r.outcomes(at, &honest).unwrap().refused_free;
+        let faded = 0.5f64.powf(4.99 / 600.0);
+        assert!((refusals(&r, t) - faded).abs() < 1e-9, "refusals within a heartbeat count once");
+        r.refused_free(t + STALE_ADVERT, honest);
+        let faded = 0.5f64.powf(5.0 / 600.0);
+        assert!(
+            (refusals(&r, t + STALE_ADVERT) - 1.0 - faded).abs() < 1e-9,
+            "a heartbeat on, the next counts"
+        );
         r.broken(t, liar);
         assert!((r.score(t, &liar) - 0.2).abs() < 1e-9);
         assert!(r.explain(t, &liar).contains("1.0 broken leases") && r.explain(t, &liar).contains("demoted"));
