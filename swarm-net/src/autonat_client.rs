@@ -11,14 +11,9 @@
 
 use std::task::{Context, Poll};
 
-use libp2p::core::transport::PortUse;
-use libp2p::core::Endpoint;
 use libp2p::multiaddr::Protocol;
-use libp2p::swarm::{
-    ConnectionDenied, ConnectionId, FromSwarm, NetworkBehaviour, THandler, THandlerInEvent, THandlerOutEvent,
-    ToSwarm,
-};
-use libp2p::{autonat, Multiaddr, PeerId};
+use libp2p::swarm::{FromSwarm, NetworkBehaviour, THandlerInEvent, ToSwarm};
+use libp2p::{autonat, Multiaddr};
 
 /// [`autonat::v2::client::Behaviour`], fed only dialable candidates ([`dialable`]).
 #[derive(Default)]
@@ -40,45 +35,7 @@ impl NetworkBehaviour for AutonatClient {
     type ConnectionHandler = <autonat::v2::client::Behaviour as NetworkBehaviour>::ConnectionHandler;
     type ToSwarm = autonat::v2::client::Event;
 
-    fn handle_pending_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<(), ConnectionDenied> {
-        self.0.handle_pending_inbound_connection(connection_id, local_addr, remote_addr)
-    }
-
-    fn handle_established_inbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        local_addr: &Multiaddr,
-        remote_addr: &Multiaddr,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0.handle_established_inbound_connection(connection_id, peer, local_addr, remote_addr)
-    }
-
-    fn handle_pending_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        maybe_peer: Option<PeerId>,
-        addresses: &[Multiaddr],
-        effective_role: Endpoint,
-    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
-        self.0.handle_pending_outbound_connection(connection_id, maybe_peer, addresses, effective_role)
-    }
-
-    fn handle_established_outbound_connection(
-        &mut self,
-        connection_id: ConnectionId,
-        peer: PeerId,
-        addr: &Multiaddr,
-        role_override: Endpoint,
-        port_use: PortUse,
-    ) -> Result<THandler<Self>, ConnectionDenied> {
-        self.0.handle_established_outbound_connection(connection_id, peer, addr, role_override, port_use)
-    }
+    crate::wrapped::pass_connections_to!(0);
 
     fn on_swarm_event(&mut self, event: FromSwarm<'_>) {
         if let FromSwarm::NewExternalAddrCandidate(candidate) = &event {
@@ -88,15 +45,6 @@ impl NetworkBehaviour for AutonatClient {
             }
         }
         self.0.on_swarm_event(event)
-    }
-
-    fn on_connection_handler_event(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        event: THandlerOutEvent<Self>,
-    ) {
-        self.0.on_connection_handler_event(peer_id, connection_id, event)
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {

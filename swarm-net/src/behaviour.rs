@@ -64,7 +64,7 @@ pub(crate) struct Behaviour {
     /// connection, so a dead one (a partition, a peer gone without a FIN) is replaced
     /// within seconds rather than after TCP's retransmission backoff.
     pub(crate) ping: ping::Behaviour,
-    pub(crate) kad: kad::Behaviour<kad::store::MemoryStore>,
+    pub(crate) kad: crate::kademlia::Kademlia,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) mdns: Mdns,
     pub(crate) lease: crate::lease::LeaseBehaviour,
@@ -145,13 +145,18 @@ impl Behaviour {
             .set_query_timeout(Duration::from_secs(30))
             .set_provider_record_ttl(Some(config.provider_ttl))
             .set_provider_publication_interval(Some(config.provider_ttl / 2))
-            .set_periodic_bootstrap_interval(Some(Duration::from_secs(300)))
+            // Refreshes are the node's (`crate::kademlia`, `crate::discovery`).
+            .set_periodic_bootstrap_interval(None)
             // Every insertion goes through the driver's diversity rule (`driver::routing`).
             .set_kbucket_inserts(kad::BucketInserts::Manual)
             // Provider records are stored by the driver, at most 2 per address range and
             // key (`swarm_core::diversity::PROVIDERS_PER_RANGE`).
             .set_record_filtering(kad::StoreInserts::FilterBoth);
-        let kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_config);
+        let kad = crate::kademlia::Kademlia::new(kad::Behaviour::with_config(
+            peer_id,
+            kad::store::MemoryStore::new(peer_id),
+            kad_config,
+        ));
 
         // Records carry their author's signature (`SignedNodeRecord`): gossipsub's own,
         // per message and checked on every copy, would add nothing but a second check.

@@ -4,11 +4,17 @@
 //! whose first walk also announces us), which runs as soon as the routing table has a
 //! peer and then backs off, doubling from 1 s to `max` (a joining node finds the members
 //! in its first look-up; later look-ups only catch what changed, and newcomers find us
-//! themselves); and the Kademlia random walk, which keeps the routing table fresh.
+//! themselves); and the routing table's upkeep: a refresh (Kademlia's bootstrap: a walk
+//! to our own key, then one per bucket) one walk interval after the first look-up and
+//! every [`REFRESH_EVERY`] after, a walk to a random key every walk interval between.
+//! Not at once: at a cold start every node's refresh would walk the whole swarm while
+//! every node looks up the namespace (`crate::kademlia`).
 
 use std::time::{Duration, Instant};
 
 const FIRST_LOOKUP: Duration = Duration::from_secs(1);
+/// How often the routing table is refreshed in full (libp2p-kad's own period).
+pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(300);
 
 /// The discovery timers of one node. Time is passed in.
 #[derive(Debug)]
@@ -18,6 +24,7 @@ pub(crate) struct DiscoverySchedule {
     next_lookup: Option<Instant>,
     walk_interval: Duration,
     next_walk: Option<Instant>,
+    next_refresh: Option<Instant>,
     announce_every: Duration,
     /// When our provider record is announced again (`None`: by the next look-up).
     next_announce: Option<Instant>,
@@ -31,6 +38,8 @@ pub(crate) struct Due {
     /// did; until then it is due again every second).
     pub(crate) announce: bool,
     pub(crate) walk: bool,
+    /// A refresh of the routing table (it walks too: `walk` is then false).
+    pub(crate) refresh: bool,
 }
 
 impl DiscoverySchedule {
@@ -43,6 +52,7 @@ impl DiscoverySchedule {
             next_lookup: None,
             walk_interval,
             next_walk: None,
+            next_refresh: None,
             announce_every: announce_every.max(FIRST_LOOKUP),
             next_announce: None,
         }
@@ -58,11 +68,12 @@ impl DiscoverySchedule {
         if self.next_lookup.is_none() {
             self.next_lookup = Some(now);
             self.next_walk = Some(now + self.walk_interval);
+            self.next_refresh = self.next_walk;
         }
     }
 
     pub(crate) fn poll_timeout(&self) -> Option<Instant> {
-        [self.next_lookup, self.next_walk, self.next_announce].into_iter().flatten().min()
+        [self.next_lookup, self.next_walk, self.next_refresh, self.next_announce].into_iter().flatten().min()
     }
 
     pub(crate) fn handle_timeout(&mut self, now: Instant) -> Due {
@@ -78,6 +89,11 @@ impl DiscoverySchedule {
             // Again in a second unless a look-up announces us meanwhile (one under way
             // takes no other).
             self.next_announce = Some(now + FIRST_LOOKUP);
+        }
+        if self.next_refresh.is_some_and(|t| t <= now) {
+            due.refresh = true;
+            self.next_refresh = Some(now + REFRESH_EVERY);
+            self.next_walk = Some(now + self.walk_interval);
         }
         if self.next_walk.is_some_and(|t| t <= now) {
             due.walk = true;
@@ -102,7 +118,7 @@ mod tests {
         assert_eq!(d.poll_timeout(), None);
         d.on_routing_peer(t0);
         d.on_routing_peer(t0 + Duration::from_millis(500));
-        assert_eq!(d.handle_timeout(t0), Due { lookup: true, announce: true, walk: false });
+        assert_eq!(d.handle_timeout(t0), Due { lookup: true, announce: true, walk: false, refresh: false });
         let mut t = t0;
         let mut gaps = Vec::new();
         for _ in 0..10 {
@@ -115,6 +131,31 @@ mod tests {
         assert_eq!(gaps[1], Duration::from_secs(2));
         assert!(gaps.iter().all(|g| *g <= Duration::from_secs(30)));
         assert!(gaps.contains(&Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn the_table_is_refreshed_a_walk_interval_after_joining_then_walked_between_refreshes() {
+        let t0 = Instant::now();
+        let walk = Duration::from_secs(30);
+        let mut d = DiscoverySchedule::new(Duration::from_secs(30), walk, Duration::from_secs(3600));
+        d.on_routing_peer(t0);
+        let (mut refreshes, mut walks) = (Vec::new(), Vec::new());
+        while let Some(t) = d.poll_timeout().filter(|t| *t <= t0 + Duration::from_secs(700)) {
+            let due = d.handle_timeout(t);
+            assert!(!(due.refresh && due.walk), "a refresh walks: no walk beside it");
+            if due.refresh {
+                refreshes.push(t - t0);
+            }
+            if due.walk {
+                walks.push(t - t0);
+            }
+        }
+        assert_eq!(refreshes, [walk, walk + REFRESH_EVERY, walk + 2 * REFRESH_EVERY]);
+        // Nothing walks at the join: its look-up does.
+        assert_eq!(walks.first(), Some(&(2 * walk)));
+        let mut all: Vec<Duration> = refreshes.iter().chain(&walks).copied().collect();
+        all.sort_unstable();
+        assert!(all.windows(2).all(|w| w[1] - w[0] == walk), "one walk or refresh every interval: {all:?}");
     }
 
     #[test]

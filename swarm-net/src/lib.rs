@@ -50,6 +50,7 @@ mod framed;
 mod gpu_sampler;
 mod host;
 mod identity;
+mod kademlia;
 mod lease;
 pub mod mesh;
 mod punch;
@@ -57,6 +58,7 @@ mod serve;
 mod sync;
 pub use serve::AcceptBackoff;
 mod tunnel_relay;
+mod wrapped;
 
 pub use api::{answers, summary};
 pub use api::{

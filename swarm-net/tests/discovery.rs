@@ -54,6 +54,51 @@ async fn three_nodes_two_knowing_only_the_first() {
     shutdown_all(&nodes).await;
 }
 
+/// Kademlia's own bootstraps (on every peer that enters a small routing table) are ended
+/// as they start; the node refreshes its table itself, one walk interval after joining.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routing_table_is_refreshed_on_the_nodes_schedule() {
+    let walk = Duration::from_secs(2);
+    let (a, _ea) = start(builder("refresh").random_walk_interval(walk)).await;
+    let boot = first_addr(&a).await;
+    let mut nodes = vec![a];
+    let mut events = Vec::new();
+    for _ in 0..4 {
+        let (n, e) = start(builder("refresh").random_walk_interval(walk).bootstrap(boot.clone())).await;
+        nodes.push(n);
+        events.push(e);
+    }
+    let joined = eventually(Duration::from_secs(20), || async {
+        for n in &nodes {
+            if view_len(n).await != nodes.len() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(joined, "every node holds five records");
+    let refreshed = eventually(Duration::from_secs(20), || async {
+        for n in &nodes {
+            if n.stats().await.unwrap().kad_refreshes == 0 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let stats = futures::future::try_join_all(nodes.iter().map(|n| n.stats())).await.unwrap();
+    let summary: Vec<_> =
+        stats.iter().map(|s| (s.kad_refreshes, s.kad_bootstraps_ended, s.kad_peers)).collect();
+    assert!(refreshed, "every node's own refresh walked to the end: (refreshes, ended, table) {summary:?}");
+    for (i, s) in stats.iter().enumerate() {
+        // Each joiner's table was under 20 peers as they came: kad started bootstraps.
+        assert!(i == 0 || s.kad_bootstraps_ended > 0, "node {i}: kad's own bootstraps ended: {summary:?}");
+        assert!(s.kad_peers >= nodes.len() - 1, "node {i} knows every other: {summary:?}");
+    }
+    shutdown_all(&nodes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quic_nodes_converge_too() {
     let (a, _ea) = start(builder("quic").listen(quic())).await;

@@ -211,6 +211,12 @@ pub struct NodeStats {
     /// Namespace provider records not stored because their key already held 2 from the
     /// provider's address range.
     pub kad_providers_refused: u64,
+    /// Refreshes of Kademlia's routing table this node completed (a walk to its own key,
+    /// then one per bucket farther out), started on its discovery schedule.
+    pub kad_refreshes: u64,
+    /// Bootstraps Kademlia started by itself and the node ended at their first requests
+    /// (its refreshes are its own: `kademlia.rs`).
+    pub kad_bootstraps_ended: u64,
     /// Lease requests sent again on a fresh connection after the first timed out or
     /// lost its connection.
     pub lease_retries: u64,

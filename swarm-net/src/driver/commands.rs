@@ -151,6 +151,8 @@ impl Driver {
             kad_peers: self.kad_peers(),
             kad_diversity_refused: self.diversity.refused(),
             kad_providers_refused: self.providers_refused,
+            kad_refreshes: self.swarm.behaviour().kad.refreshed(),
+            kad_bootstraps_ended: self.swarm.behaviour().kad.ended(),
             sync_malformed: self.sync_malformed(),
             lookup_malformed: self.find_malformed(),
             ..self.stats.clone()

@@ -335,7 +335,9 @@ impl Driver {
         if due.lookup {
             self.find_providers(now, due.announce);
         }
-        if due.walk {
+        if due.refresh {
+            self.swarm.behaviour_mut().kad.refresh();
+        } else if due.walk {
             self.swarm.behaviour_mut().kad.get_closest_peers(PeerId::random());
         }
     }

@@ -471,6 +471,18 @@ fn register_node(registry: &mut Registry, stats: &NodeStats) {
         "Provider records not stored: their key already held 2 from the provider's address range",
         stats.kad_providers_refused,
     );
+    n(
+        registry,
+        "kad_refreshes",
+        "Refreshes of Kademlia's routing table completed (own key, then each bucket)",
+        stats.kad_refreshes,
+    );
+    n(
+        registry,
+        "kad_bootstraps_ended",
+        "Bootstraps Kademlia started by itself, ended at their first requests (refreshes are the node's)",
+        stats.kad_bootstraps_ended,
+    );
     n(registry, "lookups", "Look-ups for the namespace's providers started (/swarm/find/1)", stats.lookups);
     n(
         registry,
