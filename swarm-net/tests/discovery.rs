@@ -80,7 +80,8 @@ async fn the_routing_table_is_refreshed_on_the_nodes_schedule() {
     assert!(joined, "every node holds five records");
     let refreshed = eventually(Duration::from_secs(20), || async {
         for n in &nodes {
-            if n.stats().await.unwrap().kad_refreshes == 0 {
+            let s = n.stats().await.unwrap();
+            if s.kad_refreshes == 0 || s.kad_peers < nodes.len() - 1 {
                 return false;
             }
         }
@@ -90,11 +91,13 @@ async fn the_routing_table_is_refreshed_on_the_nodes_schedule() {
     let stats = futures::future::try_join_all(nodes.iter().map(|n| n.stats())).await.unwrap();
     let summary: Vec<_> =
         stats.iter().map(|s| (s.kad_refreshes, s.kad_bootstraps_ended, s.kad_peers)).collect();
-    assert!(refreshed, "every node's own refresh walked to the end: (refreshes, ended, table) {summary:?}");
+    assert!(
+        refreshed,
+        "every node's own refresh walked to the end and its table holds every other: (refreshes, ended, table) {summary:?}"
+    );
     for (i, s) in stats.iter().enumerate() {
         // Each joiner's table was under 20 peers as they came: kad started bootstraps.
         assert!(i == 0 || s.kad_bootstraps_ended > 0, "node {i}: kad's own bootstraps ended: {summary:?}");
-        assert!(s.kad_peers >= nodes.len() - 1, "node {i} knows every other: {summary:?}");
     }
     shutdown_all(&nodes).await;
 }
