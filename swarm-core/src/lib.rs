@@ -38,6 +38,7 @@
 pub mod admission;
 pub mod bounded;
 pub mod codec;
+pub mod discovery;
 pub mod diversity;
 #[cfg(any(fuzzing, test))]
 #[doc(hidden)]

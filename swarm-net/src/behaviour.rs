@@ -145,7 +145,7 @@ impl Behaviour {
             .set_query_timeout(Duration::from_secs(30))
             .set_provider_record_ttl(Some(config.provider_ttl))
             .set_provider_publication_interval(Some(config.provider_ttl / 2))
-            // Refreshes are the node's (`crate::kademlia`, `crate::discovery`).
+            // Refreshes are the node's (`crate::kademlia`, `swarm_core::discovery`).
             .set_periodic_bootstrap_interval(None)
             // Every insertion goes through the driver's diversity rule (`driver::routing`).
             .set_kbucket_inserts(kad::BucketInserts::Manual)

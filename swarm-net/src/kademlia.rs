@@ -11,7 +11,7 @@
 //! rust-libp2p#5341), so this wrapper ends each bootstrap it did not start as soon as
 //! it appears: the few requests kad queued with it still go out, its later walks do
 //! not. The node refreshes its table itself ([`Kademlia::refresh`], when
-//! [`crate::discovery::DiscoverySchedule`] says so: one walk interval after it joined,
+//! [`swarm_core::discovery::DiscoverySchedule`] says so: one walk interval after it joined,
 //! then every five minutes) and walks to a random key in between.
 
 use std::ops::{Deref, DerefMut};

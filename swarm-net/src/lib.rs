@@ -43,7 +43,6 @@ mod autonat_client;
 mod behaviour;
 mod config;
 mod dataplane;
-mod discovery;
 mod driver;
 mod find;
 mod framed;

@@ -56,8 +56,8 @@ use crate::api::{Command, Node, NodeError, NodeEvent, NodeEvents, NodeStats};
 use crate::behaviour::Behaviour;
 use crate::config::{BuildError, NodeBuilder, NodeConfig};
 use crate::dataplane::DataPlane;
-use crate::discovery::DiscoverySchedule;
 use crate::lease::Leases;
+use swarm_core::discovery::DiscoverySchedule;
 
 /// Application datagrams sealed per turn of the loop, at most.
 const SEND_BATCH: usize = 64;

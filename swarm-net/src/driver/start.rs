@@ -27,11 +27,11 @@ use crate::api::{Command, Node, NodeEvent, NodeEvents, NodeStats};
 use crate::behaviour::{records_topic, Behaviour, Codecs, RelayGate};
 use crate::config::{BuildError, IdentitySource, NodeBuilder, NodeConfig};
 use crate::dataplane::{DataPlane, DataPlaneConfig, Inboxes};
-use crate::discovery::DiscoverySchedule;
 use crate::gpu_sampler;
 use crate::host::{bind_tunnel_sockets, host_cpu_cores, host_memory_bytes, wall_clock};
 use crate::identity::{load_overlay_candidate, overlay_path, stock_peers_path, NodeIdentity};
 use crate::lease::Leases;
+use swarm_core::discovery::DiscoverySchedule;
 
 /// How long `start` waits for the listeners to come up.
 const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);

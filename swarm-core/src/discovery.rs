@@ -1,6 +1,7 @@
-//! When a node looks for other members of its namespace (data-flow stage 1).
+//! When a node looks for other members of its namespace (data-flow stage 1), sans-IO:
+//! the driver (`swarm-net`) passes the time in and does what is due.
 //!
-//! Two timers: the provider look-up (who announced the namespace key: `driver::find`,
+//! Two timers: the provider look-up (who announced the namespace key: swarm-net's walk,
 //! whose first walk also announces us), which runs as soon as the routing table has a
 //! peer and then backs off, doubling from 1 s to `max` (a joining node finds the members
 //! in its first look-up; later look-ups only catch what changed, and newcomers find us
@@ -8,17 +9,18 @@
 //! to our own key, then one per bucket) one walk interval after the first look-up and
 //! every [`REFRESH_EVERY`] after, a walk to a random key every walk interval between.
 //! Not at once: at a cold start every node's refresh would walk the whole swarm while
-//! every node looks up the namespace (`crate::kademlia`).
+//! every node looks up the namespace (swarm-net's `kademlia` ends Kademlia's own
+//! bootstraps, which did just that).
 
 use std::time::{Duration, Instant};
 
 const FIRST_LOOKUP: Duration = Duration::from_secs(1);
 /// How often the routing table is refreshed in full (libp2p-kad's own period).
-pub(crate) const REFRESH_EVERY: Duration = Duration::from_secs(300);
+pub const REFRESH_EVERY: Duration = Duration::from_secs(300);
 
 /// The discovery timers of one node. Time is passed in.
 #[derive(Debug)]
-pub(crate) struct DiscoverySchedule {
+pub struct DiscoverySchedule {
     lookup_interval: Duration,
     max_interval: Duration,
     next_lookup: Option<Instant>,
@@ -32,20 +34,22 @@ pub(crate) struct DiscoverySchedule {
 
 /// What is due now.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub(crate) struct Due {
-    pub(crate) lookup: bool,
+pub struct Due {
+    /// A look-up for the namespace's providers.
+    pub lookup: bool,
     /// The look-up ends by announcing us ([`DiscoverySchedule::on_announced`] once it
     /// did; until then it is due again every second).
-    pub(crate) announce: bool,
-    pub(crate) walk: bool,
+    pub announce: bool,
+    /// A walk to a random key.
+    pub walk: bool,
     /// A refresh of the routing table (it walks too: `walk` is then false).
-    pub(crate) refresh: bool,
+    pub refresh: bool,
 }
 
 impl DiscoverySchedule {
     /// Look-ups back off up to `max_interval`; random walks every `walk_interval`; our
     /// provider record announced every `announce_every` (half its lifetime).
-    pub(crate) fn new(max_interval: Duration, walk_interval: Duration, announce_every: Duration) -> Self {
+    pub fn new(max_interval: Duration, walk_interval: Duration, announce_every: Duration) -> Self {
         Self {
             lookup_interval: FIRST_LOOKUP,
             max_interval: max_interval.max(FIRST_LOOKUP),
@@ -59,12 +63,12 @@ impl DiscoverySchedule {
     }
 
     /// A look-up announced us at `now`.
-    pub(crate) fn on_announced(&mut self, now: Instant) {
+    pub fn on_announced(&mut self, now: Instant) {
         self.next_announce = Some(now + self.announce_every);
     }
 
     /// The routing table gained a peer: the first look-up is due now.
-    pub(crate) fn on_routing_peer(&mut self, now: Instant) {
+    pub fn on_routing_peer(&mut self, now: Instant) {
         if self.next_lookup.is_none() {
             self.next_lookup = Some(now);
             self.next_walk = Some(now + self.walk_interval);
@@ -72,11 +76,13 @@ impl DiscoverySchedule {
         }
     }
 
-    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
+    /// When something is due next (`None` until the routing table has a peer).
+    pub fn poll_timeout(&self) -> Option<Instant> {
         [self.next_lookup, self.next_walk, self.next_refresh, self.next_announce].into_iter().flatten().min()
     }
 
-    pub(crate) fn handle_timeout(&mut self, now: Instant) -> Due {
+    /// What is due at `now`; the timers move on.
+    pub fn handle_timeout(&mut self, now: Instant) -> Due {
         let mut due = Due::default();
         if self.next_lookup.is_some_and(|t| t <= now) {
             due.lookup = true;
@@ -108,6 +114,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test's epoch
     fn idle_until_routing_then_backs_off() {
         let t0 = Instant::now();
         let mut d = DiscoverySchedule::new(
@@ -134,6 +141,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test's epoch
     fn the_table_is_refreshed_a_walk_interval_after_joining_then_walked_between_refreshes() {
         let t0 = Instant::now();
         let walk = Duration::from_secs(30);
@@ -159,6 +167,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // the test's epoch
     fn look_ups_announce_until_one_did_then_every_half_lifetime() {
         let t0 = Instant::now();
         let every = Duration::from_secs(300);
